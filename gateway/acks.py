@@ -1,0 +1,153 @@
+"""Acknowledgements: how a source learns what became of its events.
+
+Every :class:`~gateway.event.Event` carries an :class:`Ack`.  An ``Ack`` points at an
+:class:`AckReceiver` (the thing that waits: a webhook request's :class:`AckGroup`, a Kafka
+partition's offset tracker, a spool's row deleter) and a ``key`` the receiver understands
+(the event's index in its request, its Kafka offset, its spool row id).
+
+The rules, as in Vector's ``finalization.rs``:
+
+* an ``Ack`` resolves **exactly once**; a second resolution is ignored and reported;
+* the batcher merges acks into a :class:`BatchAck`; the sink resolves the batch, or single
+  events of it when the upstream rejects only some;
+* statuses order by severity, ``DELIVERED < ERRORED < REJECTED``; a group reports the worst;
+* a dropped event (revoked partition, shutdown) still resolves its ack (``ERRORED``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class AckStatus(enum.IntEnum):
+    """What happened to an event; larger is worse, and the worst wins when merging."""
+
+    DELIVERED = 0  # the upstream accepted it (or it was written durably, for a spool)
+    ERRORED = 1  # not delivered, may succeed later: the source should let it be resent
+    REJECTED = 2  # refused for good (invalid, forbidden): it goes to the dead-letter path
+
+
+class AckReceiver(Protocol):
+    """Something that waits for acks: it is told once per event."""
+
+    def ack_resolved(self, key: int, status: AckStatus, detail: Any) -> None:
+        """``detail`` is the upstream's per-event result when delivered, a reason when not."""
+
+
+class Ack:
+    """One event's acknowledgement handle.  Small on purpose: there is one per buffered event."""
+
+    __slots__ = ("_done", "key", "receiver")
+
+    def __init__(self, receiver: AckReceiver, key: int) -> None:
+        self.receiver = receiver
+        self.key = key
+        self._done = False
+
+    @property
+    def resolved(self) -> bool:
+        return self._done
+
+    def resolve(self, status: AckStatus, detail: Any = None) -> bool:
+        """Resolve this ack; returns False (and changes nothing) if it was resolved before."""
+        if self._done:
+            log.warning("ack resolved twice", extra={"key": self.key, "status": status.name})
+            return False
+        self._done = True
+        self.receiver.ack_resolved(self.key, status, detail)
+        return True
+
+
+class BatchAck:
+    """The merged acks of a batch: resolve them all, or some individually, each once."""
+
+    __slots__ = ("acks",)
+
+    def __init__(self, acks: Iterable[Ack]) -> None:
+        self.acks: list[Ack] = list(acks)
+
+    def __len__(self) -> int:
+        return len(self.acks)
+
+    def resolve(self, status: AckStatus, details: Sequence[Any] | None = None) -> None:
+        """Resolve every still-open ack with ``status`` (and per-index ``details`` if given)."""
+        for i, ack in enumerate(self.acks):
+            if not ack.resolved:
+                ack.resolve(status, details[i] if details is not None else None)
+
+    def resolve_one(self, index: int, status: AckStatus, detail: Any = None) -> None:
+        ack = self.acks[index]
+        if not ack.resolved:
+            ack.resolve(status, detail)
+
+    @property
+    def open_count(self) -> int:
+        return sum(1 for a in self.acks if not a.resolved)
+
+
+class AckGroup:
+    """Waits for the acks of one source unit (a webhook request of N events).
+
+    ``status`` is the worst status seen; ``results`` holds each event's upstream result
+    (hash, envelope) when delivered, and ``reasons`` each non-delivered event's reason, so
+    a Pangea-compatible endpoint can answer with hashes or per-event errors.
+    """
+
+    __slots__ = ("_future", "_on_done", "pending", "reasons", "results", "size", "status")
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        keep_results: bool = False,
+        on_done: Callable[[AckGroup], None] | None = None,
+    ) -> None:
+        self.size = size
+        self.pending = size
+        self.status = AckStatus.DELIVERED
+        self.results: list[Any] | None = [None] * size if keep_results else None
+        self.reasons: dict[int, Any] = {}
+        self._on_done = on_done
+        self._future: asyncio.Future[AckStatus] | None = None
+        if size == 0:
+            self._finish()
+
+    def ack(self, index: int) -> Ack:
+        """The ack for the event at ``index`` of this unit."""
+        return Ack(self, index)
+
+    def ack_resolved(self, key: int, status: AckStatus, detail: Any) -> None:
+        if status > self.status:
+            self.status = status
+        if status == AckStatus.DELIVERED:
+            if self.results is not None:
+                self.results[key] = detail
+        else:
+            self.reasons[key] = detail
+        self.pending -= 1
+        if self.pending == 0:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._future is not None and not self._future.done():
+            self._future.set_result(self.status)
+        if self._on_done is not None:
+            self._on_done(self)
+
+    @property
+    def done(self) -> bool:
+        return self.pending == 0
+
+    async def wait(self) -> AckStatus:
+        """Wait until every event of the unit is resolved; returns the worst status."""
+        if self.pending == 0:
+            return self.status
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+        return await asyncio.shield(self._future)

@@ -1,0 +1,61 @@
+"""The admin listener: /metrics, /healthz (alive) and /readyz (able to deliver)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.telemetry.metrics import Metrics
+
+ReadinessCheck = Callable[[], Awaitable[list[str]]]
+
+
+class AdminServer:
+    """Serves metrics and probes.  ``readiness`` returns the reasons for not being ready."""
+
+    def __init__(self, host: str, port: int, metrics: Metrics, readiness: ReadinessCheck) -> None:
+        self.host = host
+        self._port = port
+        self.metrics = metrics
+        self.readiness = readiness
+        self.app = web.Application()
+        self.app.add_routes(
+            [web.get("/metrics", self._metrics), web.get("/healthz", self._healthz), web.get("/readyz", self._readyz)]
+        )
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self.draining = False
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        reasons = ["draining"] if self.draining else await self.readiness()
+        if reasons:
+            return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
+        return web.json_response({"status": "ready"})
+
+    @property
+    def port(self) -> int:
+        if self._site is not None and self._site._server is not None:
+            sockets = getattr(self._site._server, "sockets", None)
+            if sockets:
+                return int(sockets[0].getsockname()[1])
+        return self._port
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, self.host, self._port)
+        await self._site.start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,42 @@
+"""Per-destination batches: events taken from the buffer, their acks merged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+from gateway.acks import AckStatus, BatchAck
+from gateway.event import Event
+
+
+@dataclass(slots=True)
+class Batch:
+    """Up to 1000 events for one destination, and their merged acks."""
+
+    destination: str
+    events: list[Event]
+    ack: BatchAck = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ack = BatchAck(e.ack for e in self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def body(self, config_id: str | None, *, verbose: bool = False, indexes: list[int] | None = None) -> bytes:
+        """The /v2/log body, built by joining the events' bytes (never re-serialized).
+
+        ``indexes`` selects a subset (what is left after the upstream rejected some events).
+        """
+        items = [self.events[i].item for i in indexes] if indexes is not None else [e.item for e in self.events]
+        head = b'{"events":['
+        tail = b"]"
+        if config_id is not None:
+            tail += b',"config_id":' + orjson.dumps(config_id)
+        if verbose:
+            tail += b',"verbose":true'
+        return head + b",".join(items) + tail + b"}"
+
+    def resolve_all(self, status: AckStatus, detail: object = None) -> None:
+        self.ack.resolve(status, [detail] * len(self.events) if detail is not None else None)

@@ -1,0 +1,112 @@
+"""In-memory bounded buffer with byte and event limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from gateway.errors import BufferFull
+from gateway.event import Event
+from gateway.telemetry.metrics import Metrics
+
+
+class MemoryBuffer:
+    """A deque of events bounded by count and bytes; see :class:`gateway.buffer.base.Buffer`."""
+
+    def __init__(
+        self, destination: str, max_events: int, max_bytes: int, metrics: Metrics, retry_after_secs: float = 1.0
+    ) -> None:
+        self.destination = destination
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._q: deque[Event] = deque()
+        self._bytes = 0
+        self._closed = False
+        self._readable = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._retry_after = retry_after_secs
+        self._m_events = metrics.buffer_events.labels(destination)
+        self._m_bytes = metrics.buffer_bytes.labels(destination)
+        metrics.buffer_max_events.labels(destination).set(max_events)
+
+    @property
+    def events(self) -> int:
+        return len(self._q)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def fill_ratio(self) -> float:
+        return max(len(self._q) / self.max_events, self._bytes / self.max_bytes)
+
+    def _fits(self, n: int, size: int) -> bool:
+        # An empty buffer takes any single request that fits the limits at all, so one huge
+        # request is not refused forever.
+        return len(self._q) + n <= self.max_events and (self._bytes + size <= self.max_bytes or not self._q)
+
+    async def put(self, events: list[Event], *, wait: bool = False) -> None:
+        if self._closed:
+            raise BufferFull("the gateway is shutting down", retry_after_secs=self._retry_after)
+        size = sum(len(e.item) for e in events)
+        while not self._fits(len(events), size):
+            if not wait:
+                raise BufferFull(
+                    f"buffer for destination {self.destination!r} is full", retry_after_secs=self._retry_after
+                )
+            self._room.clear()
+            await self._room.wait()
+            if self._closed:
+                raise BufferFull("the gateway is shutting down", retry_after_secs=self._retry_after)
+        self._q.extend(events)
+        self._bytes += size
+        self._publish()
+        self._readable.set()
+
+    async def take(self, max_events: int, max_bytes: int, timeout_secs: float) -> list[Event]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_secs
+        # Wait for a full batch or the timeout, whichever comes first.
+        while len(self._q) < max_events and self._bytes < max_bytes and not self._closed:
+            remaining = deadline - loop.time()
+            if remaining <= 0 and self._q:
+                break
+            self._readable.clear()
+            try:
+                await asyncio.wait_for(self._readable.wait(), remaining if self._q else None)
+            except TimeoutError:
+                break
+        out: list[Event] = []
+        size = 0
+        q = self._q
+        while q and len(out) < max_events:
+            nxt = len(q[0].item)
+            if out and size + nxt > max_bytes:
+                break
+            out.append(q.popleft())
+            size += nxt
+        self._bytes -= size
+        self._publish()
+        if self._q:
+            self._readable.set()
+        self._room.set()
+        return out
+
+    def close(self) -> None:
+        self._closed = True
+        self._readable.set()
+        self._room.set()
+
+    def drain_nowait(self) -> list[Event]:
+        out = list(self._q)
+        self._q.clear()
+        self._bytes = 0
+        self._publish()
+        self._room.set()
+        return out
+
+    def _publish(self) -> None:
+        self._m_events.set(len(self._q))
+        self._m_bytes.set(self._bytes)

@@ -1,0 +1,34 @@
+"""The unit that travels the pipeline.
+
+An :class:`Event` is what a source produced and normalization accepted: the JSON bytes of
+one element of the upstream's ``events`` array (``{"event": {...}}``, plus ``signature`` and
+``public_key`` when signed locally) and the :class:`~gateway.acks.Ack` that tells its source
+what happened to it.  The hot path never re-serializes: request bodies are built by joining
+these bytes, so a buffered event costs its bytes plus two small slotted objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.acks import Ack
+
+
+@dataclass(slots=True, eq=False)
+class Event:
+    """One normalized audit event on its way upstream."""
+
+    item: bytes
+    """JSON of one ``events[]`` element: ``{"event":{...}}`` (+ ``signature``/``public_key``)."""
+    ack: Ack
+    """Resolved exactly once by whoever ends the event's journey (sink, drop, dead letter)."""
+    source: str
+    """Name of the source that produced it (a metrics label and dead-letter field)."""
+    dedup_key: str | None = None
+    """Source-given id (Auth0 ``log_id``, Okta ``uuid``...) for de-duplication, if any."""
+    want_envelope: bool = False
+    """The source wants the upstream's envelope back (a verbose SDK call)."""
+
+    @property
+    def size(self) -> int:
+        return len(self.item)

@@ -1,0 +1,98 @@
+"""Per-destination delivery: buffer → batches → sink, with bounded concurrency.
+
+A :class:`Destination` owns its buffer and ``max_in_flight`` worker tasks; each worker
+takes a batch from the buffer and awaits ``sink.send`` on it, so at most
+``max_in_flight`` requests are in flight and the buffer pushes back on intake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+
+from gateway.acks import AckStatus
+from gateway.batching import Batch
+from gateway.buffer.base import Buffer
+from gateway.config import DestinationConfig
+from gateway.event import Event
+from gateway.normalize.schema import Schema
+from gateway.sinks.base import Sink
+from gateway.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Destination:
+    """One upstream audit configuration and the machinery that feeds it."""
+
+    def __init__(
+        self,
+        name: str,
+        config: DestinationConfig,
+        buffer: Buffer,
+        sink: Sink,
+        schema: Schema,
+        metrics: Metrics,
+        workers: int,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.buffer = buffer
+        self.sink = sink
+        self.schema = schema
+        self.metrics = metrics
+        self._workers_n = workers
+        self._workers: list[asyncio.Task[None]] = []
+        self._inflight: set[Batch] = set()
+
+    def encode(self, event: dict[str, Any]) -> bytes:
+        """Normalize one event to this destination's schema and return its request item bytes.
+
+        Raises :class:`gateway.normalize.schema.EventInvalid` with Pangea-style errors.
+        """
+        return orjson.dumps({"event": self.schema.normalize(event)})
+
+    async def submit(self, events: list[Event], *, wait: bool = False) -> None:
+        """Hand events to the buffer (all or none; raises BufferFull)."""
+        await self.buffer.put(events, wait=wait)
+
+    def start(self) -> None:
+        for i in range(self._workers_n):
+            self._workers.append(asyncio.create_task(self._work(), name=f"dest-{self.name}-{i}"))
+
+    async def _work(self) -> None:
+        b = self.config.batch
+        while True:
+            events = await self.buffer.take(b.max_events, b.max_bytes, b.timeout_secs)
+            if not events:
+                return  # closed and empty
+            batch = Batch(self.name, events)
+            self._inflight.add(batch)
+            try:
+                await self.sink.send(batch)
+            except Exception:  # a sink bug must not lose the acks or kill the worker
+                log.exception("sink failed on a batch", extra={"destination": self.name})
+                batch.resolve_all(AckStatus.ERRORED, "internal error")
+            finally:
+                self._inflight.discard(batch)
+
+    async def stop(self, deadline: float) -> None:
+        """Flush until the buffer is empty or ``deadline``; resolve what is left as ERRORED."""
+        self.buffer.close()
+        loop = asyncio.get_running_loop()
+        if self._workers:
+            _done, pending = await asyncio.wait(self._workers, timeout=max(0.0, deadline - loop.time()))
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for batch in list(self._inflight):
+            batch.resolve_all(AckStatus.ERRORED, "shutdown")
+        left = self.buffer.drain_nowait()
+        for ev in left:
+            ev.ack.resolve(AckStatus.ERRORED, "shutdown")
+        if left:
+            self.metrics.events_dropped.labels(self.name, "shutdown").inc(len(left))
+            log.warning("shutdown deadline: events left undelivered", extra={"destination": self.name, "events": len(left)})

@@ -1,0 +1,29 @@
+"""The sink contract."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gateway.batching import Batch
+
+
+class Sink(Protocol):
+    """Sends batches upstream; owns retries; resolves every ack of a batch exactly once.
+
+    ``send`` returns only when every event of the batch is resolved: DELIVERED with the
+    upstream's per-event result (``{"hash": ..., "envelope"?: ...}``), REJECTED with a reason
+    (after writing it to the dead-letter path), or ERRORED when retries ran out or the
+    sink was stopped.  If ``send`` is cancelled it resolves what is open as ERRORED.
+    """
+
+    async def start(self) -> None:
+        """Open sessions; fetch credentials.  Does not fail on an unreachable upstream."""
+        ...
+
+    async def send(self, batch: Batch) -> None: ...
+
+    async def check(self) -> str | None:
+        """Readiness probe: None when the upstream is reachable and configured, else why not."""
+        ...
+
+    async def stop(self) -> None: ...

@@ -1,0 +1,70 @@
+"""Configuration of the upstream Secure Audit Log (the Pangea-compatible sink)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+
+from gateway.configbase import StrictModel
+
+
+class OAuth2Config(StrictModel):
+    """OAuth2 client-credentials grant (HTTP Basic client auth), as Pangea's OAuth clients use."""
+
+    token_url: str = Field(description="Token endpoint URL, e.g. https://.../v1/oauth/token.")
+    client_id: str = Field(description="OAuth2 client id.")
+    client_secret: SecretStr = Field(description="OAuth2 client secret; never logged.")
+    scope: str | None = Field(default=None, description="Optional space-separated scopes to request.")
+    refresh_before_expiry_secs: float = Field(
+        default=60.0, ge=0, description="Refresh the cached token this long before `expires_in` runs out."
+    )
+
+
+class RetryConfig(StrictModel):
+    """Retries of retriable upstream failures (408, 429, 5xx but 501, network errors)."""
+
+    initial_backoff_secs: float = Field(default=0.5, gt=0, description="First backoff ceiling.")
+    max_backoff_secs: float = Field(default=30.0, gt=0, description="Backoff ceiling cap (full jitter below it).")
+    max_attempts: int | None = Field(
+        default=None,
+        ge=1,
+        description="Attempts per batch before its events resolve as errored; null retries until shutdown.",
+    )
+
+
+class PollConfig(StrictModel):
+    """Polling of 202-accepted requests until the upstream has the events."""
+
+    initial_delay_secs: float = Field(default=0.2, gt=0, description="Delay before the first poll.")
+    max_delay_secs: float = Field(default=5.0, gt=0, description="Cap of the growing delay between polls.")
+    deadline_secs: float = Field(
+        default=300.0, gt=0, description="Give up polling after this long; the batch is then retried."
+    )
+
+
+class UpstreamConfig(StrictModel):
+    """Where events go: a Pangea-compatible Secure Audit Log."""
+
+    url: str = Field(description="Base URL, e.g. https://audit.aws.us.pangea.cloud.")
+    token: SecretStr | None = Field(default=None, description="Service token (pts_...); never logged.")
+    token_file: Path | None = Field(
+        default=None, description="File holding the token; re-read when it changes (Kubernetes Secret rotation)."
+    )
+    oauth2: OAuth2Config | None = Field(default=None, description="OAuth2 client credentials instead of a token.")
+    endpoint: Literal["log", "log_async"] = Field(
+        default="log", description="`log` posts to /v2/log; `log_async` to /v2/log_async (202, then polled)."
+    )
+    timeout_secs: float = Field(default=30.0, gt=0, description="Timeout of one upstream HTTP call.")
+    max_in_flight: int = Field(default=4, ge=1, le=256, description="Concurrent upstream requests per destination.")
+    verify_tls: bool = Field(default=True, description="Verify the upstream's TLS certificate.")
+    retry: RetryConfig = Field(default_factory=RetryConfig, description="Retry policy.")
+    poll: PollConfig = Field(default_factory=PollConfig, description="202 polling policy.")
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> Self:
+        given = [n for n in ("token", "token_file", "oauth2") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(f"exactly one of token, token_file, oauth2 is required (got {given or 'none'})")
+        return self

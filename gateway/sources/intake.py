@@ -1,0 +1,149 @@
+"""Admission: turn a request's (or message batch's) events into buffered, acked events.
+
+Shared by every HTTP route.  Invalid events are reported and dead-lettered; they never reach
+the upstream and never hold back the valid events of the same request.  Admission is all or
+nothing for the valid ones: if the buffer is full the whole request is refused (429) and
+nothing is dead-lettered, because the sender will retry it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.acks import AckGroup
+from gateway.event import Event
+from gateway.normalize.schema import EventInvalid
+from gateway.pipeline import Destination
+from gateway.sinks.deadletter.base import DeadLetter, DeadLetterStore
+from gateway.telemetry.metrics import Metrics
+
+
+@dataclass(slots=True)
+class Candidate:
+    """One event as a source read it, before normalization."""
+
+    fields: dict[str, Any] | None
+    """Mapped event fields; None when the record could not be mapped at all (see ``errors``)."""
+    pointer: str
+    """JSON pointer of the record in the request body, e.g. ``/events/3/event``."""
+    original: bytes
+    """The record's original bytes, for the dead-letter store."""
+    extras: dict[str, Any] | None = None
+    """``signature`` / ``public_key`` to send beside the event."""
+    dedup_key: str | None = None
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Admission:
+    """What became of a request's events at intake."""
+
+    group: AckGroup
+    """Acks of the admitted events (index = position among admitted)."""
+    admitted_index: list[int]
+    """For each admitted event, its index among the request's candidates."""
+    errors: list[dict[str, str]]
+    """Pangea-style errors of the events refused at intake (sources point into the body)."""
+    refused: int
+
+
+class Admitter:
+    """Normalizes candidates for one source and destination and puts them in the buffer."""
+
+    def __init__(
+        self,
+        source: str,
+        destination: Destination,
+        metrics: Metrics,
+        deadletters: DeadLetterStore,
+        check_restrictions: Callable[[dict[str, Any]], list[dict[str, str]]] | None = None,
+    ) -> None:
+        self.source = source
+        self.destination = destination
+        self.metrics = metrics
+        self.deadletters = deadletters
+        self._check_restrictions = check_restrictions
+        self._m_received = metrics.events_received.labels(source)
+
+    def prepare(self, candidates: Sequence[Candidate]) -> tuple[list[tuple[int, bytes, Candidate]], list[Candidate]]:
+        """Normalize; returns (index, item bytes, candidate) of the valid and the invalid candidates."""
+        encode = self.destination.encode
+        valid: list[tuple[int, bytes, Candidate]] = []
+        invalid: list[Candidate] = []
+        for i, cand in enumerate(candidates):
+            if cand.fields is None:
+                invalid.append(cand)
+                continue
+            if self._check_restrictions is not None:
+                forbidden = self._check_restrictions(cand.fields)
+                if forbidden:
+                    cand.errors = [_prefixed(e, cand.pointer) for e in forbidden]
+                    invalid.append(cand)
+                    continue
+            try:
+                if cand.extras:
+                    item = orjson.dumps({"event": self.destination.schema.normalize(cand.fields), **cand.extras})
+                else:
+                    item = encode(cand.fields)
+            except EventInvalid as exc:
+                cand.errors = [_prefixed(e, cand.pointer) for e in exc.errors]
+                invalid.append(cand)
+                continue
+            valid.append((i, item, cand))
+        return valid, invalid
+
+    async def admit(
+        self,
+        candidates: Sequence[Candidate],
+        *,
+        keep_results: bool = False,
+        want_envelope: bool = False,
+        wait_for_room: bool = False,
+    ) -> Admission:
+        """Buffer the valid candidates (raises BufferFull, admitting none) and report the rest."""
+        self._m_received.inc(len(candidates))
+        valid, invalid = self.prepare(candidates)
+        group = AckGroup(len(valid), keep_results=keep_results)
+        events = [
+            Event(item, group.ack(n), self.source, cand.dedup_key, want_envelope)
+            for n, (_i, item, cand) in enumerate(valid)
+        ]
+        if events:
+            await self.destination.submit(events, wait=wait_for_room)
+        errors: list[dict[str, str]] = []
+        if invalid:
+            errors = [e for cand in invalid for e in cand.errors]
+            await self.reject_invalid(invalid)
+        return Admission(group, [i for i, _item, _c in valid], errors, len(invalid))
+
+    async def reject_invalid(self, invalid: Sequence[Candidate]) -> None:
+        reasons: dict[str, int] = {}
+        letters = []
+        now = time.time()
+        for cand in invalid:
+            code = cand.errors[0]["code"] if cand.errors else "invalid"
+            reasons[code] = reasons.get(code, 0) + 1
+            letters.append(
+                DeadLetter(
+                    source=self.source,
+                    destination=self.destination.name,
+                    reason="forbidden_field_value" if code == "ForbiddenFieldValue" else "invalid_event",
+                    detail=orjson.dumps(cand.errors).decode(),
+                    payload=cand.original,
+                    received_at=now,
+                )
+            )
+        for code, n in reasons.items():
+            self.metrics.events_rejected.labels(self.source, self.destination.name, "intake", code).inc(n)
+        await self.deadletters.write(letters)
+
+
+def _prefixed(error: dict[str, str], pointer: str) -> dict[str, str]:
+    out = dict(error)
+    out["source"] = pointer + error.get("source", "")
+    return out

@@ -1,0 +1,87 @@
+"""From an admission's resolved acks to the HTTP answer."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from aiohttp import web
+
+from gateway.acks import AckStatus
+from gateway.errors import IntakeError
+from gateway.sources.intake import Admission, Candidate
+from gateway.sources.webhook.envelope import envelope
+
+_EVENT_POINTER = re.compile(r"^/events/\d+(/event)?")
+RETRY_AFTER_SECS = 5
+
+
+class Unavailable(IntakeError):
+    http_status = 503
+    pangea_status = "ServiceNotAvailable"
+    retriable = True
+
+
+async def settle(admission: Admission, timeout_secs: float) -> AckStatus | None:
+    """Wait for the admitted events' acks; None if the wait timed out (they stay queued)."""
+    try:
+        return await asyncio.wait_for(admission.group.wait(), timeout_secs)
+    except TimeoutError:
+        return None
+
+
+def upstream_errors(admission: Admission, candidates: list[Candidate]) -> list[dict[str, Any]]:
+    """The per-event reasons the upstream gave, re-pointed into this request's body."""
+    out: list[dict[str, Any]] = []
+    for n, reason in sorted(admission.group.reasons.items()):
+        cand = candidates[admission.admitted_index[n]]
+        items = reason if isinstance(reason, list) else [reason]
+        for item in items:
+            if isinstance(item, dict):
+                err = dict(item)
+                err["source"] = _EVENT_POINTER.sub(lambda _m, p=cand.pointer: p, str(err.get("source", "")))
+                if not err["source"].startswith(cand.pointer):
+                    err["source"] = cand.pointer
+            else:
+                err = {"code": "Rejected", "detail": str(item), "source": cand.pointer}
+            out.append(err)
+    return out
+
+
+def answer(
+    status: AckStatus | None,
+    admission: Admission,
+    candidates: list[Candidate],
+    ok_result: Any,
+    *,
+    request_id: str,
+    request_time: str,
+) -> web.Response:
+    """The envelope for a settled admission (shared by every Pangea-shaped route)."""
+    total = len(candidates)
+    if status is None or status == AckStatus.ERRORED:
+        why = "timed out waiting for the upstream" if status is None else "the upstream did not accept the events"
+        return envelope(
+            503,
+            "ServiceNotAvailable",
+            f"{why}; retry later",
+            None,
+            request_id=request_id,
+            request_time=request_time,
+            headers={"Retry-After": str(RETRY_AFTER_SECS)},
+        )
+    errors = list(admission.errors)
+    if status == AckStatus.REJECTED:
+        errors.extend(upstream_errors(admission, candidates))
+    if errors:
+        refused = total - (len(admission.admitted_index) - len(admission.group.reasons))
+        return envelope(
+            400,
+            "ValidationError",
+            f"{total - refused} of {total} events accepted; {refused} refused",
+            {"errors": errors},
+            request_id=request_id,
+            request_time=request_time,
+        )
+    return envelope(200, "Success", "Success", ok_result, request_id=request_id, request_time=request_time)

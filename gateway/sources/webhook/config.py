@@ -1,0 +1,67 @@
+"""Configuration of an HTTP webhook source (one route per source)."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+
+from gateway.configbase import StrictModel
+
+WebhookFormat = Literal["auth0", "okta", "github", "splunk_hec", "pangea", "json"]
+
+DEFAULT_PATHS: dict[str, str] = {
+    "auth0": "/v1/log_stream",
+    "okta": "/webhooks/okta",
+    "github": "/webhooks/github",
+    "splunk_hec": "/services/collector",
+    "pangea": "",
+    "json": "/webhooks/json",
+}
+
+
+class WebhookAuth(StrictModel):
+    """Inbound authentication of a route; compared in constant time.  Give one kind."""
+
+    header: str = Field(default="Authorization", description="Header carrying the shared value.")
+    value: SecretStr | None = Field(default=None, description="Expected header value, e.g. `Bearer <token>`.")
+    hmac_sha256_secret: SecretStr | None = Field(
+        default=None, description="GitHub-style `X-Hub-Signature-256` HMAC secret over the raw body."
+    )
+    splunk_token: SecretStr | None = Field(default=None, description="HEC token (`Authorization: Splunk <token>`).")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        kinds = [k for k in ("value", "hmac_sha256_secret", "splunk_token") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"give exactly one of value, hmac_sha256_secret, splunk_token (got {kinds or 'none'})")
+        return self
+
+
+class WebhookSourceConfig(StrictModel):
+    """An HTTP route that accepts a vendor's (or the Pangea SDK's) event bodies."""
+
+    type: Literal["webhook"] = Field(description="Source kind.")
+    format: WebhookFormat = Field(description="Body format: auth0, okta, github, splunk_hec, pangea, json.")
+    path: str | None = Field(
+        default=None,
+        description="Route path (format `pangea`: a prefix for /v1/log, /v2/log, /v2/log_async, /request/{id}).",
+    )
+    destination: str = Field(description="Name of the destination (under `destinations`) its events go to.")
+    auth: WebhookAuth | None = Field(default=None, description="Inbound auth; required when listening beyond loopback.")
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="Larger bodies answer 413.")
+    max_events_per_request: int = Field(default=10_000, ge=1, description="More events in one body answer 400.")
+    max_json_depth: int = Field(default=64, ge=2, description="Deeper JSON nesting answers 400.")
+    ack_timeout_secs: float = Field(
+        default=60.0, gt=0, description="Longest wait for the upstream before answering 503 (events stay queued)."
+    )
+    map: dict[str, str] | None = Field(
+        default=None, description="Declarative mapping `field: path.in.body` for format `json` (and overrides)."
+    )
+    restrictions: dict[str, list[str]] | None = Field(
+        default=None, description="Allowed values per field; a violating event answers 403 ForbiddenFieldValue."
+    )
+
+    @property
+    def route_path(self) -> str:
+        return self.path if self.path is not None else DEFAULT_PATHS[self.format]

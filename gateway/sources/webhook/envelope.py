@@ -1,0 +1,64 @@
+"""Pangea-shaped answers: every intake response uses the same envelope."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.errors import IntakeError
+
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+def new_request_id() -> str:
+    """A Pangea-style request id, ``prq_`` + 32 base32 characters."""
+    return "prq_" + "".join(secrets.choice(_ALPHABET) for _ in range(32))
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def envelope(
+    http_status: int,
+    status: str,
+    summary: str,
+    result: Any,
+    *,
+    request_id: str | None = None,
+    request_time: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """A JSON response in the Pangea envelope."""
+    body = {
+        "request_id": request_id or new_request_id(),
+        "request_time": request_time or now_rfc3339(),
+        "response_time": now_rfc3339(),
+        "status": status,
+        "summary": summary,
+        "result": result,
+    }
+    return web.Response(
+        status=http_status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+def error_response(exc: IntakeError, *, request_id: str | None = None, request_time: str | None = None) -> web.Response:
+    """Render an IntakeError; validation errors carry ``result.errors[] {code, detail, source}``."""
+    headers = None
+    if exc.retry_after_secs is not None:
+        headers = {"Retry-After": str(max(1, round(exc.retry_after_secs)))}
+    result: Any = {"errors": exc.errors} if exc.errors else None
+    return envelope(
+        exc.http_status,
+        exc.pangea_status,
+        exc.message,
+        result,
+        request_id=request_id,
+        request_time=request_time,
+        headers=headers,
+    )

@@ -1,0 +1,244 @@
+"""Pangea-compatible intake: /v1/log, /v2/log, /v2/log_async and GET /request/{id}.
+
+An application using the official ``pangea-sdk`` points ``base_url_template`` at the gateway
+and works unchanged: answers carry the upstream's hashes (and envelopes when verbose), and
+async calls answer 202 with a ``location`` on the gateway that resolves once the upstream
+has the events.  A body's ``config_id`` picks the destination configured with that id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.acks import AckStatus
+from gateway.errors import IntakeError, ValidationFailed
+from gateway.sources.intake import Admission, Admitter, Candidate
+from gateway.sources.webhook.answers import answer, settle
+from gateway.sources.webhook.auth import check_header
+from gateway.sources.webhook.body import read_body
+from gateway.sources.webhook.config import WebhookSourceConfig
+from gateway.sources.webhook.envelope import envelope, error_response, new_request_id, now_rfc3339
+
+_V1_KEYS = frozenset({"event", "verbose", "signature", "public_key", "config_id", "prev_root", "return_hash"})
+_V2_KEYS = frozenset({"events", "verbose", "config_id", "prev_root"})
+_ITEM_KEYS = frozenset({"event", "signature", "public_key"})
+MAX_EVENTS = 1000
+ASYNC_TTL_MINS = 60
+MAX_PENDING_ASYNC = 10_000
+
+
+class PendingAsync:
+    """An accepted /v2/log_async request, answered at GET /request/{id}."""
+
+    __slots__ = ("admission", "candidates", "created", "request_time", "task", "verbose")
+
+    def __init__(self, admission: Admission, candidates: list[Candidate], request_time: str, verbose: bool) -> None:
+        self.admission = admission
+        self.candidates = candidates
+        self.request_time = request_time
+        self.verbose = verbose
+        self.created = time.monotonic()
+
+
+class PangeaApi:
+    """Routes of one ``format: pangea`` source."""
+
+    def __init__(
+        self,
+        name: str,
+        config: WebhookSourceConfig,
+        admitter: Admitter,
+        by_config_id: dict[str, Admitter],
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.admitter = admitter
+        self.by_config_id = by_config_id
+        self._pending: OrderedDict[str, PendingAsync] = OrderedDict()
+
+    def routes(self) -> list[web.RouteDef]:
+        p = (self.config.path or "").rstrip("/")
+        return [
+            web.post(f"{p}/v1/log", self.v1_log),
+            web.post(f"{p}/v2/log", self.v2_log),
+            web.post(f"{p}/v2/log_async", self.v2_log_async),
+            web.get(f"{p}/request/{{request_id}}", self.get_request),
+        ]
+
+    async def _body(self, request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
+        check_header(request, self.config.auth)
+        raw = await read_body(request, self.config.max_body_bytes)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise ValidationFailed(
+                "body is not valid JSON", errors=[{"code": "InvalidJSON", "detail": "not JSON", "source": ""}]
+            ) from None
+        if not isinstance(body, dict):
+            raise ValidationFailed(
+                "body must be a JSON object", errors=[{"code": "Type", "detail": "expected object", "source": ""}]
+            )
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise ValidationFailed(
+                "unknown properties",
+                errors=[
+                    {"code": "AdditionalProperties", "detail": f"unknown property {k!r}", "source": f"/{k}"}
+                    for k in unknown
+                ],
+            )
+        return body
+
+    def _admitter(self, body: dict[str, Any]) -> Admitter:
+        config_id = body.get("config_id")
+        if config_id is None or config_id == self.admitter.destination.config.config_id:
+            return self.admitter
+        if not isinstance(config_id, str) or config_id not in self.by_config_id:
+            raise ValidationFailed(
+                "unknown config_id",
+                errors=[{"code": "MissingConfigIDScope", "detail": "no destination has this config_id",
+                         "source": "/config_id"}],
+            )
+        return self.by_config_id[config_id]
+
+    @staticmethod
+    def _candidate(item: Any, pointer: str) -> Candidate:
+        original = orjson.dumps(item)
+        if not isinstance(item, dict) or not isinstance(item.get("event"), dict):
+            return Candidate(None, pointer, original, errors=[
+                {"code": "Required", "detail": "an object with an `event` object is required", "source": pointer}
+            ])
+        unknown = sorted(set(item) - _ITEM_KEYS)
+        if unknown:
+            return Candidate(None, pointer, original, errors=[
+                {"code": "AdditionalProperties", "detail": f"unknown property {k!r}", "source": f"{pointer}/{k}"}
+                for k in unknown
+            ])
+        extras = {k: item[k] for k in ("signature", "public_key") if item.get(k) is not None}
+        return Candidate(item["event"], f"{pointer}/event", original, extras or None)
+
+    def _events(self, body: dict[str, Any]) -> list[Candidate]:
+        events = body.get("events")
+        if not isinstance(events, list) or not events:
+            raise ValidationFailed("`events` must be a non-empty array", errors=[
+                {"code": "Required", "detail": "events must be a non-empty array", "source": "/events"}])
+        if len(events) > MAX_EVENTS:
+            raise ValidationFailed(f"at most {MAX_EVENTS} events per call", errors=[
+                {"code": "MaxItems", "detail": f"more than {MAX_EVENTS} events", "source": "/events"}])
+        return [self._candidate(item, f"/events/{i}") for i, item in enumerate(events)]
+
+    async def _guard(self, request: web.Request, handler: Any) -> web.Response:
+        rid, rtime = new_request_id(), now_rfc3339()
+        try:
+            resp: web.Response = await handler(request, rid, rtime)
+            return resp
+        except IntakeError as exc:
+            self.admitter.metrics.requests_refused.labels(self.name, type(exc).__name__).inc()
+            return error_response(exc, request_id=rid, request_time=rtime)
+
+    async def v1_log(self, request: web.Request) -> web.Response:
+        async def handle(request: web.Request, rid: str, rtime: str) -> web.Response:
+            body = await self._body(request, _V1_KEYS)
+            admitter = self._admitter(body)
+            verbose = bool(body.get("verbose"))
+            item = {k: body[k] for k in _ITEM_KEYS if k in body}
+            cands = [self._candidate(item, "")]
+            adm = await admitter.admit(cands, keep_results=True, want_envelope=verbose)
+            status = await settle(adm, self.config.ack_timeout_secs)
+            results = adm.group.results or []
+            result = _shape(results[0], verbose) if results and results[0] is not None else {}
+            return answer(status, adm, cands, result, request_id=rid, request_time=rtime)
+
+        return await self._guard(request, handle)
+
+    async def v2_log(self, request: web.Request) -> web.Response:
+        async def handle(request: web.Request, rid: str, rtime: str) -> web.Response:
+            body = await self._body(request, _V2_KEYS)
+            admitter = self._admitter(body)
+            verbose = bool(body.get("verbose"))
+            cands = self._events(body)
+            adm = await admitter.admit(cands, keep_results=True, want_envelope=verbose)
+            status = await settle(adm, self.config.ack_timeout_secs)
+            return answer(status, adm, cands, _bulk_result(adm, verbose), request_id=rid, request_time=rtime)
+
+        return await self._guard(request, handle)
+
+    async def v2_log_async(self, request: web.Request) -> web.Response:
+        async def handle(request: web.Request, rid: str, rtime: str) -> web.Response:
+            body = await self._body(request, _V2_KEYS)
+            admitter = self._admitter(body)
+            verbose = bool(body.get("verbose"))
+            cands = self._events(body)
+            adm = await admitter.admit(cands, keep_results=True, want_envelope=verbose)
+            self._remember(rid, PendingAsync(adm, cands, rtime, verbose))
+            location = f"{request.scheme}://{request.host}{(self.config.path or '').rstrip('/')}/request/{rid}"
+            return envelope(
+                202,
+                "Accepted",
+                "Accepted; poll the location for the result",
+                {"location": location, "retry_counter": 0, "ttl_mins": ASYNC_TTL_MINS},
+                request_id=rid,
+                request_time=rtime,
+            )
+
+        return await self._guard(request, handle)
+
+    def _remember(self, rid: str, pending: PendingAsync) -> None:
+        now = time.monotonic()
+        while self._pending:
+            oldest = next(iter(self._pending.values()))
+            if len(self._pending) < MAX_PENDING_ASYNC and now - oldest.created < ASYNC_TTL_MINS * 60:
+                break
+            self._pending.popitem(last=False)
+        self._pending[rid] = pending
+
+    async def get_request(self, request: web.Request) -> web.Response:
+        rid = request.match_info["request_id"]
+        try:
+            check_header(request, self.config.auth)
+        except IntakeError as exc:
+            return error_response(exc)
+        pending = self._pending.get(rid)
+        if pending is None:
+            return envelope(404, "NotFound", "no such request", None)
+        if not pending.admission.group.done:
+            return envelope(
+                202,
+                "Accepted",
+                "still in progress",
+                {"location": str(request.url), "retry_counter": 0, "ttl_mins": ASYNC_TTL_MINS},
+                request_id=rid,
+                request_time=pending.request_time,
+            )
+        status: AckStatus | None = pending.admission.group.status
+        return answer(
+            status,
+            pending.admission,
+            pending.candidates,
+            _bulk_result(pending.admission, pending.verbose),
+            request_id=rid,
+            request_time=pending.request_time,
+        )
+
+    async def close(self) -> None:
+        self._pending.clear()
+        await asyncio.sleep(0)
+
+
+def _shape(result: Any, verbose: bool) -> dict[str, Any]:
+    if not isinstance(result, dict):
+        return {}
+    if verbose:
+        return result
+    return {k: v for k, v in result.items() if k != "envelope"}
+
+
+def _bulk_result(adm: Admission, verbose: bool) -> dict[str, Any]:
+    results = adm.group.results or []
+    return {"results": [_shape(r, verbose) for r in results if r is not None]}

@@ -1,0 +1,153 @@
+"""Every metric the gateway exports, defined once.
+
+Names follow ``gateway_<noun>_<unit>_total`` for counters; labels stay low-cardinality
+(``source``, ``destination``, ``stage``, ``reason``, ``endpoint``, ``status``, ``topic``,
+``partition``).  Count per batch, not per event: ``.inc(n)``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """All metrics on one registry; tests and the embedded server each get their own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_received = Counter(
+            "gateway_events_received_total",
+            "Events accepted at intake, before normalization.",
+            ["source"],
+            registry=r,
+        )
+        self.events_forwarded = Counter(
+            "gateway_events_forwarded_total",
+            "Events the upstream accepted.",
+            ["destination"],
+            registry=r,
+        )
+        self.events_rejected = Counter(
+            "gateway_events_rejected_total",
+            "Events refused for good (at intake or by the upstream), by stage and reason.",
+            ["source", "destination", "stage", "reason"],
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            "gateway_events_dropped_total",
+            "Events dropped without delivery (shutdown deadline, revoked partition); resent by the source.",
+            ["destination", "reason"],
+            registry=r,
+        )
+        self.requests_refused = Counter(
+            "gateway_intake_requests_refused_total",
+            "Intake requests refused as a whole, by reason (auth, too_large, buffer_full, ...).",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.batch_events = Histogram(
+            "gateway_batch_events",
+            "Events per upstream batch.",
+            ["destination"],
+            buckets=(1, 10, 50, 100, 250, 500, 750, 1000),
+            registry=r,
+        )
+        self.batch_bytes = Histogram(
+            "gateway_batch_bytes",
+            "Bytes per upstream request body.",
+            ["destination"],
+            buckets=(1e3, 1e4, 1e5, 2.5e5, 5e5, 1e6, 2e6, 4e6, 8e6),
+            registry=r,
+        )
+        self.upstream_requests = Counter(
+            "gateway_upstream_requests_total",
+            "Upstream calls by endpoint and HTTP status (or 'error' for network failures).",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "gateway_upstream_request_duration_seconds",
+            "Upstream call duration by endpoint and HTTP status.",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.upstream_retries = Counter(
+            "gateway_upstream_retries_total",
+            "Upstream calls retried, by reason (status code or 'network').",
+            ["destination", "reason"],
+            registry=r,
+        )
+        self.upstream_polls = Counter(
+            "gateway_upstream_polls_total",
+            "Polls of 202-accepted upstream requests, by outcome.",
+            ["destination", "outcome"],
+            registry=r,
+        )
+        self.upstream_in_flight = Gauge(
+            "gateway_upstream_in_flight_requests",
+            "Upstream requests currently in flight.",
+            ["destination"],
+            registry=r,
+        )
+        self.buffer_events = Gauge(
+            "gateway_buffer_events", "Events held in the buffer.", ["destination"], registry=r
+        )
+        self.buffer_bytes = Gauge(
+            "gateway_buffer_bytes", "Bytes held in the buffer.", ["destination"], registry=r
+        )
+        self.buffer_max_events = Gauge(
+            "gateway_buffer_max_events", "Buffer capacity in events.", ["destination"], registry=r
+        )
+        self.auth_token_refreshes = Counter(
+            "gateway_auth_token_refreshes_total",
+            "Upstream credential refreshes (OAuth2 token fetches, token file reloads), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.deadletters = Counter(
+            "gateway_deadletters_total",
+            "Events written to the dead-letter store, by reason.",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "gateway_duplicates_dropped_total",
+            "Events dropped as duplicates of an already accepted id.",
+            ["source"],
+            registry=r,
+        )
+        # Kafka
+        self.kafka_consumed = Counter(
+            "gateway_kafka_messages_consumed_total",
+            "Kafka messages consumed, per topic.",
+            ["source", "topic"],
+            registry=r,
+        )
+        self.kafka_lag = Gauge(
+            "gateway_kafka_consumer_lag",
+            "End offset minus committed offset, per partition.",
+            ["source", "topic", "partition"],
+            registry=r,
+        )
+        self.kafka_commits = Counter(
+            "gateway_kafka_commits_total", "Offset commits, by outcome.", ["source", "outcome"], registry=r
+        )
+        self.kafka_rebalances = Counter(
+            "gateway_kafka_rebalances_total",
+            "Partition assignments and revocations.",
+            ["source", "kind"],
+            registry=r,
+        )
+        self.kafka_paused = Gauge(
+            "gateway_kafka_paused_partitions",
+            "Partitions paused for backpressure.",
+            ["source"],
+            registry=r,
+        )
+        self.kafka_deadlettered = Counter(
+            "gateway_kafka_deadlettered_total",
+            "Kafka messages sent to the dead-letter topic, by reason.",
+            ["source", "reason"],
+            registry=r,
+        )

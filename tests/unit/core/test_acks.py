@@ -1,0 +1,48 @@
+from typing import Any
+
+from gateway.acks import Ack, AckGroup, AckStatus, BatchAck
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, AckStatus, Any]] = []
+
+    def ack_resolved(self, key: int, status: AckStatus, detail: Any) -> None:
+        self.calls.append((key, status, detail))
+
+
+def test_ack_resolves_exactly_once_and_ignores_the_second_resolution() -> None:
+    rec = Recorder()
+    ack = Ack(rec, 7)
+    assert ack.resolve(AckStatus.DELIVERED, {"hash": "h"}) is True
+    assert ack.resolve(AckStatus.REJECTED, "late") is False
+    assert rec.calls == [(7, AckStatus.DELIVERED, {"hash": "h"})]
+
+
+async def test_group_reports_the_worst_status_once_all_events_resolve() -> None:
+    group = AckGroup(3, keep_results=True)
+    a, b, c = group.ack(0), group.ack(1), group.ack(2)
+    a.resolve(AckStatus.DELIVERED, {"hash": "x"})
+    b.resolve(AckStatus.REJECTED, [{"code": "MaxLength"}])
+    assert not group.done
+    c.resolve(AckStatus.ERRORED, "shutdown")
+    assert await group.wait() == AckStatus.REJECTED
+    assert group.results == [{"hash": "x"}, None, None]
+    assert group.reasons == {1: [{"code": "MaxLength"}], 2: "shutdown"}
+
+
+async def test_empty_group_is_done_immediately() -> None:
+    assert await AckGroup(0).wait() == AckStatus.DELIVERED
+
+
+def test_batch_ack_resolves_only_open_acks_with_per_index_details() -> None:
+    rec = Recorder()
+    batch = BatchAck([Ack(rec, i) for i in range(3)])
+    batch.resolve_one(1, AckStatus.REJECTED, "bad")
+    batch.resolve(AckStatus.DELIVERED, ["d0", "d1", "d2"])
+    assert rec.calls == [(1, AckStatus.REJECTED, "bad"), (0, AckStatus.DELIVERED, "d0"), (2, AckStatus.DELIVERED, "d2")]
+    assert batch.open_count == 0
+
+
+def test_worst_wins_ordering() -> None:
+    assert AckStatus.DELIVERED < AckStatus.ERRORED < AckStatus.REJECTED

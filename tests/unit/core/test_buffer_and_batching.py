@@ -1,0 +1,92 @@
+import asyncio
+
+import orjson
+import pytest
+
+from gateway.acks import AckGroup, AckStatus
+from gateway.batching import Batch
+from gateway.buffer.memory import MemoryBuffer
+from gateway.errors import BufferFull
+from gateway.event import Event
+from gateway.telemetry.metrics import Metrics
+
+
+def events(n: int, group: AckGroup | None = None, size: int = 10) -> list[Event]:
+    g = group or AckGroup(n)
+    return [Event(orjson.dumps({"event": {"message": "x" * size, "n": i}}), g.ack(i), "test") for i in range(n)]
+
+
+async def test_full_buffer_refuses_the_whole_request_instead_of_growing() -> None:
+    metrics = Metrics()
+    buf = MemoryBuffer("d", max_events=5, max_bytes=10_000, metrics=metrics)
+    await buf.put(events(4))
+    with pytest.raises(BufferFull) as info:
+        await buf.put(events(2))
+    assert info.value.http_status == 429 and info.value.retry_after_secs
+    assert buf.events == 4
+    assert metrics.registry.get_sample_value("gateway_buffer_events", {"destination": "d"}) == 4
+
+
+async def test_buffer_bounds_bytes_too() -> None:
+    buf = MemoryBuffer("d", max_events=1000, max_bytes=2048, metrics=Metrics())
+    await buf.put(events(10, size=100))
+    with pytest.raises(BufferFull):
+        await buf.put(events(10, size=100))
+    assert buf.fill_ratio >= 0.5
+
+
+async def test_take_returns_a_partial_batch_after_the_timeout() -> None:
+    buf = MemoryBuffer("d", max_events=100, max_bytes=100_000, metrics=Metrics())
+    await buf.put(events(3))
+    got = await buf.take(max_events=10, max_bytes=100_000, timeout_secs=0.01)
+    assert len(got) == 3 and buf.events == 0
+
+
+async def test_take_caps_by_events_and_bytes() -> None:
+    buf = MemoryBuffer("d", max_events=100, max_bytes=100_000, metrics=Metrics())
+    evs = events(10, size=100)
+    await buf.put(evs)
+    first = await buf.take(max_events=4, max_bytes=100_000, timeout_secs=0.01)
+    assert first == evs[:4]
+    second = await buf.take(max_events=100, max_bytes=2 * len(evs[4].item), timeout_secs=0.01)
+    assert second == evs[4:6]
+
+
+async def test_put_with_wait_blocks_until_room_is_made() -> None:
+    buf = MemoryBuffer("d", max_events=2, max_bytes=100_000, metrics=Metrics())
+    await buf.put(events(2))
+    waiter = asyncio.create_task(buf.put(events(2), wait=True))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await buf.take(10, 100_000, 0.001)
+    await asyncio.wait_for(waiter, 1)
+    assert buf.events == 2
+
+
+async def test_closed_buffer_drains_then_returns_empty() -> None:
+    buf = MemoryBuffer("d", max_events=10, max_bytes=100_000, metrics=Metrics())
+    await buf.put(events(2))
+    buf.close()
+    assert len(await buf.take(10, 100_000, 5)) == 2
+    assert await buf.take(10, 100_000, 5) == []
+    with pytest.raises(BufferFull):
+        await buf.put(events(1))
+
+
+def test_batch_body_joins_the_event_bytes_into_a_v2_log_request() -> None:
+    evs = events(3)
+    batch = Batch("d", evs)
+    body = orjson.loads(batch.body("pci_1", verbose=True))
+    assert body == {
+        "events": [orjson.loads(e.item) for e in evs],
+        "config_id": "pci_1",
+        "verbose": True,
+    }
+    assert orjson.loads(batch.body(None, indexes=[2]))["events"] == [orjson.loads(evs[2].item)]
+
+
+async def test_batch_resolve_all_settles_the_source_group() -> None:
+    group = AckGroup(3)
+    batch = Batch("d", events(3, group))
+    batch.resolve_all(AckStatus.ERRORED, "shutdown")
+    assert await group.wait() == AckStatus.ERRORED
