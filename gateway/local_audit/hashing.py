@@ -40,8 +40,8 @@ __all__ = [
     "canonical_json",
     "consistency_proof",
     "envelope_bytes",
-    "format_timestamp",
     "fold_root",
+    "format_timestamp",
     "hash_pair",
     "largest_power_of_two_below",
     "membership_proof",
@@ -70,9 +70,7 @@ def format_timestamp(dt: datetime) -> str:
 
 def canonical_json(obj: Any) -> bytes:
     """The SDK's ``canonicalize_json``: the reference encoding the fast path must equal."""
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True).encode(
-        "utf-8"
-    )
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
 def envelope_bytes(
@@ -178,11 +176,13 @@ class NodeSource:
         self,
         read_leaves: Callable[[int, int], list[bytes]],
         read_blocks: Callable[[int, int], list[bytes]],
+        cache: dict[tuple[int, int], bytes] | None = None,
         max_cached: int = 200_000,
     ) -> None:
         self._read_leaves = read_leaves
         self._read_blocks = read_blocks
-        self._cache: dict[tuple[int, int], bytes] = {}
+        # Shareable between sources reading the same tree through different connections.
+        self._cache: dict[tuple[int, int], bytes] = {} if cache is None else cache
         self._max_cached = max_cached
 
     def node(self, level: int, index: int) -> bytes:

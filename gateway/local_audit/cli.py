@@ -1,0 +1,204 @@
+"""``audit-gateway local-audit serve``: run the local audit log on its own.
+
+Wired by the gateway CLI as ``local_audit.cli.register(subparsers)``; the parsed namespace's
+``func(args)`` runs the server until SIGINT/SIGTERM and returns the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pydantic
+import yaml
+
+from gateway.local_audit.hashing import format_timestamp
+from gateway.local_audit.server import LocalAuditServer
+from gateway.local_audit.settings import (
+    DEFAULT_DB_PATH,
+    FaultSettings,
+    LocalAuditSettings,
+    load_configs_file,
+)
+
+__all__ = ["JsonLogFormatter", "build_settings", "parse_listen", "register", "serve"]
+
+DEFAULT_LISTEN = "127.0.0.1:8090"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) into its parts."""
+    host, sep, port_s = value.rpartition(":")
+    if not sep or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return host or "127.0.0.1", int(port_s)
+
+
+def _ratio(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {value!r}") from None
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {value!r}")
+    return x
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``local-audit serve`` to the gateway's sub-commands."""
+    parser = subparsers.add_parser(
+        "local-audit",
+        help="the embedded Pangea-compatible audit log",
+        description="The embedded Pangea-compatible Secure Audit Log (SQLite).",
+    )
+    sub = parser.add_subparsers(dest="local_audit_command", required=True, metavar="COMMAND")
+    serve_p = sub.add_parser(
+        "serve",
+        help="run the local audit log until SIGINT/SIGTERM",
+        description="Serve /v1/log, /v2/log, /v2/log_async, /v1/search, /v1/results, /v1/root, /v1/schema.",
+    )
+    serve_p.add_argument(
+        "--listen",
+        type=parse_listen,
+        default=parse_listen(DEFAULT_LISTEN),
+        metavar="HOST:PORT",
+        help=f"address to bind (default {DEFAULT_LISTEN}; port 0 picks one)",
+    )
+    serve_p.add_argument(
+        "--db",
+        type=Path,
+        default=Path(".") / DEFAULT_DB_PATH,
+        metavar="FILE",
+        help=f"SQLite database (default ./{DEFAULT_DB_PATH}); the generated token is kept in FILE.token",
+    )
+    serve_p.add_argument("--configs", type=Path, metavar="FILE", help="YAML/JSON file of configurations")
+    serve_p.add_argument(
+        "--synchronous",
+        choices=("OFF", "NORMAL", "FULL"),
+        default="NORMAL",
+        help="SQLite synchronous mode (default NORMAL: safe against process crashes)",
+    )
+    serve_p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    faults = serve_p.add_argument_group("fault injection (also settable at runtime: POST /_faults)")
+    faults.add_argument("--fault-latency-ms", type=float, default=0.0, metavar="MS", help="delay every API call")
+    faults.add_argument(
+        "--fault-5xx-ratio", type=_ratio, default=0.0, metavar="R", help="share of calls answered 503/500/502"
+    )
+    faults.add_argument("--fault-429-ratio", type=_ratio, default=0.0, metavar="R", help="share of calls answered 429")
+    faults.add_argument(
+        "--fault-retry-after-secs", type=int, default=1, metavar="S", help="Retry-After on 429/503 (default 1)"
+    )
+    faults.add_argument(
+        "--fault-202-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="answer every Nth /v1/log and /v2/log call 202 (0: never)",
+    )
+    faults.add_argument(
+        "--fault-pending-polls",
+        type=int,
+        default=1,
+        metavar="N",
+        help="polls of /request/{id} answered 202 before the result (default 1)",
+    )
+    faults.add_argument("--fault-outage", action="store_true", help="answer every API call 503")
+    faults.add_argument("--fault-seed", type=int, default=None, metavar="N", help="seed of the fault dice")
+    serve_p.set_defaults(func=serve)
+
+
+def build_settings(args: argparse.Namespace) -> LocalAuditSettings:
+    """Settings from parsed ``serve`` arguments; raises pydantic/YAML/OS errors on bad input."""
+    host, port = args.listen
+    data: dict[str, Any] = {
+        "listen_host": host,
+        "listen_port": port,
+        "db_path": args.db,
+        "synchronous": args.synchronous,
+        "faults": FaultSettings(
+            latency_ms=args.fault_latency_ms,
+            error_5xx_ratio=args.fault_5xx_ratio,
+            error_429_ratio=args.fault_429_ratio,
+            retry_after_secs=args.fault_retry_after_secs,
+            accept_every_nth=args.fault_202_every,
+            pending_polls=args.fault_pending_polls,
+            outage=args.fault_outage,
+            seed=args.fault_seed,
+        ),
+    }
+    if args.configs is not None:
+        data["configs"] = load_configs_file(args.configs)
+    return LocalAuditSettings.model_validate(data)
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg and the record's ``extra`` fields."""
+
+    _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": format_timestamp(datetime.fromtimestamp(record.created, UTC)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in self._STANDARD and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(out, default=str).decode()
+
+
+def _setup_logging(level: str) -> None:
+    logger = logging.getLogger("gateway.local_audit")
+    logger.setLevel(level.upper())
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonLogFormatter())
+        logger.addHandler(handler)
+
+
+async def _run(settings: LocalAuditSettings) -> int:
+    server = LocalAuditServer(settings)
+    try:
+        await server.start()
+    except OSError as exc:
+        print(f"local-audit: cannot start: {exc}", file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        print(f"local audit log on {server.base_url}, configurations: {', '.join(server.config_ids)}", flush=True)
+        source = server.token_source
+        if not (source == "settings" or source == "configs" or source.startswith("env ")):
+            # The generated token is the operator's only way in: show it once, on stdout, not in logs.
+            print(f"default token (kept in {source}): {server.token}", flush=True)
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await server.stop()
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Entry point of ``local-audit serve``; returns the process exit code."""
+    try:
+        settings = build_settings(args)
+    except (pydantic.ValidationError, yaml.YAMLError, OSError, ValueError) as exc:
+        print(f"local-audit: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(args.log_level)
+    return asyncio.run(_run(settings))
