@@ -1,0 +1,83 @@
+"""Vendor formats: split a request body (or Kafka value) into records and map each to event fields.
+
+Every format is a module with the same two functions::
+
+    def decode(body: bytes, content_type: str | None = None) -> list[Any]
+        # split a body into records; raises DecodeError(detail) for a body it cannot read
+    def to_event(record: Any) -> tuple[dict[str, Any], str | None]
+        # standard-schema fields (not yet validated) + the source's dedup id (or None);
+        # raises EventInvalid for a record that cannot be mapped
+
+``decode`` rejects only what makes the whole body unreadable; a record that is readable but
+unusable fails alone in ``to_event``, so a route may accept the rest of a batch.  Fields from
+``to_event`` still go through :meth:`gateway.normalize.schema.Schema.normalize`; mappers keep
+their values within the standard limits themselves (``action`` <= 32, ``actor`` <= 128...) so
+that a ``reject`` oversize policy does not refuse vendor events.
+
+:data:`VENDORS` holds them by format name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.normalize.schema import EventInvalid
+
+__all__ = ["VENDORS", "Decode", "DecodeError", "Vendor", "record_invalid", "text_of"]
+
+
+class DecodeError(Exception):
+    """A body that cannot be split into records.
+
+    ``detail`` says why.  ``hec_code`` is the Splunk HEC reply code for ``splunk_hec`` bodies
+    (5 no data, 6 invalid data format, 12 event field is required, 13 event field cannot be
+    blank), else ``None``; ``event_number`` is the 0-based index of the offending record when
+    known (HEC's ``invalid-event-number``).
+    """
+
+    def __init__(self, detail: str, *, hec_code: int | None = None, event_number: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.hec_code = hec_code
+        self.event_number = event_number
+
+
+def record_invalid(detail: str, source: str = "") -> EventInvalid:
+    """The :class:`EventInvalid` for a record a vendor cannot map (code ``InvalidObject``)."""
+    return EventInvalid([{"code": "InvalidObject", "detail": detail, "source": source}])
+
+
+class Decode(Protocol):
+    """``decode(body, content_type=None) -> records``."""
+
+    def __call__(self, body: bytes, content_type: str | None = None) -> list[Any]: ...
+
+
+def text_of(value: Any) -> str | None:
+    """A non-empty string as is, a number as its text, anything else (``""``, objects...) ``None``."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+@dataclass(frozen=True)
+class Vendor:
+    """One format: its name and its two functions."""
+
+    name: str
+    decode: Decode
+    to_event: Callable[[Any], tuple[dict[str, Any], str | None]]
+
+
+# The format modules import DecodeError and record_invalid from here, so they come last.
+from gateway.normalize.vendors import auth0, github, okta, pangea, raw, splunk_hec  # noqa: E402
+from gateway.normalize.vendors import json as json_format  # noqa: E402
+
+VENDORS: dict[str, Vendor] = {
+    m.NAME: Vendor(m.NAME, m.decode, m.to_event) for m in (auth0, okta, github, splunk_hec, pangea, raw, json_format)
+}
+"""Formats by name: ``auth0``, ``okta``, ``github``, ``splunk_hec``, ``pangea``, ``raw``, ``json``."""

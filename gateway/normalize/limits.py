@@ -1,0 +1,64 @@
+"""Cheap limits on decoded input: nesting depth, and fitting text into a field's size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["check_depth", "clip", "fit_name"]
+
+
+def check_depth(obj: Any, max_depth: int) -> bool:
+    """True if ``obj`` nests no deeper than ``max_depth`` containers.
+
+    A scalar has depth 0, ``{}``/``[]`` depth 1, ``{"a": [1]}`` depth 2.  Iterative (no recursion,
+    so any depth orjson lets through is safe to check) and stops at the first container past the
+    limit.  Dicts, lists and tuples count as containers.
+    """
+    if not isinstance(obj, dict | list | tuple):
+        return True
+    if max_depth < 1:
+        return False
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    pop = stack.pop
+    push = stack.append
+    while stack:
+        node, depth = pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list | tuple):
+                if depth >= max_depth:
+                    return False
+                if child:
+                    push((child, depth + 1))
+    return True
+
+
+def clip(text: str, size: int, marker: str = "...") -> str:
+    """``text`` cut to at most ``size`` characters, ending with ``marker`` when it was cut.
+
+    Characters are code points, as the upstream counts ``size``; a cut never splits one.
+    """
+    if len(text) <= size:
+        return text
+    if len(marker) >= size:
+        return text[:size]
+    return text[: size - len(marker)] + marker
+
+
+def fit_name(name: str, size: int) -> str:
+    """A dotted name (``event.action``) cut to ``size`` characters, keeping its last segment.
+
+    The cut is marked with ``~`` so that it cannot pass for another name:
+    ``repository_vulnerability_alert.dismiss`` (38) fits 32 as
+    ``repository_vulnerabilit~.dismiss`` -- the verb stays whole and the head is shortened.  When
+    the last segment alone leaves no room for a head, the name is cut at the end (``...~``).
+    """
+    if len(name) <= size:
+        return name
+    if size < 2:
+        return name[:size]
+    head, dot, last = name.rpartition(".")
+    room = size - len(last) - 2  # characters of the head that fit before "~."
+    if not dot or room < 1:
+        return name[: size - 1] + "~"
+    return head[:room] + "~." + last
