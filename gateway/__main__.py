@@ -1,4 +1,5 @@
-from gateway.cli import main
 import sys
+
+from gateway.cli import main
 
 sys.exit(main())

@@ -72,7 +72,9 @@ class RunOptions:
 class Gateway:
     """The running gateway: embedded local audit log (optional), destinations, sources, admin."""
 
-    def __init__(self, config: GatewayConfig, options: RunOptions | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig, options: RunOptions | None = None, metrics: Metrics | None = None
+    ) -> None:
         opts = options or RunOptions()
         self.config = config
         self.metrics = metrics or Metrics()
@@ -123,7 +125,7 @@ class Gateway:
         from gateway.buffer.disk import DiskBuffer
 
         path = (b.path or self.data_dir / "spool") / name
-        return DiskBuffer(name, path, b, self.metrics)  # type: ignore[return-value]
+        return DiskBuffer(name, path, b, self.metrics)
 
     async def _schema(self, name: str, dc: DestinationConfig, sink: PangeaSink) -> Schema:
         if dc.schema_ == "standard":

@@ -10,7 +10,7 @@ from gateway.acks import AckStatus, BatchAck
 from gateway.event import Event
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Batch:
     """Up to 1000 events for one destination, and their merged acks."""
 

@@ -70,11 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the gateway")
     run.add_argument("--config", help="YAML configuration; omitted: the built-in default")
     run.add_argument("--listen", help=f"intake HOST:PORT (default {DEFAULT_LISTEN})")
-    run.add_argument("--admin-listen", help=f"admin HOST:PORT for /metrics /healthz /readyz (default {DEFAULT_ADMIN_LISTEN})")
+    run.add_argument(
+        "--admin-listen", help=f"admin HOST:PORT for /metrics /healthz /readyz (default {DEFAULT_ADMIN_LISTEN})"
+    )
     run.add_argument("--data-dir", help=f"state directory (default {DEFAULT_DATA_DIR})")
     run.add_argument(
         "--local-audit-listen",
-        help=f"embedded local audit log HOST:PORT when no upstream is configured (default {DEFAULT_LOCAL_AUDIT_LISTEN})",
+        help=f"embedded local audit log HOST:PORT, used without `upstream:` (default {DEFAULT_LOCAL_AUDIT_LISTEN})",
     )
     run.set_defaults(func=_cmd_run)
 
@@ -82,15 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=_cmd_check_config)
 
+    from gateway import bench
     from gateway.local_audit import cli as local_audit_cli
 
     local_audit_cli.register(sub)
-    for optional in ("gateway.deadletter_cli", "gateway.bench"):
-        try:
-            module = __import__(optional, fromlist=["register"])
-        except ImportError:
-            continue
-        module.register(sub)
+    bench.register(sub)
     return parser
 
 

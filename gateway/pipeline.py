@@ -95,4 +95,6 @@ class Destination:
             ev.ack.resolve(AckStatus.ERRORED, "shutdown")
         if left:
             self.metrics.events_dropped.labels(self.name, "shutdown").inc(len(left))
-            log.warning("shutdown deadline: events left undelivered", extra={"destination": self.name, "events": len(left)})
+            log.warning(
+                "shutdown deadline: events left undelivered", extra={"destination": self.name, "events": len(left)}
+            )

@@ -67,17 +67,29 @@ class MemoryBuffer:
 
     async def take(self, max_events: int, max_bytes: int, timeout_secs: float) -> list[Event]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_secs
-        # Wait for a full batch or the timeout, whichever comes first.
-        while len(self._q) < max_events and self._bytes < max_bytes and not self._closed:
-            remaining = deadline - loop.time()
-            if remaining <= 0 and self._q:
-                break
-            self._readable.clear()
-            try:
-                await asyncio.wait_for(self._readable.wait(), remaining if self._q else None)
-            except TimeoutError:
-                break
+        while True:
+            # Wait for a first event, then up to ``timeout_secs`` for the batch to fill.
+            while not self._q:
+                if self._closed:
+                    return []
+                self._readable.clear()
+                await self._readable.wait()
+            deadline = loop.time() + timeout_secs
+            while len(self._q) < max_events and self._bytes < max_bytes and not self._closed:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._readable.clear()
+                try:
+                    await asyncio.wait_for(self._readable.wait(), remaining)
+                except TimeoutError:
+                    break
+            out = self._pop(max_events, max_bytes)
+            if out:
+                return out
+            # Another worker emptied the queue while this one waited: start over.
+
+    def _pop(self, max_events: int, max_bytes: int) -> list[Event]:
         out: list[Event] = []
         size = 0
         q = self._q
@@ -87,11 +99,12 @@ class MemoryBuffer:
                 break
             out.append(q.popleft())
             size += nxt
-        self._bytes -= size
-        self._publish()
-        if self._q:
+        if out:
+            self._bytes -= size
+            self._publish()
+            self._room.set()
+        if q:
             self._readable.set()
-        self._room.set()
         return out
 
     def close(self) -> None:

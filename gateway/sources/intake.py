@@ -8,6 +8,7 @@ nothing is dead-lettered, because the sender will retry it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,11 +17,15 @@ from typing import Any
 import orjson
 
 from gateway.acks import AckGroup
+from gateway.dedup import DedupWindow
+from gateway.errors import GatewayError
 from gateway.event import Event
 from gateway.normalize.schema import EventInvalid
 from gateway.pipeline import Destination
 from gateway.sinks.deadletter.base import DeadLetter, DeadLetterStore
 from gateway.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -62,7 +67,9 @@ class Admitter:
         metrics: Metrics,
         deadletters: DeadLetterStore,
         check_restrictions: Callable[[dict[str, Any]], list[dict[str, str]]] | None = None,
+        dedup: DedupWindow | None = None,
     ) -> None:
+        self.dedup = dedup
         self.source = source
         self.destination = destination
         self.metrics = metrics
@@ -104,17 +111,33 @@ class Admitter:
         keep_results: bool = False,
         want_envelope: bool = False,
         wait_for_room: bool = False,
+        request_key: str | None = None,
+        retried_keys: Sequence[str] = (),
     ) -> Admission:
-        """Buffer the valid candidates (raises BufferFull, admitting none) and report the rest."""
+        """Buffer the valid candidates (raises BufferFull, admitting none) and report the rest.
+
+        ``request_key`` / ``retried_keys``: this request's id and those of earlier attempts of
+        the same request (``X-Pangea-Retried-Request-Ids``), for de-duplication.
+        """
         self._m_received.inc(len(candidates))
         valid, invalid = self.prepare(candidates)
-        group = AckGroup(len(valid), keep_results=keep_results)
+        # --- dedup hook (issue 4): duplicates resolve DELIVERED and are not submitted ---
+        tracker = self.dedup.tracker(self.source, request_key, retried_keys) if self.dedup is not None else None
+        group = AckGroup(len(valid), keep_results=keep_results, on_done=tracker.done if tracker else None)
         events = [
             Event(item, group.ack(n), self.source, cand.dedup_key, want_envelope)
             for n, (_i, item, cand) in enumerate(valid)
         ]
+        if tracker is not None:
+            events = await tracker.screen(events, group)
         if events:
-            await self.destination.submit(events, wait=wait_for_room)
+            try:
+                await self.destination.submit(events, wait=wait_for_room)
+            except BaseException:
+                if tracker is not None:
+                    tracker.abandon()
+                raise
+        # --- end of dedup hook ---
         errors: list[dict[str, str]] = []
         if invalid:
             errors = [e for cand in invalid for e in cand.errors]
@@ -140,7 +163,12 @@ class Admitter:
             )
         for code, n in reasons.items():
             self.metrics.events_rejected.labels(self.source, self.destination.name, "intake", code).inc(n)
-        await self.deadletters.write(letters)
+        try:
+            await self.deadletters.write(letters)
+        except GatewayError:
+            # The answer still reports every refused event to the sender; the valid ones are
+            # already buffered, so failing the request now would only duplicate them.
+            log.exception("refused events not dead-lettered", extra={"source": self.source, "count": len(letters)})
 
 
 def _prefixed(error: dict[str, str], pointer: str) -> dict[str, str]:

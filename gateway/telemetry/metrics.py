@@ -90,12 +90,8 @@ class Metrics:
             ["destination"],
             registry=r,
         )
-        self.buffer_events = Gauge(
-            "gateway_buffer_events", "Events held in the buffer.", ["destination"], registry=r
-        )
-        self.buffer_bytes = Gauge(
-            "gateway_buffer_bytes", "Bytes held in the buffer.", ["destination"], registry=r
-        )
+        self.buffer_events = Gauge("gateway_buffer_events", "Events held in the buffer.", ["destination"], registry=r)
+        self.buffer_bytes = Gauge("gateway_buffer_bytes", "Bytes held in the buffer.", ["destination"], registry=r)
         self.buffer_max_events = Gauge(
             "gateway_buffer_max_events", "Buffer capacity in events.", ["destination"], registry=r
         )

@@ -64,7 +64,8 @@ def classify(status: int | None, exc: BaseException | None) -> Verdict:
 
 
 def retry_reason(status: int | None, exc: BaseException | None) -> str:
-    """The low-cardinality ``reason`` label of a retry: the status code, or ``network``."""
+    """The low-cardinality ``reason`` label of a retry: the status code, ``network``, or ``auth``
+    (a retriable :class:`~gateway.errors.GatewayError`: credentials could not be obtained)."""
     if exc is not None:
         if isinstance(exc, GatewayError):
             return "auth" if exc.retriable else "error"

@@ -25,6 +25,20 @@ class KafkaSecurity(StrictModel):
     cert_file: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
     key_file: Path | None = Field(default=None, description="Client private key (mutual TLS).")
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        sasl = self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+        tls = self.protocol in ("SSL", "SASL_SSL")
+        if sasl and (self.sasl_mechanism is None or self.username is None or self.password is None):
+            raise ValueError(f"protocol {self.protocol} needs sasl_mechanism, username and password")
+        if not sasl and self.sasl_mechanism is not None:
+            raise ValueError(f"sasl_mechanism needs protocol SASL_PLAINTEXT or SASL_SSL, not {self.protocol}")
+        if not tls and (self.ca_file or self.cert_file or self.key_file):
+            raise ValueError(f"ca_file/cert_file/key_file need protocol SSL or SASL_SSL, not {self.protocol}")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both cert_file and key_file, or neither")
+        return self
+
 
 class KafkaSourceConfig(StrictModel):
     """Consume topics in a consumer group; commit offsets only past delivered events."""
@@ -36,7 +50,7 @@ class KafkaSourceConfig(StrictModel):
     group_id: str = Field(description="Consumer group id; instances sharing it split the partitions.")
     format: Literal["pangea", "auth0", "okta", "github", "splunk_hec", "raw", "json"] = Field(
         default="pangea",
-        description="`pangea`: {\"event\": {...}} or a bare event; `raw`: the value becomes `message`.",
+        description='`pangea`: {"event": {...}} or a bare event; `raw`: the value becomes `message`.',
     )
     destination: str = Field(description="Name of the destination its events go to.")
     key_field: str | None = Field(default=None, description="Put the message key into this event field.")
@@ -69,6 +83,8 @@ class KafkaSourceConfig(StrictModel):
     def _check(self) -> Self:
         if (self.topics is None) == (self.topic_pattern is None):
             raise ValueError("give exactly one of topics, topic_pattern")
+        if self.topics is not None and not self.topics:
+            raise ValueError("topics must not be empty")
         if self.drain_timeout_secs * 1000 >= self.session_timeout_ms:
             raise ValueError("drain_timeout_secs must be below session_timeout_ms")
         if self.resume_low_watermark >= self.pause_high_watermark:

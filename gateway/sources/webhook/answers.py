@@ -13,7 +13,7 @@ from gateway.errors import IntakeError
 from gateway.sources.intake import Admission, Candidate
 from gateway.sources.webhook.envelope import envelope
 
-_EVENT_POINTER = re.compile(r"^/events/\d+(/event)?")
+_EVENT_POINTER = re.compile(r"^(/events/\d+)?(/event)?")
 RETRY_AFTER_SECS = 5
 
 
@@ -40,9 +40,10 @@ def upstream_errors(admission: Admission, candidates: list[Candidate]) -> list[d
         for item in items:
             if isinstance(item, dict):
                 err = dict(item)
-                err["source"] = _EVENT_POINTER.sub(lambda _m, p=cand.pointer: p, str(err.get("source", "")))
-                if not err["source"].startswith(cand.pointer):
-                    err["source"] = cand.pointer
+                # Upstream pointers index the batch; re-point them at this request's event.
+                src = str(err.get("source", ""))
+                m = _EVENT_POINTER.match(src)
+                err["source"] = cand.pointer + src[m.end() :] if m else cand.pointer
             else:
                 err = {"code": "Rejected", "detail": str(item), "source": cand.pointer}
             out.append(err)

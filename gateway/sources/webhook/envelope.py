@@ -42,9 +42,7 @@ def envelope(
         "summary": summary,
         "result": result,
     }
-    return web.Response(
-        status=http_status, body=orjson.dumps(body), content_type="application/json", headers=headers
-    )
+    return web.Response(status=http_status, body=orjson.dumps(body), content_type="application/json", headers=headers)
 
 
 def error_response(exc: IntakeError, *, request_id: str | None = None, request_time: str | None = None) -> web.Response:

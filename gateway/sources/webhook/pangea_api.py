@@ -31,6 +31,14 @@ _ITEM_KEYS = frozenset({"event", "signature", "public_key"})
 MAX_EVENTS = 1000
 ASYNC_TTL_MINS = 60
 MAX_PENDING_ASYNC = 10_000
+REQUEST_ID_HEADER = "X-Request-Id"
+RETRIED_HEADER = "X-Pangea-Retried-Request-Ids"
+
+
+def retried_ids(request: web.Request) -> list[str]:
+    """Request ids of earlier attempts of this request (``X-Pangea-Retried-Request-Ids``), for dedup."""
+    raw = request.headers.get(RETRIED_HEADER, "")
+    return [r.strip() for r in raw.split(",") if r.strip()][:32]
 
 
 class PendingAsync:
@@ -102,8 +110,13 @@ class PangeaApi:
         if not isinstance(config_id, str) or config_id not in self.by_config_id:
             raise ValidationFailed(
                 "unknown config_id",
-                errors=[{"code": "MissingConfigIDScope", "detail": "no destination has this config_id",
-                         "source": "/config_id"}],
+                errors=[
+                    {
+                        "code": "MissingConfigIDScope",
+                        "detail": "no destination has this config_id",
+                        "source": "/config_id",
+                    }
+                ],
             )
         return self.by_config_id[config_id]
 
@@ -111,36 +124,52 @@ class PangeaApi:
     def _candidate(item: Any, pointer: str) -> Candidate:
         original = orjson.dumps(item)
         if not isinstance(item, dict) or not isinstance(item.get("event"), dict):
-            return Candidate(None, pointer, original, errors=[
-                {"code": "Required", "detail": "an object with an `event` object is required", "source": pointer}
-            ])
+            return Candidate(
+                None,
+                pointer,
+                original,
+                errors=[
+                    {"code": "Required", "detail": "an object with an `event` object is required", "source": pointer}
+                ],
+            )
         unknown = sorted(set(item) - _ITEM_KEYS)
         if unknown:
-            return Candidate(None, pointer, original, errors=[
-                {"code": "AdditionalProperties", "detail": f"unknown property {k!r}", "source": f"{pointer}/{k}"}
-                for k in unknown
-            ])
+            return Candidate(
+                None,
+                pointer,
+                original,
+                errors=[
+                    {"code": "AdditionalProperties", "detail": f"unknown property {k!r}", "source": f"{pointer}/{k}"}
+                    for k in unknown
+                ],
+            )
         extras = {k: item[k] for k in ("signature", "public_key") if item.get(k) is not None}
         return Candidate(item["event"], f"{pointer}/event", original, extras or None)
 
     def _events(self, body: dict[str, Any]) -> list[Candidate]:
         events = body.get("events")
         if not isinstance(events, list) or not events:
-            raise ValidationFailed("`events` must be a non-empty array", errors=[
-                {"code": "Required", "detail": "events must be a non-empty array", "source": "/events"}])
+            raise ValidationFailed(
+                "`events` must be a non-empty array",
+                errors=[{"code": "Required", "detail": "events must be a non-empty array", "source": "/events"}],
+            )
         if len(events) > MAX_EVENTS:
-            raise ValidationFailed(f"at most {MAX_EVENTS} events per call", errors=[
-                {"code": "MaxItems", "detail": f"more than {MAX_EVENTS} events", "source": "/events"}])
+            raise ValidationFailed(
+                f"at most {MAX_EVENTS} events per call",
+                errors=[{"code": "MaxItems", "detail": f"more than {MAX_EVENTS} events", "source": "/events"}],
+            )
         return [self._candidate(item, f"/events/{i}") for i, item in enumerate(events)]
 
     async def _guard(self, request: web.Request, handler: Any) -> web.Response:
         rid, rtime = new_request_id(), now_rfc3339()
         try:
             resp: web.Response = await handler(request, rid, rtime)
-            return resp
         except IntakeError as exc:
             self.admitter.metrics.requests_refused.labels(self.name, type(exc).__name__).inc()
-            return error_response(exc, request_id=rid, request_time=rtime)
+            resp = error_response(exc, request_id=rid, request_time=rtime)
+        # dedup (issue 4): the SDK names the ids of earlier attempts when it retries a request
+        resp.headers[REQUEST_ID_HEADER] = rid
+        return resp
 
     async def v1_log(self, request: web.Request) -> web.Response:
         async def handle(request: web.Request, rid: str, rtime: str) -> web.Response:
@@ -149,7 +178,9 @@ class PangeaApi:
             verbose = bool(body.get("verbose"))
             item = {k: body[k] for k in _ITEM_KEYS if k in body}
             cands = [self._candidate(item, "")]
-            adm = await admitter.admit(cands, keep_results=True, want_envelope=verbose)
+            adm = await admitter.admit(
+                cands, keep_results=True, want_envelope=verbose, request_key=rid, retried_keys=retried_ids(request)
+            )
             status = await settle(adm, self.config.ack_timeout_secs)
             results = adm.group.results or []
             result = _shape(results[0], verbose) if results and results[0] is not None else {}
@@ -163,7 +194,9 @@ class PangeaApi:
             admitter = self._admitter(body)
             verbose = bool(body.get("verbose"))
             cands = self._events(body)
-            adm = await admitter.admit(cands, keep_results=True, want_envelope=verbose)
+            adm = await admitter.admit(
+                cands, keep_results=True, want_envelope=verbose, request_key=rid, retried_keys=retried_ids(request)
+            )
             status = await settle(adm, self.config.ack_timeout_secs)
             return answer(status, adm, cands, _bulk_result(adm, verbose), request_id=rid, request_time=rtime)
 
@@ -175,7 +208,9 @@ class PangeaApi:
             admitter = self._admitter(body)
             verbose = bool(body.get("verbose"))
             cands = self._events(body)
-            adm = await admitter.admit(cands, keep_results=True, want_envelope=verbose)
+            adm = await admitter.admit(
+                cands, keep_results=True, want_envelope=verbose, request_key=rid, retried_keys=retried_ids(request)
+            )
             self._remember(rid, PendingAsync(adm, cands, rtime, verbose))
             location = f"{request.scheme}://{request.host}{(self.config.path or '').rstrip('/')}/request/{rid}"
             return envelope(

@@ -19,7 +19,7 @@ from gateway.normalize.vendors import VENDORS, DecodeError, Vendor
 from gateway.normalize.vendors import github as github_vendor
 from gateway.sources.intake import Admitter, Candidate
 from gateway.sources.webhook.answers import answer, settle
-from gateway.sources.webhook.auth import check_hmac_sha256, check_header
+from gateway.sources.webhook.auth import check_header, check_hmac_sha256
 from gateway.sources.webhook.body import read_body
 from gateway.sources.webhook.config import WebhookSourceConfig
 from gateway.sources.webhook.envelope import envelope, error_response, new_request_id, now_rfc3339
@@ -47,7 +47,9 @@ class VendorRoute:
         if auth is None:
             return
         if auth.hmac_sha256_secret is not None:
-            check_hmac_sha256(raw, request.headers.get("X-Hub-Signature-256"), auth.hmac_sha256_secret.get_secret_value())
+            check_hmac_sha256(
+                raw, request.headers.get("X-Hub-Signature-256"), auth.hmac_sha256_secret.get_secret_value()
+            )
         else:
             check_header(request, auth)
 
@@ -66,8 +68,9 @@ class VendorRoute:
         if len(records) > self.config.max_events_per_request:
             raise ValidationFailed(
                 "too many events",
-                errors=[{"code": "MaxItems", "detail": f"over {self.config.max_events_per_request} events",
-                         "source": ""}],
+                errors=[
+                    {"code": "MaxItems", "detail": f"over {self.config.max_events_per_request} events", "source": ""}
+                ],
             )
         if self.config.format == "github":
             records = [
@@ -87,8 +90,9 @@ class VendorRoute:
             if self.mapping is not None:
                 fields = {**fields, **self.mapping.apply(record)}
         except EventInvalid as exc:
-            return Candidate(None, pointer, original, errors=[{**e, "source": pointer + e.get("source", "")}
-                                                               for e in exc.errors])
+            return Candidate(
+                None, pointer, original, errors=[{**e, "source": pointer + e.get("source", "")} for e in exc.errors]
+            )
         return Candidate(fields, pointer, original, dedup_key=dedup)
 
     async def handle(self, request: web.Request) -> web.Response:

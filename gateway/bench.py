@@ -1,0 +1,258 @@
+"""``audit-gateway bench``: webhook → gateway → local audit log, each in its own process.
+
+Reports events/s, request latency p50/p99 and the gateway's peak RSS; ``--rss-per-event``
+also fills the buffer against a stalled upstream and reports RSS bytes per buffered event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+BENCH_TOKEN = "pts_bench_token"  # noqa: S105 - a throwaway token for processes on loopback
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with log.open("ab") as f:
+        return subprocess.Popen([sys.executable, "-m", "gateway", *args], stdout=f, stderr=subprocess.STDOUT, env=env)
+
+
+async def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as s:
+        for _ in range(600):
+            if proc.poll() is not None:
+                raise RuntimeError(f"a bench process exited early ({proc.returncode})")
+            try:
+                async with s.get(url):
+                    return
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} never answered")
+
+
+def _config(upstream: str, buffer: str, fsync_ms: int, spool: Path, max_events: int) -> str:
+    buf = f"buffer: {{type: {buffer}, max_events: {max_events}, max_bytes: 1073741824"
+    if buffer == "disk":
+        buf += f", path: {spool}, fsync_interval_ms: {fsync_ms}"
+    buf += "}"
+    return f"""
+upstream:
+  url: {upstream}
+  token: {BENCH_TOKEN}
+  max_in_flight: 8
+{buf}
+destinations:
+  default:
+    schema: standard
+    batch: {{max_events: 1000, max_bytes: 4000000, timeout_secs: 0.02}}
+sources:
+  sdk:
+    type: webhook
+    format: pangea
+    destination: default
+"""
+
+
+def _body(n: int, seq: int) -> bytes:
+    return orjson.dumps(
+        {
+            "events": [
+                {
+                    "event": {
+                        "message": f"user signed in from the admin console, request {seq}-{i}",
+                        "actor": "maria.lopez@acme.example",
+                        "action": "login",
+                        "target": "acme-portal",
+                        "status": "success",
+                        "source": "203.0.113.24",
+                        "timestamp": "2026-11-22T03:04:05.123Z",
+                    }
+                }
+                for i in range(n)
+            ]
+        }
+    )
+
+
+async def _load(url: str, seconds: float, concurrency: int, per_request: int, pid: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    sent = 0
+    errors = 0
+    peak = 0
+    stop_at = time.monotonic() + seconds
+    bodies = [_body(per_request, i) for i in range(16)]
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn) as s:
+
+        async def worker(w: int) -> None:
+            nonlocal sent, errors
+            i = w
+            while time.monotonic() < stop_at:
+                t0 = time.perf_counter()
+                async with s.post(url, data=bodies[i % len(bodies)], headers={"Content-Type": "application/json"}) as r:
+                    await r.read()
+                    ok = r.status == 200
+                latencies.append(time.perf_counter() - t0)
+                if ok:
+                    sent += per_request
+                else:
+                    errors += 1
+                i += concurrency
+
+        async def sampler() -> None:
+            nonlocal peak
+            while time.monotonic() < stop_at:
+                peak = max(peak, _rss_kib(pid))
+                await asyncio.sleep(0.1)
+
+        t0 = time.monotonic()
+        await asyncio.gather(sampler(), *(worker(w) for w in range(concurrency)))
+        elapsed = time.monotonic() - t0
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else 0.0
+
+    return {
+        "events_per_sec": round(sent / elapsed),
+        "events": sent,
+        "requests": len(latencies),
+        "errors": errors,
+        "p50_ms": round(pct(0.50), 1),
+        "p99_ms": round(pct(0.99), 1),
+        "peak_rss_mib": round(peak / 1024, 1),
+    }
+
+
+async def _rss_per_event(url: str, admin: str, la_url: str, pid: int, events: int) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            la_url + "/_faults", json={"outage": True}, headers={"Authorization": f"Bearer {BENCH_TOKEN}"}
+        ) as r:
+            r.raise_for_status()
+        await asyncio.sleep(0.5)
+        before = _rss_kib(pid)
+        body_n = 100
+        tasks = []
+        timeout = aiohttp.ClientTimeout(total=None)
+        for i in range(events // body_n):
+            tasks.append(asyncio.create_task(s.post(url, data=_body(body_n, i), timeout=timeout)))
+            if len(tasks) % 200 == 0:
+                await asyncio.sleep(0.05)
+        # requests stay open (waiting on the stalled upstream): their events sit in the buffer
+        for _ in range(100):
+            async with s.get(admin + "/metrics") as r:
+                text = await r.text()
+            buffered = _metric(text, "gateway_buffer_events")
+            if buffered >= events * 0.99:
+                break
+            await asyncio.sleep(0.2)
+        after = _rss_kib(pid)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "buffered_events": int(buffered),
+        "rss_delta_mib": round((after - before) / 1024, 1),
+        "rss_bytes_per_buffered_event": round((after - before) * 1024 / max(1, buffered)),
+    }
+
+
+def _metric(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="audit-gateway-bench-"))
+    env = {**os.environ, "AUDIT_GATEWAY_LOCAL_TOKEN": BENCH_TOKEN}
+    la_port, in_port, ad_port = _free_port(), _free_port(), _free_port()
+    la = _spawn(
+        ["local-audit", "serve", "--listen", f"127.0.0.1:{la_port}", "--db", str(tmp / "la.db")], tmp / "la.log", env
+    )
+    procs = [la]
+    try:
+        la_url = f"http://127.0.0.1:{la_port}"
+        await _wait(la_url + "/v1/root", la)
+        cfg = tmp / "gateway.yaml"
+        cfg.write_text(_config(la_url, args.buffer, args.fsync_interval_ms, tmp / "spool", args.buffer_events))
+        gw = _spawn(
+            [
+                "run", "--config", str(cfg), "--listen", f"127.0.0.1:{in_port}",
+                "--admin-listen", f"127.0.0.1:{ad_port}", "--data-dir", str(tmp / "data"),
+            ],
+            tmp / "gw.log",
+            env,
+        )  # fmt: skip
+        procs.append(gw)
+        await _wait(f"http://127.0.0.1:{ad_port}/healthz", gw)
+        url = f"http://127.0.0.1:{in_port}/v2/log"
+        await _load(url, 1.0, args.concurrency, args.events_per_request, gw.pid)  # warm-up
+        result = await _load(url, args.seconds, args.concurrency, args.events_per_request, gw.pid)
+        result.update(
+            buffer=args.buffer,
+            events_per_request=args.events_per_request,
+            concurrency=args.concurrency,
+            cpus=os.cpu_count(),
+        )
+        if args.buffer == "disk":
+            result["fsync_interval_ms"] = args.fsync_interval_ms
+        if args.rss_per_event:
+            result.update(await _rss_per_event(url, f"http://127.0.0.1:{ad_port}", la_url, gw.pid, args.rss_per_event))
+        return result
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL if args.rss_per_event else signal.SIGTERM)
+            p.wait(60)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    result = asyncio.run(_run(args))
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("bench", help="benchmark webhook → gateway → local audit log (separate processes)")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured duration")
+    p.add_argument("--concurrency", type=int, default=32, help="concurrent webhook requests")
+    p.add_argument("--events-per-request", type=int, default=100, help="events per webhook body")
+    p.add_argument("--buffer", choices=["memory", "disk"], default="memory", help="buffer type")
+    p.add_argument("--fsync-interval-ms", type=int, default=10, help="disk buffer group commit interval")
+    p.add_argument("--buffer-events", type=int, default=200_000, help="buffer capacity in events")
+    p.add_argument(
+        "--rss-per-event", type=int, default=0, metavar="N", help="also buffer N events against a stalled upstream"
+    )
+    p.set_defaults(func=_cmd)

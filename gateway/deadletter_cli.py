@@ -1,0 +1,425 @@
+"""``audit-gateway dlq list | show | replay``: inspect dead letters and resend them after a fix.
+
+The commands read the local dead-letter store, ``<data-dir>/deadletters.db`` (or
+``deadletter.path`` of ``--config``); with ``deadletter: {type: kafka}`` that file holds the
+letters the topic could not take — read the topic itself with Kafka's tools.
+
+``replay`` re-normalizes each payload with the *current* configuration (so a schema or
+mapping fixed since now accepts the event) and sends it to the upstream of that
+configuration (``upstream:``, or the embedded local audit log of a running gateway at
+``--local-audit-listen``).  Rows the upstream accepts are marked replayed (kept, not listed
+by default); rows that fail again stay, with their ``replay_error``.
+
+How a payload is read back depends on where it was refused:
+
+* at intake (``invalid_event``, ``forbidden_field_value``): one record as the source's format
+  gave it → the format's mapping (``to_event`` + the source's ``map``) → the schema;
+* by the upstream (``upstream_rejected``, ``config_error``): the request item ``{"event": ...}``
+  → the schema;
+* from a Kafka source: the message value → the format's ``decode`` → each record as above.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import SecretStr
+
+from gateway.acks import AckGroup
+from gateway.batching import Batch
+from gateway.config import DEFAULT_DATA_DIR, DEFAULT_LOCAL_AUDIT_LISTEN, GatewayConfig, default_config, load_config
+from gateway.errors import ConfigError
+from gateway.event import Event
+from gateway.normalize.schema import EventInvalid, Schema
+from gateway.sinks.deadletter.base import DeadLetter
+from gateway.sinks.deadletter.local import DeadLetterDb, StoredDeadLetter
+from gateway.sinks.pangea.config import UpstreamConfig
+from gateway.telemetry.metrics import Metrics
+
+SINK_REASONS = frozenset({"upstream_rejected", "config_error"})
+"""Reasons given by the sink: their payload is the request item, not the vendor record."""
+TOKEN_ENV = "AUDIT_GATEWAY_LOCAL_TOKEN"  # noqa: S105 - the variable's name, not a secret
+
+
+# ---------------------------------------------------------------------------- registration
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dlq = subparsers.add_parser("dlq", help="inspect and replay dead letters")
+    sub = dlq.add_subparsers(dest="dlq_command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", help=f"state directory (default {DEFAULT_DATA_DIR})")
+        p.add_argument("--config", help="gateway configuration (for deadletter.path, data_dir and replay)")
+
+    ls = sub.add_parser("list", help="list dead letters (not yet replayed), oldest first")
+    common(ls)
+    ls.add_argument("--reason", help="only this reason (e.g. invalid_event, upstream_rejected)")
+    ls.add_argument("--source", help="only this source")
+    ls.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    ls.add_argument("--replayed", action="store_true", help="include rows already replayed")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    ls.set_defaults(func=cmd_list)
+
+    show = sub.add_parser("show", help="show one dead letter with its payload")
+    common(show)
+    show.add_argument("id", type=int)
+    show.set_defaults(func=cmd_show)
+
+    replay = sub.add_parser("replay", help="re-normalize with the current config and resend upstream")
+    common(replay)
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", type=int, action="append", dest="ids", help="this dead letter (repeatable)")
+    which.add_argument("--reason", help="every dead letter with this reason")
+    which.add_argument("--all", action="store_true", help="every dead letter not yet replayed")
+    replay.add_argument("--source", help="only dead letters of this source")
+    replay.add_argument(
+        "--local-audit-listen",
+        help=f"the running gateway's embedded local audit log, without `upstream:` (default "
+        f"{DEFAULT_LOCAL_AUDIT_LISTEN})",
+    )
+    replay.add_argument("--dry-run", action="store_true", help="normalize only; send nothing, mark nothing")
+    replay.set_defaults(func=cmd_replay)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _config(args: argparse.Namespace) -> GatewayConfig:
+    return load_config(Path(args.config)) if args.config else default_config()
+
+
+def data_dir_of(args: argparse.Namespace, config: GatewayConfig | None) -> Path:
+    if args.data_dir:
+        return Path(args.data_dir)
+    if config is not None and config.data_dir is not None:
+        return config.data_dir
+    return Path(DEFAULT_DATA_DIR)
+
+
+def store_path(args: argparse.Namespace, config: GatewayConfig | None) -> Path:
+    data_dir = data_dir_of(args, config)
+    dl = getattr(config, "deadletter", None) if config is not None else None
+    if dl is not None and getattr(dl, "path", None) is not None:
+        return Path(dl.path)
+    return data_dir / "deadletters.db"
+
+
+def _open_db(args: argparse.Namespace, config: GatewayConfig | None) -> DeadLetterDb:
+    path = store_path(args, config)
+    if not path.exists():
+        raise ConfigError(f"no dead-letter store at {path} (give --data-dir or --config)")
+    return DeadLetterDb(path)
+
+
+def _time(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _payload_text(payload: bytes) -> str:
+    try:
+        return orjson.dumps(orjson.loads(payload), option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONDecodeError:
+        return payload.decode("utf-8", "backslashreplace")
+
+
+# ---------------------------------------------------------------------------- list / show
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    config = _config(args) if args.config else None
+    with _open_db(args, config) as db:
+        rows = db.list(reason=args.reason, source=args.source, limit=args.limit, include_replayed=args.replayed)
+        if args.json:
+            for r in rows:
+                print(orjson.dumps({**r.summary(), "detail": r.detail}).decode())
+            return 0
+        print(f"{'ID':>6}  {'RECEIVED':20}  {'SOURCE':14}  {'DESTINATION':12}  {'REASON':22}  DETAIL")
+        for r in rows:
+            detail = r.detail if len(r.detail) <= 60 else r.detail[:57] + "..."
+            mark = " (replayed)" if r.replayed_at else ""
+            print(
+                f"{r.id:>6}  {_time(r.received_at):20}  {r.source[:14]:14}  {(r.destination or '-')[:12]:12}  "
+                f"{r.reason[:22]:22}  {detail}{mark}"
+            )
+        counts = db.counts()
+        total = sum(counts.values())
+        print(f"{len(rows)} shown; {total} not replayed" + "".join(f", {k}={v}" for k, v in counts.items()))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    config = _config(args) if args.config else None
+    with _open_db(args, config) as db:
+        r = db.get(args.id)
+        if r is None:
+            print(f"no dead letter {args.id}", file=sys.stderr)
+            return 1
+        print(f"id:              {r.id}")
+        print(f"received_at:     {_time(r.received_at)}")
+        print(f"recorded_at:     {_time(r.recorded_at)}")
+        print(f"source:          {r.source}")
+        print(f"destination:     {r.destination or '-'}")
+        print(f"reason:          {r.reason}")
+        print(f"replayed_at:     {_time(r.replayed_at)}")
+        print(f"replay_attempts: {r.replay_attempts}")
+        if r.replay_error:
+            print(f"replay_error:    {r.replay_error}")
+        print("detail:")
+        try:
+            print(orjson.dumps(orjson.loads(r.detail), option=orjson.OPT_INDENT_2).decode())
+        except orjson.JSONDecodeError:
+            print(r.detail)
+        print(f"payload ({len(r.payload)} bytes):")
+        print(_payload_text(r.payload))
+    return 0
+
+
+# ---------------------------------------------------------------------------- replay
+
+
+class ReplayFailed(Exception):
+    """A dead letter that cannot be turned into events with the current configuration."""
+
+
+@dataclass
+class Prepared:
+    """One dead letter turned into request items for its destination."""
+
+    letter: StoredDeadLetter
+    destination: str
+    items: list[bytes] = field(default_factory=list)
+
+
+class _Collect:
+    """Dead-letter store for the replaying sink: refusals are reported, not re-recorded."""
+
+    def __init__(self) -> None:
+        self.letters: list[DeadLetter] = []
+
+    async def write(self, letters: list[DeadLetter]) -> None:
+        self.letters.extend(letters)
+
+    async def close(self) -> None:
+        return None
+
+
+class Replayer:
+    """Turns stored dead letters into events with the current configuration and sends them."""
+
+    def __init__(self, config: GatewayConfig, schemas: dict[str, Schema]) -> None:
+        self.config = config
+        self.schemas = schemas
+
+    def prepare(self, letter: StoredDeadLetter) -> Prepared:
+        from gateway.normalize.vendors import VENDORS
+        from gateway.sources.kafka.config import KafkaSourceConfig
+        from gateway.sources.webhook.config import WebhookSourceConfig
+
+        src = self.config.sources.get(letter.source)
+        destination = src.destination if src is not None else letter.destination
+        if destination is None or destination not in self.config.destinations:
+            raise ReplayFailed(f"source {letter.source!r} and destination {letter.destination!r} are not configured")
+        out = Prepared(letter, destination)
+        records: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+        try:
+            if isinstance(src, KafkaSourceConfig):
+                vendor = VENDORS[src.format]
+                for rec in vendor.decode(letter.payload):
+                    records.append((vendor.to_event(rec)[0], None))
+            elif letter.reason in SINK_REASONS or src is None:
+                records.append(_item_fields(letter.payload))
+            elif isinstance(src, WebhookSourceConfig):
+                if src.format == "pangea":
+                    records.append(_item_fields(letter.payload))
+                else:
+                    vendor = VENDORS[src.format]
+                    record = orjson.loads(letter.payload)
+                    fields = vendor.to_event(record)[0]
+                    if src.map:
+                        from gateway.normalize.mapping import Mapping
+
+                        fields = {**fields, **Mapping(src.map).apply(record)}
+                    records.append((fields, None))
+        except EventInvalid as exc:
+            raise ReplayFailed(orjson.dumps(exc.errors).decode()) from None
+        except Exception as exc:
+            raise ReplayFailed(f"cannot read the payload: {exc}") from None
+        if not records:
+            raise ReplayFailed("the payload holds no event")
+        schema = self.schemas[destination]
+        restrictions = getattr(src, "restrictions", None)
+        for fields, extras in records:
+            if restrictions:
+                from gateway.normalize import restrictions as restrict
+
+                forbidden = restrict.check(fields, restrictions)
+                if forbidden:
+                    raise ReplayFailed(orjson.dumps(forbidden).decode())
+            try:
+                event = schema.normalize(fields)
+            except EventInvalid as exc:
+                raise ReplayFailed(orjson.dumps(exc.errors).decode()) from None
+            out.items.append(orjson.dumps({"event": event, **(extras or {})}))
+        return out
+
+    async def send(self, sink: Any, prepared: list[Prepared], batch_size: int) -> dict[int, str | None]:
+        """Send every item; returns letter id → None (delivered) or the error."""
+        outcome: dict[int, str | None] = {}
+        flat: list[tuple[Prepared, bytes]] = [(p, item) for p in prepared for item in p.items]
+        for start in range(0, len(flat), batch_size):
+            chunk = flat[start : start + batch_size]
+            group = AckGroup(len(chunk))
+            events = [Event(item, group.ack(i), p.letter.source) for i, (p, item) in enumerate(chunk)]
+            await sink.send(Batch(prepared[0].destination, events))
+            for i, (p, _item) in enumerate(chunk):
+                lid = p.letter.id
+                if i in group.reasons:
+                    reason = group.reasons[i]
+                    text = reason if isinstance(reason, str) else orjson.dumps(reason, default=str).decode()
+                    outcome[lid] = text
+                elif lid not in outcome:
+                    outcome[lid] = None
+        return outcome
+
+
+def _item_fields(payload: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    item = orjson.loads(payload)
+    if not isinstance(item, dict):
+        raise ReplayFailed("the payload is not a JSON object")
+    event = item.get("event")
+    if not isinstance(event, dict):
+        return item, None  # a bare event
+    extras = {k: item[k] for k in ("signature", "public_key") if item.get(k) is not None}
+    return event, extras or None
+
+
+def upstream_for(config: GatewayConfig, args: argparse.Namespace, data_dir: Path) -> UpstreamConfig:
+    """``upstream:``, else the running gateway's embedded local audit log."""
+    if config.upstream is not None:
+        return config.upstream
+    listen = args.local_audit_listen or config.local_audit.listen or DEFAULT_LOCAL_AUDIT_LISTEN
+    host, _, port = listen.rpartition(":")
+    token: str = os.environ.get(TOKEN_ENV) or ""
+    if not token:
+        token_file = data_dir / "local-audit.db.token"
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            raise ConfigError(
+                f"no upstream configured and no local audit token ({TOKEN_ENV} or {token_file})"
+            ) from None
+    host = host.strip("[]") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - a listen address, not a bind
+        host = "127.0.0.1"
+    return UpstreamConfig(url=f"http://{host}:{port}", token=SecretStr(token))
+
+
+async def _schemas(config: GatewayConfig, sinks: dict[str, Any]) -> dict[str, Schema]:
+    out: dict[str, Schema] = {}
+    for name, dc in config.destinations.items():
+        if dc.schema_ == "standard":
+            out[name] = Schema.standard(dc.schema_policy)
+        elif dc.schema_ == "upstream":
+            out[name] = Schema.from_fields(await sinks[name].fetch_schema(), dc.schema_policy)
+        else:
+            out[name] = Schema.from_fields(list(dc.schema_.fields), dc.schema_policy)
+    return out
+
+
+async def replay(args: argparse.Namespace, config: GatewayConfig, out: Any = sys.stdout) -> int:
+    from gateway.sinks.pangea.sink import PangeaSink
+
+    data_dir = data_dir_of(args, config)
+    db = _open_db(args, config)
+    try:
+        if args.ids:
+            letters = db.list(ids=args.ids, include_replayed=True, source=args.source)
+            missing = sorted(set(args.ids) - {r.id for r in letters})
+            for m in missing:
+                print(f"{m}: no such dead letter", file=out)
+        else:
+            letters = db.list(reason=None if args.all else args.reason, source=args.source)
+        if not letters:
+            print("nothing to replay", file=out)
+            return 0
+        upstream = None if args.dry_run else upstream_for(config, args, data_dir)
+        metrics = Metrics()
+        collect = _Collect()
+        sinks: dict[str, Any] = {}
+        if upstream is not None:
+            for name, dc in config.destinations.items():
+                sinks[name] = PangeaSink(name, dc.config_id, upstream, metrics, collect)
+                await sinks[name].start()
+        try:
+            replayer = Replayer(config, await _schemas(config, sinks))
+            failures: list[tuple[int, str]] = []
+            by_dest: dict[str, list[Prepared]] = {}
+            for letter in letters:
+                try:
+                    p = replayer.prepare(letter)
+                except ReplayFailed as exc:
+                    failures.append((letter.id, str(exc)))
+                    continue
+                by_dest.setdefault(p.destination, []).append(p)
+            delivered: list[int] = []
+            if args.dry_run:
+                n = sum(len(v) for v in by_dest.values())
+                print(f"dry run: {n} would be sent, {len(failures)} still fail", file=out)
+                for lid, err in failures:
+                    print(f"{lid}: {err}", file=out)
+                return 0 if not failures else 1
+            for dest, prepared in by_dest.items():
+                size = config.destinations[dest].batch.max_events
+                outcome = await replayer.send(sinks[dest], prepared, size)
+                for lid, result in outcome.items():
+                    if result is None:
+                        delivered.append(lid)
+                    else:
+                        failures.append((lid, result))
+        finally:
+            for s in sinks.values():
+                await s.stop()
+        if delivered:
+            db.mark_replayed(delivered)
+        if failures:
+            db.mark_failed(failures)
+        print(f"replayed {len(delivered)}, failed {len(failures)}", file=out)
+        for lid, err in failures:
+            print(f"{lid}: {err[:300]}", file=out)
+        return 0 if not failures else 1
+    finally:
+        db.close()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    config = _config(args)
+    started = time.monotonic()
+    code = asyncio.run(replay(args, config))
+    print(f"({time.monotonic() - started:.1f}s)", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gateway.deadletter_cli ...`` (the same as ``audit-gateway dlq ...``)."""
+    parser = argparse.ArgumentParser(prog="audit-gateway")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""De-duplication of events that carry a source-given id, over a bounded window that survives restarts.
+
+Vendors resend: Auth0 retries a delivery whose answer was lost, Okta once, an SDK retries a
+request that timed out (``X-Pangea-Retried-Request-Ids`` names the earlier attempts).  Where
+a source gives an id (:attr:`gateway.event.Event.dedup_key`: Auth0 ``log_id``, Okta
+``uuid``, GitHub ``X-GitHub-Delivery``/``_document_id``; for SDK calls the gateway's own
+request id), the window remembers it so the resend does not become a second record.
+
+Semantics that lose nothing:
+
+* a key is **recorded** only once its event is DELIVERED — accepted by the upstream, or
+  written to the durable spool (whose ack means exactly that);
+* at admission an event whose key is recorded is dropped as a duplicate: its ack resolves
+  DELIVERED at once (the sender gets its 2xx) and ``gateway_duplicates_dropped_total`` counts it;
+* keys of events that failed are never recorded, so the vendor's retry still gets through;
+* an event whose key is *in flight* in another request waits (up to ``pending_wait_secs``)
+  for that request's outcome: delivered → duplicate; failed or still open → admitted.
+
+The window holds at most ``max_entries`` keys, none older than ``max_age_secs``; it lives in
+memory and in a SQLite file under the data directory (written in the background: after a
+crash the last fraction of a second of keys may be missing, which can only let a duplicate
+through, never lose an event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pydantic import Field
+
+from gateway.acks import AckGroup, AckStatus
+from gateway.configbase import StrictModel
+from gateway.event import Event
+from gateway.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+_SEP = "\x1f"
+FLUSH_SECS = 0.25
+PRUNE_SECS = 60.0
+
+
+class DedupConfig(StrictModel):
+    """Drop resent events whose source-given id was already accepted (a bounded, persistent window)."""
+
+    enabled: bool = Field(default=True, description="De-duplicate events that carry a source id.")
+    max_entries: int = Field(default=200_000, ge=1, description="Most ids remembered (oldest forgotten first).")
+    max_age_secs: float = Field(default=86_400.0, gt=0, description="Ids older than this are forgotten.")
+    pending_wait_secs: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a resend waits for the outcome of the same id still in flight before it is admitted.",
+    )
+
+
+def ns_key(source: str, key: str) -> str:
+    """Keys are per source: two vendors may use the same id for different events."""
+    return f"{source}{_SEP}{key}"
+
+
+class DedupWindow:
+    """The window: ids recorded (delivered), ids in flight, and their SQLite file."""
+
+    def __init__(self, path: Path | None, config: DedupConfig, metrics: Metrics) -> None:
+        self.path = path
+        self.config = config
+        self.metrics = metrics
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._pending: dict[str, tuple[Tracker, int]] = {}
+        self._to_write: list[tuple[str, float]] = []
+        self._db: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._last_prune = 0.0
+        self._closed = False
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Open the file and load the window (the newest ``max_entries`` ids within ``max_age_secs``)."""
+        if self.path is None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dedup")
+        loop = asyncio.get_running_loop()
+        rows = await loop.run_in_executor(self._executor, self._open)
+        for key, at in rows:
+            self._seen[key] = at
+        self._flusher = loop.create_task(self._flush_loop(), name="dedup-flush")
+        log.info("dedup window loaded", extra={"ids": len(self._seen)})
+
+    def _open(self) -> list[tuple[str, float]]:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(
+            "CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;"
+            "CREATE INDEX IF NOT EXISTS seen_at ON seen(at);"
+        )
+        self._db = db
+        cutoff = time.time() - self.config.max_age_secs
+        rows = db.execute(
+            "SELECT key, at FROM (SELECT key, at FROM seen WHERE at >= ? ORDER BY at DESC LIMIT ?) ORDER BY at",
+            (cutoff, self.config.max_entries),
+        ).fetchall()
+        return [(str(k), float(a)) for k, a in rows]
+
+    async def close(self) -> None:
+        """Write what is left and close the file."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        if self._executor is not None:
+            loop = asyncio.get_running_loop()
+            batch, self._to_write = self._to_write, []
+            await loop.run_in_executor(self._executor, self._write, batch, True)
+            await loop.run_in_executor(self._executor, self._close_db)
+            self._executor.shutdown(wait=True)
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._executor is not None
+        while True:
+            await asyncio.sleep(FLUSH_SECS)
+            if not self._to_write and loop.time() - self._last_prune < PRUNE_SECS:
+                continue
+            batch, self._to_write = self._to_write, []
+            prune = loop.time() - self._last_prune >= PRUNE_SECS
+            if prune:
+                self._last_prune = loop.time()
+            try:
+                await loop.run_in_executor(self._executor, self._write, batch, prune)
+            except sqlite3.Error:
+                log.exception("cannot persist dedup ids", extra={"ids": len(batch)})
+
+    def _write(self, batch: list[tuple[str, float]], prune: bool) -> None:
+        db = self._db
+        if db is None:
+            return
+        db.execute("BEGIN")
+        if batch:
+            db.executemany("INSERT OR REPLACE INTO seen(key, at) VALUES (?, ?)", batch)
+        if prune:
+            db.execute("DELETE FROM seen WHERE at < ?", (time.time() - self.config.max_age_secs,))
+            row = db.execute(
+                "SELECT at FROM seen ORDER BY at DESC LIMIT 1 OFFSET ?", (self.config.max_entries,)
+            ).fetchone()
+            if row is not None:
+                db.execute("DELETE FROM seen WHERE at <= ?", (row[0],))
+        db.execute("COMMIT")
+
+    # ---------------------------------------------------------------- the window
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def seen(self, key: str) -> bool:
+        """Whether ``key`` (namespaced) was recorded within the window."""
+        at = self._seen.get(key)
+        if at is None:
+            return False
+        if time.time() - at > self.config.max_age_secs:
+            del self._seen[key]
+            return False
+        return True
+
+    def record(self, key: str) -> None:
+        now = time.time()
+        self._seen[key] = now
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.config.max_entries:
+            self._seen.popitem(last=False)
+        if self.path is not None and not self._closed:
+            self._to_write.append((key, now))
+
+    def tracker(self, source: str, request_key: str | None = None, retried: Sequence[str] = ()) -> Tracker:
+        """One admission's view of the window (see :class:`Tracker`)."""
+        return Tracker(self, source, request_key, retried)
+
+
+class Tracker:
+    """Screens one request's events and records their ids once the request's acks are resolved.
+
+    Used by :class:`gateway.sources.intake.Admitter`::
+
+        tracker = window.tracker(source, request_key, retried)
+        group = AckGroup(n, on_done=tracker.done)
+        events = await tracker.screen(events, group)   # duplicates resolved DELIVERED and removed
+        try: await destination.submit(events)
+        except BaseException: tracker.abandon(); raise
+    """
+
+    __slots__ = ("_keys", "_registered", "_request_key", "_retried", "group", "screened", "source", "window")
+
+    def __init__(self, window: DedupWindow, source: str, request_key: str | None, retried: Sequence[str]) -> None:
+        self.window = window
+        self.source = source
+        self._request_key = ns_key(source, "request" + _SEP + request_key) if request_key else None
+        self._retried = [ns_key(source, "request" + _SEP + r) for r in retried if r]
+        self._keys: dict[int, str] = {}  # event index in the group → key, for the events admitted
+        self._registered: list[str] = []
+        self.group: AckGroup | None = None
+        self.screened = False
+        """Screening is over: this request's events go to the buffer without waiting on others."""
+
+    async def _wait_for(self, other: Tracker) -> None:
+        if other.group is None or other.group.done or not other.screened:
+            return  # still screening: waiting could deadlock two requests on each other
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(other.group.wait(), self.window.config.pending_wait_secs)
+
+    @staticmethod
+    def _delivered(other: Tracker, index: int) -> bool:
+        g = other.group
+        return g is not None and g.done and index not in g.reasons
+
+    async def screen(self, events: list[Event], group: AckGroup) -> list[Event]:
+        """Drop the duplicates (resolving their acks DELIVERED); returns the events to submit.
+
+        ``events[i]`` must hold ``group.ack(i)``.
+        """
+        self.group = group
+        window = self.window
+        dups: list[int] = []
+        # A resent SDK request: its earlier attempt delivered every event → all are duplicates.
+        if self._retried:
+            if any(window.seen(r) for r in self._retried):
+                return self._drop(events, list(range(len(events))))
+            for r in self._retried:
+                pending = window._pending.get(r)
+                if pending is not None:
+                    await self._wait_for(pending[0])
+                    other = pending[0]
+                    if other.group is not None and other.group.done and other.group.status == AckStatus.DELIVERED:
+                        return self._drop(events, list(range(len(events))))
+        if self._request_key is not None:
+            window._pending[self._request_key] = (self, -1)
+            self._registered.append(self._request_key)
+        # Per-event ids: register the new ones first (no await), then wait on those in flight elsewhere.
+        waits: list[tuple[int, str, Tracker, int]] = []
+        for i, ev in enumerate(events):
+            if ev.dedup_key is None:
+                continue
+            key = ns_key(self.source, ev.dedup_key)
+            if window.seen(key):
+                dups.append(i)
+                continue
+            pending = window._pending.get(key)
+            if pending is None:
+                window._pending[key] = (self, i)
+                self._registered.append(key)
+                self._keys[i] = key
+            elif pending[0] is self:
+                dups.append(i)  # the same id twice in one request
+            else:
+                waits.append((i, key, pending[0], pending[1]))
+        for i, key, other, index in waits:
+            await self._wait_for(other)
+            if window.seen(key) or self._delivered(other, index):
+                dups.append(i)
+                continue
+            self._keys[i] = key
+            if key not in window._pending:
+                window._pending[key] = (self, i)
+                self._registered.append(key)
+        self.screened = True
+        return self._drop(events, dups) if dups else events
+
+    def _drop(self, events: list[Event], dups: list[int]) -> list[Event]:
+        self.screened = True
+        drop = set(dups)
+        for i in dups:
+            self._keys.pop(i, None)
+        keep = [e for i, e in enumerate(events) if i not in drop]
+        self.window.metrics.duplicates.labels(self.source).inc(len(drop))
+        for i in dups:
+            ack = events[i].ack
+            if not ack.resolved:
+                ack.resolve(AckStatus.DELIVERED, None)
+        return keep
+
+    def abandon(self) -> None:
+        """The submit failed (buffer full): nothing of this request is in flight any more."""
+        self._unregister()
+        self._keys.clear()
+
+    def _unregister(self) -> None:
+        pending = self.window._pending
+        for key in self._registered:
+            if pending.get(key, (None, 0))[0] is self:
+                del pending[key]
+        self._registered.clear()
+
+    def done(self, group: AckGroup) -> None:
+        """``AckGroup`` ``on_done``: record the ids of what was delivered; forget the rest."""
+        window = self.window
+        for i, key in self._keys.items():
+            if i not in group.reasons:
+                window.record(key)
+        if self._request_key is not None and group.status == AckStatus.DELIVERED and self.screened:
+            window.record(self._request_key)
+        self._unregister()
+        self._keys.clear()

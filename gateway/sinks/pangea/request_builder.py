@@ -1,0 +1,153 @@
+"""Shapes of the upstream exchange: request headers and URLs, parsed answers, error pointers.
+
+Pure functions and plain data, so the sink and the poller share one reading of the
+Pangea response envelope ``{request_id, request_time, response_time, status, summary, result}``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import orjson
+
+from gateway.sinks.pangea.retry import parse_retry_after
+
+__all__ = [
+    "RETRIED_HEADER",
+    "USER_AGENT",
+    "Answer",
+    "event_pointer",
+    "join_url",
+    "parse_answer",
+    "request_headers",
+    "resolve_location",
+    "same_origin",
+]
+
+RETRIED_HEADER = "X-Pangea-Retried-Request-Ids"
+"""Sent on a retry with the request ids of earlier attempts, so the upstream can de-duplicate."""
+
+USER_AGENT = "audit-gateway/0.1"
+
+_EVENT_POINTER = re.compile(r"^/events/(\d+)(/.*)?$")
+
+
+@dataclass(slots=True, frozen=True)
+class Answer:
+    """One upstream HTTP answer, parsed once."""
+
+    status: int
+    """HTTP status."""
+    body: dict[str, Any] | None
+    """The JSON envelope, or None when the body was not a JSON object."""
+    request_id: str | None
+    """The envelope's ``request_id`` (else the ``x-request-id`` header the SDK reads)."""
+    retry_after: float | None
+    """Seconds from a ``Retry-After`` header, if any."""
+
+    @property
+    def pangea_status(self) -> str | None:
+        """The envelope's ``status`` (``Success``, ``ValidationError``, ``AmbiguousConfigID``...)."""
+        s = self.body.get("status") if self.body else None
+        return s if isinstance(s, str) else None
+
+    @property
+    def summary(self) -> str:
+        s = self.body.get("summary") if self.body else None
+        return s if isinstance(s, str) else ""
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        r = self.body.get("result") if self.body else None
+        return r if isinstance(r, dict) else None
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """``result.errors`` (validation errors ``{code, detail, source, path?}``), dicts only."""
+        r = self.result
+        errs = r.get("errors") if r else None
+        if not isinstance(errs, list):
+            return []
+        return [e for e in errs if isinstance(e, dict)]
+
+    def describe(self) -> str:
+        """A short, secret-free description for logs, ack reasons and readiness."""
+        parts = [f"HTTP {self.status}"]
+        if self.pangea_status:
+            parts.append(self.pangea_status)
+        text = " ".join(parts)
+        if self.summary:
+            text += f": {self.summary[:200]}"
+        return text
+
+
+def parse_answer(status: int, raw: bytes, headers: Mapping[str, str]) -> Answer:
+    """Parse a response; a non-JSON body (a proxy's HTML error page) gives ``body=None``."""
+    body: dict[str, Any] | None = None
+    if raw:
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            body = parsed
+    rid = body.get("request_id") if body else None
+    if not isinstance(rid, str) or not rid:
+        rid = headers.get("x-request-id") or None
+    return Answer(
+        status=status,
+        body=body,
+        request_id=rid,
+        retry_after=parse_retry_after(headers.get("Retry-After")),
+    )
+
+
+def join_url(base: str, path: str) -> str:
+    """``base`` (no trailing slash, may carry a path prefix) + ``path`` (leading slash)."""
+    return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+def same_origin(a: str, b: str) -> bool:
+    """Same scheme, host and port (default ports made explicit)."""
+    sa, sb = urlsplit(a), urlsplit(b)
+
+    def port(s: Any) -> int | None:
+        p: int | None = s.port
+        if p is not None:
+            return p
+        return {"http": 80, "https": 443}.get(s.scheme)
+
+    return (
+        sa.scheme.lower() == sb.scheme.lower()
+        and (sa.hostname or "").lower() == (sb.hostname or "").lower()
+        and port(sa) == port(sb)
+    )
+
+
+def resolve_location(base: str, location: str) -> str:
+    """Resolve a (relative or absolute) ``location`` against ``base`` (RFC 3986 rules)."""
+    return urljoin(base.rstrip("/") + "/", location)
+
+
+def request_headers(authorization: str, retried_ids: Sequence[str], *, json_body: bool) -> dict[str, str]:
+    """Headers of one upstream call; the retried-ids header only when there were earlier attempts."""
+    h = {"Authorization": authorization}
+    if json_body:
+        h["Content-Type"] = "application/json"
+    if retried_ids:
+        h[RETRIED_HEADER] = ",".join(retried_ids)
+    return h
+
+
+def event_pointer(source: object) -> tuple[int, str] | None:
+    """Split a JSON pointer ``/events/N/rest`` into ``(N, "/rest")``; None when not an event's."""
+    if not isinstance(source, str):
+        return None
+    m = _EVENT_POINTER.match(source)
+    if m is None:
+        return None
+    return int(m.group(1)), m.group(2) or ""

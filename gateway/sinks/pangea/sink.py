@@ -1,0 +1,608 @@
+"""The upstream sink: batches to a Pangea-compatible Secure Audit Log (``/v2/log``, ``/v2/log_async``).
+
+One :class:`PangeaSink` per destination.  ``send`` owns a batch until every event of it is
+resolved:
+
+* **200** — every event DELIVERED with its ``result.results[i]`` (``{hash, envelope?}``).
+* **202** — polled (:mod:`.poll`) until the final answer, which is then handled like a direct one.
+  If polling gives up, the batch is sent again with ``X-Pangea-Retried-Request-Ids``; the
+  upstream had stored the events at 202 time, so this can duplicate them: delivery is
+  at-least-once, never at-most-once.
+* **retriable** (:func:`.retry.classify`: 408, 429, 5xx but 501, network errors) — sent again
+  after :func:`.retry.backoff_secs` (full jitter, ``Retry-After`` as a floor), each retry
+  naming the request ids of earlier attempts; until ``retry.max_attempts`` (then ERRORED, so
+  the source re-delivers) or until cancelled.
+* **400 with errors pointing at events** (``/events/N/...``) — those events REJECTED (dead
+  letters, reason ``upstream_rejected``), the rest sent again at once.  A 4xx pointing at no
+  event rejects the whole batch the same way.
+* **configuration errors** (AmbiguousConfigID, MissingConfigID, MissingConfigIDScope,
+  Unauthorized after one credential refresh, 403 other than ForbiddenFieldValue) — the batch is
+  dead-lettered with reason ``config_error`` and :meth:`PangeaSink.check` reports the problem.
+
+Ack details: DELIVERED carries the upstream's per-event result dict; REJECTED a list of error
+dicts ``{code, detail, source}`` whose ``source`` is a JSON pointer *into the event's item*
+(``/event/actor``; the upstream's ``/events/N`` prefix, an index into our request body, is
+stripped, so a source re-points it at its own request); ERRORED a short reason string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from pydantic import ValidationError
+
+from gateway.acks import AckStatus
+from gateway.batching import Batch
+from gateway.errors import (
+    GatewayError,
+    RejectedUpstreamError,
+    RetriableUpstreamError,
+    ShutdownError,
+    UpstreamConfigError,
+)
+from gateway.normalize.config import SchemaFieldConfig
+from gateway.sinks.deadletter.base import DeadLetter, DeadLetterStore
+from gateway.sinks.pangea.auth import Credentials, credentials_from_config
+from gateway.sinks.pangea.config import UpstreamConfig
+from gateway.sinks.pangea.poll import PollGaveUp, poll_until_done
+from gateway.sinks.pangea.request_builder import (
+    USER_AGENT,
+    Answer,
+    event_pointer,
+    join_url,
+    parse_answer,
+    request_headers,
+)
+from gateway.sinks.pangea.retry import Verdict, backoff_secs, classify, retry_reason
+from gateway.telemetry.metrics import Metrics
+
+__all__ = ["CONFIG_ERROR_STATUSES", "PangeaSink"]
+
+log = logging.getLogger(__name__)
+
+CONFIG_ERROR_STATUSES = frozenset({"AmbiguousConfigID", "MissingConfigID", "MissingConfigIDScope", "Unauthorized"})
+"""Pangea statuses that mean "fix the configuration", whatever the HTTP status."""
+
+_CHECK_TTL_SECS = 5.0
+"""How long a readiness probe result is reused: probes must not hammer the upstream."""
+_PROBLEM_HOLD_SECS = 30.0
+"""A configuration problem seen by ``send`` is reported at least this long even if the probe
+(``/v1/schema``) passes, since the probe cannot see every problem (a token allowed to read the
+schema but not to log).  After that a passing probe clears it, so an unready pod that receives
+no traffic can still become ready once the problem is fixed upstream."""
+_PROBE_TIMEOUT_SECS = 5.0
+_MAX_REASON_CHARS = 300
+
+
+@dataclass(slots=True)
+class _Problem:
+    reason: str
+    seen_at: float
+
+
+class PangeaSink:
+    """Sends batches of one destination to the upstream audit log (see the module doc).
+
+    ``on_invalid_schema`` is called when the upstream answers ``InvalidSchema`` (the
+    destination's cached schema is probably stale).  ``credentials`` overrides the ones
+    the configuration names (tests, embedding); ``sleep`` is the backoff/poll sleep
+    (tests observe delays through it).
+    """
+
+    def __init__(
+        self,
+        destination: str,
+        config_id: str | None,
+        upstream: UpstreamConfig,
+        metrics: Metrics,
+        deadletters: DeadLetterStore,
+        *,
+        on_invalid_schema: Callable[[], None] | None = None,
+        credentials: Credentials | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.destination = destination
+        self.config_id = config_id
+        self.upstream = upstream
+        self._metrics = metrics
+        self._deadletters = deadletters
+        self._on_invalid_schema = on_invalid_schema
+        self._credentials = credentials
+        self._sleep = sleep
+        self._base = upstream.url.rstrip("/")
+        self._path = "/v2/log" if upstream.endpoint == "log" else "/v2/log_async"
+        self._session: aiohttp.ClientSession | None = None
+        self._prefetch: asyncio.Task[None] | None = None
+        self._problem: _Problem | None = None
+        self._probe_result: str | None = None
+        self._probe_at: float | None = None
+        self._probe_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"PangeaSink(destination={self.destination!r}, url={self._base!r}, endpoint={self._path!r})"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the HTTP session and start fetching credentials; never fails on an unreachable upstream."""
+        if self._session is not None:
+            return
+        up = self.upstream
+        # Pool: one connection per concurrent send, plus one for the readiness probe and
+        # one for an OAuth2 token fetch, so neither queues behind slow sends.
+        connector = aiohttp.TCPConnector(limit=up.max_in_flight + 2, ssl=up.verify_tls)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=up.timeout_secs),
+            headers={"User-Agent": USER_AGENT},
+        )
+        if self._credentials is None:
+            self._credentials = credentials_from_config(up, self._session, self._metrics)
+        self._prefetch = asyncio.create_task(self._prefetch_credentials(), name=f"sink-{self.destination}-auth")
+
+    async def _prefetch_credentials(self) -> None:
+        # In the background: an unreachable token endpoint must not hold up startup.
+        assert self._credentials is not None
+        try:
+            await self._credentials.authorization()
+        except Exception as exc:
+            log.warning(
+                "cannot obtain upstream credentials yet",
+                extra={"destination": self.destination, "error": _safe_error(exc)},
+            )
+
+    async def stop(self) -> None:
+        """Close the session.  Sends still running resolve what is open as ERRORED ("sink stopped")."""
+        if self._prefetch is not None:
+            self._prefetch.cancel()
+            await asyncio.gather(self._prefetch, return_exceptions=True)
+            self._prefetch = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- send ----------------------------------------------------------------------------
+
+    async def send(self, batch: Batch) -> None:
+        """Deliver ``batch``; returns when every ack is resolved.  Re-raises only cancellation."""
+        try:
+            if self._session is None or self._credentials is None:
+                batch.resolve_all(AckStatus.ERRORED, "sink not running")
+                return
+            await self._deliver(batch)
+        except asyncio.CancelledError:
+            batch.resolve_all(AckStatus.ERRORED, "cancelled (shutdown)")
+            raise
+        except Exception:
+            log.exception("sink error on a batch", extra={"destination": self.destination})
+            batch.resolve_all(AckStatus.ERRORED, "internal error")
+        if batch.ack.open_count:  # a bug if so; the contract says every ack is resolved
+            log.error("batch left with open acks", extra={"destination": self.destination})
+            batch.resolve_all(AckStatus.ERRORED, "internal error")
+
+    async def _deliver(self, batch: Batch) -> None:
+        n = len(batch)
+        pending = list(range(n))  # batch indexes still to deliver; body position j ↔ pending[j]
+        retried_ids: list[str] = []  # request ids of earlier attempts, for the upstream to de-duplicate
+        failures = 0  # retriable failures so far (backoff exponent, max_attempts)
+        refreshed = False  # one credential refresh per batch on a 401
+        observed = False
+        retry_cfg = self.upstream.retry
+        while pending:
+            if self._stopped():
+                self._resolve(batch, pending, AckStatus.ERRORED, "sink stopped")
+                return
+            verbose = any(batch.events[i].want_envelope for i in pending)
+            body = batch.body(self.config_id, verbose=verbose, indexes=None if len(pending) == n else pending)
+            if not observed:
+                self._metrics.batch_events.labels(self.destination).observe(n)
+                self._metrics.batch_bytes.labels(self.destination).observe(len(body))
+                observed = True
+
+            answer: Answer | None = None
+            error: BaseException | None = None
+            try:
+                answer = await self._request("POST", self._path, self._path, body, retried_ids)
+                if answer.request_id and answer.request_id not in retried_ids:
+                    retried_ids.append(answer.request_id)
+                if answer.status == 202:
+                    answer = await self._poll(answer)
+            except Exception as exc:  # network errors, PollGaveUp, credential errors
+                answer, error = None, exc
+
+            if self._stopped():  # stop() closed the session under this call: not the upstream's fault
+                self._resolve(batch, pending, AckStatus.ERRORED, "sink stopped")
+                return
+
+            if answer is not None and answer.status == 200:
+                self._deliver_results(batch, pending, answer)
+                return
+
+            if answer is not None and _is_unauthorized(answer) and not refreshed:
+                # The token may have been rotated or revoked: fetch a fresh one, retry once at once.
+                refreshed = True
+                await self._credentials_or_raise().invalidate()
+                self._metrics.upstream_retries.labels(self.destination, "401").inc()
+                log.info("upstream answered 401; refreshing credentials", extra={"destination": self.destination})
+                continue
+
+            if isinstance(error, PollGaveUp):
+                verdict, reason = Verdict.RETRY, f"poll_{error.outcome}"
+                what = str(error)
+            elif error is not None:
+                verdict, reason = classify(None, error), retry_reason(None, error)
+                what = _safe_error(error)
+            else:
+                assert answer is not None
+                verdict, reason = classify(answer.status, None), retry_reason(answer.status, None)
+                what = answer.describe()
+
+            if verdict is Verdict.RETRY:
+                failures += 1
+                if retry_cfg.max_attempts is not None and failures >= retry_cfg.max_attempts:
+                    log.warning(
+                        "upstream retries exhausted; events errored",
+                        extra={"destination": self.destination, "attempts": failures, "last_error": what},
+                    )
+                    self._resolve(
+                        batch, pending, AckStatus.ERRORED, f"upstream failed after {failures} attempts: {what}"
+                    )
+                    return
+                self._metrics.upstream_retries.labels(self.destination, reason).inc()
+                delay = backoff_secs(
+                    failures - 1,
+                    retry_cfg.initial_backoff_secs,
+                    retry_cfg.max_backoff_secs,
+                    answer.retry_after if answer is not None else None,
+                )
+                log.info(
+                    "upstream call failed; retrying",
+                    extra={"destination": self.destination, "error": what, "attempt": failures, "delay": delay},
+                )
+                await self._sleep(delay)
+                continue
+
+            if error is not None:
+                if not isinstance(error, GatewayError | aiohttp.ClientError):
+                    raise error  # a bug, not the upstream: send() resolves ERRORED so the source resends
+                # Not retriable and no answer: credentials refused, token file missing, bad URL.
+                await self._config_error(batch, pending, _error_code(error), what, None)
+                return
+
+            assert answer is not None
+            pending = await self._rejected(batch, pending, answer)
+
+    def _deliver_results(self, batch: Batch, pending: list[int], answer: Answer) -> None:
+        result = answer.result
+        results = result.get("results") if result else None
+        if not isinstance(results, list) or len(results) != len(pending):
+            # The upstream said 200 but its answer does not say what it stored.  Resolving
+            # DELIVERED without hashes is honest (it accepted them); resending would duplicate.
+            log.warning(
+                "upstream 200 without one result per event",
+                extra={"destination": self.destination, "request_id": answer.request_id, "events": len(pending)},
+            )
+            results = [None] * len(pending)
+        for j, i in enumerate(pending):
+            batch.ack.resolve_one(i, AckStatus.DELIVERED, results[j])
+        self._metrics.events_forwarded.labels(self.destination).inc(len(pending))
+        self._problem = None
+
+    async def _rejected(self, batch: Batch, pending: list[int], answer: Answer) -> list[int]:
+        """Handle a non-retriable error answer; returns the batch indexes still to send."""
+        status = answer.pangea_status
+        if status == "InvalidSchema" and self._on_invalid_schema is not None:
+            try:
+                self._on_invalid_schema()
+            except Exception:
+                log.exception("on_invalid_schema callback failed", extra={"destination": self.destination})
+        if _is_config_error(answer):
+            await self._config_error(batch, pending, status or f"HTTP_{answer.status}", answer.describe(), answer)
+            return []
+
+        code = status or f"HTTP_{answer.status}"
+        pointed: dict[int, list[dict[str, Any]]] = {}  # body position → its errors
+        others: list[dict[str, Any]] = []
+        for err in answer.errors:
+            ptr = event_pointer(err.get("source"))
+            if ptr is not None and ptr[0] < len(pending):
+                pointed.setdefault(ptr[0], []).append({**err, "source": ptr[1]})
+            else:
+                others.append(err)
+        whole = [{"code": code, "detail": answer.describe(), "source": ""}]
+        if pointed and not others:
+            # Only some events are bad: reject those, send the rest again (no backoff: the
+            # upstream is healthy, it refused content).
+            rejected = [(pending[j], errs) for j, errs in sorted(pointed.items())]
+            log.warning(
+                "upstream rejected some events; resending the rest",
+                extra={"destination": self.destination, "rejected": len(rejected), "request_id": answer.request_id},
+            )
+            await self._reject(batch, rejected, "upstream_rejected")
+            return [i for j, i in enumerate(pending) if j not in pointed]
+        # Errors that point at no event (or none at all): the whole request was refused and would
+        # be again, so every event is rejected; pointed ones with their own errors.
+        log.warning(
+            "upstream rejected the batch",
+            extra={"destination": self.destination, "answer": answer.describe(), "request_id": answer.request_id},
+        )
+        await self._reject(
+            batch,
+            [(i, pointed.get(j) or others or whole) for j, i in enumerate(pending)],
+            "upstream_rejected",
+        )
+        return []
+
+    async def _config_error(
+        self, batch: Batch, pending: list[int], code: str, what: str, answer: Answer | None
+    ) -> None:
+        reason = f"{code}: {what}"[:_MAX_REASON_CHARS]
+        self._problem = _Problem(reason, time.monotonic())
+        log.error(
+            "upstream refused our configuration (check token, config_id); events dead-lettered",
+            extra={
+                "destination": self.destination,
+                "config_id": self.config_id,
+                "problem": reason,
+                "request_id": answer.request_id if answer is not None else None,
+            },
+        )
+        errors = [{"code": code, "detail": what, "source": ""}]
+        await self._reject(batch, [(i, errors) for i in pending], "config_error")
+
+    async def _reject(self, batch: Batch, rejected: Sequence[tuple[int, list[dict[str, Any]]]], dl_reason: str) -> None:
+        """Dead-letter, count and resolve REJECTED; if the dead letters cannot be written, ERRORED."""
+        now = time.time()
+        letters = []
+        for i, errs in rejected:
+            ev = batch.events[i]
+            letters.append(
+                DeadLetter(
+                    source=ev.source,
+                    destination=self.destination,
+                    reason=dl_reason,
+                    detail=orjson.dumps(errs).decode(),
+                    payload=ev.item,
+                    received_at=now,
+                )
+            )
+        try:
+            await self._deadletters.write(letters)
+        except Exception:
+            # Not recorded anywhere: let the source re-deliver rather than lose them.
+            log.exception("dead-letter write failed; events errored", extra={"destination": self.destination})
+            for i, _ in rejected:
+                batch.ack.resolve_one(i, AckStatus.ERRORED, "dead-letter write failed")
+            return
+        counts: dict[tuple[str, str], int] = {}
+        for i, errs in rejected:
+            code = str(errs[0].get("code") or "unknown") if errs else "unknown"
+            key = (batch.events[i].source, code)
+            counts[key] = counts.get(key, 0) + 1
+            batch.ack.resolve_one(i, AckStatus.REJECTED, errs)
+        for (source, code), k in counts.items():
+            self._metrics.events_rejected.labels(source, self.destination, "upstream", code).inc(k)
+
+    def _stopped(self) -> bool:
+        return self._session is None or self._session.closed
+
+    def _resolve(self, batch: Batch, indexes: list[int], status: AckStatus, detail: Any) -> None:
+        for i in indexes:
+            batch.ack.resolve_one(i, status, detail)
+
+    def _count_poll(self, outcome: str) -> None:
+        self._metrics.upstream_polls.labels(self.destination, outcome).inc()
+
+    async def _poll(self, accepted: Answer) -> Answer:
+        return await poll_until_done(
+            self._poll_get, self._base, accepted, self.upstream.poll, on_outcome=self._count_poll, sleep=self._sleep
+        )
+
+    async def _poll_get(self, url: str) -> Answer:
+        answer = await self._request("GET", url, "/request", None, ())
+        if _is_unauthorized(answer):
+            # Same rule as for sends: one refresh, then the answer stands.
+            await self._credentials_or_raise().invalidate()
+            answer = await self._request("GET", url, "/request", None, ())
+        return answer
+
+    # -- HTTP ----------------------------------------------------------------------------
+
+    def _credentials_or_raise(self) -> Credentials:
+        if self._credentials is None:
+            raise RuntimeError("PangeaSink used before start()")
+        return self._credentials
+
+    async def _request(
+        self,
+        method: str,
+        url_or_path: str,
+        endpoint: str,
+        body: bytes | None,
+        retried_ids: Sequence[str],
+        *,
+        total_secs: float | None = None,
+    ) -> Answer:
+        """One upstream call, measured.  Raises network errors as aiohttp/asyncio raise them."""
+        session = self._session
+        if session is None or session.closed:
+            raise ShutdownError("the upstream sink is stopped")
+        authorization = await self._credentials_or_raise().authorization()
+        url = url_or_path if "://" in url_or_path else join_url(self._base, url_or_path)
+        headers = request_headers(authorization, retried_ids, json_body=body is not None)
+        gauge = self._metrics.upstream_in_flight.labels(self.destination)
+        label = "error"
+        started = time.perf_counter()
+        gauge.inc()
+        extra: dict[str, Any] = {} if total_secs is None else {"timeout": aiohttp.ClientTimeout(total=total_secs)}
+        try:
+            async with session.request(method, url, data=body, headers=headers, **extra) as resp:
+                raw = await resp.read()
+                label = str(resp.status)
+                return parse_answer(resp.status, raw, resp.headers)
+        finally:
+            gauge.dec()
+            self._metrics.upstream_requests.labels(endpoint, label).inc()
+            self._metrics.upstream_duration.labels(endpoint, label).observe(time.perf_counter() - started)
+
+    # -- schema --------------------------------------------------------------------------
+
+    async def fetch_schema(self, *, attempts: int | None = 5) -> list[SchemaFieldConfig]:
+        """The destination's schema fields from ``POST /v1/schema {config_id}`` (``schema: upstream``).
+
+        Transient failures are retried with the sink's backoff, ``attempts`` times in all (None:
+        until cancelled).  Raises :class:`~gateway.errors.UpstreamConfigError` for configuration
+        errors (AmbiguousConfigID, Unauthorized...), :class:`~gateway.errors.RetriableUpstreamError`
+        when the upstream stayed unavailable, :class:`~gateway.errors.RejectedUpstreamError` for any
+        other refusal or a schema this gateway cannot use.
+        """
+        body = orjson.dumps({"config_id": self.config_id} if self.config_id is not None else {})
+        retry_cfg = self.upstream.retry
+        failures = 0
+        refreshed = False
+        while True:
+            answer: Answer | None = None
+            try:
+                answer = await self._request("POST", "/v1/schema", "/v1/schema", body, ())
+                if answer.status == 202:  # slow: any call may be accepted and polled
+                    answer = await self._poll(answer)
+                what, verdict = answer.describe(), classify(answer.status, None)
+            except Exception as exc:
+                if self._stopped():
+                    raise ShutdownError("the upstream sink is stopped") from None
+                what, verdict = _safe_error(exc), classify(None, exc)
+                if verdict is Verdict.REJECT:
+                    if isinstance(exc, aiohttp.ClientError):  # e.g. an invalid URL
+                        raise UpstreamConfigError(f"/v1/schema: {what}") from None
+                    raise  # credentials refused (UpstreamConfigError), or a bug
+            if answer is not None and answer.status == 200:
+                return _schema_fields(answer)
+            if answer is not None and _is_unauthorized(answer) and not refreshed:
+                refreshed = True
+                await self._credentials_or_raise().invalidate()
+                continue
+            if verdict is Verdict.RETRY:
+                failures += 1
+                if attempts is not None and failures >= attempts:
+                    raise RetriableUpstreamError(f"/v1/schema unavailable after {failures} attempts: {what}")
+                await self._sleep(
+                    backoff_secs(
+                        failures - 1,
+                        retry_cfg.initial_backoff_secs,
+                        retry_cfg.max_backoff_secs,
+                        answer.retry_after if answer is not None else None,
+                    )
+                )
+                continue
+            assert answer is not None
+            if _is_config_error(answer):
+                raise UpstreamConfigError(
+                    f"/v1/schema: {what}", http_status=answer.status, pangea_status=answer.pangea_status
+                )
+            raise RejectedUpstreamError(
+                f"/v1/schema: {what}", http_status=answer.status, pangea_status=answer.pangea_status
+            )
+
+    # -- readiness -----------------------------------------------------------------------
+
+    async def check(self) -> str | None:
+        """None when the upstream is reachable and accepts our token and config_id; else why not.
+
+        Probes ``POST /v1/schema {config_id}`` at most every few seconds; a configuration problem
+        seen by ``send`` is reported until a later call succeeds.  Never raises.
+        """
+        try:
+            probe = await self._cached_probe()
+        except Exception as exc:  # the contract: never raise
+            probe = f"check failed: {_safe_error(exc)}"
+        problem = self._problem
+        if problem is None:
+            return probe
+        if probe is None and time.monotonic() - problem.seen_at >= _PROBLEM_HOLD_SECS:
+            self._problem = None
+            return None
+        return problem.reason
+
+    async def _cached_probe(self) -> str | None:
+        if self._stopped():
+            return "upstream sink not running"
+        async with self._probe_lock:  # concurrent readiness checks share one probe
+            now = time.monotonic()
+            if self._probe_at is not None and now - self._probe_at < _CHECK_TTL_SECS:
+                return self._probe_result
+            result = await self._probe()
+            self._probe_result, self._probe_at = result, time.monotonic()
+            return result
+
+    async def _probe(self) -> str | None:
+        body = orjson.dumps({"config_id": self.config_id} if self.config_id is not None else {})
+        timeout = min(self.upstream.timeout_secs, _PROBE_TIMEOUT_SECS)
+        try:
+            answer = await self._request("POST", "/v1/schema", "/v1/schema", body, (), total_secs=timeout)
+            if _is_unauthorized(answer):
+                await self._credentials_or_raise().invalidate()
+                answer = await self._request("POST", "/v1/schema", "/v1/schema", body, (), total_secs=timeout)
+        except GatewayError as exc:  # credentials: our messages, secret-free
+            return f"credentials: {exc.message}"[:_MAX_REASON_CHARS]
+        except Exception as exc:
+            if classify(None, exc) is Verdict.RETRY:
+                return f"upstream unreachable: {_safe_error(exc)}"[:_MAX_REASON_CHARS]
+            return f"upstream call failed: {_safe_error(exc)}"[:_MAX_REASON_CHARS]
+        if 200 <= answer.status < 300:  # a 202 too: the upstream took our token and config_id
+            return None
+        if _is_config_error(answer):
+            return f"{answer.pangea_status or f'HTTP_{answer.status}'}: {answer.describe()}"[:_MAX_REASON_CHARS]
+        if classify(answer.status, None) is Verdict.RETRY:
+            return f"upstream unavailable: {answer.describe()}"[:_MAX_REASON_CHARS]
+        return f"upstream refused /v1/schema: {answer.describe()}"[:_MAX_REASON_CHARS]
+
+
+_SCHEMA_FIELD_KEYS = frozenset(SchemaFieldConfig.model_fields)
+
+
+def _schema_fields(answer: Answer) -> list[SchemaFieldConfig]:
+    """``result.fields`` as this gateway's field configs; keys it does not use (name,
+    description...) are ignored.  Raises RejectedUpstreamError on an unusable schema."""
+    result = answer.result
+    fields = result.get("fields") if result else None
+    if not isinstance(fields, list) or not fields:
+        raise RejectedUpstreamError("/v1/schema answered without fields", http_status=answer.status)
+    out = []
+    for i, f in enumerate(fields):
+        if not isinstance(f, dict):
+            raise RejectedUpstreamError(f"/v1/schema: field {i} is not an object")
+        try:
+            out.append(SchemaFieldConfig.model_validate({k: v for k, v in f.items() if k in _SCHEMA_FIELD_KEYS}))
+        except ValidationError as exc:
+            raise RejectedUpstreamError(
+                f"/v1/schema: field {f.get('id')!r} is unusable: {exc.errors()[0]['msg']}"
+            ) from None
+    return out
+
+
+def _is_unauthorized(answer: Answer) -> bool:
+    return answer.status == 401 or answer.pangea_status == "Unauthorized"
+
+
+def _is_config_error(answer: Answer) -> bool:
+    if answer.pangea_status in CONFIG_ERROR_STATUSES or answer.status == 401:
+        return True
+    return answer.status == 403 and answer.pangea_status != "ForbiddenFieldValue"
+
+
+def _error_code(exc: BaseException) -> str:
+    return type(exc).__name__
+
+
+def _safe_error(exc: BaseException) -> str:
+    """A loggable description of ``exc``: our own errors' messages (secret-free by construction),
+    else the type and message of network errors (hosts and ports, never headers)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,197 @@
+"""Per-partition offset tracking: which offsets may be committed.
+
+A :class:`PartitionTracker` is the :class:`~gateway.acks.AckReceiver` of one assigned
+partition.  The source registers each consumed message with :meth:`PartitionTracker.track`
+(in offset order, with the number of events it became) and hands one
+:class:`~gateway.acks.Ack` per event, keyed by the message's offset, to the pipeline.
+
+* An offset is *done* when every one of its events was DELIVERED, or dead-lettered: a
+  REJECTED ack is handed to ``on_rejected`` (the dead-letter topic producer), which calls
+  :meth:`PartitionTracker.dead_lettered` once the dead letter is written.
+* :meth:`PartitionTracker.committable` is the offset after the longest done prefix of the
+  registered offsets (Kafka's "next offset to read"): a commit never passes an offset that
+  is not done, whatever order the acks arrive in.
+* An ERRORED ack (shutdown, dropped, retries exhausted) leaves its offset not done for
+  ever: the commit position stops there and the next reader of the partition (this
+  process after a seek, or the partition's next owner) reads it again.  ``errored`` tells
+  the source it happened.
+
+A tracker lives as long as one assignment of its partition.  When the partition is
+revoked (or re-read after an error) the source *discards* the tracker: acks of its events
+that are still in the buffer resolve into it later and change nothing that is committed.
+Memory is one dict entry per outstanding message, so it is bounded by the buffer.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from gateway.acks import Ack, AckStatus
+
+RejectedCallback = Callable[["PartitionTracker", int, Any, Any], None]
+"""``(tracker, offset, message, detail)``: an event of ``message`` was refused for good."""
+
+
+class PartitionTracker:
+    """Outstanding offsets of one partition assignment; see the module docstring."""
+
+    __slots__ = (
+        "_errored",
+        "_next",
+        "_on_rejected",
+        "_open",
+        "_order",
+        "busy",
+        "committed",
+        "discarded",
+        "last_tracked",
+        "partition",
+        "revoking",
+        "topic",
+    )
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        *,
+        committed: int | None = None,
+        expect: int | None = None,
+        on_rejected: RejectedCallback | None = None,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.committed: int | None = committed
+        """The offset last committed (by us, or found when the partition was assigned)."""
+        self._next: int | None = expect if expect is not None else committed
+        """Committable position when nothing is open: last done offset + 1."""
+        self.last_tracked: int | None = None if expect is None else expect - 1
+        self._order: deque[int] = deque()
+        self._open: dict[int, list[Any]] = {}
+        """offset -> [events not yet done, message] for each registered, not yet done offset."""
+        self._on_rejected = on_rejected
+        self._errored: int | None = None
+        self.busy = 0
+        """Acks not yet resolved plus dead letters not yet written."""
+        self.discarded = False
+        """Given up (revoked, or re-read after an error): its acks no longer matter."""
+        self.revoking = False
+        """Being revoked: its events not yet in the buffer are dropped."""
+
+    # -- registering --------------------------------------------------------------------
+
+    def accepts(self, offset: int) -> bool:
+        """False for an offset at or below one already tracked (a re-fetched duplicate)."""
+        return self.last_tracked is None or offset > self.last_tracked
+
+    def track(self, offset: int, units: int, message: Any = None) -> None:
+        """Register ``offset`` (in increasing order) that became ``units`` units of work.
+
+        A unit is an event (give each its own ``Ack(tracker, offset)``, see :meth:`ack`)
+        or a dead letter to write (finished by :meth:`dead_lettered`).  With ``units`` 0 the
+        offset is done at once.  ``message`` is kept until the offset is done, for the
+        dead-letter topic.
+        """
+        self.last_tracked = offset
+        if self.committed is None:
+            # The assignment's starting position: what the group had committed (or the reset).
+            self.committed = offset
+        if units <= 0:
+            if self._order:
+                self._order.append(offset)
+            else:
+                self._next = offset + 1
+            return
+        self._order.append(offset)
+        self._open[offset] = [units, message]
+        self.busy += units
+
+    def ack(self, offset: int) -> Ack:
+        """A new ack for one event of ``offset``."""
+        return Ack(self, offset)
+
+    # -- resolving ----------------------------------------------------------------------
+
+    def ack_resolved(self, key: int, status: AckStatus, detail: Any) -> None:
+        self.busy -= 1
+        if status == AckStatus.DELIVERED:
+            # _done(key), inlined: this runs once per event.
+            entry = self._open.get(key)
+            if entry is None:
+                return
+            entry[0] -= 1
+            if entry[0] > 0:
+                return
+            del self._open[key]
+            order = self._order
+            if order[0] == key:
+                is_open = self._open.__contains__
+                while order and not is_open(order[0]):
+                    self._next = order.popleft() + 1
+        elif status == AckStatus.REJECTED:
+            entry = self._open.get(key)
+            self.busy += 1  # until the dead letter is written
+            if self._on_rejected is not None and not self.discarded:
+                self._on_rejected(self, key, entry[1] if entry is not None else None, detail)
+            else:
+                # Nobody writes the dead letter: keep the offset open (never committed).
+                self.busy -= 1
+                self._mark_errored(key)
+        else:
+            self._mark_errored(key)
+
+    def dead_lettered(self, offset: int) -> None:
+        """The dead letter of one event of ``offset`` is written: that event is done."""
+        self.busy -= 1
+        self._done(offset)
+
+    def dead_letter_failed(self, offset: int) -> None:
+        """A dead letter of ``offset`` could not be written (shutdown): leave it uncommitted."""
+        self.busy -= 1
+        self._mark_errored(offset)
+
+    def _mark_errored(self, offset: int) -> None:
+        if self._errored is None or offset < self._errored:
+            self._errored = offset
+
+    def _done(self, offset: int) -> None:
+        entry = self._open.get(offset)
+        if entry is None:
+            return
+        entry[0] -= 1
+        if entry[0] > 0:
+            return
+        del self._open[offset]
+        order = self._order
+        is_open = self._open.__contains__
+        while order and not is_open(order[0]):
+            self._next = order.popleft() + 1
+
+    # -- reading ------------------------------------------------------------------------
+
+    @property
+    def errored(self) -> int | None:
+        """The lowest offset that resolved ERRORED (the commit position stops at or below it)."""
+        return self._errored
+
+    @property
+    def outstanding(self) -> int:
+        """Registered offsets not yet done."""
+        return len(self._open)
+
+    def committable(self) -> int | None:
+        """Offset to commit: the first registered offset not done (or last done + 1)."""
+        order = self._order
+        if order:
+            # Done offsets at the head were popped; the head is open.
+            return order[0]
+        return self._next
+
+    def to_commit(self) -> int | None:
+        """``committable()`` when it is ahead of what is committed, else None."""
+        c = self.committable()
+        if c is None or (self.committed is not None and c <= self.committed):
+            return None
+        return c

@@ -1,0 +1,132 @@
+"""Run the real gateway and local audit log as processes on loopback, for end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+VENDOR_FIXTURES = SHARED / "fixtures" / "vendors"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until ``url`` answers (any status); fail early if ``proc`` died."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@dataclass
+class Proc:
+    """A child process with its log file."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def url(self, name: str = "intake") -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(30)
+
+
+def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    full_env = {**os.environ, **(env or {})}
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway", *args], stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO
+        )
+
+
+@contextlib.contextmanager
+def local_audit(tmp: Path, token: str, *extra: str, port: int | None = None) -> Iterator[Proc]:
+    """``audit-gateway local-audit serve`` in its own process."""
+    port = port or free_port()
+    log_path = tmp / f"local-audit-{port}.log"
+    p = spawn(
+        ["local-audit", "serve", "--listen", f"127.0.0.1:{port}", "--db", str(tmp / "local-audit.db"), *extra],
+        log_path,
+        {"AUDIT_GATEWAY_LOCAL_TOKEN": token},
+    )
+    proc = Proc(p, log_path, {"local_audit": port})
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/root", proc=p)
+        yield proc
+    finally:
+        proc.terminate()
+
+
+def start_gateway(
+    tmp: Path,
+    *,
+    config: Path | None = None,
+    env: dict[str, str] | None = None,
+    ports: dict[str, int] | None = None,
+    data_dir: Path | None = None,
+) -> Proc:
+    """``audit-gateway run`` on free loopback ports; waits for /healthz."""
+    ports = ports or {"intake": free_port(), "admin": free_port(), "local_audit": free_port()}
+    args = [
+        "run",
+        "--listen", f"127.0.0.1:{ports['intake']}",
+        "--admin-listen", f"127.0.0.1:{ports['admin']}",
+        "--local-audit-listen", f"127.0.0.1:{ports['local_audit']}",
+        "--data-dir", str(data_dir or tmp / "data"),
+    ]  # fmt: skip
+    if config is not None:
+        args += ["--config", str(config)]
+    log_path = tmp / f"gateway-{ports['admin']}.log"
+    p = spawn(args, log_path, env)
+    proc = Proc(p, log_path, ports)
+    try:
+        wait_http(f"http://127.0.0.1:{ports['admin']}/healthz", proc=p)
+    except Exception:
+        proc.kill()
+        raise RuntimeError(f"gateway did not start:\n{proc.log()}") from None
+    return proc
+
+
+@contextlib.contextmanager
+def gateway(tmp: Path, **kw: object) -> Iterator[Proc]:
+    proc = start_gateway(tmp, **kw)  # type: ignore[arg-type]
+    try:
+        yield proc
+    finally:
+        proc.terminate()
