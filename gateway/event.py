@@ -10,6 +10,9 @@ these bytes, so a buffered event costs its bytes plus two small slotted objects.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from gateway.acks import Ack
 
@@ -32,3 +35,13 @@ class Event:
     @property
     def size(self) -> int:
         return len(self.item)
+
+
+def encode_item(event: dict[str, Any], extras: dict[str, Any] | None = None) -> bytes:
+    """The ``events[]`` element for a normalized event, as exact-size bytes.
+
+    orjson hands back its output buffer over-allocated (about 4 KiB whatever the length);
+    an item that waits in the buffer must not keep that, so it is copied to its exact size.
+    """
+    raw = orjson.dumps({"event": event, **extras} if extras else {"event": event})
+    return bytes(memoryview(raw))

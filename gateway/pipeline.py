@@ -11,13 +11,11 @@ import asyncio
 import logging
 from typing import Any
 
-import orjson
-
 from gateway.acks import AckStatus
 from gateway.batching import Batch
 from gateway.buffer.base import Buffer
 from gateway.config import DestinationConfig
-from gateway.event import Event
+from gateway.event import Event, encode_item
 from gateway.normalize.schema import Schema
 from gateway.sinks.base import Sink
 from gateway.telemetry.metrics import Metrics
@@ -53,7 +51,7 @@ class Destination:
 
         Raises :class:`gateway.normalize.schema.EventInvalid` with Pangea-style errors.
         """
-        return orjson.dumps({"event": self.schema.normalize(event)})
+        return encode_item(self.schema.normalize(event))
 
     async def submit(self, events: list[Event], *, wait: bool = False) -> None:
         """Hand events to the buffer (all or none; raises BufferFull)."""

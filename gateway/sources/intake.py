@@ -19,7 +19,7 @@ import orjson
 from gateway.acks import AckGroup
 from gateway.dedup import DedupWindow
 from gateway.errors import GatewayError
-from gateway.event import Event
+from gateway.event import Event, encode_item
 from gateway.normalize.schema import EventInvalid
 from gateway.pipeline import Destination
 from gateway.sinks.deadletter.base import DeadLetter, DeadLetterStore
@@ -36,8 +36,8 @@ class Candidate:
     """Mapped event fields; None when the record could not be mapped at all (see ``errors``)."""
     pointer: str
     """JSON pointer of the record in the request body, e.g. ``/events/3/event``."""
-    original: bytes
-    """The record's original bytes, for the dead-letter store."""
+    original: Any
+    """The record as received (bytes or a parsed JSON value); serialized only if dead-lettered."""
     extras: dict[str, Any] | None = None
     """``signature`` / ``public_key`` to send beside the event."""
     dedup_key: str | None = None
@@ -50,11 +50,19 @@ class Admission:
 
     group: AckGroup
     """Acks of the admitted events (index = position among admitted)."""
-    admitted_index: list[int]
-    """For each admitted event, its index among the request's candidates."""
+    indexes: list[int]
+    """For each admitted event, its index in the request (ints stay small while a request waits)."""
     errors: list[dict[str, str]]
     """Pangea-style errors of the events refused at intake (sources point into the body)."""
     refused: int
+    total: int
+    """Events in the request."""
+    pointer_template: str = "/{}"
+    """``str.format`` template of an event's JSON pointer from its index, e.g. ``/events/{}/event``."""
+
+    def pointer(self, n: int) -> str:
+        """JSON pointer of the ``n``-th admitted event in the request body."""
+        return self.pointer_template.format(self.indexes[n])
 
 
 class Admitter:
@@ -94,7 +102,7 @@ class Admitter:
                     continue
             try:
                 if cand.extras:
-                    item = orjson.dumps({"event": self.destination.schema.normalize(cand.fields), **cand.extras})
+                    item = encode_item(self.destination.schema.normalize_signed(cand.fields), cand.extras)
                 else:
                     item = encode(cand.fields)
             except EventInvalid as exc:
@@ -113,6 +121,7 @@ class Admitter:
         wait_for_room: bool = False,
         request_key: str | None = None,
         retried_keys: Sequence[str] = (),
+        pointer_template: str = "/{}",
     ) -> Admission:
         """Buffer the valid candidates (raises BufferFull, admitting none) and report the rest.
 
@@ -142,7 +151,9 @@ class Admitter:
         if invalid:
             errors = [e for cand in invalid for e in cand.errors]
             await self.reject_invalid(invalid)
-        return Admission(group, [i for i, _item, _c in valid], errors, len(invalid))
+        return Admission(
+            group, [i for i, _item, _c in valid], errors, len(invalid), len(candidates), pointer_template
+        )
 
     async def reject_invalid(self, invalid: Sequence[Candidate]) -> None:
         reasons: dict[str, int] = {}
@@ -157,7 +168,7 @@ class Admitter:
                     destination=self.destination.name,
                     reason="forbidden_field_value" if code == "ForbiddenFieldValue" else "invalid_event",
                     detail=orjson.dumps(cand.errors).decode(),
-                    payload=cand.original,
+                    payload=cand.original if isinstance(cand.original, bytes) else orjson.dumps(cand.original),
                     received_at=now,
                 )
             )

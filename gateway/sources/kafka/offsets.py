@@ -19,7 +19,10 @@ partition.  The source registers each consumed message with :meth:`PartitionTrac
 A tracker lives as long as one assignment of its partition.  When the partition is
 revoked (or re-read after an error) the source *discards* the tracker: acks of its events
 that are still in the buffer resolve into it later and change nothing that is committed.
-Memory is one dict entry per outstanding message, so it is bounded by the buffer.
+Memory is two dict entries per outstanding message (its count of open units, and its
+``(key, value, headers)`` for the dead-letter topic; the value bytes are shared with the
+consumed record, and neither is a container the garbage collector must walk), so it is
+bounded by the buffer.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from typing import Any
 from gateway.acks import Ack, AckStatus
 
 RejectedCallback = Callable[["PartitionTracker", int, Any, Any], None]
-"""``(tracker, offset, message, detail)``: an event of ``message`` was refused for good."""
+"""``(tracker, offset, message, detail)``: an event of ``message`` (what :meth:`track` was
+given for ``offset``) was refused for good."""
 
 
 class PartitionTracker:
@@ -39,12 +43,14 @@ class PartitionTracker:
 
     __slots__ = (
         "_errored",
+        "_msgs",
         "_next",
         "_on_rejected",
         "_open",
         "_order",
         "busy",
         "committed",
+        "committed_looked_up",
         "discarded",
         "last_tracked",
         "partition",
@@ -65,12 +71,16 @@ class PartitionTracker:
         self.partition = partition
         self.committed: int | None = committed
         """The offset last committed (by us, or found when the partition was assigned)."""
+        self.committed_looked_up = committed is not None
+        """Whether the group's committed offset was asked for (for the lag of an idle partition)."""
         self._next: int | None = expect if expect is not None else committed
         """Committable position when nothing is open: last done offset + 1."""
         self.last_tracked: int | None = None if expect is None else expect - 1
         self._order: deque[int] = deque()
-        self._open: dict[int, list[Any]] = {}
-        """offset -> [events not yet done, message] for each registered, not yet done offset."""
+        self._open: dict[int, int] = {}
+        """offset -> units not yet done, for each registered offset that is not done."""
+        self._msgs: dict[int, Any] = {}
+        """offset -> the message given to :meth:`track`, while the offset is not done."""
         self._on_rejected = on_rejected
         self._errored: int | None = None
         self.busy = 0
@@ -105,7 +115,9 @@ class PartitionTracker:
                 self._next = offset + 1
             return
         self._order.append(offset)
-        self._open[offset] = [units, message]
+        self._open[offset] = units
+        if message is not None:
+            self._msgs[offset] = message
         self.busy += units
 
     def ack(self, offset: int) -> Ack:
@@ -118,23 +130,23 @@ class PartitionTracker:
         self.busy -= 1
         if status == AckStatus.DELIVERED:
             # _done(key), inlined: this runs once per event.
-            entry = self._open.get(key)
-            if entry is None:
+            left = self._open.get(key)
+            if left is None:
                 return
-            entry[0] -= 1
-            if entry[0] > 0:
+            if left > 1:
+                self._open[key] = left - 1
                 return
             del self._open[key]
+            self._msgs.pop(key, None)
             order = self._order
             if order[0] == key:
                 is_open = self._open.__contains__
                 while order and not is_open(order[0]):
                     self._next = order.popleft() + 1
         elif status == AckStatus.REJECTED:
-            entry = self._open.get(key)
             self.busy += 1  # until the dead letter is written
             if self._on_rejected is not None and not self.discarded:
-                self._on_rejected(self, key, entry[1] if entry is not None else None, detail)
+                self._on_rejected(self, key, self._msgs.get(key), detail)
             else:
                 # Nobody writes the dead letter: keep the offset open (never committed).
                 self.busy -= 1
@@ -157,13 +169,14 @@ class PartitionTracker:
             self._errored = offset
 
     def _done(self, offset: int) -> None:
-        entry = self._open.get(offset)
-        if entry is None:
+        left = self._open.get(offset)
+        if left is None:
             return
-        entry[0] -= 1
-        if entry[0] > 0:
+        if left > 1:
+            self._open[offset] = left - 1
             return
         del self._open[offset]
+        self._msgs.pop(offset, None)
         order = self._order
         is_open = self._open.__contains__
         while order and not is_open(order[0]):

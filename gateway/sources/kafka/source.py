@@ -88,6 +88,13 @@ def _detail(exc: BaseException) -> str:
     return msg
 
 
+def _json_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:
+        return repr(value)
+
+
 def _released(ack: Ack) -> bool:
     """The ack's partition is being revoked or was given up (its events will be read again)."""
     t = ack.receiver
@@ -333,7 +340,7 @@ class KafkaSource:
                     else:
                         event = None
                 if event is not None:
-                    track(offset, 1, m)
+                    track(offset, 1, (m.key, value, m.headers))
                     try:
                         if key_field is not None or header_fields:
                             self._map(event, m)
@@ -371,10 +378,10 @@ class KafkaSource:
                 raise ValueError("message has no value (tombstone)")
             records = self._vendor.decode(value)
         except Exception as exc:
-            tracker.track(offset, 1, m)
+            tracker.track(offset, 1)
             self._poison(tracker, m, "decode_error", _detail(exc))
             return 0
-        tracker.track(offset, len(records), m)
+        tracker.track(offset, len(records), (m.key, value, m.headers))
         to_event = self._vendor.to_event
         encode = self.destination.encode
         n = 0
@@ -402,17 +409,18 @@ class KafkaSource:
         )
 
     def _on_rejected(self, tracker: PartitionTracker, offset: int, message: Any, detail: Any) -> None:
-        """An event's ack resolved REJECTED (the upstream refused it): dead-letter its message."""
-        reason = "upstream_rejected"
-        text = detail if isinstance(detail, str) else repr(detail)
-        if message is None:
-            job = DeadLetterJob(tracker, tracker.topic, tracker.partition, offset, None, None, [], reason, text)
-        else:
-            job = DeadLetterJob(
-                tracker, message.topic, message.partition, offset, message.key, message.value,
-                list(message.headers or ()), reason, text,
-            )  # fmt: skip
-        self.dlq.put(job)
+        """An event's ack resolved REJECTED (the upstream refused it): dead-letter its message.
+
+        ``message`` is the ``(key, value, headers)`` the tracker kept for ``offset``.
+        """
+        key, value, headers = message if message is not None else (None, None, ())
+        text = detail if isinstance(detail, str) else _json_text(detail)
+        self.dlq.put(
+            DeadLetterJob(
+                tracker, tracker.topic, tracker.partition, offset, key, value, list(headers or ()),
+                "upstream_rejected", text,
+            )
+        )  # fmt: skip
 
     # -- into the buffer ----------------------------------------------------------------
 
@@ -627,7 +635,18 @@ class KafkaSource:
                         owners[tp].committed = off
             for tp in tps:
                 t = self.trackers.get(tp)
-                if t is None or t.committed is None:
+                if t is None:
+                    continue
+                if t.committed is None and not t.committed_looked_up:
+                    # Nothing read yet on this assignment: its lag counts from the group's offset.
+                    t.committed_looked_up = True
+                    try:
+                        found = await asyncio.wait_for(consumer.committed(tp), 5.0)
+                    except (KafkaError, TimeoutError, AssertionError):
+                        found = None
+                    if found is not None and t.committed is None:
+                        t.committed = found
+                if t.committed is None:
                     continue
                 hw = consumer.highwater(tp)
                 if hw is not None:

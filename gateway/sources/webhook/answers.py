@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gateway.acks import AckStatus
 from gateway.errors import IntakeError
-from gateway.sources.intake import Admission, Candidate
+from gateway.sources.intake import Admission
 from gateway.sources.webhook.envelope import envelope
 
 _EVENT_POINTER = re.compile(r"^(/events/\d+)?(/event)?")
@@ -31,11 +31,11 @@ async def settle(admission: Admission, timeout_secs: float) -> AckStatus | None:
         return None
 
 
-def upstream_errors(admission: Admission, candidates: list[Candidate]) -> list[dict[str, Any]]:
+def upstream_errors(admission: Admission) -> list[dict[str, Any]]:
     """The per-event reasons the upstream gave, re-pointed into this request's body."""
     out: list[dict[str, Any]] = []
     for n, reason in sorted(admission.group.reasons.items()):
-        cand = candidates[admission.admitted_index[n]]
+        pointer = admission.pointer(n)
         items = reason if isinstance(reason, list) else [reason]
         for item in items:
             if isinstance(item, dict):
@@ -43,9 +43,9 @@ def upstream_errors(admission: Admission, candidates: list[Candidate]) -> list[d
                 # Upstream pointers index the batch; re-point them at this request's event.
                 src = str(err.get("source", ""))
                 m = _EVENT_POINTER.match(src)
-                err["source"] = cand.pointer + src[m.end() :] if m else cand.pointer
+                err["source"] = pointer + src[m.end() :] if m else pointer
             else:
-                err = {"code": "Rejected", "detail": str(item), "source": cand.pointer}
+                err = {"code": "Rejected", "detail": str(item), "source": pointer}
             out.append(err)
     return out
 
@@ -53,14 +53,13 @@ def upstream_errors(admission: Admission, candidates: list[Candidate]) -> list[d
 def answer(
     status: AckStatus | None,
     admission: Admission,
-    candidates: list[Candidate],
     ok_result: Any,
     *,
     request_id: str,
     request_time: str,
 ) -> web.Response:
     """The envelope for a settled admission (shared by every Pangea-shaped route)."""
-    total = len(candidates)
+    total = admission.total
     if status is None or status == AckStatus.ERRORED:
         why = "timed out waiting for the upstream" if status is None else "the upstream did not accept the events"
         return envelope(
@@ -74,9 +73,9 @@ def answer(
         )
     errors = list(admission.errors)
     if status == AckStatus.REJECTED:
-        errors.extend(upstream_errors(admission, candidates))
+        errors.extend(upstream_errors(admission))
     if errors:
-        refused = total - (len(admission.admitted_index) - len(admission.group.reasons))
+        refused = total - (len(admission.indexes) - len(admission.group.reasons))
         return envelope(
             400,
             "ValidationError",

@@ -44,11 +44,10 @@ def retried_ids(request: web.Request) -> list[str]:
 class PendingAsync:
     """An accepted /v2/log_async request, answered at GET /request/{id}."""
 
-    __slots__ = ("admission", "candidates", "created", "request_time", "task", "verbose")
+    __slots__ = ("admission", "created", "request_time", "verbose")
 
-    def __init__(self, admission: Admission, candidates: list[Candidate], request_time: str, verbose: bool) -> None:
+    def __init__(self, admission: Admission, request_time: str, verbose: bool) -> None:
         self.admission = admission
-        self.candidates = candidates
         self.request_time = request_time
         self.verbose = verbose
         self.created = time.monotonic()
@@ -122,7 +121,7 @@ class PangeaApi:
 
     @staticmethod
     def _candidate(item: Any, pointer: str) -> Candidate:
-        original = orjson.dumps(item)
+        original = item
         if not isinstance(item, dict) or not isinstance(item.get("event"), dict):
             return Candidate(
                 None,
@@ -171,47 +170,48 @@ class PangeaApi:
         resp.headers[REQUEST_ID_HEADER] = rid
         return resp
 
+    async def _admit(self, request: web.Request, rid: str, *, single: bool) -> tuple[Admission, bool]:
+        """Parse, normalize and buffer a log call's events; returns (admission, verbose).
+
+        Kept apart from the waiting so the parsed body is freed before the wait: a request
+        waiting on the upstream then holds only its acks and pointers.
+        """
+        body = await self._body(request, _V1_KEYS if single else _V2_KEYS)
+        admitter = self._admitter(body)
+        verbose = bool(body.get("verbose"))
+        cands = [self._candidate({k: body[k] for k in _ITEM_KEYS if k in body}, "")] if single else self._events(body)
+        adm = await admitter.admit(
+            cands,
+            keep_results=True,
+            want_envelope=verbose,
+            request_key=rid,
+            retried_keys=retried_ids(request),
+            pointer_template="" if single else "/events/{}/event",
+        )
+        return adm, verbose
+
     async def v1_log(self, request: web.Request) -> web.Response:
         async def handle(request: web.Request, rid: str, rtime: str) -> web.Response:
-            body = await self._body(request, _V1_KEYS)
-            admitter = self._admitter(body)
-            verbose = bool(body.get("verbose"))
-            item = {k: body[k] for k in _ITEM_KEYS if k in body}
-            cands = [self._candidate(item, "")]
-            adm = await admitter.admit(
-                cands, keep_results=True, want_envelope=verbose, request_key=rid, retried_keys=retried_ids(request)
-            )
+            adm, verbose = await self._admit(request, rid, single=True)
             status = await settle(adm, self.config.ack_timeout_secs)
             results = adm.group.results or []
             result = _shape(results[0], verbose) if results and results[0] is not None else {}
-            return answer(status, adm, cands, result, request_id=rid, request_time=rtime)
+            return answer(status, adm, result, request_id=rid, request_time=rtime)
 
         return await self._guard(request, handle)
 
     async def v2_log(self, request: web.Request) -> web.Response:
         async def handle(request: web.Request, rid: str, rtime: str) -> web.Response:
-            body = await self._body(request, _V2_KEYS)
-            admitter = self._admitter(body)
-            verbose = bool(body.get("verbose"))
-            cands = self._events(body)
-            adm = await admitter.admit(
-                cands, keep_results=True, want_envelope=verbose, request_key=rid, retried_keys=retried_ids(request)
-            )
+            adm, verbose = await self._admit(request, rid, single=False)
             status = await settle(adm, self.config.ack_timeout_secs)
-            return answer(status, adm, cands, _bulk_result(adm, verbose), request_id=rid, request_time=rtime)
+            return answer(status, adm, _bulk_result(adm, verbose), request_id=rid, request_time=rtime)
 
         return await self._guard(request, handle)
 
     async def v2_log_async(self, request: web.Request) -> web.Response:
         async def handle(request: web.Request, rid: str, rtime: str) -> web.Response:
-            body = await self._body(request, _V2_KEYS)
-            admitter = self._admitter(body)
-            verbose = bool(body.get("verbose"))
-            cands = self._events(body)
-            adm = await admitter.admit(
-                cands, keep_results=True, want_envelope=verbose, request_key=rid, retried_keys=retried_ids(request)
-            )
-            self._remember(rid, PendingAsync(adm, cands, rtime, verbose))
+            adm, verbose = await self._admit(request, rid, single=False)
+            self._remember(rid, PendingAsync(adm, rtime, verbose))
             location = f"{request.scheme}://{request.host}{(self.config.path or '').rstrip('/')}/request/{rid}"
             return envelope(
                 202,
@@ -255,7 +255,6 @@ class PangeaApi:
         return answer(
             status,
             pending.admission,
-            pending.candidates,
             _bulk_result(pending.admission, pending.verbose),
             request_id=rid,
             request_time=pending.request_time,

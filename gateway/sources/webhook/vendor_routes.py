@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from gateway.errors import AuthError, IntakeError, ValidationFailed
@@ -17,7 +16,7 @@ from gateway.normalize.mapping import Mapping
 from gateway.normalize.schema import EventInvalid
 from gateway.normalize.vendors import VENDORS, DecodeError, Vendor
 from gateway.normalize.vendors import github as github_vendor
-from gateway.sources.intake import Admitter, Candidate
+from gateway.sources.intake import Admission, Admitter, Candidate
 from gateway.sources.webhook.answers import answer, settle
 from gateway.sources.webhook.auth import check_header, check_hmac_sha256
 from gateway.sources.webhook.body import read_body
@@ -84,7 +83,7 @@ class VendorRoute:
         return records
 
     def _candidate(self, record: Any, pointer: str) -> Candidate:
-        original = record if isinstance(record, bytes) else orjson.dumps(record)
+        original = record
         try:
             fields, dedup = self.vendor.to_event(record)
             if self.mapping is not None:
@@ -95,6 +94,12 @@ class VendorRoute:
             )
         return Candidate(fields, pointer, original, dedup_key=dedup)
 
+    async def _admit(self, request: web.Request, raw: bytes) -> Admission:
+        """Decode, map, normalize and buffer; kept apart so the records are freed before the wait."""
+        records = self._records(request, raw)
+        cands = [self._candidate(r, f"/{i}") for i, r in enumerate(records)]
+        return await self.admitter.admit(cands)
+
     async def handle(self, request: web.Request) -> web.Response:
         rid, rtime = new_request_id(), now_rfc3339()
         try:
@@ -102,11 +107,10 @@ class VendorRoute:
             self._authenticate(request, raw)
             if self.config.format == "github" and github_vendor.is_ping(request.headers.get("X-GitHub-Event", "")):
                 return envelope(200, "Success", "pong", {}, request_id=rid, request_time=rtime)
-            records = self._records(request, raw)
-            cands = [self._candidate(r, f"/{i}") for i, r in enumerate(records)]
-            adm = await self.admitter.admit(cands)
+            adm = await self._admit(request, raw)
+            del raw
             status = await settle(adm, self.config.ack_timeout_secs)
-            resp = answer(status, adm, cands, {}, request_id=rid, request_time=rtime)
+            resp = answer(status, adm, {}, request_id=rid, request_time=rtime)
             if self.config.format == "okta" and resp.status == 200:
                 return web.Response(status=200)  # Okta wants an empty 200/204 body
             return resp
