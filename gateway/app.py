@@ -27,8 +27,9 @@ from gateway.config import (
     DestinationConfig,
     GatewayConfig,
 )
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.normalize.schema import Schema
+from gateway.normalize.signing import Signer
 from gateway.pipeline import Destination
 from gateway.sinks.deadletter.base import DeadLetterStore
 from gateway.sinks.deadletter.local import LocalDeadLetterStore
@@ -91,6 +92,7 @@ class Gateway:
         self.local_audit: Any = None
         self.deadletters: DeadLetterStore | None = None
         self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self._check_exposure()
 
     def _check_exposure(self) -> None:
@@ -135,6 +137,23 @@ class Gateway:
             return Schema.from_fields(fields, dc.schema_policy)
         return Schema.from_fields(list(dc.schema_.fields), dc.schema_policy)
 
+    async def _refresh_schema(self, dest: Destination, sink: PangeaSink, wake: asyncio.Event) -> None:
+        """Keep an upstream-fetched schema current: on an interval, and at once on InvalidSchema."""
+        policy = dest.config.schema_policy
+        while True:
+            try:
+                await asyncio.wait_for(wake.wait(), policy.refresh_interval_secs)
+            except TimeoutError:
+                pass
+            wake.clear()
+            try:
+                dest.schema = Schema.from_fields(await sink.fetch_schema(), policy)
+                log.info("schema refreshed", extra={"destination": dest.name})
+            except (GatewayError, ValueError) as exc:
+                log.warning(
+                    "schema refresh failed; keeping the last one", extra={"destination": dest.name, "error": str(exc)}
+                )
+
     async def start(self) -> None:
         from gateway.admin import AdminServer
 
@@ -142,12 +161,20 @@ class Gateway:
         upstream = await self._upstream()
         self.deadletters = LocalDeadLetterStore(self.data_dir / "deadletters.db", self.metrics)
         for name, dc in self.config.destinations.items():
-            sink = PangeaSink(name, dc.config_id, upstream, self.metrics, self.deadletters)
+            refresh = asyncio.Event()
+            sink = PangeaSink(
+                name, dc.config_id, upstream, self.metrics, self.deadletters, on_invalid_schema=refresh.set
+            )
             await sink.start()
             schema = await self._schema(name, dc, sink)
-            dest = Destination(name, dc, self._buffer(name), sink, schema, self.metrics, upstream.max_in_flight)
+            signer = (
+                Signer.from_pem_file(dc.signing.private_key_file, dc.signing.public_key_info) if dc.signing else None
+            )
+            dest = Destination(name, dc, self._buffer(name), sink, schema, self.metrics, upstream.max_in_flight, signer)
             dest.start()
             self.destinations[name] = dest
+            if dc.schema_ == "upstream":
+                self._tasks.append(asyncio.create_task(self._refresh_schema(dest, sink, refresh)))
 
         hooks = [
             WebhookSource(n, s, self.destinations, self.metrics, self.deadletters)
@@ -157,7 +184,7 @@ class Gateway:
         if hooks:
             host, port = self.listen
             max_body = max(h.config.max_body_bytes for h in hooks)
-            self.webhook = WebhookServer(host, port, hooks, client_max_size=max_body)
+            self.webhook = WebhookServer(host, port, hooks, client_max_size=max_body, settings=self.config.intake)
             await self.webhook.start()
         for n, s in self.config.sources.items():
             if isinstance(s, KafkaSourceConfig):
@@ -210,6 +237,9 @@ class Gateway:
         deadline = loop.time() + self.config.shutdown_timeout_secs
         if self.admin is not None:
             self.admin.draining = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.webhook is not None:
             await self.webhook.stop_accepting()
         for ks in self.kafka_sources:

@@ -21,7 +21,7 @@ from gateway.errors import ConfigError
 from gateway.normalize.config import InlineSchemaConfig, SchemaPolicy
 from gateway.sinks.pangea.config import UpstreamConfig
 from gateway.sources.kafka.config import KafkaSourceConfig
-from gateway.sources.webhook.config import WebhookSourceConfig
+from gateway.sources.webhook.config import IntakeServerConfig, WebhookSourceConfig
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:9090"
@@ -37,6 +37,15 @@ class BatchConfig(StrictModel):
     timeout_secs: float = Field(default=0.2, gt=0, description="Send a partial batch after this long.")
 
 
+class SigningConfig(StrictModel):
+    """Client-side ed25519 signing of each event, as pangea-sdk's ``private_key_file`` does."""
+
+    private_key_file: Path = Field(description="Unencrypted ed25519 private key (PEM or OpenSSH).")
+    public_key_info: dict[str, str] | None = Field(
+        default=None, description="Extra members of the `public_key` JSON sent with each event."
+    )
+
+
 class DestinationConfig(StrictModel):
     """One audit configuration upstream: its id, schema and batching."""
 
@@ -48,6 +57,7 @@ class DestinationConfig(StrictModel):
     )
     schema_policy: SchemaPolicy = Field(default_factory=SchemaPolicy, description="Handling of misfit events.")
     batch: BatchConfig = Field(default_factory=BatchConfig, description="Batching.")
+    signing: SigningConfig | None = Field(default=None, description="Sign events locally before sending.")
 
 
 SourceConfig = Annotated[WebhookSourceConfig | KafkaSourceConfig, Field(discriminator="type")]
@@ -74,6 +84,9 @@ class GatewayConfig(StrictModel):
     )
     local_audit: LocalAuditEmbedConfig = Field(
         default_factory=LocalAuditEmbedConfig, description="Embedded local audit log settings."
+    )
+    intake: IntakeServerConfig = Field(
+        default_factory=IntakeServerConfig, description="HTTP intake listener settings (TLS, timeouts)."
     )
     buffer: BufferConfig = Field(default_factory=BufferConfig, description="Buffering between intake and upstream.")
     destinations: dict[str, DestinationConfig] = Field(

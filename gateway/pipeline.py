@@ -17,6 +17,7 @@ from gateway.buffer.base import Buffer
 from gateway.config import DestinationConfig
 from gateway.event import Event, encode_item
 from gateway.normalize.schema import Schema
+from gateway.normalize.signing import Signer
 from gateway.sinks.base import Sink
 from gateway.telemetry.metrics import Metrics
 
@@ -35,6 +36,7 @@ class Destination:
         schema: Schema,
         metrics: Metrics,
         workers: int,
+        signer: Signer | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -42,6 +44,7 @@ class Destination:
         self.sink = sink
         self.schema = schema
         self.metrics = metrics
+        self.signer = signer
         self._workers_n = workers
         self._workers: list[asyncio.Task[None]] = []
         self._inflight: set[Batch] = set()
@@ -51,7 +54,14 @@ class Destination:
 
         Raises :class:`gateway.normalize.schema.EventInvalid` with Pangea-style errors.
         """
-        return encode_item(self.schema.normalize(event))
+        return self.item(self.schema.normalize(event))
+
+    def item(self, normalized: dict[str, Any]) -> bytes:
+        """Request item bytes of an already normalized event (signed if the destination signs)."""
+        if self.signer is None:
+            return encode_item(normalized)
+        signed = self.signer.sign_item(normalized)
+        return encode_item(signed["event"], {"signature": signed["signature"], "public_key": signed["public_key"]})
 
     async def submit(self, events: list[Event], *, wait: bool = False) -> None:
         """Hand events to the buffer (all or none; raises BufferFull)."""

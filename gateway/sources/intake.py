@@ -87,24 +87,31 @@ class Admitter:
 
     def prepare(self, candidates: Sequence[Candidate]) -> tuple[list[tuple[int, bytes, Candidate]], list[Candidate]]:
         """Normalize; returns (index, item bytes, candidate) of the valid and the invalid candidates."""
-        encode = self.destination.encode
+        dest = self.destination
+        encode = dest.encode
+        check = self._check_restrictions
         valid: list[tuple[int, bytes, Candidate]] = []
         invalid: list[Candidate] = []
         for i, cand in enumerate(candidates):
             if cand.fields is None:
                 invalid.append(cand)
                 continue
-            if self._check_restrictions is not None:
-                forbidden = self._check_restrictions(cand.fields)
-                if forbidden:
-                    cand.errors = [_prefixed(e, cand.pointer) for e in forbidden]
-                    invalid.append(cand)
-                    continue
             try:
                 if cand.extras:
-                    item = encode_item(self.destination.schema.normalize_signed(cand.fields), cand.extras)
-                else:
+                    # Signed by the client: normalization may not change a byte of it.
+                    normalized = dest.schema.normalize_signed(cand.fields)
+                    item = encode_item(normalized, cand.extras)
+                elif check is None:
                     item = encode(cand.fields)
+                else:
+                    normalized = dest.schema.normalize(cand.fields)
+                    item = dest.item(normalized)
+                if check is not None:
+                    forbidden = check(normalized)
+                    if forbidden:
+                        cand.errors = [_prefixed(e, cand.pointer) for e in forbidden]
+                        invalid.append(cand)
+                        continue
             except EventInvalid as exc:
                 cand.errors = [_prefixed(e, cand.pointer) for e in exc.errors]
                 invalid.append(cand)
@@ -151,9 +158,7 @@ class Admitter:
         if invalid:
             errors = [e for cand in invalid for e in cand.errors]
             await self.reject_invalid(invalid)
-        return Admission(
-            group, [i for i, _item, _c in valid], errors, len(invalid), len(candidates), pointer_template
-        )
+        return Admission(group, [i for i, _item, _c in valid], errors, len(invalid), len(candidates), pointer_template)
 
     async def reject_invalid(self, invalid: Sequence[Candidate]) -> None:
         reasons: dict[str, int] = {}

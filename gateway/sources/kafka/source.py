@@ -248,9 +248,11 @@ class KafkaSource:
                     pattern=subscription_pattern(self.config.topic_pattern, self.config.dlq_topic),
                     listener=listener,
                 )
+            self.consumer = consumer  # the rebalance listener may run inside start()
             try:
                 await consumer.start()
             except KafkaError as exc:
+                self.consumer = None
                 with contextlib.suppress(Exception):
                     await consumer.stop()
                 log.warning(
@@ -260,7 +262,11 @@ class KafkaSource:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, CONNECT_BACKOFF_MAX_SECS)
                 continue
-            self.consumer = consumer
+            except BaseException:  # cancelled (stopped) while connecting
+                self.consumer = None
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(consumer.stop())
+                raise
             self._ready.set()
             log.info("kafka consumer started", extra={"source": self.name, "group_id": self.config.group_id})
             return
@@ -287,13 +293,41 @@ class KafkaSource:
             if not data:
                 continue
             events: list[Event] = []
-            for tp, msgs in data.items():
-                tracker = self.trackers.get(tp)
-                if tracker is None:
-                    tracker = self._new_tracker(tp)
-                self._consume(tp, msgs, tracker, events)
+            try:
+                for tp, msgs in data.items():
+                    tracker = self.trackers.get(tp)
+                    if tracker is None:
+                        tracker = self._new_tracker(tp)
+                    self._consume(tp, msgs, tracker, events)
+            except Exception:
+                # A bug, not bad data (that is dead-lettered): never leave a gap in a tracker.
+                log.exception("kafka batch processing failed; reading it again", extra={"source": self.name})
+                self._drop(events, "internal_error")
+                self._restart_partitions(data)
+                await asyncio.sleep(1.0)
+                continue
             if events:
                 await self._submit(events)
+
+    def _restart_partitions(self, data: dict[TopicPartition, list[Any]]) -> None:
+        """Give up the trackers of ``data``'s partitions and read them again from the first
+        offset that is not done (or the batch's first), so nothing consumed is skipped."""
+        for tp, msgs in data.items():
+            t = self.trackers.get(tp)
+            candidates = [msgs[0].offset] if msgs else []
+            committed = None
+            if t is not None:
+                t.discarded = True
+                committed = t.committed
+                c = t.committable()
+                if c is not None:
+                    candidates.append(c)
+            if not candidates:
+                continue
+            pos = min(candidates)
+            self._new_tracker(tp, committed=committed, expect=pos)
+            with contextlib.suppress(Exception):
+                self.consumer.seek(tp, pos)
 
     # -- message → events ---------------------------------------------------------------
 
@@ -571,27 +605,30 @@ class KafkaSource:
         trackers = {tp: self.trackers[tp] for tp in revoked if tp in self.trackers}
         for t in trackers.values():
             t.revoking = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.drain_timeout_secs
-        while loop.time() < deadline and any(t.busy for t in trackers.values()):  # noqa: ASYNC110
-            await asyncio.sleep(0.02)  # acks resolve in the sink's tasks; a short poll over the trackers
-        undelivered = sum(t.busy for t in trackers.values())
-        await self.commit(list(trackers))
-        for tp, t in trackers.items():
-            t.discarded = True
-            if self.trackers.get(tp) is t:
-                del self.trackers[tp]
-            self._hold_until.pop(tp, None)
-            with contextlib.suppress(KeyError):
-                self.metrics.kafka_lag.remove(self.name, tp.topic, str(tp.partition))
-        log.info(
-            "partitions revoked",
-            extra={
-                "source": self.name,
-                "partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in revoked),
-                "undelivered": undelivered,
-            },
-        )
+        undelivered = 0
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.config.drain_timeout_secs
+            while loop.time() < deadline and any(t.busy for t in trackers.values()):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)  # acks resolve in the sink's tasks; a short poll over the trackers
+            undelivered = sum(t.busy for t in trackers.values())
+            await self.commit(list(trackers))
+        finally:
+            for tp, t in trackers.items():
+                t.discarded = True
+                if self.trackers.get(tp) is t:
+                    del self.trackers[tp]
+                self._hold_until.pop(tp, None)
+                with contextlib.suppress(KeyError):
+                    self.metrics.kafka_lag.remove(self.name, tp.topic, str(tp.partition))
+            log.info(
+                "partitions revoked",
+                extra={
+                    "source": self.name,
+                    "partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in revoked),
+                    "undelivered": undelivered,
+                },
+            )
 
     # -- commits ------------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from pathlib import Path
+from typing import Any, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gateway.configbase import StrictModel
 
@@ -55,13 +56,48 @@ class WebhookSourceConfig(StrictModel):
     ack_timeout_secs: float = Field(
         default=60.0, gt=0, description="Longest wait for the upstream before answering 503 (events stay queued)."
     )
-    map: dict[str, str] | None = Field(
-        default=None, description="Declarative mapping `field: path.in.body` for format `json` (and overrides)."
+    map: dict[str, str | list[str] | dict[str, Any]] | None = Field(
+        default=None,
+        description=(
+            "Declarative mapping `field: path` (dotted, list indexes as numbers); a list of paths is fallbacks;"
+            " `{const: x}` or `{path: p, default: x}`. The whole mapping for format `json`; overrides otherwise."
+        ),
     )
+    rate_limit_per_sec: float | None = Field(
+        default=None, gt=0, description="Requests per second this route admits (token bucket); over it: 429."
+    )
+    rate_limit_burst: int = Field(default=100, ge=1, description="Token bucket size for `rate_limit_per_sec`.")
     restrictions: dict[str, list[str]] | None = Field(
         default=None, description="Allowed values per field; a violating event answers 403 ForbiddenFieldValue."
     )
 
+    @field_validator("map")
+    @classmethod
+    def _compile_map(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            from gateway.normalize.mapping import Mapping
+
+            Mapping(value)  # raises ValueError("map.<field>: ...") on a bad spec
+        return value
+
     @property
     def route_path(self) -> str:
         return self.path if self.path is not None else DEFAULT_PATHS[self.format]
+
+
+class IntakeTlsConfig(StrictModel):
+    """TLS for the intake listener."""
+
+    cert_file: Path = Field(description="PEM certificate chain.")
+    key_file: Path = Field(description="PEM private key.")
+
+
+class IntakeServerConfig(StrictModel):
+    """Settings of the HTTP intake listener shared by every webhook source."""
+
+    tls: IntakeTlsConfig | None = Field(default=None, description="Serve HTTPS with this certificate.")
+    body_timeout_secs: float = Field(
+        default=30.0, gt=0, description="Longest time to receive a request body (slow clients get 408)."
+    )
+    keepalive_timeout_secs: float = Field(default=75.0, gt=0, description="Idle keep-alive connections close after.")
+    max_header_bytes: int = Field(default=8190, ge=1024, description="Longest request line or header field.")

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.dedup import DedupWindow
+from gateway.normalize import restrictions
 from gateway.pipeline import Destination
 from gateway.sinks.deadletter.base import DeadLetterStore
 from gateway.sources.intake import Admitter
-from gateway.sources.webhook.config import WebhookSourceConfig
+from gateway.sources.webhook.body import BODY_TIMEOUT_SECS
+from gateway.sources.webhook.config import IntakeServerConfig, WebhookSourceConfig
 from gateway.sources.webhook.envelope import envelope
+from gateway.sources.webhook.hec_routes import HecRoute
 from gateway.sources.webhook.pangea_api import PangeaApi
+from gateway.sources.webhook.ratelimit import TokenBucket
 from gateway.sources.webhook.vendor_routes import VendorRoute
 from gateway.telemetry.metrics import Metrics
 
@@ -32,12 +38,12 @@ class WebhookSource:
         destinations: dict[str, Destination],
         metrics: Metrics,
         deadletters: DeadLetterStore,
+        dedup: DedupWindow | None = None,
     ) -> None:
         self.name = name
         self.config = config
+        self.metrics = metrics
         dest = destinations[config.destination]
-        from gateway.normalize import restrictions
-
         check = None
         if config.restrictions:
             allowed = config.restrictions
@@ -45,34 +51,72 @@ class WebhookSource:
             def check(fields: dict[str, object]) -> list[dict[str, str]]:
                 return restrictions.check(fields, allowed)
 
-        admitter = Admitter(name, dest, metrics, deadletters, check)
-        self.handler: PangeaApi | VendorRoute
+        admitter = Admitter(name, dest, metrics, deadletters, check, dedup)
+        self.handler: PangeaApi | VendorRoute | HecRoute
         if config.format == "pangea":
             by_id = {
-                d.config.config_id: Admitter(name, d, metrics, deadletters, check)
+                d.config.config_id: Admitter(name, d, metrics, deadletters, check, dedup)
                 for d in destinations.values()
                 if d.config.config_id
             }
             self.handler = PangeaApi(name, config, admitter, by_id)
+        elif config.format == "splunk_hec":
+            self.handler = HecRoute(name, config, admitter)
         else:
             self.handler = VendorRoute(name, config, admitter)
+        self.bucket = (
+            TokenBucket(config.rate_limit_per_sec, config.rate_limit_burst) if config.rate_limit_per_sec else None
+        )
 
     def routes(self) -> list[web.RouteDef]:
-        return self.handler.routes()
+        routes = self.handler.routes()
+        if self.bucket is None:
+            return routes
+        return [web.route(r.method, r.path, self._limited(r.handler), **r.kwargs) for r in routes]
+
+    def _limited(self, handler: Handler) -> Handler:
+        bucket = self.bucket
+        assert bucket is not None
+
+        async def limited(request: web.Request) -> web.StreamResponse:
+            wait = bucket.take()
+            if wait:
+                self.metrics.requests_refused.labels(self.name, "rate_limited").inc()
+                retry = TokenBucket.retry_after_header(wait)
+                if self.config.format == "splunk_hec":
+                    return web.json_response(
+                        {"text": "Server is busy", "code": 9}, status=429, headers={"Retry-After": retry}
+                    )
+                return envelope(429, "TooManyRequests", "rate limit exceeded", None, headers={"Retry-After": retry})
+            return await handler(request)
+
+        return limited
 
 
 class WebhookServer:
     """Serves all webhook sources; stops accepting first, then waits for in-flight answers."""
 
-    def __init__(self, host: str, port: int, sources: list[WebhookSource], client_max_size: int) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        sources: list[WebhookSource],
+        client_max_size: int,
+        settings: IntakeServerConfig | None = None,
+    ) -> None:
         self.host = host
         self._port = port
+        self.settings = settings or IntakeServerConfig()
         self.sources = sources
         self._accepting = True
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self.app = web.Application(middlewares=[self._middleware], client_max_size=client_max_size)
+        self.app[BODY_TIMEOUT_SECS] = self.settings.body_timeout_secs
+        # The outer cap only catches what the routes' own limits (body timeout, then the ack
+        # wait answered 503) somehow miss.
+        self._cap_secs = self.settings.body_timeout_secs + max([s.config.ack_timeout_secs for s in sources] + [0]) + 30
         for s in sources:
             self.app.add_routes(s.routes())
         self._runner: web.AppRunner | None = None
@@ -85,9 +129,16 @@ class WebhookServer:
         self._inflight += 1
         self._idle.clear()
         try:
-            return await handler(request)
-        except web.HTTPException:
-            raise
+            async with asyncio.timeout(self._cap_secs):
+                return await handler(request)
+        except web.HTTPException as exc:
+            # aiohttp's own 404/405/413 answers, in the same envelope as every other answer.
+            status = {404: "NotFound", 405: "ValidationError", 413: "ValidationError"}.get(
+                exc.status, "ValidationError"
+            )
+            return envelope(exc.status, status, exc.reason, None)
+        except TimeoutError:
+            return envelope(408, "ValidationError", "request took too long", None)
         except Exception:
             # Never a stack trace in an answer; the log has it.
             log.exception("unhandled error in a webhook handler")
@@ -106,9 +157,21 @@ class WebhookServer:
         return self._port
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        st = self.settings
+        self._runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=st.keepalive_timeout_secs,
+            max_line_size=st.max_header_bytes,
+            max_field_size=st.max_header_bytes,
+        )
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self._port, backlog=1024)
+        ssl_context = None
+        if st.tls is not None:
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(st.tls.cert_file, st.tls.key_file)
+        self._site = web.TCPSite(self._runner, self.host, self._port, backlog=1024, ssl_context=ssl_context)
         await self._site.start()
         log.info("intake listening", extra={"listen": f"{self.host}:{self.port}"})
 

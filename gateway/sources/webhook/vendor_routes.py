@@ -85,9 +85,12 @@ class VendorRoute:
     def _candidate(self, record: Any, pointer: str) -> Candidate:
         original = record
         try:
-            fields, dedup = self.vendor.to_event(record)
-            if self.mapping is not None:
-                fields = {**fields, **self.mapping.apply(record)}
+            if self.mapping is not None and self.config.format == "json":
+                fields, dedup = self.mapping.apply(record), None
+            else:
+                fields, dedup = self.vendor.to_event(record)
+                if self.mapping is not None:
+                    fields.update(self.mapping.apply(record))
         except EventInvalid as exc:
             return Candidate(
                 None, pointer, original, errors=[{**e, "source": pointer + e.get("source", "")} for e in exc.errors]
@@ -120,11 +123,17 @@ class VendorRoute:
             return error_response(exc, request_id=rid, request_time=rtime)
 
     async def okta_verify(self, request: web.Request) -> web.Response:
-        """Okta's one-time verification: echo the challenge header as ``{"verification": ...}``."""
-        try:
-            check_header(request, self.config.auth)
-        except IntakeError as exc:
-            return error_response(exc)
+        """Okta's one-time verification: echo the challenge header as ``{"verification": ...}``.
+
+        Okta sends its auth header on this GET too; it is checked when present but not
+        required (the answer reveals nothing but the challenge it was given).
+        """
+        auth = self.config.auth
+        if auth is not None and auth.header in request.headers:
+            try:
+                check_header(request, auth)
+            except IntakeError as exc:
+                return error_response(exc)
         challenge = request.headers.get("X-Okta-Verification-Challenge")
         if not challenge:
             return error_response(ValidationFailed("missing X-Okta-Verification-Challenge header"))
