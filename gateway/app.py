@@ -8,6 +8,7 @@ sources (answer, commit) → sinks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import signal
@@ -141,10 +142,8 @@ class Gateway:
         """Keep an upstream-fetched schema current: on an interval, and at once on InvalidSchema."""
         policy = dest.config.schema_policy
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), policy.refresh_interval_secs)
-            except TimeoutError:
-                pass
             wake.clear()
             try:
                 dest.schema = Schema.from_fields(await sink.fetch_schema(), policy)
