@@ -69,6 +69,12 @@ class KafkaSourceConfig(StrictModel):
         default="earliest", description="Where a group with no committed offset starts."
     )
     max_poll_records: int = Field(default=2000, ge=1, description="Records fetched per poll.")
+    fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=0,
+        le=10_000,
+        description="Longest wait of a fetch for new records; bounds latency on brokers that hold fetches.",
+    )
     pause_high_watermark: float = Field(
         default=0.8, gt=0, le=1, description="Pause partitions when the buffer is this full."
     )

@@ -19,10 +19,10 @@ partition.  The source registers each consumed message with :meth:`PartitionTrac
 A tracker lives as long as one assignment of its partition.  When the partition is
 revoked (or re-read after an error) the source *discards* the tracker: acks of its events
 that are still in the buffer resolve into it later and change nothing that is committed.
-Memory is two dict entries per outstanding message (its count of open units, and its
-``(key, value, headers)`` for the dead-letter topic; the value bytes are shared with the
-consumed record, and neither is a container the garbage collector must walk), so it is
-bounded by the buffer.
+Memory is two dict entries per outstanding message (its count of open units, and what the
+dead-letter topic would need: the value bytes, shared with the consumed record, or
+``(key, value, headers)`` when it has a key or headers), so it is bounded by the buffer;
+the consumed record itself is not kept, which spares the garbage collector.
 """
 
 from __future__ import annotations

@@ -232,6 +232,7 @@ class KafkaSource:
             heartbeat_interval_ms=c.heartbeat_interval_ms,
             max_poll_interval_ms=c.max_poll_interval_ms,
             max_poll_records=c.max_poll_records,
+            fetch_max_wait_ms=c.fetch_max_wait_ms,
             **self._kwargs,
         )
 
@@ -290,6 +291,10 @@ class KafkaSource:
                 log.warning("kafka fetch failed", extra={"source": self.name, "error": repr(exc)})
                 await asyncio.sleep(0.5)
                 continue
+            except Exception:
+                log.exception("kafka fetch failed unexpectedly", extra={"source": self.name})
+                await asyncio.sleep(1.0)
+                continue
             if not data:
                 continue
             events: list[Event] = []
@@ -307,7 +312,13 @@ class KafkaSource:
                 await asyncio.sleep(1.0)
                 continue
             if events:
-                await self._submit(events)
+                try:
+                    await self._submit(events)
+                except Exception:
+                    # What did not get into the buffer resolved ERRORED: its partitions are read
+                    # again from their first undelivered offset (_reread_errored).
+                    log.exception("handing events to the buffer failed", extra={"source": self.name})
+                    await asyncio.sleep(1.0)
 
     def _restart_partitions(self, data: dict[TopicPartition, list[Any]]) -> None:
         """Give up the trackers of ``data``'s partitions and read them again from the first
@@ -374,7 +385,7 @@ class KafkaSource:
                     else:
                         event = None
                 if event is not None:
-                    track(offset, 1, (m.key, value, m.headers))
+                    track(offset, 1, value if m.key is None and not m.headers else (m.key, value, m.headers))
                     try:
                         if key_field is not None or header_fields:
                             self._map(event, m)
@@ -445,9 +456,16 @@ class KafkaSource:
     def _on_rejected(self, tracker: PartitionTracker, offset: int, message: Any, detail: Any) -> None:
         """An event's ack resolved REJECTED (the upstream refused it): dead-letter its message.
 
-        ``message`` is the ``(key, value, headers)`` the tracker kept for ``offset``.
+        ``message`` is what the tracker kept for ``offset``: ``(key, value, headers)``, or just
+        the value bytes of a message without key and headers (no container for the GC to walk).
         """
-        key, value, headers = message if message is not None else (None, None, ())
+        key: bytes | None = None
+        value: bytes | None = None
+        headers: Any = ()
+        if isinstance(message, bytes):
+            value = message
+        elif message is not None:
+            key, value, headers = message
         text = detail if isinstance(detail, str) else _json_text(detail)
         self.dlq.put(
             DeadLetterJob(
