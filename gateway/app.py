@@ -218,6 +218,9 @@ class Gateway:
                 reasons.append(f"{name}: {why}")
             if dest.buffer.fill_ratio >= 1.0:
                 reasons.append(f"{name}: buffer full")
+        for ks in self.kafka_sources:
+            if ks.consumer is None:
+                reasons.append(f"{ks.name}: not connected to Kafka")
         return reasons
 
     def request_stop(self) -> None:

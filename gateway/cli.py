@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from pathlib import Path
 
@@ -45,6 +46,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except BaseException:
             await gw.stop()
             raise
+        # Everything built at start-up lives until exit: move it out of the collector's way,
+        # and collect young objects less often. The hot path makes few cycles, and the
+        # collector was ~25% of CPU per event in the Kafka benchmark.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 50, 100)
         await gw.run_until_stopped()
 
     asyncio.run(main())
