@@ -8,6 +8,7 @@ nothing is dead-lettered, because the sender will retry it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -173,7 +174,7 @@ class Admitter:
                     destination=self.destination.name,
                     reason="forbidden_field_value" if code == "ForbiddenFieldValue" else "invalid_event",
                     detail=orjson.dumps(cand.errors).decode(),
-                    payload=cand.original if isinstance(cand.original, bytes) else orjson.dumps(cand.original),
+                    payload=_payload_bytes(cand.original),
                     received_at=now,
                 )
             )
@@ -185,6 +186,17 @@ class Admitter:
             # The answer still reports every refused event to the sender; the valid ones are
             # already buffered, so failing the request now would only duplicate them.
             log.exception("refused events not dead-lettered", extra={"source": self.source, "count": len(letters)})
+
+
+def _payload_bytes(original: Any) -> bytes:
+    """A refused record's bytes for the dead-letter store, whatever it holds."""
+    if isinstance(original, bytes):
+        return original
+    try:
+        return orjson.dumps(original)
+    except TypeError:
+        # orjson refuses lone surrogates and integers beyond 64 bits; the stdlib escapes them.
+        return json.dumps(original, ensure_ascii=True, default=str).encode()
 
 
 def _prefixed(error: dict[str, str], pointer: str) -> dict[str, str]:

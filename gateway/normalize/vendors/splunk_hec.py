@@ -32,6 +32,7 @@ Raw content becomes ``message`` uncut: the destination's oversize policy decides
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, NoReturn
 
@@ -59,7 +60,16 @@ def _no_constants(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+def _finite(text: str) -> float:
+    # orjson refuses numbers that overflow a double (1e999); the stdlib would read them as
+    # infinity, which JSON cannot carry on to the upstream.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite)
 
 
 def _skip_ws(text: str, idx: int) -> int:

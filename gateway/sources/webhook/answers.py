@@ -15,6 +15,7 @@ from gateway.sources.webhook.envelope import envelope
 
 _EVENT_POINTER = re.compile(r"^(/events/\d+)?(/event)?")
 RETRY_AFTER_SECS = 5
+FORBIDDEN_CODE = "ForbiddenFieldValue"
 
 
 class Unavailable(IntakeError):
@@ -76,9 +77,12 @@ def answer(
         errors.extend(upstream_errors(admission))
     if errors:
         refused = total - (len(admission.indexes) - len(admission.group.reasons))
+        # Refused only for values the route's restrictions forbid: 403 ForbiddenFieldValue, as
+        # the upstream answers a token's field restrictions; any other refusal makes it a 400.
+        forbidden = all(e.get("code") == FORBIDDEN_CODE for e in errors)
         return envelope(
-            400,
-            "ValidationError",
+            403 if forbidden else 400,
+            FORBIDDEN_CODE if forbidden else "ValidationError",
             f"{total - refused} of {total} events accepted; {refused} refused",
             {"errors": errors},
             request_id=request_id,

@@ -15,6 +15,13 @@ class RequestTimeout(IntakeError):
     pangea_status = "ValidationError"
 
 
+class BodyIncomplete(IntakeError):
+    """The body stopped before its end: the client went away or its chunked framing broke."""
+
+    http_status = 400
+    pangea_status = "ValidationError"
+
+
 BODY_TIMEOUT_SECS = web.AppKey("body_timeout_secs", float)
 
 
@@ -37,18 +44,37 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise RequestTimeout(f"body not received within {timeout_secs:g} s") from None
+    except (ConnectionError, web.RequestPayloadError):
+        # Not our failure: answered (if anyone still listens) as a refusal, not logged as a 500.
+        raise BodyIncomplete("request body incomplete") from None
     raw = b"".join(chunks)
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding in ("", "identity"):
         return raw
     if encoding != "gzip":
         raise ValidationFailed(f"unsupported Content-Encoding {encoding!r}")
-    # Decompress incrementally so a small bomb cannot expand past the limit in memory.
-    d = zlib.decompressobj(wbits=31)
-    try:
-        out = d.decompress(raw, max_bytes + 1)
-    except zlib.error:
-        raise ValidationFailed("body is not valid gzip") from None
-    if len(out) > max_bytes or d.unconsumed_tail:
-        raise PayloadTooLarge(f"decompressed body over {max_bytes} bytes")
-    return out
+    return gunzip(raw, max_bytes)
+
+
+def gunzip(raw: bytes, max_bytes: int) -> bytes:
+    """A gzip body's content (every member), never more than ``max_bytes`` (413 otherwise).
+
+    Decompressed incrementally, so a small bomb cannot expand past the limit in memory; a
+    truncated stream or trailing bytes that are not gzip are refused (400) rather than read as
+    whatever part of the content they happen to give.
+    """
+    out = bytearray()
+    data = raw
+    while True:
+        d = zlib.decompressobj(wbits=31)
+        try:
+            out += d.decompress(data, max_bytes + 1 - len(out))
+        except zlib.error:
+            raise ValidationFailed("body is not valid gzip") from None
+        if len(out) > max_bytes or d.unconsumed_tail:
+            raise PayloadTooLarge(f"decompressed body over {max_bytes} bytes")
+        if not d.eof:
+            raise ValidationFailed("gzip body is truncated")
+        data = d.unused_data
+        if not data:
+            return bytes(out)

@@ -9,9 +9,11 @@ takes one event per line and needs a channel (``X-Splunk-Request-Channel`` or
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
+import json
+from typing import Any
 
+import orjson
 from aiohttp import web
 
 from gateway.acks import AckStatus
@@ -22,7 +24,8 @@ from gateway.normalize.vendors import DecodeError
 from gateway.normalize.vendors import splunk_hec as hec
 from gateway.sources.intake import Admission, Admitter, Candidate
 from gateway.sources.webhook.answers import settle
-from gateway.sources.webhook.body import read_body
+from gateway.sources.webhook.auth import header_bytes
+from gateway.sources.webhook.body import RequestTimeout, read_body
 from gateway.sources.webhook.config import WebhookSourceConfig
 
 # HEC's own codes and statuses (Splunk docs, "Troubleshoot HTTP Event Collector").
@@ -37,6 +40,7 @@ SERVER_BUSY = (503, 9, "Server is busy")
 CHANNEL_MISSING = (400, 10, "Data channel is missing")
 EVENT_FIELD_REQUIRED = (400, 12, "Event field is required")
 EVENT_FIELD_BLANK = (400, 13, "Event field cannot be blank")
+REQUEST_TIMEOUT = (408, 6, "Request body not received in time")
 HEALTHY = (200, 17, "HEC is healthy")
 UNHEALTHY = (503, 18, "HEC is unhealthy, queues are full")
 _BY_CODE = {c[1]: c for c in (NO_DATA, INVALID_DATA_FORMAT, EVENT_FIELD_REQUIRED, EVENT_FIELD_BLANK)}
@@ -84,11 +88,11 @@ class HecRoute:
         if scheme.lower() == "basic":
             try:
                 value = base64.b64decode(value, validate=True).decode().partition(":")[2]
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text given to b64decode
                 return INVALID_AUTHORIZATION
         elif scheme.lower() != "splunk" or not value:
             return INVALID_AUTHORIZATION
-        if not hmac.compare_digest(value.strip().encode(), self._token):
+        if not hmac.compare_digest(header_bytes(value.strip()), self._token):
             return INVALID_TOKEN
         return None
 
@@ -125,10 +129,12 @@ class HecRoute:
                 fields, dedup = hec.to_event(rec)
             except EventInvalid as exc:
                 cands.append(
-                    Candidate(None, f"/{i}", rec, errors=[{**e, "source": f"/{i}{e['source']}"} for e in exc.errors])
+                    Candidate(
+                        None, f"/{i}", _letter(rec), errors=[{**e, "source": f"/{i}{e['source']}"} for e in exc.errors]
+                    )
                 )
                 continue
-            cands.append(Candidate(fields, f"/{i}", rec, dedup_key=dedup))
+            cands.append(Candidate(fields, f"/{i}", _letter(rec), dedup_key=dedup))
         return await self.admitter.admit(cands)
 
     async def _handle(self, request: web.Request, *, raw: bool) -> web.Response:
@@ -142,6 +148,9 @@ class HecRoute:
         except PayloadTooLarge:
             self._refused("too_large")
             return web.json_response({"text": "Content too large", "code": 6}, status=413)
+        except RequestTimeout:
+            self._refused("timeout")
+            return hec_answer(REQUEST_TIMEOUT)
         except BufferFull:
             self._refused("buffer_full")
             return hec_answer(SERVER_BUSY)
@@ -159,3 +168,18 @@ class HecRoute:
             )
             return hec_answer(INVALID_DATA_FORMAT, first)
         return hec_answer(SUCCESS)
+
+
+def _letter(record: Any) -> Any:
+    """The record as a dead letter can keep it.
+
+    Admission serializes a refused record with orjson, which refuses what the stdlib decoder of
+    concatenated bodies lets through (lone surrogates from ``\\ud800`` escapes, integers over 64
+    bits); such a record is kept as its ASCII JSON text instead of failing the request.
+    """
+    if isinstance(record, dict):
+        try:
+            orjson.dumps(record)
+        except TypeError:  # orjson.JSONEncodeError
+            return json.dumps(record, ensure_ascii=True).encode()
+    return record

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway.acks import AckStatus
 from gateway.errors import IntakeError, ValidationFailed
+from gateway.normalize.limits import check_depth
 from gateway.sources.intake import Admission, Admitter, Candidate
 from gateway.sources.webhook.answers import answer, settle
 from gateway.sources.webhook.auth import check_header
@@ -85,18 +86,24 @@ class PangeaApi:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise ValidationFailed(
-                "body is not valid JSON", errors=[{"code": "InvalidJSON", "detail": "not JSON", "source": ""}]
+                "body is not valid JSON", errors=[{"code": "BadFormat", "detail": "not JSON", "source": ""}]
             ) from None
+        if not check_depth(body, self.config.max_json_depth):
+            raise ValidationFailed(
+                "body nests too deeply",
+                errors=[{"code": "IsTooBig", "detail": f"over {self.config.max_json_depth} levels", "source": ""}],
+            )
         if not isinstance(body, dict):
             raise ValidationFailed(
-                "body must be a JSON object", errors=[{"code": "Type", "detail": "expected object", "source": ""}]
+                "body must be a JSON object",
+                errors=[{"code": "InvalidObject", "detail": "expected object", "source": ""}],
             )
         unknown = sorted(set(body) - allowed)
         if unknown:
             raise ValidationFailed(
                 "unknown properties",
                 errors=[
-                    {"code": "AdditionalProperties", "detail": f"unknown property {k!r}", "source": f"/{k}"}
+                    {"code": "UnexpectedProperty", "detail": f"unknown property {k!r}", "source": f"/{k}"}
                     for k in unknown
                 ],
             )
@@ -128,7 +135,11 @@ class PangeaApi:
                 pointer,
                 original,
                 errors=[
-                    {"code": "Required", "detail": "an object with an `event` object is required", "source": pointer}
+                    {
+                        "code": "FieldRequired",
+                        "detail": "an object with an `event` object is required",
+                        "source": pointer,
+                    }
                 ],
             )
         unknown = sorted(set(item) - _ITEM_KEYS)
@@ -138,7 +149,7 @@ class PangeaApi:
                 pointer,
                 original,
                 errors=[
-                    {"code": "AdditionalProperties", "detail": f"unknown property {k!r}", "source": f"{pointer}/{k}"}
+                    {"code": "UnexpectedProperty", "detail": f"unknown property {k!r}", "source": f"{pointer}/{k}"}
                     for k in unknown
                 ],
             )
@@ -150,12 +161,13 @@ class PangeaApi:
         if not isinstance(events, list) or not events:
             raise ValidationFailed(
                 "`events` must be a non-empty array",
-                errors=[{"code": "Required", "detail": "events must be a non-empty array", "source": "/events"}],
+                errors=[{"code": "FieldRequired", "detail": "events must be a non-empty array", "source": "/events"}],
             )
-        if len(events) > MAX_EVENTS:
+        cap = min(MAX_EVENTS, self.config.max_events_per_request)
+        if len(events) > cap:
             raise ValidationFailed(
-                f"at most {MAX_EVENTS} events per call",
-                errors=[{"code": "MaxItems", "detail": f"more than {MAX_EVENTS} events", "source": "/events"}],
+                f"at most {cap} events per call",
+                errors=[{"code": "AboveMaxItems", "detail": f"more than {cap} events", "source": "/events"}],
             )
         return [self._candidate(item, f"/events/{i}") for i, item in enumerate(events)]
 

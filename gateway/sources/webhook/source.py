@@ -8,6 +8,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.dedup import DedupWindow
 from gateway.normalize import restrictions
@@ -24,6 +25,32 @@ from gateway.sources.webhook.vendor_routes import VendorRoute
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
+http_log = logging.getLogger(__name__ + ".http")
+"""aiohttp's protocol-level log (malformed requests), given to the server in place of ``aiohttp.server``."""
+
+
+class _MalformedRequestFilter(logging.Filter):
+    """Logs a malformed request as one info line: no traceback and none of the request's bytes.
+
+    aiohttp logs a request it cannot parse at error level with the exception, whose message
+    quotes the offending request line or header line -- an ``Authorization`` value included.
+    Anyone on the internet can send those, so they are a client's problem, not the gateway's.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        record.msg, record.args = "malformed HTTP request refused", None
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.error = type(exc).__name__
+        record.remote = str(remote) if remote is not None else None
+        return http_log.isEnabledFor(logging.INFO)
+
+
+http_log.addFilter(_MalformedRequestFilter())
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -165,6 +192,10 @@ class WebhookServer:
             keepalive_timeout=st.keepalive_timeout_secs,
             max_line_size=st.max_header_bytes,
             max_field_size=st.max_header_bytes,
+            # read_body decompresses within max_body_bytes and refuses truncated gzip; aiohttp's
+            # own decoding would hand it inflated bytes (and accept deflate/br/zstd and cut streams).
+            auto_decompress=False,
+            logger=http_log,
         )
         await self._runner.setup()
         ssl_context = None

@@ -41,37 +41,49 @@ class VendorRoute:
             out.append(web.get(path, self.okta_verify))
         return out
 
-    def _authenticate(self, request: web.Request, raw: bytes) -> None:
+    def _authenticate(self, request: web.Request, raw: bytes | None) -> None:
+        """Header auth before the body is read (``raw`` None); an HMAC once it is."""
         auth = self.config.auth
         if auth is None:
             return
-        if auth.hmac_sha256_secret is not None:
+        if auth.hmac_sha256_secret is None:
+            if raw is None:
+                check_header(request, auth)
+        elif raw is not None:
             check_hmac_sha256(
                 raw, request.headers.get("X-Hub-Signature-256"), auth.hmac_sha256_secret.get_secret_value()
             )
-        else:
-            check_header(request, auth)
 
     def _records(self, request: web.Request, raw: bytes) -> list[Any]:
         try:
             records = self.vendor.decode(raw, request.headers.get("Content-Type"))
         except DecodeError as exc:
             raise ValidationFailed(
-                f"cannot decode the body: {exc}", errors=[{"code": "DecodeError", "detail": str(exc), "source": ""}]
+                f"cannot decode the body: {exc}", errors=[{"code": "BadFormat", "detail": str(exc), "source": ""}]
             ) from None
         if not check_depth(records, self.config.max_json_depth):
             raise ValidationFailed(
                 "body nests too deeply",
-                errors=[{"code": "MaxDepth", "detail": f"over {self.config.max_json_depth} levels", "source": ""}],
+                errors=[{"code": "IsTooBig", "detail": f"over {self.config.max_json_depth} levels", "source": ""}],
             )
         if len(records) > self.config.max_events_per_request:
             raise ValidationFailed(
                 "too many events",
                 errors=[
-                    {"code": "MaxItems", "detail": f"over {self.config.max_events_per_request} events", "source": ""}
+                    {
+                        "code": "AboveMaxItems",
+                        "detail": f"over {self.config.max_events_per_request} events",
+                        "source": "",
+                    }
                 ],
             )
         if self.config.format == "github":
+            if not request.headers.get("X-GitHub-Event", "").strip():
+                # Every GitHub delivery names its event; without it the action would be a bare verb.
+                raise ValidationFailed(
+                    "missing X-GitHub-Event header",
+                    errors=[{"code": "FieldRequired", "detail": "the X-GitHub-Event header is required", "source": ""}],
+                )
             records = [
                 {
                     "event": request.headers.get("X-GitHub-Event", ""),
@@ -106,6 +118,8 @@ class VendorRoute:
     async def handle(self, request: web.Request) -> web.Response:
         rid, rtime = new_request_id(), now_rfc3339()
         try:
+            # An unauthenticated sender is refused before its body is read.
+            self._authenticate(request, None)
             raw = await read_body(request, self.config.max_body_bytes)
             self._authenticate(request, raw)
             if self.config.format == "github" and github_vendor.is_ping(request.headers.get("X-GitHub-Event", "")):
