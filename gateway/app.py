@@ -28,6 +28,7 @@ from gateway.config import (
     DestinationConfig,
     GatewayConfig,
 )
+from gateway.dedup import DedupWindow
 from gateway.errors import ConfigError, GatewayError
 from gateway.normalize.schema import Schema
 from gateway.normalize.signing import Signer
@@ -92,6 +93,7 @@ class Gateway:
         self.admin: Any = None
         self.local_audit: Any = None
         self.deadletters: DeadLetterStore | None = None
+        self.dedup: DedupWindow | None = None
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._check_exposure()
@@ -125,6 +127,11 @@ class Gateway:
         b = self.config.buffer
         if b.type == "memory":
             return MemoryBuffer(name, b.max_events, b.max_bytes, self.metrics)
+        if b.type == "kafka":
+            from gateway.buffer.kafka import KafkaBuffer
+
+            kafka_sources = [n for n, s in self.config.sources.items() if isinstance(s, KafkaSourceConfig)]
+            return KafkaBuffer(name, b, self.metrics, local_sources=kafka_sources)
         from gateway.buffer.disk import DiskBuffer
 
         path = (b.path or self.data_dir / "spool") / name
@@ -158,7 +165,19 @@ class Gateway:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         upstream = await self._upstream()
-        self.deadletters = LocalDeadLetterStore(self.data_dir / "deadletters.db", self.metrics)
+        dl = self.config.deadletter
+        local_dl = LocalDeadLetterStore(dl.local_path(self.data_dir), self.metrics)
+        if dl.type == "kafka":
+            from gateway.sinks.deadletter.kafka import KafkaDeadLetterStore
+
+            kafka_dl = KafkaDeadLetterStore(dl, local_dl, self.metrics)
+            await kafka_dl.start()
+            self.deadletters = kafka_dl
+        else:
+            self.deadletters = local_dl
+        if self.config.dedup.enabled:
+            self.dedup = DedupWindow(self.data_dir / "dedup.db", self.config.dedup, self.metrics)
+            await self.dedup.start()
         for name, dc in self.config.destinations.items():
             refresh = asyncio.Event()
             sink = PangeaSink(
@@ -176,7 +195,7 @@ class Gateway:
                 self._tasks.append(asyncio.create_task(self._refresh_schema(dest, sink, refresh)))
 
         hooks = [
-            WebhookSource(n, s, self.destinations, self.metrics, self.deadletters)
+            WebhookSource(n, s, self.destinations, self.metrics, self.deadletters, dedup=self.dedup)
             for n, s in self.config.sources.items()
             if isinstance(s, WebhookSourceConfig)
         ]
@@ -255,6 +274,11 @@ class Gateway:
             await ks.stop(loop.time() + 5.0)
         for d in self.destinations.values():
             await d.sink.stop()
+            aclose = getattr(d.buffer, "aclose", None)  # disk: close the file; kafka: stop the producer
+            if aclose is not None:
+                await aclose()
+        if self.dedup is not None:
+            await self.dedup.close()
         if self.deadletters is not None:
             await self.deadletters.close()
         if self.local_audit is not None:

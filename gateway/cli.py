@@ -91,11 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=_cmd_check_config)
 
-    from gateway import bench
+    from gateway import bench, deadletter_cli
     from gateway.local_audit import cli as local_audit_cli
 
     local_audit_cli.register(sub)
     bench.register(sub)
+    deadletter_cli.register(sub)
     return parser
 
 

@@ -17,8 +17,10 @@ from pydantic import Field, ValidationError, model_validator
 
 from gateway.buffer.config import BufferConfig
 from gateway.configbase import StrictModel
+from gateway.dedup import DedupConfig
 from gateway.errors import ConfigError
 from gateway.normalize.config import InlineSchemaConfig, SchemaPolicy
+from gateway.sinks.deadletter.config import DeadLetterConfig
 from gateway.sinks.pangea.config import UpstreamConfig
 from gateway.sources.kafka.config import KafkaSourceConfig
 from gateway.sources.webhook.config import IntakeServerConfig, WebhookSourceConfig
@@ -89,6 +91,10 @@ class GatewayConfig(StrictModel):
         default_factory=IntakeServerConfig, description="HTTP intake listener settings (TLS, timeouts)."
     )
     buffer: BufferConfig = Field(default_factory=BufferConfig, description="Buffering between intake and upstream.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Dropping resent events by their source id.")
+    deadletter: DeadLetterConfig = Field(
+        default_factory=DeadLetterConfig, description="Where events refused for good are recorded."
+    )
     destinations: dict[str, DestinationConfig] = Field(
         min_length=1, description="Audit configurations upstream, by name."
     )

@@ -39,7 +39,7 @@ from gateway.acks import AckGroup
 from gateway.batching import Batch
 from gateway.config import DEFAULT_DATA_DIR, DEFAULT_LOCAL_AUDIT_LISTEN, GatewayConfig, default_config, load_config
 from gateway.errors import ConfigError
-from gateway.event import Event
+from gateway.event import Event, encode_item
 from gateway.normalize.schema import EventInvalid, Schema
 from gateway.sinks.deadletter.base import DeadLetter
 from gateway.sinks.deadletter.local import DeadLetterDb, StoredDeadLetter
@@ -272,7 +272,7 @@ class Replayer:
                 event = schema.normalize(fields)
             except EventInvalid as exc:
                 raise ReplayFailed(orjson.dumps(exc.errors).decode()) from None
-            out.items.append(orjson.dumps({"event": event, **(extras or {})}))
+            out.items.append(encode_item(event, extras))
         return out
 
     async def send(self, sink: Any, prepared: list[Prepared], batch_size: int) -> dict[int, str | None]:
@@ -413,11 +413,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m gateway.deadletter_cli ...`` (the same as ``audit-gateway dlq ...``)."""
+    """``python -m gateway.deadletter_cli list|show|replay ...`` (as ``audit-gateway dlq ...``)."""
+    from gateway.errors import GatewayError
+
     parser = argparse.ArgumentParser(prog="audit-gateway")
     register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
+    args = parser.parse_args(["dlq", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except GatewayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return code
 
 

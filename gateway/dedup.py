@@ -44,7 +44,7 @@ from gateway.telemetry.metrics import Metrics
 log = logging.getLogger(__name__)
 
 _SEP = "\x1f"
-FLUSH_SECS = 0.25
+FLUSH_SECS = 0.05
 PRUNE_SECS = 60.0
 
 

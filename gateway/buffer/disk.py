@@ -2,15 +2,19 @@
 
 What a 2xx means with ``buffer: {type: disk}``: the request's events are written to the
 spool and fsynced.  :meth:`DiskBuffer.put` appends the events' item bytes (with their source
-and dedup key), waits for the commit that covers them, and only then resolves the
+and dedup keys), waits for the commit that covers them, and only then resolves the
 **original** acks DELIVERED, so the webhook answers.  Consequently the Pangea-compatible
 ``/v2/log`` answer carries no upstream hashes with a disk buffer (``results`` is empty):
 the request is answered at durability, before the upstream has seen it.
 
 Forwarding: :meth:`take` returns *new* events (same item bytes) whose acks point at this
-buffer.  A row is deleted once its event is DELIVERED, or REJECTED (the sink has then
-dead-lettered it); ERRORED leaves the row in place and it is taken again.  On start, every
-row left from the previous run is replayed.  At shutdown what is left stays on disk.
+buffer.  A put is stored as one record (see :mod:`gateway.buffer.spool`); the record is
+deleted once every one of its events is DELIVERED, or REJECTED (the sink has then
+dead-lettered it); the progress of a record delivered in part is saved with the next
+commit.  An ERRORED event stays and is taken again.  On start what is left from the
+previous run is replayed: the events not known to be done — an event delivered in the last
+milliseconds before a crash may be sent twice (at least once, never lost).  At shutdown what
+is left stays on disk.
 
 Group commit: ``fsync_interval_ms: 0`` commits (and fsyncs, ``synchronous=FULL``) as soon as
 a write arrives — writes arriving while a commit runs share the next one; ``N`` commits
@@ -20,8 +24,8 @@ next commit (a lost delete after a crash means a resend, never a loss).
 Capacity: ``max_bytes`` (and ``max_events`` when given explicitly) bound the spool; a full
 spool refuses with :class:`~gateway.errors.BufferFull` (429 + Retry-After), a failed write
 (disk full: ``SQLITE_FULL``, I/O error) with :class:`SpoolUnavailable` (503 + Retry-After).
-Neither drops anything already accepted.  Recently written rows are also kept in memory (up
-to ``memory_bytes``) so forwarding does not read them back; older ones are read from disk.
+Neither drops anything already accepted.  Recently written events are also kept in memory
+(up to ``memory_bytes``) so forwarding does not read them back; older ones are read from disk.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import Any, TypeVar
 
 from gateway.acks import Ack, AckStatus
 from gateway.buffer.config import BufferConfig
-from gateway.buffer.spool import Spool, SpoolError, SpoolRow
+from gateway.buffer.spool import Record, Spool, SpoolError
 from gateway.errors import BufferFull
 from gateway.event import Event
 from gateway.telemetry.metrics import Metrics
@@ -49,8 +53,17 @@ T = TypeVar("T")
 DELETE_FLUSH_SECS = 0.2
 """Deletes alone are committed at most this often (they ride along with writes otherwise)."""
 RETAKE_DELAY_SECS = 0.5
-"""An ERRORED row is offered again after this long (the sink has already backed off)."""
+"""An ERRORED event is offered again after this long (the sink has already backed off)."""
 WRITE_RETRY_SECS = 1.0
+KEY_BITS = 16
+MAX_RECORD_EVENTS = 1 << KEY_BITS
+"""An event's ack key is ``record_id << KEY_BITS | index``; a record holds at most this many events."""
+DISK_READ_RECORDS = 64
+
+Progress = list[tuple[int, bytes]]
+"""``(record id, done flags)`` of records delivered in part."""
+Slot = tuple[int, bytes, str, str | None]
+"""An event ready to be taken: ``(ack key, item, source, dedup_key)``."""
 
 
 class SpoolUnavailable(BufferFull):
@@ -75,6 +88,27 @@ class _PendingWrite:
         self.future = future
 
 
+def _records(batch: list[_PendingWrite], first_id: int) -> tuple[list[Record], list[list[Event]]]:
+    """One record per put and source (split at MAX_RECORD_EVENTS), ids from ``first_id``."""
+    records: list[Record] = []
+    groups: list[list[Event]] = []
+    rid = first_id
+    for w in batch:
+        run: list[Event] = []
+        for e in w.events:
+            if run and (e.source != run[0].source or len(run) >= MAX_RECORD_EVENTS):
+                records.append(Record(rid, run[0].source, [x.item for x in run], [x.dedup_key for x in run]))
+                groups.append(run)
+                rid += 1
+                run = []
+            run.append(e)
+        if run:
+            records.append(Record(rid, run[0].source, [x.item for x in run], [x.dedup_key for x in run]))
+            groups.append(run)
+            rid += 1
+    return records, groups
+
+
 class DiskBuffer:
     """A durable, bounded spool for one destination; see the module docstring."""
 
@@ -96,30 +130,36 @@ class DiskBuffer:
         self._spool = Spool(path)
         stats = self._spool.stats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"spool-{destination}")
-        # What is in the spool file (committed, not yet deleted).
-        self._rows = stats.rows
+        # In the spool file (committed, not yet deleted), in events and bytes.
+        self._events = stats.events
         self._bytes = stats.bytes
         self._next_id = stats.max_id + 1
+        # Records taken into memory: id → [events not yet done, events]; and which are done, when some are.
+        self._open: dict[int, list[int]] = {}
+        self._partial: dict[int, bytearray] = {}
+        self._dirty: set[int] = set()  # records whose progress the next commit saves
         # Accepted by put, waiting for their commit (counted against capacity already).
         self._pending: list[_PendingWrite] = []
         self._pending_ids: set[int] = set()
-        self._pending_rows = 0
+        self._pending_events = 0
         self._pending_bytes = 0
         self._deletes: list[int] = []
-        # Ready to be taken: retried rows, rows kept in memory, and rows only on disk (id >= _read_pos).
-        self._retry: deque[SpoolRow] = deque()
-        self._hot: deque[SpoolRow] = deque()
+        # Ready to be taken: retried events, events kept in memory, records only on disk (id >= _read_pos).
+        self._retry: deque[Slot] = deque()
+        self._hot: deque[Slot] = deque()
         self._hot_bytes = 0
-        self._disk_rows = stats.rows  # everything left from the last run is read back from disk
+        self._disk_records = stats.records  # everything left from the last run is read back from disk
+        self._disk_events = stats.events
         self._disk_bytes = stats.bytes
         self._read_pos = 0
-        self._ready_rows = stats.rows
+        self._ready_events = stats.events
         self._ready_bytes = stats.bytes
-        self._inflight: dict[int, SpoolRow] = {}
+        self._inflight: dict[int, Slot] = {}
         self._requeue: dict[int, asyncio.TimerHandle] = {}
         self._closed = False
         self._shut = False
         self._wake = asyncio.Event()
+        self._idle = False
         self._readable = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -130,17 +170,17 @@ class DiskBuffer:
         if self.max_events is not None:
             metrics.buffer_max_events.labels(destination).set(self.max_events)
         self._publish()
-        if stats.rows:
+        if stats.events:
             log.info(
                 "spool replays what was left",
-                extra={"destination": destination, "events": stats.rows, "bytes": stats.bytes},
+                extra={"destination": destination, "events": stats.events, "bytes": stats.bytes},
             )
 
     # ---------------------------------------------------------------- capacity
 
     @property
     def events(self) -> int:
-        return self._rows
+        return self._events
 
     @property
     def bytes(self) -> int:
@@ -150,11 +190,11 @@ class DiskBuffer:
     def fill_ratio(self) -> float:
         ratio = (self._bytes + self._pending_bytes) / self.max_bytes
         if self.max_events is not None:
-            ratio = max(ratio, (self._rows + self._pending_rows) / self.max_events)
+            ratio = max(ratio, (self._events + self._pending_events) / self.max_events)
         return ratio
 
     def _fits(self, n: int, size: int) -> bool:
-        held = self._rows + self._pending_rows
+        held = self._events + self._pending_events
         if held == 0:
             return True  # an empty spool takes any one request, so a huge one is not refused forever
         if self.max_events is not None and held + n > self.max_events:
@@ -199,9 +239,10 @@ class DiskBuffer:
         fut: asyncio.Future[None] = loop.create_future()
         fut.add_done_callback(_consume)
         self._pending.append(_PendingWrite(events, size, fut))
-        self._pending_ids.update(id(e) for e in events)
-        self._pending_rows += len(events)
+        self._pending_ids.update(map(id, events))
+        self._pending_events += len(events)
         self._pending_bytes += size
+        self._idle = False
         self._wake.set()
         # The committer resolves the acks, so a cancelled caller cannot leave them open.
         await asyncio.shield(fut)
@@ -219,13 +260,16 @@ class DiskBuffer:
         loop = asyncio.get_running_loop()
         last = 0.0
         while not self._shut:
-            if not self._pending:
-                if self._deletes:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), DELETE_FLUSH_SECS)
-                else:
-                    await self._wake.wait()
+            if not self._pending and not self._deletes and not self._dirty:
+                self._idle = True
+                await self._wake.wait()
+                self._idle = False
             self._wake.clear()
+            if not self._pending and (self._deletes or self._dirty):
+                # Deletes alone: give a write the chance to carry them (one fsync for both).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), DELETE_FLUSH_SECS)
+                self._wake.clear()
             if self._shut:
                 return
             if self._pending and self.interval > 0:
@@ -240,31 +284,36 @@ class DiskBuffer:
             return
         batch, self._pending = self._pending, []
         deletes, self._deletes = self._deletes, []
-        if not batch and not deletes:
+        progress = self._progress()
+        if not batch and not deletes and not progress:
             return
-        first = self._next_id
-        rows: list[SpoolRow] = []
-        nid = first
-        for w in batch:
-            for e in w.events:
-                rows.append((nid, e.source, e.dedup_key, e.item))
-                nid += 1
+        if not batch:
+            self._publish()
+        records, groups = _records(batch, self._next_id)
         try:
-            await self._run(self._spool.write, rows, deletes)
+            await self._run(self._spool.write, records, deletes, progress)
         except SpoolError as exc:
             self._deletes = deletes + self._deletes
+            self._dirty.update(i for i, _ in progress)
             self._failed(batch, exc)
             return
         except BaseException:
             self._deletes = deletes + self._deletes
+            self._dirty.update(i for i, _ in progress)
             self._failed(batch, SpoolError("spool write interrupted", disk_full=False))
             raise
-        self._next_id = nid
-        self._committed(batch, rows)
+        self._next_id += len(records)
+        self._committed(batch, records, groups)
+
+    def _progress(self) -> Progress:
+        """``(record id, done flags)`` of the partly delivered records changed since the last commit."""
+        dirty, self._dirty = self._dirty, set()
+        partial = self._partial
+        return [(rid, bytes(partial[rid])) for rid in dirty if rid in partial]
 
     def _failed(self, batch: list[_PendingWrite], exc: SpoolError) -> None:
         n = sum(len(w.events) for w in batch)
-        self._pending_rows -= n
+        self._pending_events -= n
         self._pending_bytes -= sum(w.size for w in batch)
         self._room.set()
         if batch:
@@ -274,8 +323,8 @@ class DiskBuffer:
             )
         why = "disk is full" if exc.disk_full else "cannot write"
         for w in batch:
+            self._pending_ids.difference_update(map(id, w.events))
             for e in w.events:
-                self._pending_ids.discard(id(e))
                 if not e.ack.resolved:
                     e.ack.resolve(AckStatus.ERRORED, "spool write failed")
             if not w.future.done():
@@ -285,122 +334,175 @@ class DiskBuffer:
                     )
                 )
 
-    def _committed(self, batch: list[_PendingWrite], rows: list[SpoolRow]) -> None:
+    def _committed(self, batch: list[_PendingWrite], records: list[Record], groups: list[list[Event]]) -> None:
         size = sum(w.size for w in batch)
-        self._pending_rows -= len(rows)
+        n = sum(len(g) for g in groups)
+        self._pending_events -= n
         self._pending_bytes -= size
-        self._rows += len(rows)
+        self._events += n
         self._bytes += size
-        self._ready_rows += len(rows)
+        self._ready_events += n
         self._ready_bytes += size
-        if rows:
-            if self._disk_rows == 0 and self._hot_bytes + size <= self.memory_bytes:
-                self._hot.extend(rows)
+        if records:
+            if self._disk_records == 0 and self._hot_bytes + size <= self.memory_bytes:
+                hot = self._hot
+                for rec, group in zip(records, groups, strict=True):
+                    base = rec.id << KEY_BITS
+                    self._open[rec.id] = [len(group), len(group)]
+                    hot.extend((base | i, e.item, e.source, e.dedup_key) for i, e in enumerate(group))
                 self._hot_bytes += size
-                self._read_pos = rows[-1][0] + 1
+                self._read_pos = records[-1].id + 1
             else:
-                self._disk_rows += len(rows)
+                self._disk_records += len(records)
+                self._disk_events += n
                 self._disk_bytes += size
             self._readable.set()
         self._publish()
+        delivered = AckStatus.DELIVERED
         for w in batch:
+            self._pending_ids.difference_update(map(id, w.events))
             for e in w.events:
-                self._pending_ids.discard(id(e))
-                if not e.ack.resolved:
-                    e.ack.resolve(AckStatus.DELIVERED, None)
+                ack = e.ack
+                if not ack.resolved:
+                    ack.resolve(delivered, None)
             if not w.future.done():
                 w.future.set_result(None)
 
     # ---------------------------------------------------------------- forwarding
 
     async def take(self, max_events: int, max_bytes: int, timeout_secs: float) -> list[Event]:
+        if not self._shut:
+            self._ensure_committer()  # it also commits the deletes of what is taken
         async with self._take_lock:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout_secs
-            while self._ready_rows < max_events and self._ready_bytes < max_bytes and not self._closed:
+            while self._ready_events < max_events and self._ready_bytes < max_bytes and not self._closed:
                 remaining = deadline - loop.time()
-                if remaining <= 0 and self._ready_rows:
+                if remaining <= 0 and self._ready_events:
                     break
                 self._readable.clear()
                 try:
-                    await asyncio.wait_for(self._readable.wait(), remaining if self._ready_rows else None)
+                    await asyncio.wait_for(self._readable.wait(), remaining if self._ready_events else None)
                 except TimeoutError:
                     break
             if self._shut:
                 return []
-            out: list[SpoolRow] = []
+            if not self._hot and not self._retry and self._disk_records:
+                await self._read_from_disk()
+            out: list[Event] = []
             size = 0
+            inflight = self._inflight
             for q in (self._retry, self._hot):
                 while q and len(out) < max_events:
-                    nxt = len(q[0][3])
+                    slot = q[0]
+                    nxt = len(slot[1])
                     if out and size + nxt > max_bytes:
                         break
-                    row = q.popleft()
+                    q.popleft()
                     if q is self._hot:
                         self._hot_bytes -= nxt
-                    out.append(row)
+                    inflight[slot[0]] = slot
+                    out.append(Event(slot[1], Ack(self, slot[0]), slot[2], slot[3]))
                     size += nxt
-            if len(out) < max_events and self._disk_rows and not self._hot and not (out and size >= max_bytes):
-                size += await self._take_from_disk(out, max_events, max_bytes, size)
-            self._ready_rows -= len(out)
+            self._ready_events -= len(out)
             self._ready_bytes -= size
-            if self._ready_rows:
+            if self._ready_events:
                 self._readable.set()
-            return [self._handle(row) for row in out]
+            return out
 
-    async def _take_from_disk(self, out: list[SpoolRow], max_events: int, max_bytes: int, size: int) -> int:
-        want = max_events - len(out)
+    async def _read_from_disk(self) -> None:
+        """Move the next records that are only on disk into the in-memory queue."""
         try:
-            rows = await self._run(self._spool.read, self._read_pos, want)
+            records, last = await self._run(self._spool.read, self._read_pos, DISK_READ_RECORDS)
         except Exception:
             log.exception("spool read failed", extra={"destination": self.destination})
-            return 0
-        added = 0
-        for row in rows:
-            nxt = len(row[3])
-            if out and size + added + nxt > max_bytes:
-                break
-            out.append(row)
-            added += nxt
-            self._read_pos = row[0] + 1
-            self._disk_rows -= 1
-            self._disk_bytes -= nxt
-        if not rows:
-            # Nothing past _read_pos: the counters drifted (cannot happen by design); resync.
+            return
+        if self._shut:
+            return
+        for rec in records:
+            base = rec.id << KEY_BITS
+            n = len(rec.items)
+            size = rec.size
+            self._disk_records -= 1
+            self._disk_events -= n
+            self._disk_bytes -= size
+            done = rec.done
+            if done is None:
+                self._open[rec.id] = [n, n]
+                self._hot.extend(
+                    (base | i, item, rec.source, key)
+                    for i, (item, key) in enumerate(zip(rec.items, rec.dedup_keys, strict=True))
+                )
+                self._hot_bytes += size
+                continue
+            # Partly delivered before the restart: only the rest is sent again.
+            left = [i for i in range(n) if not done[i]]
+            skipped = n - len(left)
+            skipped_bytes = size - sum(len(rec.items[i]) for i in left)
+            self._events -= skipped
+            self._bytes -= skipped_bytes
+            self._ready_events -= skipped
+            self._ready_bytes -= skipped_bytes
+            if not left:
+                self._deletes.append(rec.id)
+                continue
+            self._open[rec.id] = [len(left), n]
+            self._partial[rec.id] = bytearray(done)
+            self._hot.extend((base | i, rec.items[i], rec.source, rec.dedup_keys[i]) for i in left)
+            self._hot_bytes += size - skipped_bytes
+        read_nothing = last < self._read_pos
+        if not read_nothing:
+            self._read_pos = last + 1
+        if read_nothing and self._disk_records:
+            # Nothing (readable) past _read_pos: the counters are off (a damaged record); resync.
             log.error("spool disk counters out of step; resyncing", extra={"destination": self.destination})
-            self._ready_rows -= self._disk_rows
+            self._ready_events -= self._disk_events
             self._ready_bytes -= self._disk_bytes
-            self._disk_rows = 0
-            self._disk_bytes = 0
-        return added
-
-    def _handle(self, row: SpoolRow) -> Event:
-        self._inflight[row[0]] = row
-        return Event(row[3], Ack(self, row[0]), row[1], row[2])
+            self._events -= self._disk_events
+            self._bytes -= self._disk_bytes
+            self._disk_records = self._disk_events = self._disk_bytes = 0
 
     def ack_resolved(self, key: int, status: AckStatus, detail: Any) -> None:
-        """Receiver of the taken events' acks: delete when done, offer again when ERRORED."""
-        row = self._inflight.pop(key, None)
-        if row is None:
+        """Receiver of the taken events' acks: delete finished records, offer ERRORED events again."""
+        slot = self._inflight.pop(key, None)
+        if slot is None:
             return
         if status == AckStatus.ERRORED:
             if self._shut:
                 return  # stays on disk for the next start
-            self._requeue[key] = asyncio.get_running_loop().call_later(RETAKE_DELAY_SECS, self._offer_again, row)
+            self._requeue[key] = asyncio.get_running_loop().call_later(RETAKE_DELAY_SECS, self._offer_again, slot)
             return
-        self._deletes.append(key)
-        self._rows -= 1
-        self._bytes -= len(row[3])
-        self._publish()
-        self._room.set()
+        self._events -= 1
+        self._bytes -= len(slot[1])
+        rid = key >> KEY_BITS
+        entry = self._open.get(rid)
+        if entry is not None and entry[0] > 1:
+            entry[0] -= 1
+            flags = self._partial.get(rid)
+            if flags is None:
+                flags = self._partial[rid] = bytearray(entry[1])
+            flags[key & (MAX_RECORD_EVENTS - 1)] = 1
+            self._dirty.add(rid)
+            if self._idle:
+                self._idle = False
+                self._wake.set()
+            return
+        self._open.pop(rid, None)
+        if self._partial.pop(rid, None) is not None:
+            self._dirty.discard(rid)
+        self._deletes.append(rid)
+        if self._idle:
+            self._idle = False
+            self._wake.set()
+        self._room.set()  # the gauges are published with the next commit (this is the hot path)
 
-    def _offer_again(self, row: SpoolRow) -> None:
-        self._requeue.pop(row[0], None)
+    def _offer_again(self, slot: Slot) -> None:
+        self._requeue.pop(slot[0], None)
         if self._shut:
             return
-        self._retry.append(row)
-        self._ready_rows += 1
-        self._ready_bytes += len(row[3])
+        self._retry.append(slot)
+        self._ready_events += 1
+        self._ready_bytes += len(slot[1])
         self._readable.set()
 
     # ---------------------------------------------------------------- shutdown
@@ -444,25 +546,21 @@ class DiskBuffer:
         self._executor.shutdown(wait=True)
         batch, self._pending = self._pending, []
         deletes, self._deletes = self._deletes, []
-        rows: list[SpoolRow] = []
-        nid = self._next_id
-        for w in batch:
-            for e in w.events:
-                rows.append((nid, e.source, e.dedup_key, e.item))
-                nid += 1
+        progress = self._progress()
+        records, groups = _records(batch, self._next_id)
         try:
-            self._spool.write(rows, deletes)
+            self._spool.write(records, deletes, progress)
         except SpoolError as exc:
             self._failed(batch, exc)
         else:
-            self._next_id = nid
-            self._committed(batch, rows)
+            self._next_id += len(records)
+            self._committed(batch, records, groups)
         self._spool.close()
         log.info(
             "spool closed",
-            extra={"destination": self.destination, "events_left": self._rows, "bytes_left": self._bytes},
+            extra={"destination": self.destination, "events_left": self._events, "bytes_left": self._bytes},
         )
 
     def _publish(self) -> None:
-        self._m_events.set(self._rows)
+        self._m_events.set(self._events)
         self._m_bytes.set(self._bytes)

@@ -1,40 +1,65 @@
 """The spool's store: one SQLite file in WAL mode, written by one thread.
 
 Why SQLite: its write-ahead log is a proven torn-write detector.  Every WAL frame carries a
-checksum chained over the previous frames and a commit marker; on open, SQLite replays the
+checksum chained over the previous frames, and a commit marker; on open, SQLite replays the
 frames up to the last valid commit and ignores a torn or corrupt tail.  So a crash in the
-middle of a write loses exactly the transaction that was being written (whose ``put`` was
-never answered) and nothing before it.
+middle of a write loses exactly the transaction being written (whose ``put`` was never
+answered) and nothing before it.  A damaged database file (not a torn WAL tail) is set aside
+and its readable records are copied into a fresh file.
 
-Rows are ``(id, source, dedup_key, item)``; ids are assigned by the caller, increasing.  A
-:class:`Spool` is not thread-safe: :class:`gateway.buffer.disk.DiskBuffer` calls it from a
-single executor thread.
+One *record* per put (per source within a put): the events' item bytes concatenated, their
+lengths, their source and their dedup keys.  Writing a request as one record keeps SQLite's
+work — and the time the writer thread holds the GIL — per request, not per event.  Record
+ids are assigned by the caller, increasing.  A :class:`Spool` is not thread-safe:
+:class:`gateway.buffer.disk.DiskBuffer` calls it from a single executor thread.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import sys
 import time
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 log = logging.getLogger(__name__)
-
-SpoolRow = tuple[int, str, str | None, bytes]
-"""``(id, source, dedup_key, item)``."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
   id INTEGER PRIMARY KEY,
   source TEXT NOT NULL,
-  dedup_key TEXT,
-  item BLOB NOT NULL
+  n INTEGER NOT NULL,
+  lengths BLOB NOT NULL,
+  dedup BLOB,
+  items BLOB NOT NULL,
+  done BLOB
 );
 """
+_COLUMNS = "id, source, n, lengths, dedup, items, done"
 
 DB_NAME = "spool.db"
+
+
+@dataclass(slots=True)
+class Record:
+    """One put's events for one source: ``items[i]`` with ``dedup_keys[i]``."""
+
+    id: int
+    source: str
+    items: list[bytes]
+    dedup_keys: list[str | None]
+    done: bytes | None = None
+    """Progress saved before a restart: ``done[i]`` is 1 when event ``i`` was already delivered."""
+
+    @property
+    def size(self) -> int:
+        return sum(len(i) for i in self.items)
 
 
 class SpoolError(Exception):
@@ -47,15 +72,15 @@ class SpoolError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class SpoolStats:
-    rows: int
+    records: int
+    events: int
     bytes: int
     max_id: int
 
 
 def is_disk_full(exc: BaseException) -> bool:
     """SQLITE_FULL (disk or ``max_page_count`` reached) and ENOSPC-like I/O errors."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code == sqlite3.SQLITE_FULL:
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
         return True
     text = str(exc).lower()
     return "disk is full" in text or "no space" in text
@@ -72,32 +97,88 @@ def _compress(ids: Iterable[int]) -> list[tuple[int, int]]:
     return out
 
 
+def encode(record: Record) -> tuple[int, str, int, bytes, bytes | None, bytes, bytes | None]:
+    lengths = array("I", [len(i) for i in record.items])
+    if sys.byteorder != "little":
+        lengths.byteswap()
+    keys = record.dedup_keys
+    dedup = orjson.dumps(keys) if any(k is not None for k in keys) else None
+    return (record.id, record.source, len(record.items), lengths.tobytes(), dedup, b"".join(record.items), None)
+
+
+def decode(row: Sequence[Any]) -> Record:
+    rid, source, n, raw_lengths, dedup, blob, done = row
+    lengths = array("I")
+    lengths.frombytes(bytes(raw_lengths))
+    if sys.byteorder != "little":
+        lengths.byteswap()
+    data = bytes(blob)
+    if len(lengths) != n or sum(lengths) != len(data):
+        raise ValueError(f"spool record {rid} is inconsistent")
+    items: list[bytes] = []
+    pos = 0
+    for ln in lengths:
+        items.append(data[pos : pos + ln])
+        pos += ln
+    keys: list[str | None] = orjson.loads(bytes(dedup)) if dedup is not None else [None] * len(items)
+    if len(keys) != len(items) or (done is not None and len(done) != len(items)):
+        raise ValueError(f"spool record {rid} is inconsistent")
+    return Record(int(rid), str(source), items, keys, bytes(done) if done is not None else None)
+
+
 class Spool:
     """The SQLite file behind a disk buffer (one per destination)."""
 
     def __init__(self, directory: Path, *, cache_kib: int = 16_384) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / DB_NAME
+        self._cache_kib = cache_kib
         try:
             self._db = self._open(self.path, cache_kib)
+            healthy = self._healthy()
         except sqlite3.DatabaseError:
-            self._salvage(cache_kib)
-            return
-        if not self._healthy():
-            self._db.close()
-            self._salvage(cache_kib)
+            healthy = False
+            self._db = None  # type: ignore[assignment]
+        if not healthy:
+            if self._db is not None:
+                self._db.close()
+            self._salvage()
 
     @staticmethod
     def _open(path: Path, cache_kib: int) -> sqlite3.Connection:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        # FULL: every commit fsyncs the WAL, so a committed put survives power loss.
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
-        db.execute("PRAGMA journal_size_limit=67108864")
-        db.execute("PRAGMA temp_store=MEMORY")
-        db.executescript(_SCHEMA)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: every commit fsyncs the WAL, so a committed put survives a power cut.
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
+            db.execute("PRAGMA journal_size_limit=67108864")
+            Spool._migrate(db)
+            db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
         return db
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Spools of the first layout (one row per event, no ``n``) become one record per row."""
+        cols = {r[1] for r in db.execute("PRAGMA table_info(spool)")}
+        if not cols or "n" in cols:
+            if cols and "done" not in cols:
+                db.execute("ALTER TABLE spool ADD COLUMN done BLOB")
+            return
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ALTER TABLE spool RENAME TO spool_v1")
+        db.execute(_SCHEMA.replace("CREATE TABLE IF NOT EXISTS spool", "CREATE TABLE spool").strip().rstrip(";"))
+        rows = db.execute("SELECT id, source, dedup_key, item FROM spool_v1 ORDER BY id").fetchall()
+        db.executemany(
+            f"INSERT INTO spool({_COLUMNS}) VALUES (?,?,?,?,?,?,?)",  # noqa: S608 - constant
+            [encode(Record(int(i), str(src), [bytes(item)], [key])) for i, src, key, item in rows],
+        )
+        db.execute("DROP TABLE spool_v1")
+        db.execute("COMMIT")
+        log.info("spool migrated to one record per write", extra={"records": len(rows)})
 
     def _healthy(self) -> bool:
         try:
@@ -106,15 +187,14 @@ class Spool:
             return False
         return bool(row) and row[0] == "ok"
 
-    def _salvage(self, cache_kib: int) -> None:
-        """A damaged file (not a torn WAL tail, which SQLite handles): keep what can be read."""
+    def _salvage(self) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         for suffix in ("", "-wal", "-shm"):
             src = Path(str(self.path) + suffix)
             if src.exists():
                 src.rename(Path(str(aside) + suffix))
-        self._db = self._open(self.path, cache_kib)
+        self._db = self._open(self.path, self._cache_kib)
         saved = 0
         try:
             old = sqlite3.connect(f"file:{aside}?mode=ro", uri=True)
@@ -124,14 +204,14 @@ class Spool:
                 old.close()
         except sqlite3.DatabaseError:
             pass
-        log.error("spool file was damaged; readable rows salvaged", extra={"path": str(aside), "rows": saved})
+        log.error("spool file was damaged; readable records salvaged", extra={"path": str(aside), "records": saved})
 
     def _copy_readable(self, old: sqlite3.Connection) -> int:
-        """Copy every row that can still be read, chunk by chunk, row by row around damage."""
+        """Copy every record that can still be read: in chunks, record by record around damage."""
         (max_id,) = old.execute("SELECT coalesce(max(id), 0) FROM spool").fetchone()
-        sql = "SELECT id, source, dedup_key, item FROM spool WHERE id BETWEEN ? AND ?"
+        sql = f"SELECT {_COLUMNS} FROM spool WHERE id BETWEEN ? AND ?"  # noqa: S608 - constant
         saved = 0
-        step = 256
+        step = 64
         for lo in range(1, int(max_id) + 1, step):
             hi = lo + step - 1
             try:
@@ -143,26 +223,40 @@ class Spool:
                         chunk.extend(old.execute(sql, (i, i)).fetchall())
                     except sqlite3.DatabaseError:
                         continue
-            if chunk:
+            good = []
+            for row in chunk:
+                try:
+                    decode(row)
+                except (ValueError, orjson.JSONDecodeError, TypeError):
+                    continue
+                good.append(row)
+            if good:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT OR IGNORE INTO spool VALUES (?,?,?,?)", chunk)
+                sql = f"INSERT OR IGNORE INTO spool({_COLUMNS}) VALUES (?,?,?,?,?,?,?)"  # noqa: S608 - constant
+                self._db.executemany(sql, good)
                 self._db.execute("COMMIT")
-                saved += len(chunk)
+                saved += len(good)
         return saved
 
     def stats(self) -> SpoolStats:
-        rows, size, max_id = self._db.execute(
-            "SELECT count(*), coalesce(sum(length(item)), 0), coalesce(max(id), 0) FROM spool"
+        records, events, size, max_id = self._db.execute(
+            "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(items)), 0), coalesce(max(id), 0) FROM spool"
         ).fetchone()
-        return SpoolStats(int(rows), int(size), int(max_id))
+        return SpoolStats(int(records), int(events), int(size), int(max_id))
 
-    def write(self, rows: list[SpoolRow], deletes: list[int]) -> None:
-        """Insert ``rows`` and delete ``deletes`` in one durable transaction (all or nothing)."""
+    def write(self, records: list[Record], deletes: list[int], progress: Sequence[tuple[int, bytes]] = ()) -> None:
+        """One durable transaction: insert ``records``, delete record ids ``deletes``, and save
+        ``progress`` — ``(id, done)`` of records some of whose events are delivered already."""
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
-            if rows:
-                db.executemany("INSERT INTO spool(id, source, dedup_key, item) VALUES (?,?,?,?)", rows)
+            if records:
+                db.executemany(
+                    f"INSERT INTO spool({_COLUMNS}) VALUES (?,?,?,?,?,?,?)",  # noqa: S608 - constant
+                    [encode(r) for r in records],
+                )
+            if progress:
+                db.executemany("UPDATE spool SET done = ? WHERE id = ?", [(d, i) for i, d in progress])
             if deletes:
                 db.executemany("DELETE FROM spool WHERE id BETWEEN ? AND ?", _compress(deletes))
             db.execute("COMMIT")
@@ -174,12 +268,24 @@ class Spool:
                     log.exception("spool rollback failed")
             raise SpoolError(str(exc), disk_full=is_disk_full(exc)) from exc
 
-    def read(self, from_id: int, limit: int) -> list[SpoolRow]:
-        """Up to ``limit`` rows with ``id >= from_id``, in id order."""
+    def read(self, from_id: int, limit: int) -> tuple[list[Record], int]:
+        """Up to ``limit`` records with ``id >= from_id``, in id order, and the last id looked at.
+
+        A record that cannot be decoded (damaged in place) is logged and skipped.
+        """
         cur = self._db.execute(
-            "SELECT id, source, dedup_key, item FROM spool WHERE id >= ? ORDER BY id LIMIT ?", (from_id, limit)
+            f"SELECT {_COLUMNS} FROM spool WHERE id >= ? ORDER BY id LIMIT ?",  # noqa: S608 - constant
+            (from_id, limit),
         )
-        return [(int(r[0]), str(r[1]), r[2], bytes(r[3])) for r in cur.fetchall()]
+        out: list[Record] = []
+        last = from_id - 1
+        for row in cur.fetchall():
+            last = int(row[0])
+            try:
+                out.append(decode(row))
+            except (ValueError, TypeError, orjson.JSONDecodeError):
+                log.error("spool record cannot be decoded; skipped", extra={"path": str(self.path), "id": last})
+        return out, last
 
     def close(self) -> None:
         try:

@@ -23,7 +23,12 @@ class DeadLetter:
 
 
 class DeadLetterStore(Protocol):
-    """Records dead letters; must not raise on the hot path (log and count instead)."""
+    """Records dead letters.
+
+    ``write`` raises :class:`~gateway.errors.GatewayError` when the letters could not be
+    recorded, so the caller keeps the events (the sink resolves them ERRORED, to be resent)
+    rather than dropping them unrecorded.
+    """
 
     async def write(self, letters: list[DeadLetter]) -> None: ...
 

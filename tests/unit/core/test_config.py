@@ -49,9 +49,12 @@ def test_unknown_key_is_rejected_naming_its_path() -> None:
 
 
 def test_missing_env_var_is_an_error_unless_defaulted() -> None:
-    base = {"destinations": {"default": {}}, "sources": {"a": {"type": "webhook", "format": "auth0",
-                                                                "destination": "default",
-                                                                "auth": {"value": "${NOPE}"}}}}
+    base = {
+        "destinations": {"default": {}},
+        "sources": {
+            "a": {"type": "webhook", "format": "auth0", "destination": "default", "auth": {"value": "${NOPE}"}}
+        },
+    }
     with pytest.raises(ConfigError, match=r"sources\.a\.auth\.value: environment variable NOPE"):
         parse_config(base, env={})
     base["sources"]["a"]["auth"]["value"] = "${NOPE:-fallback}"  # type: ignore[index]
@@ -62,8 +65,10 @@ def test_missing_env_var_is_an_error_unless_defaulted() -> None:
 def test_unknown_destination_is_rejected() -> None:
     with pytest.raises(ConfigError, match="unknown destination 'nope'"):
         parse_config(
-            {"destinations": {"default": {}},
-             "sources": {"a": {"type": "webhook", "format": "auth0", "destination": "nope"}}},
+            {
+                "destinations": {"default": {}},
+                "sources": {"a": {"type": "webhook", "format": "auth0", "destination": "nope"}},
+            },
             env={},
         )
 
@@ -71,8 +76,10 @@ def test_unknown_destination_is_rejected() -> None:
 def test_batch_max_events_cannot_exceed_the_api_limit() -> None:
     with pytest.raises(ConfigError, match=r"destinations\.default\.batch\.max_events"):
         parse_config(
-            {"destinations": {"default": {"batch": {"max_events": 1001}}},
-             "sources": {"a": {"type": "webhook", "format": "auth0", "destination": "default"}}},
+            {
+                "destinations": {"default": {"batch": {"max_events": 1001}}},
+                "sources": {"a": {"type": "webhook", "format": "auth0", "destination": "default"}},
+            },
             env={},
         )
 
@@ -80,8 +87,11 @@ def test_batch_max_events_cannot_exceed_the_api_limit() -> None:
 def test_upstream_requires_exactly_one_credential() -> None:
     with pytest.raises(ConfigError, match="exactly one of token, token_file, oauth2"):
         parse_config(
-            {"upstream": {"url": "http://x"}, "destinations": {"default": {}},
-             "sources": {"a": {"type": "webhook", "format": "auth0", "destination": "default"}}},
+            {
+                "upstream": {"url": "http://x"},
+                "destinations": {"default": {}},
+                "sources": {"a": {"type": "webhook", "format": "auth0", "destination": "default"}},
+            },
             env={},
         )
 

@@ -1,0 +1,232 @@
+"""De-duplication at admission: a resend of an accepted id is dropped, nothing is ever lost."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gateway.acks import AckStatus
+from gateway.buffer.memory import MemoryBuffer
+from gateway.config import DestinationConfig
+from gateway.dedup import DedupConfig, DedupWindow
+from gateway.errors import BufferFull
+from gateway.event import Event
+from gateway.normalize.schema import Schema
+from gateway.pipeline import Destination
+from gateway.sinks.deadletter.base import DeadLetter
+from gateway.sources.intake import Admission, Admitter, Candidate
+from gateway.telemetry.metrics import Metrics
+
+
+class NoDeadLetters:
+    async def write(self, letters: list[DeadLetter]) -> None:
+        raise AssertionError(f"unexpected dead letters: {letters}")
+
+    async def close(self) -> None:
+        return None
+
+
+class Rig:
+    """An Admitter over a memory buffer; the test plays the sink by resolving what it takes."""
+
+    def __init__(self, window: DedupWindow, metrics: Metrics, max_events: int = 10_000) -> None:
+        self.metrics = metrics
+        self.buffer = MemoryBuffer("default", max_events, 10_000_000, metrics)
+        dest = Destination(
+            "default",
+            DestinationConfig(),
+            self.buffer,
+            None,
+            Schema.standard(),
+            metrics,
+            0,  # type: ignore[arg-type]
+        )
+        self.window = window
+        self.admitters: dict[str, Admitter] = {}
+        self.dest = dest
+
+    def admitter(self, source: str = "auth0") -> Admitter:
+        if source not in self.admitters:
+            self.admitters[source] = Admitter(source, self.dest, self.metrics, NoDeadLetters(), dedup=self.window)
+        return self.admitters[source]
+
+    async def send(self, ids: list[str | None], source: str = "auth0", **kw: object) -> Admission:
+        cands = [Candidate({"message": f"m-{i}"}, f"/{n}", b"{}", dedup_key=i) for n, i in enumerate(ids)]
+        return await self.admitter(source).admit(cands, **kw)  # type: ignore[arg-type]
+
+    async def upstream(self, status: AckStatus = AckStatus.DELIVERED) -> list[Event]:
+        """Take everything buffered and resolve it as the upstream would."""
+        taken = self.buffer.drain_nowait()
+        for e in taken:
+            e.ack.resolve(status, {"hash": "h"} if status == AckStatus.DELIVERED else "failed")
+        return taken
+
+    def duplicates(self, source: str = "auth0") -> float:
+        return self.metrics.registry.get_sample_value("gateway_duplicates_dropped_total", {"source": source}) or 0.0
+
+
+@pytest.fixture
+async def window(tmp_path: Path) -> DedupWindow:
+    w = DedupWindow(tmp_path / "dedup.db", DedupConfig(pending_wait_secs=2), Metrics())
+    await w.start()
+    yield w  # type: ignore[misc]
+    await w.close()
+
+
+@pytest.fixture
+def rig(window: DedupWindow) -> Rig:
+    return Rig(window, window.metrics)
+
+
+async def test_a_resent_event_whose_first_copy_was_delivered_is_dropped_and_answered_delivered(rig: Rig) -> None:
+    first = await rig.send(["log-1", "log-2"])
+    assert len(await rig.upstream()) == 2
+    assert first.group.status == AckStatus.DELIVERED
+
+    again = await rig.send(["log-1", "log-2", "log-3"])
+    assert again.group.pending == 1  # the two duplicates are resolved already
+    taken = await rig.upstream()
+    assert [e.dedup_key for e in taken] == ["log-3"]
+    assert again.group.done and again.group.status == AckStatus.DELIVERED
+    assert rig.duplicates() == 2
+
+
+async def test_an_event_whose_first_copy_failed_gets_through_on_the_resend(rig: Rig) -> None:
+    first = await rig.send(["log-1"])
+    await rig.upstream(AckStatus.ERRORED)
+    assert first.group.status == AckStatus.ERRORED
+    await rig.send(["log-1"])
+    assert [e.dedup_key for e in await rig.upstream()] == ["log-1"]
+    assert rig.duplicates() == 0
+
+
+async def test_a_rejected_event_is_not_recorded(rig: Rig) -> None:
+    await rig.send(["log-1"])
+    await rig.upstream(AckStatus.REJECTED)
+    await rig.send(["log-1"])
+    assert len(await rig.upstream()) == 1
+
+
+async def test_events_without_an_id_are_never_dropped(rig: Rig) -> None:
+    await rig.send([None, None])
+    await rig.upstream()
+    await rig.send([None, None])
+    assert len(await rig.upstream()) == 2
+
+
+async def test_the_same_id_twice_in_one_request_is_sent_once(rig: Rig) -> None:
+    adm = await rig.send(["log-1", "log-1"])
+    assert len(await rig.upstream()) == 1
+    assert adm.group.status == AckStatus.DELIVERED
+
+
+async def test_ids_are_kept_per_source(rig: Rig) -> None:
+    await rig.send(["42"], source="okta")
+    await rig.upstream()
+    await rig.send(["42"], source="github")
+    assert len(await rig.upstream()) == 1
+
+
+async def test_a_resend_while_the_first_copy_is_in_flight_waits_for_its_outcome(rig: Rig) -> None:
+    await rig.send(["log-1"])
+    resend = asyncio.create_task(rig.send(["log-1"]))
+    await asyncio.sleep(0.05)
+    assert not resend.done()  # it waits for the first copy's outcome
+    await rig.upstream(AckStatus.DELIVERED)
+    adm = await asyncio.wait_for(resend, 5)
+    assert adm.group.status == AckStatus.DELIVERED and rig.buffer.events == 0
+    assert rig.duplicates() == 1
+
+
+async def test_a_resend_while_the_first_copy_is_in_flight_is_admitted_if_that_copy_fails(rig: Rig) -> None:
+    await rig.send(["log-1"])
+    resend = asyncio.create_task(rig.send(["log-1"]))
+    await asyncio.sleep(0.05)
+    await rig.upstream(AckStatus.ERRORED)
+    await asyncio.wait_for(resend, 5)
+    assert [e.dedup_key for e in await rig.upstream()] == ["log-1"]
+
+
+async def test_a_refused_request_leaves_no_id_behind(window: DedupWindow) -> None:
+    rig = Rig(window, window.metrics, max_events=1)
+    await rig.send([None])  # the buffer is now full
+    with pytest.raises(BufferFull):
+        await rig.send(["log-1"])
+    await rig.upstream()
+    await rig.send(["log-1"])  # the sender's retry
+    assert [e.dedup_key for e in await rig.upstream()] == ["log-1"]
+
+
+async def test_a_retried_sdk_request_is_dropped_when_its_first_attempt_was_delivered(rig: Rig) -> None:
+    first = await rig.send([None, None], source="sdk", request_key="prq_first")
+    await rig.upstream()
+    assert first.group.status == AckStatus.DELIVERED
+    retry = await rig.send([None, None], source="sdk", request_key="prq_second", retried_keys=["prq_first"])
+    assert retry.group.done and retry.group.status == AckStatus.DELIVERED
+    assert rig.buffer.events == 0 and rig.duplicates("sdk") == 2
+
+
+async def test_a_retried_sdk_request_gets_through_when_its_first_attempt_failed(rig: Rig) -> None:
+    await rig.send([None], source="sdk", request_key="prq_first")
+    await rig.upstream(AckStatus.ERRORED)
+    await rig.send([None], source="sdk", request_key="prq_second", retried_keys=["prq_first"])
+    assert len(await rig.upstream()) == 1
+
+
+async def test_the_window_survives_a_restart(tmp_path: Path) -> None:
+    metrics = Metrics()
+    w1 = DedupWindow(tmp_path / "dedup.db", DedupConfig(), metrics)
+    await w1.start()
+    rig = Rig(w1, metrics)
+    await rig.send(["log-1", "log-2"])
+    await rig.upstream()
+    await w1.close()
+
+    w2 = DedupWindow(tmp_path / "dedup.db", DedupConfig(), metrics)
+    await w2.start()
+    rig2 = Rig(w2, metrics)
+    await rig2.send(["log-1", "log-3"])
+    assert [e.dedup_key for e in await rig2.upstream()] == ["log-3"]
+    await w2.close()
+
+
+async def test_the_window_forgets_the_oldest_ids_beyond_max_entries(tmp_path: Path) -> None:
+    metrics = Metrics()
+    w = DedupWindow(tmp_path / "dedup.db", DedupConfig(max_entries=3), metrics)
+    await w.start()
+    rig = Rig(w, metrics)
+    await rig.send(["a", "b", "c", "d"])
+    await rig.upstream()
+    assert len(w) == 3
+    await rig.send(["a", "d"])
+    assert [e.dedup_key for e in await rig.upstream()] == ["a"]
+    await w.close()
+    w2 = DedupWindow(tmp_path / "dedup.db", DedupConfig(max_entries=3), metrics)
+    await w2.start()
+    assert len(w2) <= 3
+    await w2.close()
+
+
+async def test_the_window_forgets_ids_older_than_max_age(tmp_path: Path) -> None:
+    metrics = Metrics()
+    w = DedupWindow(tmp_path / "dedup.db", DedupConfig(max_age_secs=0.2), metrics)
+    await w.start()
+    rig = Rig(w, metrics)
+    await rig.send(["a"])
+    await rig.upstream()
+    await asyncio.sleep(0.3)
+    await rig.send(["a"])
+    assert len(await rig.upstream()) == 1
+    await w.close()
+
+
+async def test_without_a_window_nothing_is_deduplicated() -> None:
+    metrics = Metrics()
+    buffer = MemoryBuffer("default", 100, 1_000_000, metrics)
+    dest = Destination("default", DestinationConfig(), buffer, None, Schema.standard(), metrics, 0)  # type: ignore[arg-type]
+    adm = Admitter("auth0", dest, metrics, NoDeadLetters())
+    for _ in range(2):
+        await adm.admit([Candidate({"message": "m"}, "/0", b"{}", dedup_key="x")])
+    assert buffer.events == 2
