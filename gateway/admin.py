@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.httpserver import bound_port
 from gateway.telemetry.metrics import Metrics
 
 ReadinessCheck = Callable[[], Awaitable[list[str]]]
@@ -43,11 +44,7 @@ class AdminServer:
 
     @property
     def port(self) -> int:
-        if self._site is not None and self._site._server is not None:
-            sockets = getattr(self._site._server, "sockets", None)
-            if sockets:
-                return int(sockets[0].getsockname()[1])
-        return self._port
+        return bound_port(self._site, self._port)
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)

@@ -24,13 +24,22 @@ import orjson
 BENCH_TOKEN = "pts_bench_token"  # noqa: S105 - a throwaway token for processes on loopback
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _rss_kib(pid: int) -> int:
+def cpu_secs(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def rss_kib(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -40,7 +49,7 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with log.open("ab") as f:
         return subprocess.Popen([sys.executable, "-m", "gateway", *args], stdout=f, stderr=subprocess.STDOUT, env=env)
 
@@ -81,7 +90,7 @@ sources:
 """
 
 
-def _body(n: int, seq: int) -> bytes:
+def request_body(n: int, seq: int) -> bytes:
     return orjson.dumps(
         {
             "events": [
@@ -108,7 +117,7 @@ async def _load(url: str, seconds: float, concurrency: int, per_request: int, pi
     errors = 0
     peak = 0
     stop_at = time.monotonic() + seconds
-    bodies = [_body(per_request, i) for i in range(16)]
+    bodies = [request_body(per_request, i) for i in range(16)]
     conn = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=conn) as s:
 
@@ -130,7 +139,7 @@ async def _load(url: str, seconds: float, concurrency: int, per_request: int, pi
         async def sampler() -> None:
             nonlocal peak
             while time.monotonic() < stop_at:
-                peak = max(peak, _rss_kib(pid))
+                peak = max(peak, rss_kib(pid))
                 await asyncio.sleep(0.1)
 
         t0 = time.monotonic()
@@ -159,23 +168,23 @@ async def _rss_per_event(url: str, admin: str, la_url: str, pid: int, events: in
         ) as r:
             r.raise_for_status()
         await asyncio.sleep(0.5)
-        before = _rss_kib(pid)
+        before = rss_kib(pid)
         body_n = 100
         # /v2/log_async answers 202 at once, so the connections are released and what grows is
         # the buffer alone (the events wait there for the stalled upstream).
         async_url = url.replace("/v2/log", "/v2/log_async")
         for i in range(events // body_n):
-            async with s.post(async_url, data=_body(body_n, i)) as r:
+            async with s.post(async_url, data=request_body(body_n, i)) as r:
                 if r.status != 202:
                     raise RuntimeError(f"log_async answered {r.status}")
         for _ in range(100):
             async with s.get(admin + "/metrics") as r:
                 text = await r.text()
-            buffered = _metric(text, "gateway_buffer_events")
+            buffered = metric_sum(text, "gateway_buffer_events")
             if buffered >= events * 0.99:
                 break
             await asyncio.sleep(0.2)
-        after = _rss_kib(pid)
+        after = rss_kib(pid)
     return {
         "buffered_events": int(buffered),
         "rss_delta_mib": round((after - before) / 1024, 1),
@@ -183,7 +192,7 @@ async def _rss_per_event(url: str, admin: str, la_url: str, pid: int, events: in
     }
 
 
-def _metric(text: str, name: str) -> float:
+def metric_sum(text: str, name: str) -> float:
     total = 0.0
     for line in text.splitlines():
         if line.startswith(name + "{") or line.startswith(name + " "):
@@ -194,8 +203,8 @@ def _metric(text: str, name: str) -> float:
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="audit-gateway-bench-"))
     env = {**os.environ, "AUDIT_GATEWAY_LOCAL_TOKEN": BENCH_TOKEN}
-    la_port, in_port, ad_port = _free_port(), _free_port(), _free_port()
-    la = _spawn(
+    la_port, in_port, ad_port = free_port(), free_port(), free_port()
+    la = spawn(
         ["local-audit", "serve", "--listen", f"127.0.0.1:{la_port}", "--db", str(tmp / "la.db")], tmp / "la.log", env
     )
     procs = [la]
@@ -204,7 +213,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         await _wait(la_url + "/v1/root", la)
         cfg = tmp / "gateway.yaml"
         cfg.write_text(_config(la_url, args.buffer, args.fsync_interval_ms, tmp / "spool", args.buffer_events))
-        gw = _spawn(
+        gw = spawn(
             [
                 "run", "--config", str(cfg), "--listen", f"127.0.0.1:{in_port}",
                 "--admin-listen", f"127.0.0.1:{ad_port}", "--data-dir", str(tmp / "data"),

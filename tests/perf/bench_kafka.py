@@ -35,7 +35,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,8 @@ from typing import Any
 
 import orjson
 
+from gateway.bench import cpu_secs, free_port
+
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -54,20 +55,6 @@ TOKEN = "pts_bench_kafka"  # a throwaway token on loopback
 BATCH = 1000
 IN_FLIGHT = 4
 _LAT_RE = re.compile(rb'"message":"bench \d+ (\d+)')
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cpu_secs(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
 
 
 def _rss_mib(pid: int) -> float:
@@ -367,7 +354,7 @@ def _start_contender(kind: str, tmp: Path, bootstrap: str, topic: str, group: st
         return _spawn(
             [
                 "-m", "gateway", "run", "--config", str(cfg),
-                "--listen", f"127.0.0.1:{_free_port()}", "--admin-listen", f"127.0.0.1:{_free_port()}",
+                "--listen", f"127.0.0.1:{free_port()}", "--admin-listen", f"127.0.0.1:{free_port()}",
                 "--data-dir", str(tmp / f"data-{group}"),
             ],
             log,
@@ -387,9 +374,9 @@ async def _bench_one(
     proc = _start_contender(kind, tmp, bootstrap, topic, f"bench-{kind}-{uuid.uuid4().hex[:6]}", stub)
     try:
         first = await _wait_count(session, stub, 1, proc, args.timeout)  # the group is joined
-        cpu0 = _cpu_secs(proc.pid)
+        cpu0 = cpu_secs(proc.pid)
         st = await _wait_count(session, stub, args.events, proc, args.timeout)
-        cpu = _cpu_secs(proc.pid) - cpu0
+        cpu = cpu_secs(proc.pid) - cpu0
         elapsed = max(1e-6, st["last"] - st["first"])
         out: dict[str, Any] = {
             "events": st["count"],

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,18 +34,11 @@ from typing import Any
 import aiohttp
 import orjson
 
+from gateway.bench import cpu_secs, free_port, spawn
+from gateway.bench import metric_sum as metric
+from gateway.bench import request_body as body
+
 TOKEN = "pts_benchspooltoken"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with log.open("ab") as f:
-        return subprocess.Popen([sys.executable, "-m", "gateway", *args], stdout=f, stderr=subprocess.STDOUT, env=env)
 
 
 async def wait_http(s: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -77,44 +69,6 @@ destinations:
 sources:
   sdk: {{type: webhook, format: pangea, destination: default}}
 """
-
-
-def body(n: int, seq: int) -> bytes:
-    return orjson.dumps(
-        {
-            "events": [
-                {
-                    "event": {
-                        "message": f"user signed in from the admin console, request {seq}-{i}",
-                        "actor": "maria.lopez@acme.example",
-                        "action": "login",
-                        "target": "acme-portal",
-                        "status": "success",
-                        "source": "203.0.113.24",
-                        "timestamp": "2026-11-22T03:04:05.123Z",
-                    }
-                }
-                for i in range(n)
-            ]
-        }
-    )
-
-
-def cpu_secs(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def metric(text: str, name: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 async def metrics(s: aiohttp.ClientSession, admin: str) -> str:

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.dedup import DedupWindow
+from gateway.httpserver import bound_port
 from gateway.normalize import restrictions
 from gateway.pipeline import Destination
 from gateway.sinks.deadletter.base import DeadLetterStore
@@ -177,11 +178,7 @@ class WebhookServer:
 
     @property
     def port(self) -> int:
-        if self._site is not None and self._site._server is not None:
-            sockets = getattr(self._site._server, "sockets", None)
-            if sockets:
-                return int(sockets[0].getsockname()[1])
-        return self._port
+        return bound_port(self._site, self._port)
 
     async def start(self) -> None:
         st = self.settings
