@@ -9,9 +9,11 @@ the vendor modules' documented mappings (gateway/normalize/vendors/*.py).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -317,6 +319,7 @@ def test_github_form_encoded_delivery_lands_like_the_json_one(gw: Proc) -> None:
     payload, headers = github_delivery(2)
     form = urllib.parse.urlencode({"payload": payload.decode()}).encode()
     headers = {**headers, "Content-Type": "application/x-www-form-urlencoded", "X-Hub-Signature-256": ""}
+    headers["X-GitHub-Delivery"] = "9f1c2e30-27f6-11ef-8e4a-3c1d7e2f9a01"  # a new delivery, not a resend
     headers["X-Hub-Signature-256"] = github_signature(form)
 
     def send() -> None:
@@ -381,6 +384,12 @@ def hec_ok(reply: Reply) -> None:
     assert reply.json() == {"text": "Success", "code": 0}
 
 
+def resent(body: bytes, tag: str) -> bytes:
+    """The same HEC records under new ``_document_id`` values: a new delivery, not a resend that
+    deduplication would (rightly) drop."""
+    return re.sub(rb'("_document_id"\s*:\s*")([^"]+)', lambda m: m.group(1) + m.group(2) + b"-" + tag.encode(), body)
+
+
 def test_hec_single_event_on_the_event_endpoint_lands_mapped(gw: Proc) -> None:
     def send() -> None:
         body = fixture_bytes("splunk_hec_event_single.json")
@@ -393,7 +402,7 @@ def test_hec_single_event_on_the_event_endpoint_lands_mapped(gw: Proc) -> None:
 
 def test_hec_concatenated_batch_on_the_collector_endpoint_lands_all_seven_events(gw: Proc) -> None:
     def send() -> None:
-        body = fixture_bytes("splunk_hec_batch_concatenated.txt")
+        body = resent(fixture_bytes("splunk_hec_batch_concatenated.txt"), "batch")
         hec_ok(request(gw.url() + "/services/collector", body, hec_headers()))
 
     assert_mapped(landed(gw, send), HEC_BATCH_EXPECTED)
@@ -408,7 +417,7 @@ def test_hec_gzip_body_and_basic_auth_are_accepted(gw: Proc) -> None:
         hec_ok(
             request(
                 gw.url() + "/services/collector/event/1.0",
-                gzipped(fixture_bytes("splunk_hec_event_single.json")),
+                gzipped(resent(fixture_bytes("splunk_hec_event_single.json"), "gzip")),
                 hec_headers(**{"Content-Encoding": "gzip", "Authorization": basic}),
             )
         )
@@ -461,6 +470,28 @@ def test_hec_health_and_auth_answers_use_hec_codes(gw: Proc) -> None:
     reply = request(url, b"[1, 2]", hec_headers())
     assert reply.status == 400 and reply.json()["code"] == 6
     assert record_count(gw.url("local_audit")) == before
+
+
+def test_a_vendor_resend_after_a_lost_reply_creates_no_second_record(gw: Proc) -> None:
+    body = fixture_bytes("okta_eventhook_post2.json")
+    headers = {"Content-Type": "application/json", "Authorization": OKTA_SECRET}
+    # The first delivery (an earlier test may have made it already; either way it is recorded).
+    assert request(gw.url() + "/webhooks/okta", body, headers).status == 200
+    before = metric(gw, 'gateway_duplicates_dropped_total{source="okta"}')
+
+    def send() -> None:
+        assert request(gw.url() + "/webhooks/okta", body, headers).status == 200
+
+    assert landed(gw, send) == []
+    assert metric(gw, 'gateway_duplicates_dropped_total{source="okta"}') == before + 3
+
+
+def metric(gw: Proc, sample: str) -> float:
+    with urllib.request.urlopen(gw.url("admin") + "/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def test_no_configured_secret_reached_the_gateway_log(gw: Proc) -> None:
