@@ -200,48 +200,78 @@ def metric_sum(text: str, name: str) -> float:
     return total
 
 
-async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="audit-gateway-bench-"))
-    env = {**os.environ, "AUDIT_GATEWAY_LOCAL_TOKEN": BENCH_TOKEN}
-    la_port, in_port, ad_port = free_port(), free_port(), free_port()
-    la = spawn(
-        ["local-audit", "serve", "--listen", f"127.0.0.1:{la_port}", "--db", str(tmp / "la.db")], tmp / "la.log", env
-    )
-    procs = [la]
-    try:
-        la_url = f"http://127.0.0.1:{la_port}"
-        await _wait(la_url + "/v1/root", la)
+class _Pair:
+    """A local audit log and a gateway in front of it, each in its own process."""
+
+    def __init__(self, tmp: Path, args: argparse.Namespace) -> None:
+        self.tmp = tmp
+        self.args = args
+        self.env = {**os.environ, "AUDIT_GATEWAY_LOCAL_TOKEN": BENCH_TOKEN}
+        self.la_url = f"http://127.0.0.1:{free_port()}"
+        in_port, ad_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{in_port}/v2/log"
+        self.admin = f"http://127.0.0.1:{ad_port}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    async def start(self) -> subprocess.Popen[bytes]:
+        tmp, args = self.tmp, self.args
+        tmp.mkdir(parents=True, exist_ok=True)
+        la = spawn(
+            ["local-audit", "serve", "--listen", self.la_url.removeprefix("http://"), "--db", str(tmp / "la.db")],
+            tmp / "la.log",
+            self.env,
+        )
+        self.procs.append(la)
+        await _wait(self.la_url + "/v1/root", la)
         cfg = tmp / "gateway.yaml"
-        cfg.write_text(_config(la_url, args.buffer, args.fsync_interval_ms, tmp / "spool", args.buffer_events))
+        cfg.write_text(_config(self.la_url, args.buffer, args.fsync_interval_ms, tmp / "spool", args.buffer_events))
         gw = spawn(
             [
-                "run", "--config", str(cfg), "--listen", f"127.0.0.1:{in_port}",
-                "--admin-listen", f"127.0.0.1:{ad_port}", "--data-dir", str(tmp / "data"),
+                "run", "--config", str(cfg), "--listen", self.url.removeprefix("http://").removesuffix("/v2/log"),
+                "--admin-listen", self.admin.removeprefix("http://"), "--data-dir", str(tmp / "data"),
             ],
             tmp / "gw.log",
-            env,
+            self.env,
         )  # fmt: skip
-        procs.append(gw)
-        await _wait(f"http://127.0.0.1:{ad_port}/healthz", gw)
-        url = f"http://127.0.0.1:{in_port}/v2/log"
-        await _load(url, 1.0, args.concurrency, args.events_per_request, gw.pid)  # warm-up
-        result = await _load(url, args.seconds, args.concurrency, args.events_per_request, gw.pid)
-        result.update(
-            buffer=args.buffer,
-            events_per_request=args.events_per_request,
-            concurrency=args.concurrency,
-            cpus=os.cpu_count(),
-        )
-        if args.buffer == "disk":
-            result["fsync_interval_ms"] = args.fsync_interval_ms
-        if args.rss_per_event:
-            result.update(await _rss_per_event(url, f"http://127.0.0.1:{ad_port}", la_url, gw.pid, args.rss_per_event))
-        return result
-    finally:
-        for p in reversed(procs):
+        self.procs.append(gw)
+        await _wait(self.admin + "/healthz", gw)
+        return gw
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        for p in reversed(self.procs):
             if p.poll() is None:
-                p.send_signal(signal.SIGKILL if args.rss_per_event else signal.SIGTERM)
+                p.send_signal(sig)
             p.wait(60)
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="audit-gateway-bench-"))
+    pair = _Pair(tmp / "throughput", args)
+    try:
+        gw = await pair.start()
+        await _load(pair.url, 1.0, args.concurrency, args.events_per_request, gw.pid)  # warm-up
+        result = await _load(pair.url, args.seconds, args.concurrency, args.events_per_request, gw.pid)
+    finally:
+        pair.stop()
+    result.update(
+        buffer=args.buffer,
+        events_per_request=args.events_per_request,
+        concurrency=args.concurrency,
+        cpus=os.cpu_count(),
+    )
+    if args.buffer == "disk":
+        result["fsync_interval_ms"] = args.fsync_interval_ms
+    if args.rss_per_event:
+        # A fresh pair: after a throughput run the heap has already grown, and buffered
+        # events would only reuse it.
+        pair = _Pair(tmp / "rss", args)
+        try:
+            gw = await pair.start()
+            await _load(pair.url, 0.5, 4, args.events_per_request, gw.pid)  # warm the code paths only
+            result.update(await _rss_per_event(pair.url, pair.admin, pair.la_url, gw.pid, args.rss_per_event))
+        finally:
+            pair.stop(signal.SIGKILL)
+    return result
 
 
 def _cmd(args: argparse.Namespace) -> int:
