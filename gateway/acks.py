@@ -81,6 +81,18 @@ class BatchAck:
             if not ack.resolved:
                 ack.resolve(status, details[i] if details is not None else None)
 
+    def resolve_many(self, indexes: Sequence[int], status: AckStatus, details: Sequence[Any] | None = None) -> None:
+        """Resolve the open acks at ``indexes`` (``details[j]`` goes with ``indexes[j]``).
+
+        One tight loop, because a 1000-event batch resolves here once per delivery.
+        """
+        acks = self.acks
+        for j, i in enumerate(indexes):
+            ack = acks[i]
+            if not ack._done:
+                ack._done = True
+                ack.receiver.ack_resolved(ack.key, status, details[j] if details is not None else None)
+
     def resolve_one(self, index: int, status: AckStatus, detail: Any = None) -> None:
         ack = self.acks[index]
         if not ack.resolved:

@@ -41,7 +41,9 @@ def encode_item(event: dict[str, Any], extras: dict[str, Any] | None = None) -> 
     """The ``events[]`` element for a normalized event, as exact-size bytes.
 
     orjson hands back its output buffer over-allocated (about 4 KiB whatever the length);
-    an item that waits in the buffer must not keep that, so it is copied to its exact size.
+    an item that waits in the buffer must not keep that.  Concatenation makes the exact-size
+    copy and wraps the event in one step.
     """
-    raw = orjson.dumps({"event": event, **extras} if extras else {"event": event})
-    return bytes(memoryview(raw))
+    if extras:
+        return bytes(memoryview(orjson.dumps({"event": event, **extras})))
+    return b'{"event":' + orjson.dumps(event) + b"}"

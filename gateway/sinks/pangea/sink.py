@@ -290,8 +290,7 @@ class PangeaSink:
                 extra={"destination": self.destination, "request_id": answer.request_id, "events": len(pending)},
             )
             results = [None] * len(pending)
-        for j, i in enumerate(pending):
-            batch.ack.resolve_one(i, AckStatus.DELIVERED, results[j])
+        batch.ack.resolve_many(pending, AckStatus.DELIVERED, results)
         self._metrics.events_forwarded.labels(self.destination).inc(len(pending))
         self._problem = None
 
@@ -394,8 +393,7 @@ class PangeaSink:
         return self._session is None or self._session.closed
 
     def _resolve(self, batch: Batch, indexes: list[int], status: AckStatus, detail: Any) -> None:
-        for i in indexes:
-            batch.ack.resolve_one(i, status, detail)
+        batch.ack.resolve_many(indexes, status, [detail] * len(indexes))
 
     def _count_poll(self, outcome: str) -> None:
         self._metrics.upstream_polls.labels(self.destination, outcome).inc()
