@@ -7,7 +7,10 @@ Names follow ``gateway_<noun>_<unit>_total`` for counters; labels stay low-cardi
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+# `*_created` series double every counter's cardinality and no dashboard here reads them.
+disable_created_metrics()
 
 
 class Metrics:
