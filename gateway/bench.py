@@ -111,39 +111,56 @@ def request_body(n: int, seq: int) -> bytes:
     )
 
 
-async def _load(url: str, seconds: float, concurrency: int, per_request: int, pid: int) -> dict[str, Any]:
+async def post_load(
+    s: aiohttp.ClientSession, url: str, seconds: float, concurrency: int, per_request: int
+) -> tuple[int, int, list[float]]:
+    """``concurrency`` workers POST ``per_request``-event bodies to ``url`` for ``seconds``.
+
+    Returns (events answered 200, requests refused, each request's latency in seconds); a
+    refused request is followed by a short pause so a pushing-back gateway is not hammered.
+    """
     latencies: list[float] = []
-    sent = 0
+    answered = 0
     errors = 0
-    peak = 0
     stop_at = time.monotonic() + seconds
     bodies = [request_body(per_request, i) for i in range(16)]
+
+    async def worker(w: int) -> None:
+        nonlocal answered, errors
+        i = w
+        while time.monotonic() < stop_at:
+            t0 = time.perf_counter()
+            async with s.post(url, data=bodies[i % len(bodies)], headers={"Content-Type": "application/json"}) as r:
+                await r.read()
+                ok = r.status == 200
+            latencies.append(time.perf_counter() - t0)
+            if ok:
+                answered += per_request
+            else:
+                errors += 1
+                await asyncio.sleep(0.05)
+            i += concurrency
+
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return answered, errors, latencies
+
+
+async def _load(url: str, seconds: float, concurrency: int, per_request: int, pid: int) -> dict[str, Any]:
+    peak = 0
+    stop_at = time.monotonic() + seconds
+
+    async def sampler() -> None:
+        nonlocal peak
+        while time.monotonic() < stop_at:
+            peak = max(peak, rss_kib(pid))
+            await asyncio.sleep(0.1)
+
     conn = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=conn) as s:
-
-        async def worker(w: int) -> None:
-            nonlocal sent, errors
-            i = w
-            while time.monotonic() < stop_at:
-                t0 = time.perf_counter()
-                async with s.post(url, data=bodies[i % len(bodies)], headers={"Content-Type": "application/json"}) as r:
-                    await r.read()
-                    ok = r.status == 200
-                latencies.append(time.perf_counter() - t0)
-                if ok:
-                    sent += per_request
-                else:
-                    errors += 1
-                i += concurrency
-
-        async def sampler() -> None:
-            nonlocal peak
-            while time.monotonic() < stop_at:
-                peak = max(peak, rss_kib(pid))
-                await asyncio.sleep(0.1)
-
         t0 = time.monotonic()
-        await asyncio.gather(sampler(), *(worker(w) for w in range(concurrency)))
+        (sent, errors, latencies), _ = await asyncio.gather(
+            post_load(s, url, seconds, concurrency, per_request), sampler()
+        )
         elapsed = time.monotonic() - t0
     latencies.sort()
 

@@ -36,7 +36,7 @@ import orjson
 
 from gateway.bench import cpu_secs, free_port, spawn
 from gateway.bench import metric_sum as metric
-from gateway.bench import request_body as body
+from gateway.bench import post_load as load
 
 TOKEN = "pts_benchspooltoken"
 
@@ -74,35 +74,6 @@ sources:
 async def metrics(s: aiohttp.ClientSession, admin: str) -> str:
     async with s.get(admin + "/metrics") as r:
         return await r.text()
-
-
-async def load(
-    s: aiohttp.ClientSession, url: str, seconds: float, concurrency: int, per_request: int
-) -> tuple[int, int, list[float]]:
-    latencies: list[float] = []
-    answered = 0
-    errors = 0
-    stop_at = time.monotonic() + seconds
-    bodies = [body(per_request, i) for i in range(16)]
-
-    async def worker(w: int) -> None:
-        nonlocal answered, errors
-        i = w
-        while time.monotonic() < stop_at:
-            t0 = time.perf_counter()
-            async with s.post(url, data=bodies[i % len(bodies)], headers={"Content-Type": "application/json"}) as r:
-                await r.read()
-                ok = r.status == 200
-            latencies.append(time.perf_counter() - t0)
-            if ok:
-                answered += per_request
-            else:
-                errors += 1
-                await asyncio.sleep(0.05)
-            i += concurrency
-
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    return answered, errors, latencies
 
 
 async def run_one(args: argparse.Namespace, buffer: str) -> dict[str, Any]:
