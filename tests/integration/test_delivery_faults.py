@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
-from tests.support.procs import Proc, gateway, local_audit
+from tests.support.procs import Proc, gateway, local_audit, rss_kib, stored_messages
 
 TOKEN = "pts_fault_token"
 
@@ -40,27 +39,6 @@ sources:
 """
     )
     return cfg
-
-
-def stored_messages(db: Path) -> list[str]:
-    """Every stored event's message, read from the local audit log's SQLite file."""
-    con = sqlite3.connect(db)
-    try:
-        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        out: list[str] = []
-        for t in tables:
-            cols = [r[1] for r in con.execute(f"PRAGMA table_info({t})")]
-            col = next((c for c in ("event", "envelope", "event_json") if c in cols), None)
-            if col is None:
-                continue
-            for (raw,) in con.execute(f"SELECT {col} FROM {t}"):
-                doc = orjson.loads(raw)
-                ev = doc.get("event", doc) if isinstance(doc, dict) else {}
-                if isinstance(ev, dict) and "message" in ev:
-                    out.append(ev["message"])
-        return out
-    finally:
-        con.close()
 
 
 async def send_v2(session: aiohttp.ClientSession, url: str, messages: list[str]) -> tuple[int, Any]:
@@ -108,13 +86,6 @@ async def test_ten_thousand_events_all_arrive_through_5xx_429_202_and_latency(tm
 async def fetch_text(url: str) -> str:
     async with aiohttp.ClientSession() as s, s.get(url) as r:
         return await r.text()
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 async def test_full_buffer_answers_429_and_memory_stays_bounded_while_upstream_is_stalled(tmp_path: Path) -> None:

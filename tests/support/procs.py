@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,15 +15,37 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
+from gateway.bench import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
 VENDOR_FIXTURES = SHARED / "fixtures" / "vendors"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def stored_messages(db: Path) -> list[str]:
+    """Every event message the local audit log stored, read from its SQLite file (read-only)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        out: list[str] = []
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for t in tables:
+            if "envelope" not in [r[1] for r in con.execute(f"PRAGMA table_info({t})")]:
+                continue
+            for (raw,) in con.execute(f"SELECT envelope FROM {t}"):
+                out.append(orjson.loads(raw)["event"]["message"])
+        return out
+    finally:
+        con.close()
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a live process, from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS line")
 
 
 def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:

@@ -8,7 +8,6 @@ committed offsets against the partitions' high watermarks.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import pytest
 from gateway.sources.kafka.deadletter_topic import HEADER_OFFSET, HEADER_REASON, HEADER_TOPIC
 from tests.integration.kafka.harness import pangea_values
 from tests.kafka_broker import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, committed_and_end_offsets, produce, read_topic
-from tests.support.procs import Proc, free_port, local_audit, start_gateway
+from tests.support.procs import Proc, free_port, local_audit, start_gateway, stored_messages
 
 TOKEN = "pts_kafka_e2e_token"
 
@@ -63,22 +62,6 @@ sources:
 def run_gateway(tmp: Path, cfg: Path, name: str) -> Proc:
     ports = {"intake": free_port(), "admin": free_port(), "local_audit": free_port()}
     return start_gateway(tmp, config=cfg, env={"UPSTREAM_TOKEN": TOKEN}, ports=ports, data_dir=tmp / f"data-{name}")
-
-
-def stored_messages(db: Path) -> list[str]:
-    """Every event message stored by the local audit log (read from its SQLite file)."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        out: list[str] = []
-        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        for t in tables:
-            if "envelope" not in [r[1] for r in con.execute(f"PRAGMA table_info({t})")]:
-                continue
-            for (raw,) in con.execute(f"SELECT envelope FROM {t}"):
-                out.append(orjson.loads(raw)["event"]["message"])
-        return out
-    finally:
-        con.close()
 
 
 async def la_stats(session: aiohttp.ClientSession, la: Proc) -> dict[str, object]:

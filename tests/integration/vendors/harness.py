@@ -141,14 +141,6 @@ def deadletters(data_dir: Path) -> list[dict[str, Any]]:
         db.close()
 
 
-def rss_kib(pid: int) -> int:
-    """Resident set size of a process, from /proc/<pid>/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS line")
-
-
 def healthy(gw: Proc) -> bool:
     if gw.popen.poll() is not None:
         return False
