@@ -9,19 +9,12 @@ from typing import Any
 from aiohttp import web
 
 from gateway.acks import AckStatus
-from gateway.errors import IntakeError
 from gateway.sources.intake import Admission
 from gateway.sources.webhook.envelope import envelope
 
 _EVENT_POINTER = re.compile(r"^(/events/\d+)?(/event)?")
 RETRY_AFTER_SECS = 5
 FORBIDDEN_CODE = "ForbiddenFieldValue"
-
-
-class Unavailable(IntakeError):
-    http_status = 503
-    pangea_status = "ServiceNotAvailable"
-    retriable = True
 
 
 async def settle(admission: Admission, timeout_secs: float) -> AckStatus | None:

@@ -8,7 +8,6 @@ has the events.  A body's ``config_id`` picks the destination configured with th
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from typing import Any
@@ -271,10 +270,6 @@ class PangeaApi:
             request_id=rid,
             request_time=pending.request_time,
         )
-
-    async def close(self) -> None:
-        self._pending.clear()
-        await asyncio.sleep(0)
 
 
 def _shape(result: Any, verbose: bool) -> dict[str, Any]:
