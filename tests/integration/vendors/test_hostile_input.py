@@ -58,11 +58,10 @@ from tests.integration.vendors.harness import (
     healthy,
     record_count,
     request,
-    rss_kib,
     sdk,
     search_all,
 )
-from tests.support.procs import Proc, start_gateway
+from tests.support.procs import Proc, rss_kib, start_gateway
 
 SDK_TOKEN = "pts_hostile_sdk_inbound_4f9c2e7a"
 MAX_BODY = 64 * 1024
