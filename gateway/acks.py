@@ -20,6 +20,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from operator import attrgetter
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,31 @@ class AckStatus(enum.IntEnum):
 
 
 class AckReceiver(Protocol):
-    """Something that waits for acks: it is told once per event."""
+    """Something that waits for acks: it is told once per event.
+
+    A receiver may also define ``ack_resolved_many(keys, status, details)`` (``details`` a
+    list beside ``keys``, or ``None``), the same as ``ack_resolved`` for each key; a batch
+    then tells it of a run of its acks in one call.
+    """
 
     def ack_resolved(self, key: int, status: AckStatus, detail: Any) -> None:
         """``detail`` is the upstream's per-event result when delivered, a reason when not."""
+
+
+def _tell(receiver: Any, keys: list[int], status: AckStatus, details: list[Any] | None) -> None:
+    """Tell ``receiver`` of a run of its acks: in one call if it can take them together
+    (``ack_resolved_many(keys, status, details)``, optional), else one by one."""
+    many = getattr(receiver, "ack_resolved_many", None)
+    if many is not None:
+        many(keys, status, details)
+        return
+    one = receiver.ack_resolved
+    if details is None:
+        for k in keys:
+            one(k, status, None)
+    else:
+        for k, d in zip(keys, details, strict=True):
+            one(k, status, d)
 
 
 class Ack:
@@ -64,6 +86,9 @@ class Ack:
         return True
 
 
+_done_of = attrgetter("_done")
+
+
 class BatchAck:
     """The merged acks of a batch: resolve them all, or some individually, each once."""
 
@@ -84,14 +109,31 @@ class BatchAck:
     def resolve_many(self, indexes: Sequence[int], status: AckStatus, details: Sequence[Any] | None = None) -> None:
         """Resolve the open acks at ``indexes`` (``details[j]`` goes with ``indexes[j]``).
 
-        One tight loop, because a 1000-event batch resolves here once per delivery.
+        A 1000-event batch resolves here once per delivery, so the loop is tight and each
+        receiver is told of its consecutive acks in one call (a Kafka batch is a few runs of
+        one partition each).
         """
         acks = self.acks
+        receiver: Any = None
+        keys: list[int] = []
+        dets: list[Any] | None = None
         for j, i in enumerate(indexes):
             ack = acks[i]
-            if not ack._done:
-                ack._done = True
-                ack.receiver.ack_resolved(ack.key, status, details[j] if details is not None else None)
+            if ack._done:
+                continue
+            ack._done = True
+            r = ack.receiver
+            if r is not receiver:
+                if keys:
+                    _tell(receiver, keys, status, dets)
+                receiver = r
+                keys = []
+                dets = None if details is None else []
+            keys.append(ack.key)
+            if dets is not None:
+                dets.append(details[j])  # type: ignore[index]  # dets is a list only when details is given
+        if keys:
+            _tell(receiver, keys, status, dets)
 
     def resolve_one(self, index: int, status: AckStatus, detail: Any = None) -> None:
         ack = self.acks[index]
@@ -100,7 +142,7 @@ class BatchAck:
 
     @property
     def open_count(self) -> int:
-        return sum(1 for a in self.acks if not a.resolved)
+        return list(map(_done_of, self.acks)).count(False)
 
 
 class AckGroup:
@@ -143,6 +185,23 @@ class AckGroup:
         else:
             self.reasons[key] = detail
         self.pending -= 1
+        if self.pending == 0:
+            self._finish()
+
+    def ack_resolved_many(self, keys: list[int], status: AckStatus, details: list[Any] | None) -> None:
+        if status > self.status:
+            self.status = status
+        if details is not None:
+            if status == AckStatus.DELIVERED:
+                if self.results is not None:
+                    results = self.results
+                    for k, d in zip(keys, details, strict=True):
+                        results[k] = d
+            else:
+                self.reasons.update(zip(keys, details, strict=True))
+        elif status != AckStatus.DELIVERED:
+            self.reasons.update(dict.fromkeys(keys))
+        self.pending -= len(keys)
         if self.pending == 0:
             self._finish()
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import orjson
 
 from gateway.acks import AckStatus, BatchAck
 from gateway.event import Event
+
+_ack_of = attrgetter("ack")
 
 
 @dataclass(slots=True, eq=False)
@@ -19,7 +22,7 @@ class Batch:
     ack: BatchAck = field(init=False)
 
     def __post_init__(self) -> None:
-        self.ack = BatchAck(e.ack for e in self.events)
+        self.ack = BatchAck(map(_ack_of, self.events))
 
     def __len__(self) -> int:
         return len(self.events)

@@ -16,6 +16,7 @@ from gateway.batching import Batch
 from gateway.buffer.base import Buffer
 from gateway.config import DestinationConfig
 from gateway.event import Event, encode_item
+from gateway.normalize.fastpath import FastPath
 from gateway.normalize.schema import Schema
 from gateway.normalize.signing import Signer
 from gateway.sinks.base import Sink
@@ -55,6 +56,14 @@ class Destination:
         Raises :class:`gateway.normalize.schema.EventInvalid` with Pangea-style errors.
         """
         return self.item(self.schema.normalize(event))
+
+    def fast_path(self) -> FastPath | None:
+        """The schema's compiled path from an event's JSON to its request item (see
+        :meth:`Schema.fast_path`); ``None`` for a signing destination, as signing needs the
+        normalized event.  Ask again per use: an upstream schema is replaced when refreshed."""
+        if self.signer is not None:
+            return None
+        return self.schema.fast_path()
 
     def item(self, normalized: dict[str, Any]) -> bytes:
         """Request item bytes of an already normalized event (signed if the destination signs)."""

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_right
 from collections import deque
+from itertools import accumulate, islice
+from operator import attrgetter
 
 from gateway.errors import BufferFull
 from gateway.event import Event
 from gateway.telemetry.metrics import Metrics
+
+_item_of = attrgetter("item")
 
 
 class MemoryBuffer:
@@ -50,7 +55,7 @@ class MemoryBuffer:
     async def put(self, events: list[Event], *, wait: bool = False) -> None:
         if self._closed:
             raise BufferFull("the gateway is shutting down", retry_after_secs=self._retry_after)
-        size = sum(len(e.item) for e in events)
+        size = sum(map(len, map(_item_of, events)))
         while not self._fits(len(events), size):
             if not wait:
                 raise BufferFull(
@@ -90,17 +95,14 @@ class MemoryBuffer:
             # Another worker emptied the queue while this one waited: start over.
 
     def _pop(self, max_events: int, max_bytes: int) -> list[Event]:
-        out: list[Event] = []
-        size = 0
         q = self._q
-        while q and len(out) < max_events:
-            nxt = len(q[0].item)
-            if out and size + nxt > max_bytes:
-                break
-            out.append(q.popleft())
-            size += nxt
+        # Running sizes of the head, in C: the batch is the longest prefix within max_bytes
+        # (at least one event, however large).
+        sizes = list(accumulate(map(len, map(_item_of, islice(q, max_events)))))
+        n = max(1, bisect_right(sizes, max_bytes)) if sizes else 0
+        out = [q.popleft() for _ in range(n)]
         if out:
-            self._bytes -= size
+            self._bytes -= sizes[n - 1]
             self._publish()
             self._room.set()
         if q:

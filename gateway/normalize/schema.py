@@ -45,6 +45,7 @@ from typing import Any, ClassVar, Final
 import orjson
 
 from gateway.normalize.config import FieldType, SchemaFieldConfig, SchemaPolicy
+from gateway.normalize.fastpath import FastPath
 
 __all__ = [
     "STANDARD_FIELDS",
@@ -199,8 +200,28 @@ def as_number(value: Any) -> int | float | None:
     return None
 
 
+_DT_CACHE_MAX: Final = 4096
+_dt_cache: dict[str, str | None] = {}
+"""Date-time text -> its canonical text: a stream's events share their timestamps (to the
+millisecond, often to the second), and parsing is most of what a valid event costs."""
+
+
 def _parse_datetime(value: Any) -> str | None:
     """The canonical UTC text of a datetime value, or None when it is not one."""
+    if type(value) is str:
+        try:
+            return _dt_cache[value]
+        except KeyError:
+            pass
+        text = _parse_datetime_uncached(value)
+        if len(_dt_cache) >= _DT_CACHE_MAX:
+            _dt_cache.clear()
+        _dt_cache[value] = text
+        return text
+    return _parse_datetime_uncached(value)
+
+
+def _parse_datetime_uncached(value: Any) -> str | None:
     if isinstance(value, str):
         s = value.strip()
         m = _UTC_DT_RE.fullmatch(s)
@@ -260,7 +281,7 @@ class Schema:
     Build it with :meth:`standard` or :meth:`from_fields`; it is immutable and shareable.
     """
 
-    __slots__ = ("_fields", "_fold_into", "_on_unknown", "_required", "_spec", "_truncate", "policy")
+    __slots__ = ("_fast", "_fields", "_fold_into", "_on_unknown", "_required", "_spec", "_truncate", "policy")
 
     _standard_cache: ClassVar[dict[SchemaPolicy, Schema]] = {}
 
@@ -280,6 +301,7 @@ class Schema:
             spec[f.id] = (kind, f.size if kind == _STR else None)
         self._spec = spec
         self._required = tuple(f.id for f in self._fields if f.required)
+        self._fast: FastPath | None = None
         self._on_unknown = self.policy.on_unknown_field
         self._truncate = self.policy.on_oversize == "truncate"
         self._fold_into: str | None = None
@@ -318,6 +340,16 @@ class Schema:
     def fields(self) -> tuple[SchemaFieldConfig, ...]:
         """The schema's fields, in order."""
         return self._fields
+
+    def fast_path(self) -> FastPath:
+        """This schema compiled for events that need no more than validation: its
+        :meth:`FastPath.item` gives what ``encode_item(normalize(...))`` would, in one step,
+        or ``None`` (decode the event and :meth:`normalize` it); see
+        :mod:`gateway.normalize.fastpath`."""
+        fast = self._fast
+        if fast is None:
+            fast = self._fast = FastPath(self._fields, _parse_datetime)
+        return fast
 
     def normalize(self, event: dict[str, Any]) -> dict[str, Any]:
         """Return the event to send (a new dict); raise :class:`EventInvalid` with all its errors."""

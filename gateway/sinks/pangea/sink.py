@@ -32,6 +32,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import aiohttp
@@ -66,6 +67,8 @@ from gateway.telemetry.metrics import Metrics
 __all__ = ["CONFIG_ERROR_STATUSES", "PangeaSink"]
 
 log = logging.getLogger(__name__)
+
+_wants_envelope = attrgetter("want_envelope")
 
 CONFIG_ERROR_STATUSES = frozenset({"AmbiguousConfigID", "MissingConfigID", "MissingConfigIDScope", "Unauthorized"})
 """Pangea statuses that mean "fix the configuration", whatever the HTTP status."""
@@ -199,7 +202,8 @@ class PangeaSink:
             if self._stopped():
                 self._resolve(batch, pending, AckStatus.ERRORED, "sink stopped")
                 return
-            verbose = any(batch.events[i].want_envelope for i in pending)
+            events = batch.events if len(pending) == n else [batch.events[i] for i in pending]
+            verbose = any(map(_wants_envelope, events))
             body = batch.body(self.config_id, verbose=verbose, indexes=None if len(pending) == n else pending)
             if not observed:
                 self._metrics.batch_events.labels(self.destination).observe(n)

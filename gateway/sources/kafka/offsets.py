@@ -120,6 +120,18 @@ class PartitionTracker:
             self._msgs[offset] = message
         self.busy += units
 
+    def track_many(self, offsets: list[int], messages: list[Any]) -> None:
+        """``track(offset, 1, message)`` for each pair, in one go (a run of one-event messages)."""
+        if not offsets:
+            return
+        if self.committed is None:
+            self.committed = offsets[0]
+        self.last_tracked = offsets[-1]
+        self._order.extend(offsets)
+        self._open.update(dict.fromkeys(offsets, 1))
+        self._msgs.update(zip(offsets, messages, strict=True))
+        self.busy += len(offsets)
+
     def ack(self, offset: int) -> Ack:
         """A new ack for one event of ``offset``."""
         return Ack(self, offset)
@@ -153,6 +165,27 @@ class PartitionTracker:
                 self._mark_errored(key)
         else:
             self._mark_errored(key)
+
+    def ack_resolved_many(self, keys: list[int], status: AckStatus, details: list[Any] | None) -> None:
+        """``ack_resolved`` for each key; DELIVERED (the usual case) in one pass."""
+        if status != AckStatus.DELIVERED:
+            for j, k in enumerate(keys):
+                self.ack_resolved(k, status, None if details is None else details[j])
+            return
+        self.busy -= len(keys)
+        open_ = self._open
+        forget = self._msgs.pop
+        for k in keys:
+            left = open_.get(k)
+            if left == 1:
+                del open_[k]
+                forget(k, None)
+            elif left is not None:
+                open_[k] = left - 1
+        order = self._order
+        is_open = open_.__contains__
+        while order and not is_open(order[0]):
+            self._next = order.popleft() + 1
 
     def dead_lettered(self, offset: int) -> None:
         """The dead letter of one event of ``offset`` is written: that event is done."""

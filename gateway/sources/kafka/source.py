@@ -39,7 +39,8 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -346,61 +347,107 @@ class KafkaSource:
         """Turn ``msgs`` of one partition into events (appended to ``out``); poison to the DLQ.
 
         Every message is registered in the tracker before anything can resolve its acks.
-        Format ``pangea`` has a fast path for the common value (one JSON object, ``{"event":
-        {...}}`` or a bare event) that gives exactly what the vendor decoder would; anything
-        else (arrays, JSON lines, ``{"events": [...]}``, a BOM, invalid JSON) takes the
-        vendor's own path, which also words the errors.
+        Format ``pangea`` without key or header mapping first offers each value to the
+        destination's compiled schema (:meth:`Schema.fast_path`); what it declines takes
+        :meth:`_consume_one`.
         """
         child = self._consumed_children.get(tp.topic)
         if child is None:
             child = self._consumed_children[tp.topic] = self.metrics.kafka_consumed.labels(self.name, tp.topic)
         child.inc(len(msgs))
-        fast = self._fast_pangea
-        loads = orjson.loads
-        decode_error = orjson.JSONDecodeError
-        encode = self.destination.encode
-        name = self.name
-        key_field = self.config.key_field
-        header_fields = self.config.header_fields
-        track = tracker.track
-        append = out.append
-        n_events = 0
-        for m in msgs:
-            offset = m.offset
-            last = tracker.last_tracked
-            if last is not None and offset <= last:
-                continue  # already tracked by this assignment (a re-fetched duplicate)
-            if fast:
-                value = m.value
-                event: Any = None
-                if value is not None:
-                    try:
-                        event = loads(value)
-                    except decode_error:
-                        event = None
-                    if type(event) is dict and "events" not in event:
-                        inner = event.get("event")
-                        if type(inner) is dict:
-                            event = inner
-                    else:
-                        event = None
-                if event is not None:
-                    track(offset, 1, value if m.key is None and not m.headers else (m.key, value, m.headers))
-                    try:
-                        if key_field is not None or header_fields:
-                            self._map(event, m)
-                        item = encode(event)
-                    except EventInvalid as exc:
-                        self._poison(tracker, m, "invalid_schema", _detail(exc))
-                        continue
-                    except Exception as exc:
-                        self._poison(tracker, m, "decode_error", _detail(exc))
-                        continue
-                    append(Event(item, Ack(tracker, offset), name, None))
-                    n_events += 1
-                    continue
-            n_events += self._consume_vendor(m, tracker, out)
+        # The compiled path needs the message alone: mapping a key or header edits the event.
+        fast_path = None
+        if self._fast_pangea and self.config.key_field is None and not self.config.header_fields:
+            fast_path = self.destination.fast_path()
+        if fast_path is not None:
+            n_events = self._consume_compiled(msgs, tracker, out, fast_path.items)
+        else:
+            n_events = 0
+            for m in msgs:
+                last = tracker.last_tracked
+                if last is not None and m.offset <= last:
+                    continue  # already tracked by this assignment (a re-fetched duplicate)
+                n_events += self._consume_one(m, tracker, out)
         self._m_received.inc(n_events)
+
+    def _consume_compiled(
+        self,
+        msgs: list[Any],
+        tracker: PartitionTracker,
+        out: list[Event],
+        fast_items: Callable[[list[bytes | None]], list[bytes | None]],
+    ) -> int:
+        """The hot loop: messages the compiled schema accepts become events in runs, each run
+        registered with one :meth:`PartitionTracker.track_many`; any other message takes
+        :meth:`_consume_one` in its place (after the run before it is registered)."""
+        last = tracker.last_tracked
+        if last is not None and msgs and msgs[0].offset <= last:
+            msgs = [m for m in msgs if m.offset > last]  # re-fetched duplicates of this assignment
+        items = fast_items([m.value for m in msgs])
+        # For the dead-letter topic, should the upstream refuse an event: the value bytes alone
+        # when that is all there is (no container for the GC to walk).
+        if None not in items:
+            kept = [m.value if m.key is None and not m.headers else (m.key, m.value, m.headers) for m in msgs]
+            return self._register_run(tracker, [m.offset for m in msgs], kept, items, out)  # type: ignore[arg-type]
+        offsets: list[int] = []
+        kept = []
+        run: list[bytes] = []
+        n = 0
+        for m, item in zip(msgs, items, strict=True):
+            if item is None:
+                if offsets:
+                    n += self._register_run(tracker, offsets, kept, run, out)
+                    offsets, kept, run = [], [], []
+                n += self._consume_one(m, tracker, out)
+                continue
+            offsets.append(m.offset)
+            kept.append(m.value if m.key is None and not m.headers else (m.key, m.value, m.headers))
+            run.append(item)
+        if offsets:
+            n += self._register_run(tracker, offsets, kept, run, out)
+        return n
+
+    def _register_run(
+        self, tracker: PartitionTracker, offsets: list[int], kept: list[Any], items: list[bytes], out: list[Event]
+    ) -> int:
+        tracker.track_many(offsets, kept)
+        out.extend(map(Event, items, map(Ack, repeat(tracker), offsets), repeat(self.name)))
+        return len(items)
+
+    def _consume_one(self, m: Any, tracker: PartitionTracker, out: list[Event]) -> int:
+        """One message through the full path; returns the events it became.
+
+        Format ``pangea`` decodes the common value (one JSON object, ``{"event": {...}}`` or a
+        bare event) itself, giving exactly what the vendor decoder would; anything else
+        (arrays, JSON lines, ``{"events": [...]}``, a BOM, invalid JSON) and the other formats
+        take the vendor's own path, which also words the errors.
+        """
+        offset = m.offset
+        value = m.value
+        if self._fast_pangea and value is not None:
+            event: Any
+            try:
+                event = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                event = None
+            if type(event) is dict and "events" not in event:
+                inner = event.get("event")
+                if type(inner) is dict:
+                    event = inner
+                tracker.track(offset, 1, value if m.key is None and not m.headers else (m.key, value, m.headers))
+                try:
+                    if self.config.key_field is not None or self.config.header_fields:
+                        self._map(event, m)
+                    item = self.destination.encode(event)
+                except EventInvalid as exc:
+                    self._poison(tracker, m, "invalid_schema", _detail(exc))
+                    return 0
+                except Exception as exc:
+                    self._poison(tracker, m, "decode_error", _detail(exc))
+                    return 0
+                out.append(Event(item, Ack(tracker, offset), self.name, None))
+                return 1
+        return self._consume_vendor(m, tracker, out)
 
     def _map(self, event: dict[str, Any], m: Any) -> None:
         """Copy the message key and the configured headers into the event."""

@@ -46,3 +46,43 @@ def test_batch_ack_resolves_only_open_acks_with_per_index_details() -> None:
 
 def test_worst_wins_ordering() -> None:
     assert AckStatus.DELIVERED < AckStatus.ERRORED < AckStatus.REJECTED
+
+
+class BulkRecorder(Recorder):
+    """A receiver that takes runs of its acks in one call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[list[int]] = []
+
+    def ack_resolved_many(self, keys: list[int], status: AckStatus, details: list[Any] | None) -> None:
+        self.runs.append(list(keys))
+        for j, k in enumerate(keys):
+            self.calls.append((k, status, None if details is None else details[j]))
+
+
+def test_batch_ack_tells_each_receiver_of_its_consecutive_acks_in_one_call() -> None:
+    a, b, plain = BulkRecorder(), BulkRecorder(), Recorder()
+    acks = [Ack(a, 0), Ack(a, 1), Ack(b, 5), Ack(plain, 9), Ack(a, 2)]
+    batch = BatchAck(acks)
+    acks[1].resolve(AckStatus.ERRORED, "dropped")  # already resolved: skipped, and splits nothing
+    batch.resolve_many([0, 1, 2, 3, 4], AckStatus.DELIVERED, ["h0", "h1", "h5", "h9", "h2"])
+    assert a.runs == [[0], [2]] and b.runs == [[5]]
+    assert a.calls == [
+        (1, AckStatus.ERRORED, "dropped"),
+        (0, AckStatus.DELIVERED, "h0"),
+        (2, AckStatus.DELIVERED, "h2"),
+    ]
+    assert b.calls == [(5, AckStatus.DELIVERED, "h5")] and plain.calls == [(9, AckStatus.DELIVERED, "h9")]
+    assert batch.open_count == 0
+
+
+async def test_group_takes_a_run_of_acks_with_results_and_reasons() -> None:
+    group = AckGroup(4, keep_results=True)
+    batch = BatchAck([group.ack(i) for i in range(4)])
+    batch.resolve_many([0, 2], AckStatus.DELIVERED, [{"hash": "a"}, {"hash": "c"}])
+    assert not group.done
+    batch.resolve_many([1, 3], AckStatus.REJECTED, ["bad 1", "bad 3"])
+    assert await group.wait() == AckStatus.REJECTED
+    assert group.results == [{"hash": "a"}, None, {"hash": "c"}, None]
+    assert group.reasons == {1: "bad 1", 3: "bad 3"}

@@ -129,3 +129,45 @@ def test_a_topic_pattern_never_matches_dead_letter_topics() -> None:
     assert not p.match("audit.events.dlq")
     assert not p.match("quarantine")
     assert not p.match("other")
+
+
+async def test_poison_between_fast_path_messages_keeps_every_offset_in_order() -> None:
+    values = [
+        b'{"event":{"message":"a","timestamp":"2026-11-22T03:04:05.123Z"}}',
+        b'{"message":"b"}',
+        b'{"event":{"message":"c","colour":"red"}}',  # unknown field: the full path words the error
+        b'{"event":{"message":"d","actor":7}}',  # coerced by the full path
+        b'{"event":{"message":"e"}}',
+    ]
+    events, jobs, tracker, _ = await consume(values)
+    assert events == [
+        {"message": "a", "timestamp": "2026-11-22T03:04:05.123000Z"},
+        {"message": "b"},
+        {"message": "d", "actor": "7"},
+        {"message": "e"},
+    ]
+    assert [(j.offset, j.reason) for j in jobs] == [(2, "invalid_schema")]
+    assert "colour" in jobs[0].detail
+    assert tracker.last_tracked == 4 and tracker.busy == 5 and tracker.committable() == 0
+
+
+async def test_refetched_offsets_are_not_tracked_twice() -> None:
+    from gateway.buffer.memory import MemoryBuffer
+    from gateway.config import DestinationConfig
+    from gateway.normalize.schema import Schema
+    from gateway.pipeline import Destination
+    from gateway.telemetry.metrics import Metrics
+
+    metrics = Metrics()
+    dest = Destination(
+        "default", DestinationConfig(), MemoryBuffer("default", 100, 10**6, metrics), RecordingSink(),
+        Schema.standard(), metrics, 1,
+    )  # fmt: skip
+    src = KafkaSource("app", source_config("127.0.0.1:1", "audit", "g"), dest, metrics, MemoryDeadLetters())
+    tracker = PartitionTracker("audit", 0, on_rejected=src._on_rejected)
+    out: list[Event] = []
+    first = [record(i, b'{"message":"m%d"}' % i) for i in range(3)]
+    src._consume(TP, first, tracker, out)
+    src._consume(TP, [*first[1:], record(3, b'{"message":"m3"}')], tracker, out)
+    assert [orjson.loads(e.item)["event"]["message"] for e in out] == ["m0", "m1", "m2", "m3"]
+    assert [e.ack.key for e in out] == [0, 1, 2, 3] and tracker.busy == 4

@@ -84,3 +84,18 @@ def test_a_tracker_after_a_seek_skips_refetched_offsets_below_its_start() -> Non
     t = PartitionTracker("t", 0, committed=40, expect=42)
     assert t.committable() == 42 and t.to_commit() == 42
     assert not t.accepts(41) and t.accepts(42)
+
+
+def test_a_run_tracked_at_once_commits_as_its_acks_are_delivered_in_bulk() -> None:
+    seen: list[tuple[int, Any, Any]] = []
+    t = PartitionTracker("t", 0, on_rejected=lambda tr, off, msg, detail: seen.append((off, msg, detail)))
+    t.track_many([4, 5, 6, 7], ["m4", "m5", "m6", "m7"])
+    assert t.committed == 4 and t.last_tracked == 7 and t.busy == 4 and not t.accepts(7)
+    t.ack_resolved_many([5, 6], AckStatus.DELIVERED, ["h5", "h6"])
+    assert t.committable() == 4
+    t.ack_resolved_many([4], AckStatus.DELIVERED, None)
+    assert t.committable() == 7
+    t.ack_resolved_many([7], AckStatus.REJECTED, ["refused"])
+    assert seen == [(7, "m7", "refused")] and t.committable() == 7 and t.busy == 1
+    t.dead_lettered(7)
+    assert t.committable() == 8 and t.busy == 0

@@ -1,0 +1,218 @@
+"""The compiled fast path (``Schema.fast_path``) agrees with the full path, or steps aside.
+
+The full path is what a Kafka ``pangea`` message takes without it: ``orjson.loads``, the
+``{"event": {...}}`` wrapper or a bare event, :meth:`Schema.normalize`, ``encode_item``.  For
+any JSON value, the fast path must either answer ``None`` or give an item equal to the full
+path's; and it must not step aside for the common valid event (else it is no fast path).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.event import encode_item
+from gateway.normalize.config import SchemaFieldConfig, SchemaPolicy
+from gateway.normalize.schema import EventInvalid, Schema
+
+STANDARD = Schema.standard()
+CUSTOM = Schema.from_fields(
+    [
+        SchemaFieldConfig(id="message", type="text", required=True, size=64),
+        SchemaFieldConfig(id="count", type="integer"),
+        SchemaFieldConfig(id="ok", type="boolean"),
+        SchemaFieldConfig(id="at", type="datetime", required=True),
+        SchemaFieldConfig(id="class", type="string", size=8),  # a Python keyword as a field id
+        SchemaFieldConfig(id="note", type="string-unindexed"),
+    ]
+)
+FOLDING = Schema.from_fields(
+    list(STANDARD.fields), SchemaPolicy(on_unknown_field="fold", fold_into="old", on_oversize="truncate")
+)
+SCHEMAS = [STANDARD, CUSTOM, FOLDING]
+
+
+def full_path(schema: Schema, value: bytes) -> bytes | None:
+    """The item the full path gives, or None where it refuses the value."""
+    try:
+        decoded = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if type(decoded) is not dict or "events" in decoded:
+        return None
+    inner = decoded.get("event")
+    event = inner if type(inner) is dict else decoded
+    try:
+        return encode_item(schema.normalize(event))
+    except EventInvalid:
+        return None
+
+
+def agree(schema: Schema, value: bytes) -> bytes | None:
+    fast = schema.fast_path().item(value)
+    if fast is not None:
+        slow = full_path(schema, value)
+        assert slow is not None, f"fast path accepted what the full path refuses: {value!r}"
+        assert orjson.loads(fast) == orjson.loads(slow), value
+    return fast
+
+
+# -- the common event takes the fast path --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"event":{"message":"m","actor":"a","timestamp":"2026-11-22T03:04:05.123Z"}}',
+        b'{"message":"m","actor":"a","timestamp":"2026-11-22T03:04:05Z"}',
+        b'{"event":{"message":"m","actor":null,"timestamp":"2026-11-22 03:04:05.1234567z"}}',
+        '{"event":{"message":"caf\u00e9 \u2603","tenant_id":"t"}}'.encode(),
+    ],
+)
+def test_valid_events_take_the_fast_path_with_the_full_paths_item(value: bytes) -> None:
+    assert agree(STANDARD, value) is not None
+
+
+def test_fast_path_spells_datetimes_and_drops_nulls_as_normalize_does() -> None:
+    item = STANDARD.fast_path().item(
+        b'{"event":{"message":"m","actor":null,"timestamp":"2026-11-22T05:04:05.1+02:00"}}'
+    )
+    assert item is not None
+    assert orjson.loads(item) == {"event": {"message": "m", "timestamp": "2026-11-22T03:04:05.100000Z"}}
+
+
+def test_custom_schema_with_keyword_field_ids_takes_the_fast_path() -> None:
+    value = b'{"message":"m","count":-5,"ok":false,"at":"2024-06-11T08:15:12Z","class":"c","note":"n"}'
+    item = agree(CUSTOM, value)
+    assert item is not None
+    assert orjson.loads(item)["event"]["class"] == "c"
+
+
+# -- what needs coercion, or is invalid, steps aside -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"event":{"message":"m","actor":42}}',  # coerced to "42" by the full path
+        b'{"event":{"message":"m","timestamp":1718093712}}',  # epoch: coerced
+        b'{"event":{"message":"m","timestamp":"yesterday"}}',  # invalid
+        b'{"event":{"message":"m","colour":"red"}}',  # unknown member: the policy decides
+        b'{"event":{"actor":"a"}}',  # message missing
+        b'{"event":{"message":null}}',
+        b'{"event":{"message":"m","status":"' + b"x" * 33 + b'"}}',  # oversize
+        b'{"event":{"message":"m\\ud800"}}',  # lone surrogate
+        b'{"event":{"message":"m"},"signature":"s"}',  # producer-signed: not a plain item
+        b'{"events":[{"event":{"message":"m"}}]}',
+        b'[{"message":"m"}]',
+        b'{"event":{"message":"m"}',  # truncated
+        b'\xef\xbb\xbf{"message":"m"}',  # BOM
+        b"",
+    ],
+)
+def test_values_needing_more_than_validation_leave_the_fast_path(value: bytes) -> None:
+    assert agree(STANDARD, value) is None
+
+
+def test_custom_schema_coercions_leave_the_fast_path() -> None:
+    for value in (
+        b'{"message":"m","at":"2024-06-11T08:15:12Z","count":"12"}',
+        b'{"message":"m","at":"2024-06-11T08:15:12Z","count":3.0}',
+        b'{"message":"m","at":"2024-06-11T08:15:12Z","count":9223372036854775808}',
+        b'{"message":"m","at":"2024-06-11T08:15:12Z","ok":"true"}',
+        b'{"message":"m","at":"2024-06-11T08:15:12Z","count":true}',
+        b'{"message":"m","at":null}',
+    ):
+        assert agree(CUSTOM, value) is None, value
+
+
+def test_a_schema_with_an_events_field_leaves_bare_events_to_the_full_path() -> None:
+    schema = Schema.from_fields(
+        [SchemaFieldConfig(id="message", type="text", required=True), SchemaFieldConfig(id="events", type="text")]
+    )
+    assert schema.fast_path().item(b'{"message":"m","events":"x"}') is None
+    assert schema.fast_path().item(b'{"event":{"message":"m","events":"x"}}') is not None
+
+
+# -- generated: the two paths never disagree -----------------------------------------------
+
+_keys = st.sampled_from(
+    ["message", "actor", "action", "status", "source", "tenant_id", "timestamp", "old", "count", "ok", "at",
+     "class", "note", "event", "events", "colour"]
+)  # fmt: skip
+_datetimes = st.sampled_from(
+    ["2024-06-11T08:15:12Z", "2024-06-11T08:15:12.345Z", "2024-06-11t08:15:12.5z", "2024-06-11 08:15:12.123456789Z",
+     "2024-06-11T10:15:12+02:00", "2024-02-30T08:15:12Z", "2024-06-11T24:00:00Z", " 2024-06-11T08:15:12Z",
+     "2024-06-11", "1718093712", "1718093712345"]
+)  # fmt: skip
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=40),
+    st.text(alphabet="ab", min_size=30, max_size=140),
+    st.text(alphabet=st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010), max_size=3),  # lone surrogates
+    _datetimes,
+)
+_values = st.one_of(
+    _scalars, st.lists(_scalars, max_size=2), st.dictionaries(st.text(max_size=3), _scalars, max_size=2)
+)
+
+
+def _fitting(f: SchemaFieldConfig) -> st.SearchStrategy[Any]:
+    """Values that mostly fit the field as they are (the fast path's business), some that do not."""
+    if f.type == "integer":
+        return st.one_of(st.integers(min_value=-(2**63), max_value=2**63 - 1), st.integers(), st.floats())
+    if f.type == "boolean":
+        return st.one_of(st.booleans(), st.sampled_from(["true", "False", 1]))
+    if f.type == "datetime":
+        return _datetimes
+    size = f.size or 200
+    at_the_limit = st.builds(
+        lambda c, n: c * n, st.sampled_from(["x", "\u00e9", "\U0001f600"]), st.sampled_from([size, size + 1])
+    )
+    return st.one_of(st.text(max_size=min(size + 2, 200)), at_the_limit)
+
+
+@st.composite
+def _json_objects(draw: st.DrawFn, schema: Schema) -> bytes:
+    """JSON text of an object, duplicate keys and escapes included (so not via a dict)."""
+    fitting = st.sampled_from(schema.fields).flatmap(lambda f: st.tuples(st.just(f.id), _fitting(f)))
+    anything = st.tuples(_keys, _values)
+    members = draw(st.lists(st.one_of(fitting, fitting, fitting, anything), max_size=8))
+    if draw(st.booleans()):
+        members.insert(0, ("message", draw(st.text(max_size=10))))
+    body = ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in members)
+    obj = "{" + body + "}"
+    wrap = draw(st.sampled_from(["bare", "event", "event+"]))
+    if wrap == "event":
+        obj = '{"event":' + obj + "}"
+    elif wrap == "event+":
+        obj = '{"event":' + obj + ',"x":1}'
+    return obj.encode("utf-8", "surrogatepass")
+
+
+@st.composite
+def _cases(draw: st.DrawFn) -> tuple[Schema, bytes]:
+    schema = draw(st.sampled_from(SCHEMAS))
+    return schema, draw(_json_objects(schema))
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=_cases())
+def test_fast_path_never_disagrees_with_the_full_path(case: tuple[Schema, bytes]) -> None:
+    agree(*case)
+
+
+def test_items_answers_each_value_in_its_place() -> None:
+    values: list[bytes | None] = [b'{"event":{"message":"a"}}', None, b'{"message":7}', b"{", b'{"message":"b"}']
+    items = STANDARD.fast_path().items(values)
+    assert [orjson.loads(i)["event"] if i is not None else None for i in items] == [
+        {"message": "a"}, None, None, None, {"message": "b"},
+    ]  # fmt: skip
