@@ -28,6 +28,9 @@ Flow control and failure handling:
   ``invalid_schema``; refused by the upstream, ack REJECTED → ``upstream_rejected``) go to
   the dead-letter topic (:mod:`gateway.sources.kafka.deadletter_topic`) and are then
   committed past: they never stall a partition.
+* **Producer-signed** ``pangea`` records (the SDK's ``signature``/``public_key`` beside
+  ``event``) are forwarded exactly as signed; one that normalization or key/header mapping
+  would change is poison (``invalid_schema``, ``BadState``).
 * An event that resolves ERRORED while the partition is still ours (the sink gave up after
   ``retry.max_attempts``, or failed internally) makes the partition be read again from its
   first undelivered offset, after a short hold: nothing is skipped.
@@ -49,8 +52,8 @@ from aiokafka.errors import KafkaError
 
 from gateway.acks import Ack, AckStatus
 from gateway.errors import BufferFull, ConfigError
-from gateway.event import Event
-from gateway.normalize.schema import EventInvalid
+from gateway.event import Event, encode_item
+from gateway.normalize.schema import EventInvalid, pointer
 from gateway.normalize.vendors import VENDORS
 from gateway.pipeline import Destination
 from gateway.sinks.deadletter.base import DeadLetterStore
@@ -94,6 +97,14 @@ def _json_text(value: Any) -> str:
         return orjson.dumps(value, default=str).decode()
     except TypeError:
         return repr(value)
+
+
+def _signature_of(record: Any) -> dict[str, Any] | None:
+    """The SDK's ``signature``/``public_key`` of a ``{"event": {...}}`` record, if it has them."""
+    if type(record) is not dict or type(record.get("event")) is not dict:
+        return None
+    extras = {k: record[k] for k in ("signature", "public_key") if record.get(k) is not None}
+    return extras or None
 
 
 def _released(ack: Ack) -> bool:
@@ -425,20 +436,17 @@ class KafkaSource:
         offset = m.offset
         value = m.value
         if self._fast_pangea and value is not None:
-            event: Any
+            record: Any
             try:
-                event = orjson.loads(value)
+                record = orjson.loads(value)
             except orjson.JSONDecodeError:
-                event = None
-            if type(event) is dict and "events" not in event:
-                inner = event.get("event")
-                if type(inner) is dict:
-                    event = inner
+                record = None
+            if type(record) is dict and "events" not in record:
+                inner = record.get("event")
+                event = inner if type(inner) is dict else record
                 tracker.track(offset, 1, value if m.key is None and not m.headers else (m.key, value, m.headers))
                 try:
-                    if self.config.key_field is not None or self.config.header_fields:
-                        self._map(event, m)
-                    item = self.destination.encode(event)
+                    item = self._item(record, event, m)
                 except EventInvalid as exc:
                     self._poison(tracker, m, "invalid_schema", _detail(exc))
                     return 0
@@ -448,6 +456,31 @@ class KafkaSource:
                 out.append(Event(item, Ack(tracker, offset), self.name, None))
                 return 1
         return self._consume_vendor(m, tracker, out)
+
+    def _item(self, record: Any, event: dict[str, Any], m: Any) -> bytes:
+        """The request item of one record's event: mapped and normalized, or, signed by the
+        producer (format ``pangea`` with the SDK's ``signature``/``public_key``), kept exactly
+        as signed; raises :class:`EventInvalid`."""
+        extras = _signature_of(record) if self._fast_pangea else None
+        if extras is None:
+            self._map(event, m)
+            return self.destination.encode(event)
+        given = dict(event)
+        self._map(event, m)
+        changed = sorted(k for k in event if given.get(k) != event[k])
+        if changed:
+            raise EventInvalid(
+                [
+                    {
+                        "code": "BadState",
+                        "detail": f"'{k}' would be set from the message key or a header, which would break"
+                        " the event's signature",
+                        "source": pointer(k),
+                    }
+                    for k in changed
+                ]
+            )
+        return encode_item(self.destination.schema.normalize_signed(event), extras)
 
     def _map(self, event: dict[str, Any], m: Any) -> None:
         """Copy the message key and the configured headers into the event."""
@@ -475,13 +508,11 @@ class KafkaSource:
             return 0
         tracker.track(offset, len(records), (m.key, value, m.headers))
         to_event = self._vendor.to_event
-        encode = self.destination.encode
         n = 0
         for record in records:
             try:
                 event, dedup = to_event(record)
-                self._map(event, m)
-                item = encode(event)
+                item = self._item(record, event, m)
             except EventInvalid as exc:
                 self._poison(tracker, m, "invalid_schema", _detail(exc))
                 continue

@@ -22,9 +22,8 @@ def record(offset: int, value: bytes | None, key: bytes | None = None, headers: 
     return ConsumerRecord("audit", 0, offset, 0, 0, key, value, None, 0, 0, headers)
 
 
-async def consume(
-    values: list[bytes | None], **cfg: Any
-) -> tuple[list[dict[str, Any]], list[Any], PartitionTracker, KafkaSource]:
+def new_source(**cfg: Any) -> KafkaSource:
+    """A source on a standard-schema destination with a memory buffer; never started."""
     from gateway.buffer.memory import MemoryBuffer
     from gateway.config import DestinationConfig
     from gateway.normalize.schema import Schema
@@ -36,7 +35,13 @@ async def consume(
         "default", DestinationConfig(), MemoryBuffer("default", 100, 10**6, metrics), RecordingSink(),
         Schema.standard(), metrics, 1,
     )  # fmt: skip
-    src = KafkaSource("app", source_config("127.0.0.1:1", "audit", "g", **cfg), dest, metrics, MemoryDeadLetters())
+    return KafkaSource("app", source_config("127.0.0.1:1", "audit", "g", **cfg), dest, metrics, MemoryDeadLetters())
+
+
+async def consume(
+    values: list[bytes | None], **cfg: Any
+) -> tuple[list[dict[str, Any]], list[Any], PartitionTracker, KafkaSource]:
+    src = new_source(**cfg)
     tracker = PartitionTracker("audit", 0, on_rejected=src._on_rejected)
     out: list[Event] = []
     src._consume(
@@ -152,18 +157,7 @@ async def test_poison_between_fast_path_messages_keeps_every_offset_in_order() -
 
 
 async def test_refetched_offsets_are_not_tracked_twice() -> None:
-    from gateway.buffer.memory import MemoryBuffer
-    from gateway.config import DestinationConfig
-    from gateway.normalize.schema import Schema
-    from gateway.pipeline import Destination
-    from gateway.telemetry.metrics import Metrics
-
-    metrics = Metrics()
-    dest = Destination(
-        "default", DestinationConfig(), MemoryBuffer("default", 100, 10**6, metrics), RecordingSink(),
-        Schema.standard(), metrics, 1,
-    )  # fmt: skip
-    src = KafkaSource("app", source_config("127.0.0.1:1", "audit", "g"), dest, metrics, MemoryDeadLetters())
+    src = new_source()
     tracker = PartitionTracker("audit", 0, on_rejected=src._on_rejected)
     out: list[Event] = []
     first = [record(i, b'{"message":"m%d"}' % i) for i in range(3)]
@@ -171,3 +165,18 @@ async def test_refetched_offsets_are_not_tracked_twice() -> None:
     src._consume(TP, [*first[1:], record(3, b'{"message":"m3"}')], tracker, out)
     assert [orjson.loads(e.item)["event"]["message"] for e in out] == ["m0", "m1", "m2", "m3"]
     assert [e.ack.key for e in out] == [0, 1, 2, 3] and tracker.busy == 4
+
+
+async def test_a_producer_signed_value_keeps_its_signature_unless_mapping_would_change_it() -> None:
+    value = b'{"event":{"message":"m","actor":"a"},"signature":"c2ln","public_key":"{\\"key\\":\\"k\\"}"}'
+    src = new_source()
+    out: list[Event] = []
+    src._consume(TP, [record(0, value)], PartitionTracker("audit", 0), out)
+    assert [orjson.loads(e.item) for e in out] == [
+        {"event": {"message": "m", "actor": "a"}, "signature": "c2ln", "public_key": '{"key":"k"}'}
+    ]
+
+    events, jobs, _, _ = await consume([value], key_field="tenant_id")  # consume() gives every record a key
+    assert events == []
+    [job] = jobs
+    assert job.reason == "invalid_schema" and "tenant_id" in job.detail and "signature" in job.detail
