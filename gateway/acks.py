@@ -19,11 +19,16 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from operator import attrgetter
+from itertools import repeat
+from operator import attrgetter, is_not
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
+
+exhaust: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
+"""Runs an iterator of side effects (a C-level ``map`` over a batch) to its end, keeping nothing."""
 
 
 class AckStatus(enum.IntEnum):
@@ -87,6 +92,8 @@ class Ack:
 
 
 _done_of = attrgetter("_done")
+_receiver_of = attrgetter("receiver")
+_key_of = attrgetter("key")
 
 
 class BatchAck:
@@ -109,31 +116,34 @@ class BatchAck:
     def resolve_many(self, indexes: Sequence[int], status: AckStatus, details: Sequence[Any] | None = None) -> None:
         """Resolve the open acks at ``indexes`` (``details[j]`` goes with ``indexes[j]``).
 
-        A 1000-event batch resolves here once per delivery, so the loop is tight and each
-        receiver is told of its consecutive acks in one call (a Kafka batch is a few runs of
-        one partition each).
+        A 1000-event batch resolves here once per delivery, so the usual case (none of them
+        resolved yet) is done with C-level maps, and each receiver is told of its consecutive
+        acks in one call (a Kafka batch is a few runs of one partition each).
         """
         acks = self.acks
-        receiver: Any = None
-        keys: list[int] = []
-        dets: list[Any] | None = None
-        for j, i in enumerate(indexes):
-            ack = acks[i]
-            if ack._done:
-                continue
-            ack._done = True
-            r = ack.receiver
-            if r is not receiver:
-                if keys:
-                    _tell(receiver, keys, status, dets)
-                receiver = r
-                keys = []
-                dets = None if details is None else []
-            keys.append(ack.key)
-            if dets is not None:
-                dets.append(details[j])  # type: ignore[index]  # dets is a list only when details is given
-        if keys:
-            _tell(receiver, keys, status, dets)
+        chosen = list(map(acks.__getitem__, indexes))
+        dets = list(details) if details is not None else None
+        if any(map(_done_of, chosen)):
+            still = [j for j, ack in enumerate(chosen) if not ack._done]
+            chosen = [chosen[j] for j in still]
+            dets = [dets[j] for j in still] if dets is not None else None
+        if not chosen:
+            return
+        exhaust(map(setattr, chosen, repeat("_done"), repeat(True)))
+        receivers = list(map(_receiver_of, chosen))
+        keys = list(map(_key_of, chosen))
+        start = 0
+        if receivers.count(receivers[0]) != len(receivers):
+            changes = list(map(is_not, receivers[1:], receivers[:-1]))
+            at = 0
+            while True:
+                try:
+                    at = changes.index(True, at) + 1  # the first ack of the next run
+                except ValueError:
+                    break
+                _tell(receivers[start], keys[start:at], status, dets[start:at] if dets is not None else None)
+                start = at
+        _tell(receivers[start], keys[start:], status, dets[start:] if dets is not None else None)
 
     def resolve_one(self, index: int, status: AckStatus, detail: Any = None) -> None:
         ack = self.acks[index]

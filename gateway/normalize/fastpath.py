@@ -17,6 +17,8 @@ answer ``None`` and the caller takes the full path, which coerces or words the e
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import repeat
+from operator import attrgetter
 from typing import Annotated, Any
 
 import msgspec
@@ -26,6 +28,10 @@ from gateway.normalize.config import SchemaFieldConfig
 _INT64 = msgspec.Meta(ge=-(2**63), le=2**63 - 1)
 
 _EVENT_PREFIX = b'{"event":'
+_event_of = attrgetter("event")
+_MISS = object()
+_INVALID = object()
+_MEMO_MAX = 4096
 
 
 def _field_type(f: SchemaFieldConfig) -> Any:
@@ -41,7 +47,7 @@ def _field_type(f: SchemaFieldConfig) -> Any:
 class FastPath:
     """Decode-and-validate of one event's JSON straight to its request item bytes."""
 
-    __slots__ = ("_bare", "_datetimes", "_dt_text", "_encode", "_wrapped", "_wrapper")
+    __slots__ = ("_bare", "_datetimes", "_dt_memo", "_dt_text", "_encode", "_wrapped", "_wrapper")
 
     def __init__(self, fields: tuple[SchemaFieldConfig, ...], datetime_text: Callable[[Any], str | None]) -> None:
         """``datetime_text`` is the schema's own date-time canonicalizer (None: not a date-time)."""
@@ -67,6 +73,8 @@ class FastPath:
         self._bare = None if ids & {"event", "events"} else msgspec.json.Decoder(event_type).decode
         self._datetimes = tuple(f"f{i}" for i, f in enumerate(fields) if f.type == "datetime")
         self._dt_text = datetime_text
+        self._dt_memo: dict[Any, Any] = {None: None}
+        """Date-time text -> canonical text (or _INVALID); ``None`` (absent) stays absent."""
         self._encode = msgspec.json.Encoder().encode
 
     def item(self, value: bytes) -> bytes | None:
@@ -77,7 +85,56 @@ class FastPath:
         return self.items([value])[0]
 
     def items(self, values: list[bytes | None]) -> list[bytes | None]:
-        """:meth:`item` of each value (``None`` stays ``None``), in one loop: the Kafka hot path."""
+        """:meth:`item` of each value (``None`` stays ``None``): the Kafka hot path.
+
+        A poll's values are usually all alike and valid, so they are decoded, fixed up and
+        encoded list by list with C-level ``map``s; a list that is not (one value declines)
+        is gone through one value at a time instead.
+        """
+        if not values:
+            return []
+        # A None among them makes the decoder raise TypeError: then one by one.
+        given: list[bytes] = values  # type: ignore[assignment]
+        try:
+            first = given[0]
+            if first is not None and first.startswith(_EVENT_PREFIX):
+                items = list(map(self._wrapped, given))
+                events = list(map(_event_of, items))
+            elif self._bare is not None:
+                events = list(map(self._bare, given))
+                items = list(map(self._wrapper, events))
+            else:
+                return self._each(values)
+            declined: set[int] = set()
+            for attr in self._datetimes:
+                declined |= self._fix_datetimes(events, attr)
+            out: list[bytes | None] = list(map(self._encode, items))
+        except (msgspec.DecodeError, msgspec.EncodeError, TypeError):
+            return self._each(values)
+        for i in declined:
+            out[i] = None
+        return out
+
+    def _fix_datetimes(self, events: list[Any], attr: str) -> set[int]:
+        """Respell ``attr`` of every event canonically; returns the indexes whose value is not
+        a date-time the fast path can send (the full path coerces it or words the error)."""
+        stamps = list(map(attrgetter(attr), events))
+        memo = self._dt_memo
+        texts = list(map(memo.get, stamps, repeat(_MISS)))
+        if _MISS in texts:
+            if len(memo) > _MEMO_MAX:
+                memo.clear()
+                memo[None] = None
+            for i, text in enumerate(texts):
+                if text is _MISS:
+                    stamp = stamps[i]
+                    canonical = self._dt_text(stamp)
+                    texts[i] = memo[stamp] = _INVALID if canonical is None else canonical
+        declined = {i for i, text in enumerate(texts) if text is _INVALID} if _INVALID in texts else set()
+        list(map(setattr, events, repeat(attr), texts))
+        return declined
+
+    def _each(self, values: list[bytes | None]) -> list[bytes | None]:
         wrapped = self._wrapped
         bare = self._bare
         wrap = self._wrapper

@@ -27,11 +27,11 @@ the consumed record itself is not kept, which spares the garbage collector.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
-from gateway.acks import Ack, AckStatus
+from gateway.acks import Ack, AckStatus, exhaust
 
 RejectedCallback = Callable[["PartitionTracker", int, Any, Any], None]
 """``(tracker, offset, message, detail)``: an event of ``message`` (what :meth:`track` was
@@ -47,7 +47,6 @@ class PartitionTracker:
         "_next",
         "_on_rejected",
         "_open",
-        "_order",
         "busy",
         "committed",
         "committed_looked_up",
@@ -76,9 +75,10 @@ class PartitionTracker:
         self._next: int | None = expect if expect is not None else committed
         """Committable position when nothing is open: last done offset + 1."""
         self.last_tracked: int | None = None if expect is None else expect - 1
-        self._order: deque[int] = deque()
         self._open: dict[int, int] = {}
-        """offset -> units not yet done, for each registered offset that is not done."""
+        """offset -> units not yet done, for each registered offset that is not done.  Offsets
+        are registered in increasing order and only ever removed (never re-inserted), so the
+        dict's first key is the lowest offset not done: the commit position."""
         self._msgs: dict[int, Any] = {}
         """offset -> the message given to :meth:`track`, while the offset is not done."""
         self._on_rejected = on_rejected
@@ -109,12 +109,7 @@ class PartitionTracker:
             # The assignment's starting position: what the group had committed (or the reset).
             self.committed = offset
         if units <= 0:
-            if self._order:
-                self._order.append(offset)
-            else:
-                self._next = offset + 1
-            return
-        self._order.append(offset)
+            return  # done at once: the commit position passes it once everything before is done
         self._open[offset] = units
         if message is not None:
             self._msgs[offset] = message
@@ -127,7 +122,6 @@ class PartitionTracker:
         if self.committed is None:
             self.committed = offsets[0]
         self.last_tracked = offsets[-1]
-        self._order.extend(offsets)
         self._open.update(dict.fromkeys(offsets, 1))
         self._msgs.update(zip(offsets, messages, strict=True))
         self.busy += len(offsets)
@@ -141,20 +135,7 @@ class PartitionTracker:
     def ack_resolved(self, key: int, status: AckStatus, detail: Any) -> None:
         self.busy -= 1
         if status == AckStatus.DELIVERED:
-            # _done(key), inlined: this runs once per event.
-            left = self._open.get(key)
-            if left is None:
-                return
-            if left > 1:
-                self._open[key] = left - 1
-                return
-            del self._open[key]
-            self._msgs.pop(key, None)
-            order = self._order
-            if order[0] == key:
-                is_open = self._open.__contains__
-                while order and not is_open(order[0]):
-                    self._next = order.popleft() + 1
+            self._done(key)
         elif status == AckStatus.REJECTED:
             self.busy += 1  # until the dead letter is written
             if self._on_rejected is not None and not self.discarded:
@@ -167,25 +148,17 @@ class PartitionTracker:
             self._mark_errored(key)
 
     def ack_resolved_many(self, keys: list[int], status: AckStatus, details: list[Any] | None) -> None:
-        """``ack_resolved`` for each key; DELIVERED (the usual case) in one pass."""
-        if status != AckStatus.DELIVERED:
-            for j, k in enumerate(keys):
-                self.ack_resolved(k, status, None if details is None else details[j])
-            return
-        self.busy -= len(keys)
+        """``ack_resolved`` for each key; DELIVERED one-event offsets (the usual case) with C-level maps."""
         open_ = self._open
-        forget = self._msgs.pop
-        for k in keys:
-            left = open_.get(k)
-            if left == 1:
-                del open_[k]
-                forget(k, None)
-            elif left is not None:
-                open_[k] = left - 1
-        order = self._order
-        is_open = open_.__contains__
-        while order and not is_open(order[0]):
-            self._next = order.popleft() + 1
+        if status == AckStatus.DELIVERED:
+            lefts = list(map(open_.get, keys))
+            if lefts.count(1) == len(lefts):
+                self.busy -= len(keys)
+                exhaust(map(open_.__delitem__, keys))
+                exhaust(map(self._msgs.pop, keys, repeat(None)))
+                return
+        for j, k in enumerate(keys):
+            self.ack_resolved(k, status, None if details is None else details[j])
 
     def dead_lettered(self, offset: int) -> None:
         """The dead letter of one event of ``offset`` is written: that event is done."""
@@ -206,14 +179,10 @@ class PartitionTracker:
         if left is None:
             return
         if left > 1:
-            self._open[offset] = left - 1
+            self._open[offset] = left - 1  # in place: the key keeps its place in the order
             return
         del self._open[offset]
         self._msgs.pop(offset, None)
-        order = self._order
-        is_open = self._open.__contains__
-        while order and not is_open(order[0]):
-            self._next = order.popleft() + 1
 
     # -- reading ------------------------------------------------------------------------
 
@@ -229,10 +198,10 @@ class PartitionTracker:
 
     def committable(self) -> int | None:
         """Offset to commit: the first registered offset not done (or last done + 1)."""
-        order = self._order
-        if order:
-            # Done offsets at the head were popped; the head is open.
-            return order[0]
+        if self._open:
+            return next(iter(self._open))
+        if self.last_tracked is not None:
+            return self.last_tracked + 1
         return self._next
 
     def to_commit(self) -> int | None:

@@ -216,3 +216,33 @@ def test_items_answers_each_value_in_its_place() -> None:
     assert [orjson.loads(i)["event"] if i is not None else None for i in items] == [
         {"message": "a"}, None, None, None, {"message": "b"},
     ]  # fmt: skip
+
+
+@st.composite
+def _batches(draw: st.DrawFn) -> tuple[Schema, list[bytes | None]]:
+    schema = draw(st.sampled_from(SCHEMAS))
+    values = draw(st.lists(st.one_of(_json_objects(schema), st.none()), min_size=1, max_size=6))
+    return schema, values
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=_batches())
+def test_items_of_a_list_are_the_items_of_each_value(batch: tuple[Schema, list[bytes | None]]) -> None:
+    schema, values = batch
+    fast = schema.fast_path()
+    singly = [None if v is None else agree(schema, v) for v in values]
+    assert fast.items(values) == singly
+
+
+def test_a_list_of_valid_values_with_one_bad_date_time_declines_only_that_one() -> None:
+    values: list[bytes | None] = [
+        b'{"event":{"message":"a","timestamp":"2024-06-11T08:15:12Z"}}',
+        b'{"event":{"message":"b","timestamp":"not a date"}}',
+        b'{"event":{"message":"c"}}',
+    ]
+    items = STANDARD.fast_path().items(values)
+    assert items[1] is None
+    assert [orjson.loads(i)["event"] for i in (items[0], items[2]) if i is not None] == [
+        {"message": "a", "timestamp": "2024-06-11T08:15:12.000000Z"},
+        {"message": "c"},
+    ]
