@@ -8,7 +8,7 @@ from operator import attrgetter
 import orjson
 
 from gateway.acks import AckStatus, BatchAck
-from gateway.event import Event
+from gateway.event import Event, item_of
 
 _ack_of = attrgetter("ack")
 
@@ -32,7 +32,8 @@ class Batch:
 
         ``indexes`` selects a subset (what is left after the upstream rejected some events).
         """
-        items = [self.events[i].item for i in indexes] if indexes is not None else [e.item for e in self.events]
+        events = self.events if indexes is None else [self.events[i] for i in indexes]
+        items = list(map(item_of, events))
         head = b'{"events":['
         tail = b"]"
         if config_id is not None:

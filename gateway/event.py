@@ -10,6 +10,7 @@ these bytes, so a buffered event costs its bytes plus two small slotted objects.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -35,6 +36,10 @@ class Event:
     @property
     def size(self) -> int:
         return len(self.item)
+
+
+item_of = attrgetter("item")
+"""An event's item bytes: for ``map`` over a batch (sizes, request bodies) without a Python loop."""
 
 
 def encode_item(event: dict[str, Any], extras: dict[str, Any] | None = None) -> bytes:

@@ -6,13 +6,10 @@ import asyncio
 from bisect import bisect_right
 from collections import deque
 from itertools import accumulate, islice
-from operator import attrgetter
 
 from gateway.errors import BufferFull
-from gateway.event import Event
+from gateway.event import Event, item_of
 from gateway.telemetry.metrics import Metrics
-
-_item_of = attrgetter("item")
 
 
 class MemoryBuffer:
@@ -55,7 +52,7 @@ class MemoryBuffer:
     async def put(self, events: list[Event], *, wait: bool = False) -> None:
         if self._closed:
             raise BufferFull("the gateway is shutting down", retry_after_secs=self._retry_after)
-        size = sum(map(len, map(_item_of, events)))
+        size = sum(map(len, map(item_of, events)))
         while not self._fits(len(events), size):
             if not wait:
                 raise BufferFull(
@@ -98,7 +95,7 @@ class MemoryBuffer:
         q = self._q
         # Running sizes of the head, in C: the batch is the longest prefix within max_bytes
         # (at least one event, however large).
-        sizes = list(accumulate(map(len, map(_item_of, islice(q, max_events)))))
+        sizes = list(accumulate(map(len, map(item_of, islice(q, max_events)))))
         n = max(1, bisect_right(sizes, max_bytes)) if sizes else 0
         out = [q.popleft() for _ in range(n)]
         if out:
