@@ -440,6 +440,15 @@ async def _orchestrate(args: argparse.Namespace, bootstrap: str, tmp: Path) -> d
         results["gateway_vs_bare"] = round(rate["gateway"] / rate["bare"], 2)
         if "quix" in rate:
             results["gateway_vs_quix"] = round(rate["gateway"] / max(1, rate["quix"]), 2)
+        # The same ratios round by round (contenders of a round run back to back, so a slow
+        # spell of the machine weighs on both), and their medians.
+        for other in kinds[1:]:
+            ratios = sorted(
+                round(g["events_per_sec"] / max(1, o["events_per_sec"]), 2)
+                for g, o in zip(runs["gateway"], runs[other], strict=True)
+            )
+            results[f"gateway_vs_{other}_per_round"] = ratios
+            results[f"gateway_vs_{other}_per_round_median"] = ratios[len(ratios) // 2]
         results["machine"] = {"cpus": os.cpu_count(), "events": args.events, "rounds": args.repeat}
         return results
     finally:
