@@ -123,6 +123,11 @@ class BatchAck:
         acks = self.acks
         chosen = list(map(acks.__getitem__, indexes))
         dets = list(details) if details is not None else None
+        if len(set(indexes)) != len(chosen):  # an index given twice: its first mention counts
+            firsts = list({i: j for j, i in reversed(list(enumerate(indexes)))}.values())
+            firsts.sort()
+            chosen = [chosen[j] for j in firsts]
+            dets = [dets[j] for j in firsts] if dets is not None else None
         if any(map(_done_of, chosen)):
             still = [j for j, ack in enumerate(chosen) if not ack._done]
             chosen = [chosen[j] for j in still]

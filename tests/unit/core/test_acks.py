@@ -86,3 +86,11 @@ async def test_group_takes_a_run_of_acks_with_results_and_reasons() -> None:
     assert await group.wait() == AckStatus.REJECTED
     assert group.results == [{"hash": "a"}, None, {"hash": "c"}, None]
     assert group.reasons == {1: "bad 1", 3: "bad 3"}
+
+
+def test_an_index_given_twice_resolves_its_ack_once_with_the_first_detail() -> None:
+    rec = BulkRecorder()
+    batch = BatchAck([Ack(rec, 0), Ack(rec, 1)])
+    batch.resolve_many([1, 0, 1], AckStatus.DELIVERED, ["first", "zero", "second"])
+    assert sorted(rec.calls) == [(0, AckStatus.DELIVERED, "zero"), (1, AckStatus.DELIVERED, "first")]
+    assert batch.open_count == 0
