@@ -24,22 +24,22 @@ def letters() -> list[DeadLetter]:
 
 
 @pytest.fixture
-async def topic(deadletter_kafka: str) -> str:
+async def topic(kafka_bootstrap: str) -> str:
     name = f"dead.{uuid.uuid4().hex[:10]}"
-    await create_topic(deadletter_kafka, name, 1)
+    await create_topic(kafka_bootstrap, name, 1)
     return name
 
 
 async def test_dead_letters_are_produced_with_their_reason_and_source(
-    deadletter_kafka: str, topic: str, tmp_path: Path
+    kafka_bootstrap: str, topic: str, tmp_path: Path
 ) -> None:
     metrics = Metrics()
-    config = DeadLetterConfig(type="kafka", topic=topic, bootstrap_servers=deadletter_kafka)
+    config = DeadLetterConfig(type="kafka", topic=topic, bootstrap_servers=kafka_bootstrap)
     store = KafkaDeadLetterStore(config, LocalDeadLetterStore(tmp_path / "dl.db", metrics), metrics)
     await store.start()
     await store.write(letters())
     await store.close()
-    msgs = await read_topic(deadletter_kafka, topic, 2)
+    msgs = await read_topic(kafka_bootstrap, topic, 2)
     got = sorted((m.value, dict(m.headers)[HEADER_REASON], dict(m.headers)[HEADER_SOURCE]) for m in msgs)  # type: ignore[attr-defined]
     assert got == [(b'{"event":{}}', b"upstream_rejected", b"sdk"), (b'{"log_id":"1"}', b"invalid_event", b"auth0")]
     assert (

@@ -1,27 +1,12 @@
-"""Kafka fixtures: a real Kafka-protocol broker (tansu, or ``KAFKA_BOOTSTRAP_SERVERS``)."""
+"""Kafka source fixtures: a fresh topic and group per test (the broker: ``tests/integration/conftest.py``)."""
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.kafka_broker import create_topic, tansu_broker
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``KAFKA_BOOTSTRAP_SERVERS`` when set, else a tansu broker for the session."""
-    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if given:
-        yield given
-        return
-    log: Path = tmp_path_factory.mktemp("tansu") / "tansu.log"
-    with tansu_broker(log) as bootstrap:
-        yield bootstrap
+from tests.kafka_broker import create_topic
 
 
 @pytest.fixture

@@ -30,18 +30,18 @@ def make_events(n: int, source: str = "auth0", tag: str = "k") -> tuple[AckGroup
 
 
 @pytest.fixture
-async def topic(spool_kafka: str) -> str:
+async def topic(kafka_bootstrap: str) -> str:
     name = f"accepted.{uuid.uuid4().hex[:10]}"
-    await create_topic(spool_kafka, name, 3)
+    await create_topic(kafka_bootstrap, name, 3)
     return name
 
 
-async def test_intake_events_are_acknowledged_once_the_brokers_have_them(spool_kafka: str, topic: str) -> None:
-    buf = KafkaBuffer("default", config(spool_kafka, topic), Metrics())
+async def test_intake_events_are_acknowledged_once_the_brokers_have_them(kafka_bootstrap: str, topic: str) -> None:
+    buf = KafkaBuffer("default", config(kafka_bootstrap, topic), Metrics())
     group, events = make_events(5)
     await buf.put(events)
     assert group.done and group.status == AckStatus.DELIVERED
-    msgs = await read_topic(spool_kafka, topic, 5)
+    msgs = await read_topic(kafka_bootstrap, topic, 5)
     assert sorted(m.value for m in msgs) == sorted(e.item for e in events)  # type: ignore[attr-defined]
     assert all((HEADER_SOURCE, b"auth0") in m.headers for m in msgs)  # type: ignore[attr-defined]
     assert buf.events == 0  # nothing is held by this replica
@@ -49,15 +49,15 @@ async def test_intake_events_are_acknowledged_once_the_brokers_have_them(spool_k
 
 
 async def test_a_consumer_group_with_the_pangea_format_forwards_what_replicas_produced(
-    spool_kafka: str, topic: str
+    kafka_bootstrap: str, topic: str
 ) -> None:
-    replicas = [KafkaBuffer("default", config(spool_kafka, topic), Metrics()) for _ in range(2)]
+    replicas = [KafkaBuffer("default", config(kafka_bootstrap, topic), Metrics()) for _ in range(2)]
     produced: list[bytes] = []
     for n, replica in enumerate(replicas):
         _g, events = make_events(20, tag=f"r{n}")
         await replica.put(events)
         produced += [e.item for e in events]
-    async with running_source(source_config(spool_kafka, topic, f"fwd-{uuid.uuid4().hex[:6]}")) as run:
+    async with running_source(source_config(kafka_bootstrap, topic, f"fwd-{uuid.uuid4().hex[:6]}")) as run:
         await run.sink.wait_distinct(40)
         assert sorted(run.sink.messages) == sorted(orjson.loads(i)["event"]["message"] for i in produced)
     for replica in replicas:
@@ -74,8 +74,8 @@ async def test_unreachable_brokers_answer_503_and_acknowledge_nothing() -> None:
     await buf.aclose()
 
 
-async def test_events_of_kafka_sources_are_buffered_in_memory_not_produced_again(spool_kafka: str) -> None:
-    buf = KafkaBuffer("default", config(spool_kafka, "unused"), Metrics(), local_sources=["from-kafka"])
+async def test_events_of_kafka_sources_are_buffered_in_memory_not_produced_again(kafka_bootstrap: str) -> None:
+    buf = KafkaBuffer("default", config(kafka_bootstrap, "unused"), Metrics(), local_sources=["from-kafka"])
     _g, events = make_events(4, source="from-kafka")
     await buf.put(events)
     assert buf.events == 4
