@@ -26,7 +26,6 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -410,25 +409,3 @@ def cmd_replay(args: argparse.Namespace) -> int:
     code = asyncio.run(replay(args, config))
     print(f"({time.monotonic() - started:.1f}s)", file=sys.stderr)
     return code
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m gateway.deadletter_cli list|show|replay ...`` (as ``audit-gateway dlq ...``)."""
-    from gateway.errors import GatewayError
-
-    parser = argparse.ArgumentParser(prog="audit-gateway")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["dlq", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        code: int = args.func(args)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    except GatewayError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

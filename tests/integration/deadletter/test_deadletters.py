@@ -56,7 +56,7 @@ def dlq(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     import subprocess
 
     out = subprocess.run(
-        [sys.executable, "-m", "gateway.deadletter_cli", *args],
+        [sys.executable, "-m", "gateway", "dlq", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
