@@ -54,7 +54,8 @@ def spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[b
         return subprocess.Popen([sys.executable, "-m", "gateway", *args], stdout=f, stderr=subprocess.STDOUT, env=env)
 
 
-async def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
+async def wait_answering(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """Until ``url`` answers at all (any status); raises if ``proc`` exits first or after ~30 s."""
     async with aiohttp.ClientSession() as s:
         for _ in range(600):
             if proc.poll() is not None:
@@ -239,7 +240,7 @@ class _Pair:
             self.env,
         )
         self.procs.append(la)
-        await _wait(self.la_url + "/v1/root", la)
+        await wait_answering(self.la_url + "/v1/root", la)
         cfg = tmp / "gateway.yaml"
         cfg.write_text(_config(self.la_url, args.buffer, args.fsync_interval_ms, tmp / "spool", args.buffer_events))
         gw = spawn(
@@ -251,7 +252,7 @@ class _Pair:
             self.env,
         )  # fmt: skip
         self.procs.append(gw)
-        await _wait(self.admin + "/healthz", gw)
+        await wait_answering(self.admin + "/healthz", gw)
         return gw
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,23 +33,11 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.bench import cpu_secs, free_port, spawn
+from gateway.bench import cpu_secs, free_port, spawn, wait_answering
 from gateway.bench import metric_sum as metric
 from gateway.bench import post_load as load
 
 TOKEN = "pts_benchspooltoken"
-
-
-async def wait_http(s: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(600):
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited early ({proc.returncode})")
-        try:
-            async with s.get(url):
-                return
-        except aiohttp.ClientError:
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"{url} never answered")
 
 
 def config(upstream: str, buffer: str, fsync_ms: int, spool: Path) -> str:
@@ -91,7 +78,7 @@ async def run_one(args: argparse.Namespace, buffer: str) -> dict[str, Any]:
     try:
         async with aiohttp.ClientSession(connector=conn) as s:
             la = f"http://127.0.0.1:{la_port}"
-            await wait_http(s, la + "/v1/root", procs[0])
+            await wait_answering(la + "/v1/root", procs[0])
             cfg = tmp / "gateway.yaml"
             cfg.write_text(config(la, buffer, args.fsync_interval_ms, tmp / "spool"))
             gw_args = [
@@ -100,7 +87,7 @@ async def run_one(args: argparse.Namespace, buffer: str) -> dict[str, Any]:
             ]  # fmt: skip
             procs.append(spawn(gw_args, tmp / "gw.log", env))
             admin = f"http://127.0.0.1:{ad_port}"
-            await wait_http(s, admin + "/healthz", procs[1])
+            await wait_answering(admin + "/healthz", procs[1])
             url = f"http://127.0.0.1:{in_port}/v2/log"
             await load(s, url, 1.0, args.concurrency, args.events_per_request)  # warm-up
             while metric(await metrics(s, admin), "gateway_buffer_events") > 0:
