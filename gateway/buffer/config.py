@@ -8,7 +8,7 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 
 from gateway.configbase import StrictModel
-from gateway.sources.kafka.config import KafkaSecurity
+from gateway.sources.kafka.config import KafkaOnlySecurity, KafkaOnlyServers, KafkaSecurity, require_kafka_target
 
 
 class BufferConfig(StrictModel):
@@ -43,10 +43,8 @@ class BufferConfig(StrictModel):
         description="Disk only: spooled bytes also kept in memory for sending, so they need not be read back.",
     )
     topic: str | None = Field(default=None, description="Kafka only: the topic accepted events are produced to.")
-    bootstrap_servers: str | list[str] | None = Field(
-        default=None, description="Kafka only: brokers, `host:port` (comma-separated or a list)."
-    )
-    security: KafkaSecurity = Field(default_factory=KafkaSecurity, description="Kafka only: TLS/SASL settings.")
+    bootstrap_servers: KafkaOnlyServers = None
+    security: KafkaOnlySecurity = Field(default_factory=KafkaSecurity)
     produce_timeout_secs: float = Field(
         default=30.0, gt=0, description="Kafka only: longest wait for the brokers' acks before answering 503."
     )
@@ -54,9 +52,7 @@ class BufferConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.type == "kafka":
-            missing = [k for k in ("topic", "bootstrap_servers") if not getattr(self, k)]
-            if missing:
-                raise ValueError(f"buffer type kafka requires {' and '.join(missing)}")
+            require_kafka_target("buffer", self.topic, self.bootstrap_servers)
         return self
 
     @property

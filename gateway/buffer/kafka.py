@@ -38,20 +38,13 @@ from gateway.buffer.disk import SpoolUnavailable
 from gateway.buffer.memory import MemoryBuffer
 from gateway.errors import BufferFull
 from gateway.event import Event
-from gateway.sources.kafka.security import client_kwargs
+from gateway.sources.kafka.security import bootstrap_list, client_kwargs
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 HEADER_SOURCE = "x-gateway-source"
 HEADER_DEDUP = "x-gateway-dedup-key"
-
-
-def _servers(value: str | list[str] | None) -> list[str]:
-    if value is None:
-        return []
-    items = value.split(",") if isinstance(value, str) else value
-    return [s.strip() for s in items if s.strip()]
 
 
 class KafkaBuffer:
@@ -76,7 +69,7 @@ class KafkaBuffer:
         self.inner: Buffer = inner or MemoryBuffer(destination, config.max_events, config.max_bytes, metrics)
         self._retry_after = retry_after_secs
         self._kwargs: dict[str, Any] = {
-            "bootstrap_servers": _servers(config.bootstrap_servers),
+            "bootstrap_servers": bootstrap_list(config.bootstrap_servers),
             "acks": "all",
             "linger_ms": 2,
             "request_timeout_ms": int(self.timeout * 1000),

@@ -8,7 +8,7 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 
 from gateway.configbase import StrictModel
-from gateway.sources.kafka.config import KafkaSecurity
+from gateway.sources.kafka.config import KafkaOnlySecurity, KafkaOnlyServers, KafkaSecurity, require_kafka_target
 
 
 class DeadLetterConfig(StrictModel):
@@ -23,10 +23,8 @@ class DeadLetterConfig(StrictModel):
         "default <data-dir>/deadletters.db.",
     )
     topic: str | None = Field(default=None, description="Kafka only: the dead-letter topic.")
-    bootstrap_servers: str | list[str] | None = Field(
-        default=None, description="Kafka only: brokers, `host:port` (comma-separated or a list)."
-    )
-    security: KafkaSecurity = Field(default_factory=KafkaSecurity, description="Kafka only: TLS/SASL settings.")
+    bootstrap_servers: KafkaOnlyServers = None
+    security: KafkaOnlySecurity = Field(default_factory=KafkaSecurity)
     produce_timeout_secs: float = Field(
         default=30.0, gt=0, description="Kafka only: after this long without the brokers' ack, use the local file."
     )
@@ -34,9 +32,7 @@ class DeadLetterConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.type == "kafka":
-            missing = [k for k in ("topic", "bootstrap_servers") if not getattr(self, k)]
-            if missing:
-                raise ValueError(f"deadletter type kafka requires {' and '.join(missing)}")
+            require_kafka_target("deadletter", self.topic, self.bootstrap_servers)
         return self
 
     def local_path(self, data_dir: Path) -> Path:

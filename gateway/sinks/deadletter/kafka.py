@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError
 from gateway.sinks.deadletter.base import DeadLetter
 from gateway.sinks.deadletter.config import DeadLetterConfig
 from gateway.sinks.deadletter.local import LocalDeadLetterStore, count_and_log
-from gateway.sources.kafka.security import client_kwargs
+from gateway.sources.kafka.security import bootstrap_list, client_kwargs
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -35,13 +35,6 @@ HEADER_DETAIL = "x-gateway-detail"
 HEADER_SOURCE = "x-gateway-source"
 HEADER_DESTINATION = "x-gateway-destination"
 HEADER_RECEIVED_AT = "x-gateway-received-at"
-
-
-def servers(value: str | list[str] | None) -> list[str]:
-    if value is None:
-        return []
-    items = value.split(",") if isinstance(value, str) else value
-    return [s.strip() for s in items if s.strip()]
 
 
 def headers_of(letter: DeadLetter) -> list[tuple[str, bytes]]:
@@ -66,7 +59,7 @@ class KafkaDeadLetterStore:
         self._producer: Any = None
         self._lock = asyncio.Lock()
         self._kwargs = {
-            "bootstrap_servers": servers(config.bootstrap_servers),
+            "bootstrap_servers": bootstrap_list(config.bootstrap_servers),
             "acks": "all",
             "linger_ms": 5,
             "request_timeout_ms": int(config.produce_timeout_secs * 1000),

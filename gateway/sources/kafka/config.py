@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -38,6 +38,22 @@ class KafkaSecurity(StrictModel):
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("give both cert_file and key_file, or neither")
         return self
+
+
+KafkaOnlyServers = Annotated[
+    str | list[str] | None, Field(description="Kafka only: brokers, `host:port` (comma-separated or a list).")
+]
+"""``bootstrap_servers`` of a setting that produces to Kafka only with ``type: kafka``."""
+
+KafkaOnlySecurity = Annotated[KafkaSecurity, Field(description="Kafka only: TLS/SASL settings.")]
+"""``security`` of a setting that produces to Kafka only with ``type: kafka``."""
+
+
+def require_kafka_target(setting: str, topic: str | None, bootstrap_servers: str | list[str] | None) -> None:
+    """A ``type: kafka`` setting needs a topic and brokers; raises ValueError naming what is missing."""
+    missing = [k for k, v in (("topic", topic), ("bootstrap_servers", bootstrap_servers)) if not v]
+    if missing:
+        raise ValueError(f"{setting} type kafka requires {' and '.join(missing)}")
 
 
 class KafkaSourceConfig(StrictModel):

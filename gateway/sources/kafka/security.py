@@ -1,4 +1,4 @@
-"""aiokafka connection settings (TLS, SASL) from :class:`KafkaSecurity`."""
+"""aiokafka connection settings (brokers, TLS, SASL) from the configuration."""
 
 from __future__ import annotations
 
@@ -8,6 +8,14 @@ from aiokafka.helpers import create_ssl_context
 
 from gateway.errors import ConfigError
 from gateway.sources.kafka.config import KafkaSecurity
+
+
+def bootstrap_list(value: str | list[str] | None) -> list[str]:
+    """The brokers of a ``bootstrap_servers`` setting: comma-separated text or a list."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else value
+    return [s.strip() for s in items if s.strip()]
 
 
 def client_kwargs(security: KafkaSecurity, *, path: str = "security") -> dict[str, Any]:

@@ -60,7 +60,7 @@ from gateway.sinks.deadletter.base import DeadLetterStore
 from gateway.sources.kafka.config import KafkaSourceConfig
 from gateway.sources.kafka.deadletter_topic import DeadLetterJob, DeadLetterTopic
 from gateway.sources.kafka.offsets import PartitionTracker
-from gateway.sources.kafka.security import client_kwargs
+from gateway.sources.kafka.security import bootstrap_list, client_kwargs
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -153,8 +153,7 @@ class KafkaSource:
             raise ConfigError(f"format {config.format!r} is not available", f"sources.{name}.format") from None
         self._fast_pangea = config.format == "pangea"
         self._kwargs = client_kwargs(config.security, path=f"sources.{name}.security")
-        servers = config.bootstrap_servers
-        self._servers = servers if isinstance(servers, str) else ",".join(servers)
+        self._servers = bootstrap_list(config.bootstrap_servers)
         self.dlq = DeadLetterTopic(
             name,
             config.destination,

@@ -101,3 +101,19 @@ def test_default_config_routes_auth0_and_the_sdk_api_to_default() -> None:
     assert cfg.upstream is None
     assert {s.format for s in cfg.sources.values()} == {"auth0", "pangea"}  # type: ignore[union-attr]
     assert cfg.sources["auth0"].route_path == "/v1/log_stream"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("setting", ["buffer", "deadletter"])
+def test_a_kafka_buffer_or_dead_letter_store_needs_a_topic_and_brokers(setting: str) -> None:
+    base = {
+        "destinations": {"default": {}},
+        "sources": {"a": {"type": "webhook", "format": "auth0", "destination": "default"}},
+    }
+    with pytest.raises(ConfigError, match=f"{setting} type kafka requires topic and bootstrap_servers"):
+        parse_config({**base, setting: {"type": "kafka"}}, env={})
+    with pytest.raises(ConfigError, match=f"{setting} type kafka requires bootstrap_servers"):
+        parse_config({**base, setting: {"type": "kafka", "topic": "t"}}, env={})
+    cfg = parse_config(
+        {**base, setting: {"type": "kafka", "topic": "t", "bootstrap_servers": "a:9092, b:9092"}}, env={}
+    )
+    assert getattr(cfg, setting).security.protocol == "PLAINTEXT"

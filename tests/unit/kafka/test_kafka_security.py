@@ -91,3 +91,11 @@ def test_inconsistent_security_settings_are_config_errors(sec: dict[str, str]) -
 def test_unreadable_tls_files_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="security"):
         client_kwargs(KafkaSecurity(protocol="SSL", ca_file=tmp_path / "missing.pem"))
+
+
+def test_bootstrap_servers_are_read_from_comma_separated_text_or_a_list() -> None:
+    from gateway.sources.kafka.security import bootstrap_list
+
+    assert bootstrap_list(" a:9092, b:9092 ,") == ["a:9092", "b:9092"]
+    assert bootstrap_list(["a:9092", " "]) == ["a:9092"]
+    assert bootstrap_list(None) == []
