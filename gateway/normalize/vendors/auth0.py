@@ -34,8 +34,8 @@ from typing import Any, Final
 from gateway.normalize.limits import clip, fit_name
 from gateway.normalize.mapping import compile_paths, first, get
 from gateway.normalize.schema import json_text
-from gateway.normalize.vendors import DecodeError, record_invalid, text_of
-from gateway.normalize.vendors.json import documents
+from gateway.normalize.vendors import record_invalid, text_of
+from gateway.normalize.vendors.json import enveloped
 
 __all__ = ["EVENT_NAMES", "NAME", "decode", "status_of", "to_event"]
 
@@ -202,16 +202,7 @@ def status_of(code: str) -> str:
 
 def decode(body: bytes, content_type: str | None = None) -> list[Any]:
     """Records of a log-stream body: JSON array, JSON lines, or ``{"logs": [...]}``."""
-    out: list[Any] = []
-    for doc in documents(body):
-        if isinstance(doc, dict) and "logs" in doc and "data" not in doc:
-            logs = doc["logs"]
-            if not isinstance(logs, list):
-                raise DecodeError('"logs" must be an array of log records')
-            out.extend(logs)
-        else:
-            out.append(doc)
-    return out
+    return enveloped(body, "logs", unless="data", what="log records")
 
 
 def to_event(record: Any) -> tuple[dict[str, Any], str | None]:

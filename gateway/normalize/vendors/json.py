@@ -47,6 +47,22 @@ def documents(body: bytes) -> list[Any]:
     return _records(doc, "the body")
 
 
+def enveloped(body: bytes, key: str, *, unless: str, what: str) -> list[Any]:
+    """:func:`documents`, where an object with a ``key`` member (and no ``unless`` member) is an
+    envelope: its ``key`` array's items are the records.  ``what`` names those items in the error
+    when ``key`` is not an array."""
+    out: list[Any] = []
+    for doc in documents(body):
+        if isinstance(doc, dict) and key in doc and unless not in doc:
+            items = doc[key]
+            if not isinstance(items, list):
+                raise DecodeError(f'"{key}" must be an array of {what}')
+            out.extend(items)
+        else:
+            out.append(doc)
+    return out
+
+
 def _records(doc: Any, where: str) -> list[Any]:
     if isinstance(doc, list):
         return doc

@@ -5,35 +5,26 @@ bare event object.  A body may hold one record, an array or JSON lines of them, 
 ``/v2/log`` body ``{"events": [...]}``.  No mapping is done: the event's fields are returned as
 given and the schema validates them.  There is no dedup id.
 
-A record's ``signature``/``public_key`` are not returned by :func:`to_event`; a route that
-accepts client-signed events reads them from the record and must keep the event unchanged (see
-:meth:`gateway.normalize.schema.Schema.normalize_signed`).
+A record's ``signature``/``public_key`` are not returned by :func:`to_event`; a route or source
+that accepts client-signed events reads them with :func:`signature_of` and must keep the event
+unchanged (see :meth:`gateway.normalize.schema.Schema.normalize_signed`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.normalize.vendors import DecodeError, record_invalid
-from gateway.normalize.vendors.json import documents
+from gateway.normalize.vendors import record_invalid
+from gateway.normalize.vendors.json import enveloped
 
-__all__ = ["NAME", "decode", "to_event", "unwrap"]
+__all__ = ["NAME", "decode", "signature_of", "to_event", "unwrap"]
 
 NAME = "pangea"
 
 
 def decode(body: bytes, content_type: str | None = None) -> list[Any]:
     """Records of a body: one, an array, JSON lines, or the ``events`` of a ``/v2/log`` body."""
-    out: list[Any] = []
-    for doc in documents(body):
-        if isinstance(doc, dict) and "events" in doc and "event" not in doc:
-            events = doc["events"]
-            if not isinstance(events, list):
-                raise DecodeError('"events" must be an array of {"event": {...}} items')
-            out.extend(events)
-        else:
-            out.append(doc)
-    return out
+    return enveloped(body, "events", unless="event", what='{"event": {...}} items')
 
 
 def unwrap(record: Any) -> dict[str, Any]:
@@ -44,6 +35,14 @@ def unwrap(record: Any) -> dict[str, Any]:
     if isinstance(inner, dict):
         return inner
     return record
+
+
+def signature_of(record: Any) -> dict[str, Any] | None:
+    """The SDK's ``signature``/``public_key`` of a ``{"event": {...}}`` record, if it has either."""
+    if type(record) is not dict or type(record.get("event")) is not dict:
+        return None
+    extras = {k: record[k] for k in ("signature", "public_key") if record.get(k) is not None}
+    return extras or None
 
 
 def to_event(record: Any) -> tuple[dict[str, Any], str | None]:

@@ -55,6 +55,7 @@ from gateway.errors import BufferFull, ConfigError
 from gateway.event import Event, encode_item
 from gateway.normalize.schema import EventInvalid, pointer
 from gateway.normalize.vendors import VENDORS
+from gateway.normalize.vendors.pangea import signature_of
 from gateway.pipeline import Destination
 from gateway.sinks.deadletter.base import DeadLetterStore
 from gateway.sources.kafka.config import KafkaSourceConfig
@@ -97,14 +98,6 @@ def _json_text(value: Any) -> str:
         return orjson.dumps(value, default=str).decode()
     except TypeError:
         return repr(value)
-
-
-def _signature_of(record: Any) -> dict[str, Any] | None:
-    """The SDK's ``signature``/``public_key`` of a ``{"event": {...}}`` record, if it has them."""
-    if type(record) is not dict or type(record.get("event")) is not dict:
-        return None
-    extras = {k: record[k] for k in ("signature", "public_key") if record.get(k) is not None}
-    return extras or None
 
 
 def _released(ack: Ack) -> bool:
@@ -460,7 +453,7 @@ class KafkaSource:
         """The request item of one record's event: mapped and normalized, or, signed by the
         producer (format ``pangea`` with the SDK's ``signature``/``public_key``), kept exactly
         as signed; raises :class:`EventInvalid`."""
-        extras = _signature_of(record) if self._fast_pangea else None
+        extras = signature_of(record) if self._fast_pangea else None
         if extras is None:
             self._map(event, m)
             return self.destination.encode(event)

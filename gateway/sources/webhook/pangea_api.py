@@ -18,6 +18,7 @@ from aiohttp import web
 from gateway.acks import AckStatus
 from gateway.errors import IntakeError, ValidationFailed
 from gateway.normalize.limits import check_depth
+from gateway.normalize.vendors.pangea import signature_of
 from gateway.sources.intake import Admission, Admitter, Candidate
 from gateway.sources.webhook.answers import answer, settle
 from gateway.sources.webhook.auth import check_header
@@ -152,8 +153,7 @@ class PangeaApi:
                     for k in unknown
                 ],
             )
-        extras = {k: item[k] for k in ("signature", "public_key") if item.get(k) is not None}
-        return Candidate(item["event"], f"{pointer}/event", original, extras or None)
+        return Candidate(item["event"], f"{pointer}/event", original, signature_of(item))
 
     def _events(self, body: dict[str, Any]) -> list[Candidate]:
         events = body.get("events")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import urllib.parse
 from typing import Any
 
@@ -286,3 +287,24 @@ def test_deeply_nested_bodies_are_decode_errors_not_crashes() -> None:
             vendor.decode(deep, "application/json")
     with pytest.raises(DecodeError):
         splunk_hec.decode(b'{"event": "a"} {"event": ' + deep + b"}")
+
+
+@pytest.mark.parametrize(
+    ("vendor", "body", "records", "error"),
+    [
+        (auth0, b'{"logs":[{"log_id":"a"},{"log_id":"b"}]}', [{"log_id": "a"}, {"log_id": "b"}], None),
+        (auth0, b'{"logs":{"log_id":"a"}}', None, '"logs" must be an array of log records'),
+        (auth0, b'{"logs":[1],"data":{}}', [{"logs": [1], "data": {}}], None),  # a record, not an envelope
+        (pangea, b'{"events":[{"event":{"message":"m"}}]}', [{"event": {"message": "m"}}], None),
+        (pangea, b'{"events":"x"}', None, '"events" must be an array of {"event": {...}} items'),
+        (pangea, b'{"event":{"message":"m"},"events":1}', [{"event": {"message": "m"}, "events": 1}], None),
+    ],
+)
+def test_envelopes_give_their_records_and_a_non_array_envelope_is_refused(
+    vendor: Any, body: bytes, records: list[Any] | None, error: str | None
+) -> None:
+    if error is None:
+        assert vendor.decode(body) == records
+    else:
+        with pytest.raises(DecodeError, match=re.escape(error)):
+            vendor.decode(body)
