@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.normalize.limits import clip
 from gateway.normalize.schema import EventInvalid
 
 __all__ = ["VENDORS", "Decode", "DecodeError", "Vendor", "record_invalid", "text_of"]
@@ -62,6 +63,12 @@ def text_of(value: Any) -> str | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     return None
+
+
+def put_clipped(event: dict[str, Any], field: str, text: str | None, size: int) -> None:
+    """Set ``event[field]`` to ``text`` clipped to ``size`` characters, unless there is no text."""
+    if text is not None:
+        event[field] = clip(text, size)
 
 
 @dataclass(frozen=True)

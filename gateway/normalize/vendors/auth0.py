@@ -34,7 +34,7 @@ from typing import Any, Final
 from gateway.normalize.limits import clip, fit_name
 from gateway.normalize.mapping import compile_paths, first, get
 from gateway.normalize.schema import json_text
-from gateway.normalize.vendors import record_invalid, text_of
+from gateway.normalize.vendors import put_clipped, record_invalid, text_of
 from gateway.normalize.vendors.json import enveloped
 
 __all__ = ["EVENT_NAMES", "NAME", "decode", "status_of", "to_event"]
@@ -218,30 +218,23 @@ def to_event(record: Any) -> tuple[dict[str, Any], str | None]:
 
     ev: dict[str, Any] = {"action": fit_name(code, 32), "status": status_of(code)}
     actor = text_of(first(data, _ACTOR_PATHS))
-    if actor is not None:
-        ev["actor"] = clip(actor, 128)
+    put_clipped(ev, "actor", actor, 128)
     for path in _TARGET_PATHS:
         target = text_of(get(data, path))
         if target is not None and target != actor:
             ev["target"] = clip(target, 128)
             break
-    ip = text_of(data.get("ip"))
-    if ip is not None:
-        ev["source"] = clip(ip, 128)
+    put_clipped(ev, "source", text_of(data.get("ip")), 128)
     date = data.get("date")
     if date is not None and date != "":
         ev["timestamp"] = date  # RFC 3339 from Auth0; the schema validates and canonicalizes it
-    tenant = text_of(first(data, _TENANT_PATHS))
-    if tenant is not None:
-        ev["tenant_id"] = clip(tenant, 128)
+    put_clipped(ev, "tenant_id", text_of(first(data, _TENANT_PATHS)), 128)
     description = text_of(data.get("description"))
     message = description.strip() if description else ""
     ev["message"] = clip(message or EVENT_NAMES.get(code) or f"Auth0 event {code}", 32766)
     details = data.get("details")
     if details:
-        text = json_text(details)
-        if text is not None:
-            ev["new"] = clip(text, 32766)
+        put_clipped(ev, "new", json_text(details), 32766)
 
     log_id = text_of(record.get("log_id")) or text_of(data.get("log_id"))
     return ev, log_id

@@ -43,7 +43,7 @@ import orjson
 from gateway.normalize.limits import clip, fit_name
 from gateway.normalize.mapping import compile_paths, first
 from gateway.normalize.schema import json_text
-from gateway.normalize.vendors import DecodeError, record_invalid, text_of
+from gateway.normalize.vendors import DecodeError, put_clipped, record_invalid, text_of
 
 __all__ = ["NAME", "decode", "is_ping", "to_event"]
 
@@ -122,14 +122,10 @@ def to_event(record: Any) -> tuple[dict[str, Any], str | None]:
     name = f"{event_name}.{verb}" if event_name and verb else (event_name or verb or "")
     ev: dict[str, Any] = {"action": fit_name(name, 32)}
     actor = text_of(first(payload, _ACTOR))
-    if actor is not None:
-        ev["actor"] = clip(actor, 128)
+    put_clipped(ev, "actor", actor, 128)
     target = text_of(first(payload, _TARGETS))
-    if target is not None:
-        ev["target"] = clip(target, 128)
-    tenant = text_of(first(payload, _TENANT))
-    if tenant is not None:
-        ev["tenant_id"] = clip(tenant, 128)
+    put_clipped(ev, "target", target, 128)
+    put_clipped(ev, "tenant_id", text_of(first(payload, _TENANT)), 128)
 
     words = ["GitHub", *(w for w in (event_name, verb) if w)]
     if actor:
@@ -140,12 +136,8 @@ def to_event(record: Any) -> tuple[dict[str, Any], str | None]:
 
     changes = payload.get("changes")
     if changes:
-        text = json_text(changes)
-        if text is not None:
-            ev["old"] = clip(text, 32766)
+        put_clipped(ev, "old", json_text(changes), 32766)
     rest = {k: v for k, v in payload.items() if k not in _COMMON and v is not None}
     if rest:
-        text = json_text(rest)
-        if text is not None:
-            ev["new"] = clip(text, 32766)
+        put_clipped(ev, "new", json_text(rest), 32766)
     return ev, delivery

@@ -28,7 +28,7 @@ from typing import Any
 
 from gateway.normalize.limits import clip, fit_name
 from gateway.normalize.schema import json_text
-from gateway.normalize.vendors import DecodeError, record_invalid, text_of
+from gateway.normalize.vendors import DecodeError, put_clipped, record_invalid, text_of
 from gateway.normalize.vendors.json import documents
 
 __all__ = ["NAME", "decode", "to_event"]
@@ -73,9 +73,7 @@ def to_event(record: Any) -> tuple[dict[str, Any], str | None]:
         raise record_invalid("an Okta event needs an `eventType`", "/eventType")
 
     ev: dict[str, Any] = {"action": fit_name(event_type, 32)}
-    actor = _name(record.get("actor"))
-    if actor is not None:
-        ev["actor"] = clip(actor, 128)
+    put_clipped(ev, "actor", _name(record.get("actor")), 128)
 
     raw_targets = record.get("target")
     targets = [t for t in raw_targets if isinstance(t, dict)] if isinstance(raw_targets, list) else []
@@ -90,9 +88,7 @@ def to_event(record: Any) -> tuple[dict[str, Any], str | None]:
             ev["status"] = clip(result.lower(), 32)
     client = record.get("client")
     if isinstance(client, dict):
-        ip = text_of(client.get("ipAddress"))
-        if ip is not None:
-            ev["source"] = clip(ip, 128)
+        put_clipped(ev, "source", text_of(client.get("ipAddress")), 128)
     published = record.get("published")
     if published is not None and published != "":
         ev["timestamp"] = published
@@ -105,8 +101,6 @@ def to_event(record: Any) -> tuple[dict[str, Any], str | None]:
     if targets:
         detail["target"] = [{k: t[k] for k in _TARGET_KEYS if t.get(k) is not None} for t in targets]
     if len(detail) > 1 or len(event_type) > 32:
-        text = json_text(detail)
-        if text is not None:
-            ev["new"] = clip(text, 32766)
+        put_clipped(ev, "new", json_text(detail), 32766)
 
     return ev, text_of(record.get("uuid"))

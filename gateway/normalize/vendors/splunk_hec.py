@@ -41,7 +41,7 @@ import orjson
 from gateway.normalize.limits import clip, fit_name
 from gateway.normalize.mapping import compile_paths, first
 from gateway.normalize.schema import as_number, epoch_to_rfc3339, json_text
-from gateway.normalize.vendors import DecodeError, record_invalid, text_of
+from gateway.normalize.vendors import DecodeError, put_clipped, record_invalid, text_of
 
 __all__ = ["NAME", "decode", "decode_raw", "to_event"]
 
@@ -167,20 +167,17 @@ def _github_audit(record: dict[str, Any], event: dict[str, Any]) -> tuple[dict[s
     action = text_of(event.get("action")) or "unknown"
     ev: dict[str, Any] = {"action": fit_name(action, 32)}
     actor = text_of(event.get("actor"))
-    if actor is not None:
-        ev["actor"] = clip(actor, 128)
+    put_clipped(ev, "actor", actor, 128)
     target = text_of(first(event, _AUDIT_TARGET))
-    if target is not None:
-        ev["target"] = clip(target, 128)
-    tenant = text_of(first(event, _AUDIT_TENANT))
-    if tenant is not None:
-        ev["tenant_id"] = clip(tenant, 128)
-    status = text_of(event.get("status_code"))
-    if status is not None:
-        ev["status"] = clip(status, 32)
-    source = text_of(event.get("actor_ip")) or text_of(record.get("host")) or text_of(record.get("source"))
-    if source is not None:
-        ev["source"] = clip(source, 128)
+    put_clipped(ev, "target", target, 128)
+    put_clipped(ev, "tenant_id", text_of(first(event, _AUDIT_TENANT)), 128)
+    put_clipped(ev, "status", text_of(event.get("status_code")), 32)
+    put_clipped(
+        ev,
+        "source",
+        text_of(event.get("actor_ip")) or text_of(record.get("host")) or text_of(record.get("source")),
+        128,
+    )
     ts = None
     for key in ("@timestamp", "created_at"):
         v = event.get(key)
@@ -200,9 +197,7 @@ def _github_audit(record: dict[str, Any], event: dict[str, Any]) -> tuple[dict[s
     if target:
         words += ["on", target]
     ev["message"] = clip(" ".join(words), 32766)
-    text = json_text(event)
-    if text is not None:
-        ev["new"] = clip(text, 32766)
+    put_clipped(ev, "new", json_text(event), 32766)
     return ev, text_of(event.get("_document_id"))
 
 
@@ -224,9 +219,7 @@ def to_event(record: Any) -> tuple[dict[str, Any], str | None]:
         if message is None:
             raise record_invalid("the `event` field cannot be written as JSON text", "/event")
     ev: dict[str, Any] = {"message": message}
-    source = text_of(record.get("host")) or text_of(record.get("source"))
-    if source is not None:
-        ev["source"] = clip(source, 128)
+    put_clipped(ev, "source", text_of(record.get("host")) or text_of(record.get("source")), 128)
     if record.get("time") is not None:
         ts = _epoch_seconds(record["time"])
         if ts is None:
