@@ -32,6 +32,8 @@ _event_of = attrgetter("event")
 _MISS = object()
 _INVALID = object()
 _MEMO_MAX = 4096
+_DECLINED = (msgspec.DecodeError, msgspec.EncodeError)
+"""What decoding or encoding a value the fast path does not take raises."""
 
 
 def _field_type(f: SchemaFieldConfig) -> Any:
@@ -82,7 +84,10 @@ class FastPath:
 
         ``value`` is ``{"event": {...}}`` (exactly that member) or a bare event object.
         """
-        return self.items([value])[0]
+        try:
+            return self._all([value])[0]
+        except _DECLINED:
+            return None
 
     def items(self, values: list[bytes | None]) -> list[bytes | None]:
         """:meth:`item` of each value (``None`` stays ``None``): the Kafka hot path.
@@ -93,24 +98,29 @@ class FastPath:
         """
         if not values:
             return []
-        # A None among them makes the decoder raise TypeError: then one by one.
-        given: list[bytes] = values  # type: ignore[assignment]
-        try:
-            first = given[0]
-            if first is not None and first.startswith(_EVENT_PREFIX):
-                items = list(map(self._wrapped, given))
-                events = list(map(_event_of, items))
-            elif self._bare is not None:
-                events = list(map(self._bare, given))
-                items = list(map(self._wrapper, events))
-            else:
-                return self._each(values)
-            declined: set[int] = set()
-            for attr in self._datetimes:
-                declined |= self._fix_datetimes(events, attr)
-            out: list[bytes | None] = list(map(self._encode, items))
-        except (msgspec.DecodeError, msgspec.EncodeError, TypeError):
-            return self._each(values)
+        if None not in values:
+            try:
+                return self._all(values)  # type: ignore[arg-type]  # no None in it, as just checked
+            except _DECLINED:
+                pass
+        return [None if v is None else self.item(v) for v in values]
+
+    def _all(self, values: list[bytes]) -> list[bytes | None]:
+        """Items of values shaped like the first one (``None`` where a date-time declines);
+        raises one of :data:`_DECLINED` when any value is not accepted."""
+        first = values[0]
+        if first.startswith(_EVENT_PREFIX):
+            items = list(map(self._wrapped, values))
+            events = list(map(_event_of, items))
+        elif self._bare is not None:
+            events = list(map(self._bare, values))
+            items = list(map(self._wrapper, events))
+        else:
+            raise msgspec.DecodeError("a schema with an `event` or `events` field takes no bare events here")
+        declined: set[int] = set()
+        for attr in self._datetimes:
+            declined |= self._fix_datetimes(events, attr)
+        out: list[bytes | None] = list(map(self._encode, items))
         for i in declined:
             out[i] = None
         return out
@@ -130,45 +140,9 @@ class FastPath:
                     stamp = stamps[i]
                     canonical = self._dt_text(stamp)
                     texts[i] = memo[stamp] = _INVALID if canonical is None else canonical
-        declined = {i for i, text in enumerate(texts) if text is _INVALID} if _INVALID in texts else set()
+        declined: set[int] = set()
+        if _INVALID in texts:
+            declined = {i for i, text in enumerate(texts) if text is _INVALID}
+            texts = [stamps[i] if i in declined else text for i, text in enumerate(texts)]  # encodable
         list(map(setattr, events, repeat(attr), texts))
         return declined
-
-    def _each(self, values: list[bytes | None]) -> list[bytes | None]:
-        wrapped = self._wrapped
-        bare = self._bare
-        wrap = self._wrapper
-        encode = self._encode
-        datetimes = self._datetimes
-        dt_text = self._dt_text
-        errors = (msgspec.DecodeError, msgspec.EncodeError)
-        out: list[bytes | None] = []
-        append = out.append
-        for value in values:
-            try:
-                if value is None:
-                    append(None)
-                    continue
-                if value.startswith(_EVENT_PREFIX):
-                    item = wrapped(value)
-                    event = item.event  # type: ignore[attr-defined]  # a struct made at run time
-                elif bare is not None:
-                    event = bare(value)
-                    item = wrap(event)
-                else:
-                    append(None)
-                    continue
-                for attr in datetimes:
-                    v = getattr(event, attr)
-                    if v is not None:
-                        text = dt_text(v)
-                        if text is None:
-                            break
-                        setattr(event, attr, text)
-                else:
-                    append(encode(item))
-                    continue
-                append(None)  # a date-time the full path must coerce, or word the error of
-            except errors:
-                append(None)
-        return out
