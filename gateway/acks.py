@@ -192,16 +192,7 @@ class AckGroup:
         return Ack(self, index)
 
     def ack_resolved(self, key: int, status: AckStatus, detail: Any) -> None:
-        if status > self.status:
-            self.status = status
-        if status == AckStatus.DELIVERED:
-            if self.results is not None:
-                self.results[key] = detail
-        else:
-            self.reasons[key] = detail
-        self.pending -= 1
-        if self.pending == 0:
-            self._finish()
+        self.ack_resolved_many([key], status, [detail])
 
     def ack_resolved_many(self, keys: list[int], status: AckStatus, details: list[Any] | None) -> None:
         if status > self.status:

@@ -100,6 +100,12 @@ def _json_text(value: Any) -> str:
         return repr(value)
 
 
+def _kept(m: Any) -> Any:
+    """What a tracker keeps of a message for the dead-letter topic: the value bytes alone when
+    that is all there is (no container for the GC to walk), else ``(key, value, headers)``."""
+    return m.value if m.key is None and not m.headers else (m.key, m.value, m.headers)
+
+
 def _released(ack: Ack) -> bool:
     """The ack's partition is being revoked or was given up (its events will be read again)."""
     t = ack.receiver
@@ -387,9 +393,8 @@ class KafkaSource:
         if last is not None and msgs and msgs[0].offset <= last:
             msgs = [m for m in msgs if m.offset > last]  # re-fetched duplicates of this assignment
         items = fast_items([m.value for m in msgs])
-        # For the dead-letter topic, should the upstream refuse an event: the value bytes alone
-        # when that is all there is (no container for the GC to walk).
         if None not in items:
+            # _kept, inlined: a call per message would cost more than the rest of this line.
             kept = [m.value if m.key is None and not m.headers else (m.key, m.value, m.headers) for m in msgs]
             return self._register_run(tracker, [m.offset for m in msgs], kept, items, out)  # type: ignore[arg-type]
         offsets: list[int] = []
@@ -404,7 +409,7 @@ class KafkaSource:
                 n += self._consume_one(m, tracker, out)
                 continue
             offsets.append(m.offset)
-            kept.append(m.value if m.key is None and not m.headers else (m.key, m.value, m.headers))
+            kept.append(_kept(m))
             run.append(item)
         if offsets:
             n += self._register_run(tracker, offsets, kept, run, out)
@@ -436,7 +441,7 @@ class KafkaSource:
             if type(record) is dict and "events" not in record:
                 inner = record.get("event")
                 event = inner if type(inner) is dict else record
-                tracker.track(offset, 1, value if m.key is None and not m.headers else (m.key, value, m.headers))
+                tracker.track(offset, 1, _kept(m))
                 try:
                     item = self._item(record, event, m)
                 except EventInvalid as exc:
