@@ -503,7 +503,7 @@ class KafkaSource:
             tracker.track(offset, 1)
             self._poison(tracker, m, "decode_error", _detail(exc))
             return 0
-        tracker.track(offset, len(records), (m.key, value, m.headers))
+        tracker.track(offset, len(records), _kept(m))
         to_event = self._vendor.to_event
         n = 0
         for record in records:
