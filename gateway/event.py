@@ -4,23 +4,25 @@ An :class:`Event` is what a source produced and normalization accepted: the JSON
 one element of the upstream's ``events`` array (``{"event": {...}}``, plus ``signature`` and
 ``public_key`` when signed locally) and the :class:`~gateway.acks.Ack` that tells its source
 what happened to it.  The hot path never re-serializes: request bodies are built by joining
-these bytes, so a buffered event costs its bytes plus two small slotted objects.
+these bytes, so a buffered event costs its bytes plus two small structs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
+import msgspec
 import orjson
 
 from gateway.acks import Ack
 
 
-@dataclass(slots=True, eq=False)
-class Event:
-    """One normalized audit event on its way upstream."""
+class Event(msgspec.Struct, eq=False):
+    """One normalized audit event on its way upstream.
+
+    A msgspec ``Struct`` (built in C, as :class:`~gateway.acks.Ack` is) compared by identity.
+    """
 
     item: bytes
     """JSON of one ``events[]`` element: ``{"event":{...}}`` (+ ``signature``/``public_key``)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from bisect import bisect_right
 from collections import deque
-from itertools import accumulate, islice
+from itertools import accumulate, islice, repeat, starmap
 
 from gateway.errors import BufferFull
 from gateway.event import Event, item_of
@@ -97,7 +97,7 @@ class MemoryBuffer:
         # (at least one event, however large).
         sizes = list(accumulate(map(len, map(item_of, islice(q, max_events)))))
         n = max(1, bisect_right(sizes, max_bytes)) if sizes else 0
-        out = [q.popleft() for _ in range(n)]
+        out = list(starmap(q.popleft, repeat((), n)))  # n popleft() calls, without a Python loop
         if out:
             self._bytes -= sizes[n - 1]
             self._publish()

@@ -294,7 +294,8 @@ class PangeaSink:
                 extra={"destination": self.destination, "request_id": answer.request_id, "events": len(pending)},
             )
             results = [None] * len(pending)
-        batch.ack.resolve_many(pending, AckStatus.DELIVERED, results)
+        # pending holds distinct ascending indexes: as many as the batch is every one of them.
+        batch.ack.resolve_many(None if len(pending) == len(batch) else pending, AckStatus.DELIVERED, results)
         self._metrics.events_forwarded.labels(self.destination).inc(len(pending))
         self._problem = None
 

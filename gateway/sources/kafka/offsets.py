@@ -19,10 +19,10 @@ partition.  The source registers each consumed message with :meth:`PartitionTrac
 A tracker lives as long as one assignment of its partition.  When the partition is
 revoked (or re-read after an error) the source *discards* the tracker: acks of its events
 that are still in the buffer resolve into it later and change nothing that is committed.
-Memory is two dict entries per outstanding message (its count of open units, and what the
-dead-letter topic would need: the value bytes, shared with the consumed record, or
-``(key, value, headers)`` when it has a key or headers), so it is bounded by the buffer;
-the consumed record itself is not kept, which spares the garbage collector.
+Memory is one dict entry per outstanding message (what the dead-letter topic would need:
+the value bytes, shared with the consumed record, or ``(key, value, headers)`` when it has a
+key or headers), plus a count for a message that became several events, so it is bounded by
+the buffer; the consumed record itself is not kept, which spares the garbage collector.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ class PartitionTracker:
 
     __slots__ = (
         "_errored",
-        "_msgs",
         "_next",
         "_on_rejected",
         "_open",
+        "_units",
         "busy",
         "committed",
         "committed_looked_up",
@@ -75,12 +75,14 @@ class PartitionTracker:
         self._next: int | None = expect if expect is not None else committed
         """Committable position when nothing is open: last done offset + 1."""
         self.last_tracked: int | None = None if expect is None else expect - 1
-        self._open: dict[int, int] = {}
-        """offset -> units not yet done, for each registered offset that is not done.  Offsets
-        are registered in increasing order and only ever removed (never re-inserted), so the
-        dict's first key is the lowest offset not done: the commit position."""
-        self._msgs: dict[int, Any] = {}
-        """offset -> the message given to :meth:`track`, while the offset is not done."""
+        self._open: dict[int, Any] = {}
+        """offset -> the message given to :meth:`track`, for each registered offset that is
+        not done.  Offsets are registered in increasing order and only ever removed (never
+        re-inserted), so the dict's first key is the lowest offset not done: the commit
+        position."""
+        self._units: dict[int, int] = {}
+        """offset -> units not yet done, for the open offsets that have more than one left
+        (a message that became several events); an open offset not in it has one left."""
         self._on_rejected = on_rejected
         self._errored: int | None = None
         self.busy = 0
@@ -110,9 +112,9 @@ class PartitionTracker:
             self.committed = offset
         if units <= 0:
             return  # done at once: the commit position passes it once everything before is done
-        self._open[offset] = units
-        if message is not None:
-            self._msgs[offset] = message
+        self._open[offset] = message
+        if units > 1:
+            self._units[offset] = units
         self.busy += units
 
     def track_many(self, offsets: list[int], messages: list[Any]) -> None:
@@ -122,8 +124,7 @@ class PartitionTracker:
         if self.committed is None:
             self.committed = offsets[0]
         self.last_tracked = offsets[-1]
-        self._open.update(dict.fromkeys(offsets, 1))
-        self._msgs.update(zip(offsets, messages, strict=True))
+        self._open.update(zip(offsets, messages, strict=True))
         self.busy += len(offsets)
 
     def ack(self, offset: int) -> Ack:
@@ -139,7 +140,7 @@ class PartitionTracker:
         elif status == AckStatus.REJECTED:
             self.busy += 1  # until the dead letter is written
             if self._on_rejected is not None and not self.discarded:
-                self._on_rejected(self, key, self._msgs.get(key), detail)
+                self._on_rejected(self, key, self._open.get(key), detail)
             else:
                 # Nobody writes the dead letter: keep the offset open (never committed).
                 self.busy -= 1
@@ -148,15 +149,12 @@ class PartitionTracker:
             self._mark_errored(key)
 
     def ack_resolved_many(self, keys: list[int], status: AckStatus, details: list[Any] | None) -> None:
-        """``ack_resolved`` for each key; DELIVERED one-event offsets (the usual case) with C-level maps."""
-        open_ = self._open
-        if status == AckStatus.DELIVERED:
-            lefts = list(map(open_.get, keys))
-            if lefts.count(1) == len(lefts):
-                self.busy -= len(keys)
-                exhaust(map(open_.__delitem__, keys))
-                exhaust(map(self._msgs.pop, keys, repeat(None)))
-                return
+        """``ack_resolved`` for each key; DELIVERED ones, while no offset has several events
+        open (the usual case), in one C-level pass: each key's offset is done (or was)."""
+        if status == AckStatus.DELIVERED and not self._units:
+            self.busy -= len(keys)
+            exhaust(map(self._open.pop, keys, repeat(None)))
+            return
         for j, k in enumerate(keys):
             self.ack_resolved(k, status, None if details is None else details[j])
 
@@ -175,14 +173,15 @@ class PartitionTracker:
             self._errored = offset
 
     def _done(self, offset: int) -> None:
-        left = self._open.get(offset)
-        if left is None:
+        left = self._units.get(offset)
+        if left is not None:
+            # Several events of the offset were open: it stays open (in its place) for the rest.
+            if left > 2:
+                self._units[offset] = left - 1
+            else:
+                del self._units[offset]
             return
-        if left > 1:
-            self._open[offset] = left - 1  # in place: the key keeps its place in the order
-            return
-        del self._open[offset]
-        self._msgs.pop(offset, None)
+        self._open.pop(offset, None)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -198,8 +197,8 @@ class PartitionTracker:
 
     def committable(self) -> int | None:
         """Offset to commit: the first registered offset not done (or last done + 1)."""
-        if self._open:
-            return next(iter(self._open))
+        for first in self._open:
+            return first
         if self.last_tracked is not None:
             return self.last_tracked + 1
         return self._next

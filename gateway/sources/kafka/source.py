@@ -44,6 +44,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -68,8 +69,8 @@ log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 200
 """getmany wait: also how often errored partitions and holds are looked at."""
-PAUSED_POLL_TIMEOUT_MS = 5
-"""getmany wait while paused for backpressure: how soon a drained buffer resumes fetching."""
+PAUSED_WAIT_SECS = 0.005
+"""While paused for backpressure: how soon a drained buffer resumes fetching."""
 SUBMIT_CHUNK = 500
 """Events per buffer put (a put is all-or-nothing, so it must fit in the buffer)."""
 SUBMIT_SLICE_SECS = 0.5
@@ -98,6 +99,12 @@ def _json_text(value: Any) -> str:
         return orjson.dumps(value, default=str).decode()
     except TypeError:
         return repr(value)
+
+
+_value_of = attrgetter("value")
+_offset_of = attrgetter("offset")
+_key_of = attrgetter("key")
+_headers_of = attrgetter("headers")
 
 
 def _kept(m: Any) -> Any:
@@ -291,12 +298,25 @@ class KafkaSource:
         self._commit_task = asyncio.create_task(self._commit_loop(), name=f"kafka-commit-{self.name}")
         consumer = self.consumer
         max_records = self.config.max_poll_records
+        loop = asyncio.get_running_loop()
+        keepalive = self._keepalive_secs()
+        last_poll = loop.time()
         while self._accepting:
             self._update_pauses()
             self._reread_errored()
+            if self._backpressure:
+                # Everything is paused: wait rather than poll.  aiokafka drops what it has
+                # prefetched for a paused partition when polled, to fetch it again on resume;
+                # only a poll at the keepalive interval keeps the group from thinking us gone.
+                if loop.time() - last_poll < keepalive:
+                    await asyncio.sleep(PAUSED_WAIT_SECS)
+                    continue
+                await self._keepalive_poll()
+                last_poll = loop.time()
+                continue
             try:
-                timeout = PAUSED_POLL_TIMEOUT_MS if self._backpressure else POLL_TIMEOUT_MS
-                data = await consumer.getmany(timeout_ms=timeout, max_records=max_records)
+                data = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=max_records)
+                last_poll = loop.time()
             except KafkaError as exc:
                 log.warning("kafka fetch failed", extra={"source": self.name, "error": repr(exc)})
                 await asyncio.sleep(0.5)
@@ -392,12 +412,16 @@ class KafkaSource:
         last = tracker.last_tracked
         if last is not None and msgs and msgs[0].offset <= last:
             msgs = [m for m in msgs if m.offset > last]  # re-fetched duplicates of this assignment
-        items = fast_items([m.value for m in msgs])
+        values = list(map(_value_of, msgs))
+        items = fast_items(values)
         if None not in items:
-            # _kept, inlined: a call per message would cost more than the rest of this line.
-            kept = [m.value if m.key is None and not m.headers else (m.key, m.value, m.headers) for m in msgs]
-            return self._register_run(tracker, [m.offset for m in msgs], kept, items, out)  # type: ignore[arg-type]
-        offsets: list[int] = []
+            offsets = list(map(_offset_of, msgs))
+            if list(map(_key_of, msgs)).count(None) == len(msgs) and not any(map(_headers_of, msgs)):
+                kept: list[Any] = values  # what _kept gives for each: no key, no headers
+            else:
+                kept = list(map(_kept, msgs))
+            return self._register_run(tracker, offsets, kept, items, out)  # type: ignore[arg-type]
+        offsets = []
         kept = []
         run: list[bytes] = []
         n = 0
@@ -572,7 +596,7 @@ class KafkaSource:
     async def _submit_waiting(self, chunk: list[Event]) -> None:
         """The buffer is full: pause, wait for room in slices; drop events of revoked partitions."""
         loop = asyncio.get_running_loop()
-        keepalive = max(1.0, self.config.max_poll_interval_ms / 1000 / 4)
+        keepalive = self._keepalive_secs()
         last_poll = loop.time()
         while chunk:
             self._backpressure = True
@@ -601,6 +625,11 @@ class KafkaSource:
                 n += 1
         if n:
             self.metrics.events_dropped.labels(self.config.destination, reason).inc(n)
+
+    def _keepalive_secs(self) -> float:
+        """How long the source may go without polling while paused (a quarter of
+        ``max_poll_interval_ms``, after which the group would evict the consumer)."""
+        return max(1.0, self.config.max_poll_interval_ms / 1000 / 4)
 
     async def _keepalive_poll(self) -> None:
         """Poll with everything paused so the group does not consider us gone.

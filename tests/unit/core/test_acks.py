@@ -94,3 +94,15 @@ def test_an_index_given_twice_resolves_its_ack_once_with_the_first_detail() -> N
     batch.resolve_many([1, 0, 1], AckStatus.DELIVERED, ["first", "zero", "second"])
     assert sorted(rec.calls) == [(0, AckStatus.DELIVERED, "zero"), (1, AckStatus.DELIVERED, "first")]
     assert batch.open_count == 0
+
+
+def test_resolving_all_of_a_batch_skips_the_resolved_and_tells_each_receiver_its_runs() -> None:
+    a, b = BulkRecorder(), BulkRecorder()
+    acks = [Ack(a, 0), Ack(a, 1), Ack(b, 7), Ack(a, 2)]
+    batch = BatchAck(acks)
+    acks[2].resolve(AckStatus.ERRORED, "dropped")
+    batch.resolve_many(None, AckStatus.DELIVERED, ["h0", "h1", "h7", "h2"])
+    assert a.runs == [[0, 1, 2]] and b.runs == []
+    assert a.calls == [(0, AckStatus.DELIVERED, "h0"), (1, AckStatus.DELIVERED, "h1"), (2, AckStatus.DELIVERED, "h2")]
+    assert b.calls == [(7, AckStatus.ERRORED, "dropped")]
+    assert batch.open_count == 0

@@ -99,3 +99,18 @@ def test_a_run_tracked_at_once_commits_as_its_acks_are_delivered_in_bulk() -> No
     assert seen == [(7, "m7", "refused")] and t.committable() == 7 and t.busy == 1
     t.dead_lettered(7)
     assert t.committable() == 8 and t.busy == 0
+
+
+def test_bulk_delivery_beside_a_message_of_several_events_waits_for_all_of_them() -> None:
+    seen: list[tuple[int, Any, Any]] = []
+    t = PartitionTracker("t", 0, on_rejected=lambda tr, off, msg, detail: seen.append((off, msg, detail)))
+    t.track(3, 3, "m3")
+    t.track_many([4, 5], ["m4", "m5"])
+    t.ack_resolved_many([3, 4, 5], AckStatus.DELIVERED, None)
+    assert t.committable() == 3 and t.busy == 2
+    t.ack_resolved_many([3], AckStatus.REJECTED, ["refused"])
+    assert seen == [(3, "m3", "refused")] and t.committable() == 3
+    t.dead_lettered(3)
+    assert t.committable() == 3 and t.busy == 1
+    t.ack_resolved_many([3], AckStatus.DELIVERED, None)
+    assert t.committable() == 6 and t.busy == 0 and t.outstanding == 0
