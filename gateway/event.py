@@ -18,10 +18,11 @@ import orjson
 from gateway.acks import Ack
 
 
-class Event(msgspec.Struct, eq=False):
+class Event(msgspec.Struct, eq=False, gc=False):
     """One normalized audit event on its way upstream.
 
-    A msgspec ``Struct`` (built in C, as :class:`~gateway.acks.Ack` is) compared by identity.
+    A msgspec ``Struct`` compared by identity and not tracked by the cyclic collector, as
+    :class:`~gateway.acks.Ack` is (its docstring says why that is safe).
     """
 
     item: bytes
