@@ -16,6 +16,7 @@ answer ``None`` and the caller takes the full path, which coerces or words the e
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from itertools import repeat
 from operator import attrgetter
@@ -29,9 +30,8 @@ _INT64 = msgspec.Meta(ge=-(2**63), le=2**63 - 1)
 
 _EVENT_PREFIX = b'{"event":'
 _event_of = attrgetter("event")
-_MISS = object()
-_INVALID = object()
 _MEMO_MAX = 4096
+_exhaust: Callable[[Any], None] = deque(maxlen=0).extend
 _DECLINED = (msgspec.DecodeError, msgspec.EncodeError)
 """What decoding or encoding a value the fast path does not take raises."""
 
@@ -49,7 +49,7 @@ def _field_type(f: SchemaFieldConfig) -> Any:
 class FastPath:
     """Decode-and-validate of one event's JSON straight to its request item bytes."""
 
-    __slots__ = ("_bare", "_datetimes", "_dt_memo", "_dt_text", "_encode", "_wrapped", "_wrapper")
+    __slots__ = ("_bare", "_datetimes", "_dt_memo", "_encode", "_wrapped", "_wrapper")
 
     def __init__(self, fields: tuple[SchemaFieldConfig, ...], datetime_text: Callable[[Any], str | None]) -> None:
         """``datetime_text`` is the schema's own date-time canonicalizer (None: not a date-time)."""
@@ -73,10 +73,8 @@ class FastPath:
         # and has no "events" member; a schema with such fields leaves bare events to it.
         ids = {f.id for f in fields}
         self._bare = None if ids & {"event", "events"} else msgspec.json.Decoder(event_type).decode
-        self._datetimes = tuple(f"f{i}" for i, f in enumerate(fields) if f.type == "datetime")
-        self._dt_text = datetime_text
-        self._dt_memo: dict[Any, Any] = {None: None}
-        """Date-time text -> canonical text (or _INVALID); ``None`` (absent) stays absent."""
+        self._datetimes = tuple((f"f{i}", attrgetter(f"f{i}")) for i, f in enumerate(fields) if f.type == "datetime")
+        self._dt_memo = _DatetimeMemo(datetime_text)
         self._encode = msgspec.json.Encoder().encode
 
     def item(self, value: bytes) -> bytes | None:
@@ -106,8 +104,8 @@ class FastPath:
         return [None if v is None else self.item(v) for v in values]
 
     def _all(self, values: list[bytes]) -> list[bytes | None]:
-        """Items of values shaped like the first one (``None`` where a date-time declines);
-        raises one of :data:`_DECLINED` when any value is not accepted."""
+        """Items of values shaped like the first one; raises one of :data:`_DECLINED` when any
+        value is not accepted (:meth:`items` then goes through them one by one)."""
         first = values[0]
         if first.startswith(_EVENT_PREFIX):
             items = list(map(self._wrapped, values))
@@ -117,32 +115,36 @@ class FastPath:
             items = list(map(self._wrapper, events))
         else:
             raise msgspec.DecodeError("a schema with an `event` or `events` field takes no bare events here")
-        declined: set[int] = set()
-        for attr in self._datetimes:
-            declined |= self._fix_datetimes(events, attr)
+        canonical = self._dt_memo.__getitem__
+        for attr, stamp_of in self._datetimes:
+            # Respelled canonically from the memo (a stream's events share their date-times);
+            # a date-time the fast path cannot send raises from the memo (see _DatetimeMemo).
+            texts = list(map(canonical, map(stamp_of, events)))
+            _exhaust(map(setattr, events, repeat(attr), texts))
         out: list[bytes | None] = list(map(self._encode, items))
-        for i in declined:
-            out[i] = None
         return out
 
-    def _fix_datetimes(self, events: list[Any], attr: str) -> set[int]:
-        """Respell ``attr`` of every event canonically; returns the indexes whose value is not
-        a date-time the fast path can send (the full path coerces it or words the error)."""
-        stamps = list(map(attrgetter(attr), events))
-        memo = self._dt_memo
-        texts = list(map(memo.get, stamps, repeat(_MISS)))
-        if _MISS in texts:
-            if len(memo) > _MEMO_MAX:
-                memo.clear()
-                memo[None] = None
-            for i, text in enumerate(texts):
-                if text is _MISS:
-                    stamp = stamps[i]
-                    canonical = self._dt_text(stamp)
-                    texts[i] = memo[stamp] = _INVALID if canonical is None else canonical
-        declined: set[int] = set()
-        if _INVALID in texts:
-            declined = {i for i, text in enumerate(texts) if text is _INVALID}
-            texts = [stamps[i] if i in declined else text for i, text in enumerate(texts)]  # encodable
-        list(map(setattr, events, repeat(attr), texts))
-        return declined
+
+class _DatetimeMemo(dict[str | None, str | None]):
+    """Date-time text -> its canonical text, filled on a miss by the schema's canonicalizer.
+
+    ``None`` (an optional date-time that is absent) stays ``None``.  Text that is not a
+    date-time the fast path can send (the full path coerces it or words the error) raises
+    ``DecodeError`` and is not remembered: the caller's list then goes value by value.
+    """
+
+    __slots__ = ("_canonical",)
+
+    def __init__(self, canonical: Callable[[Any], str | None]) -> None:
+        super().__init__({None: None})
+        self._canonical = canonical
+
+    def __missing__(self, stamp: str | None) -> str:
+        text = self._canonical(stamp)
+        if text is None:
+            raise msgspec.DecodeError("not a date-time the fast path sends as it is")
+        if len(self) >= _MEMO_MAX:
+            self.clear()
+            self[None] = None
+        self[stamp] = text
+        return text

@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final
 
@@ -221,7 +221,44 @@ def _parse_datetime(value: Any) -> str | None:
     return _parse_datetime_uncached(value)
 
 
+_DIGITS_AS_D: Final = bytes.maketrans(b"0123456789", b"dddddddddd")
+_CANONICAL_UTC: Final[dict[bytes, Callable[[str], str]]] = {
+    b"dddd-dd-ddTdd:dd:dd.ddddddZ": lambda s: s,
+    b"dddd-dd-ddTdd:dd:dd.dddZ": lambda s: s[:23] + "000Z",
+    b"dddd-dd-ddTdd:dd:ddZ": lambda s: s[:19] + ".000000Z",
+}
+"""The UTC spellings producers use most (JavaScript's toISOString() is the middle one), by
+their shape with every digit as ``d``, and their canonical text: what the regular expression
+path below gives for them, at a quarter of its cost (a stream's timestamps change every
+millisecond, so this runs for most events of a slow stream)."""
+
+
 def _parse_datetime_uncached(value: Any) -> str | None:
+    if isinstance(value, str):
+        common = _parse_common_utc(value)
+        if common is not _NOT_COMMON:
+            return common  # type: ignore[return-value]  # str or None, as _NOT_COMMON is not
+    return _parse_datetime_general(value)
+
+
+_NOT_COMMON: Final = object()
+
+
+def _parse_common_utc(value: str) -> object:
+    """:func:`_parse_datetime_general` of a string in one of the common UTC spellings
+    (:data:`_CANONICAL_UTC`), or ``_NOT_COMMON`` for any other string."""
+    s = value.strip()
+    respell = _CANONICAL_UTC.get(s.encode().translate(_DIGITS_AS_D)) if s.isascii() else None
+    if respell is None:
+        return _NOT_COMMON
+    try:
+        datetime.fromisoformat(s[:19])  # validates the calendar and clock
+    except ValueError:
+        return None
+    return respell(s)
+
+
+def _parse_datetime_general(value: Any) -> str | None:
     if isinstance(value, str):
         s = value.strip()
         m = _UTC_DT_RE.fullmatch(s)

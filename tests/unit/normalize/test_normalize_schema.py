@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.normalize.config import SchemaFieldConfig, SchemaPolicy
-from gateway.normalize.schema import STANDARD_FIELDS, EventInvalid, Schema, epoch_to_rfc3339
+from gateway.normalize.schema import (
+    _NOT_COMMON,
+    STANDARD_FIELDS,
+    EventInvalid,
+    Schema,
+    _parse_common_utc,
+    _parse_datetime_general,
+    epoch_to_rfc3339,
+)
 
 STANDARD = Schema.standard()
 
@@ -308,3 +319,28 @@ def test_errors_about_keys_with_lone_surrogates_can_still_be_sent() -> None:
     assert error["code"] == "UnexpectedProperty"
     assert error["source"] == "/\\ud800"
     orjson.dumps(error)
+
+
+_COMMON_SHAPES = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{3}|\.[0-9]{6})?Z"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)),
+    st.sampled_from(["%Y-%m-%dT%H:%M:%S.{ms}Z", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"]),
+    st.sampled_from(["", " ", "\t"]),
+)
+def test_common_utc_spellings_get_the_general_parsers_canonical_text(dt: datetime, fmt: str, pad: str) -> None:
+    text = pad + f"{dt.year:04d}" + dt.strftime(fmt[2:]).replace("{ms}", f"{dt.microsecond // 1000:03d}") + pad
+    common = _parse_common_utc(text)
+    assert common is not _NOT_COMMON
+    assert common == _parse_datetime_general(text) is not None
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.from_regex(_COMMON_SHAPES, fullmatch=True) | st.from_regex(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[Zz]"))
+def test_anything_shaped_like_a_common_utc_spelling_parses_as_the_general_parser_does(text: str) -> None:
+    # Impossible dates (month 13, 30 February), other fraction lengths and non-ASCII digits
+    # included: the shortcut answers as the general parser does, or leaves the string to it.
+    common = _parse_common_utc(text)
+    assert common is _NOT_COMMON or common == _parse_datetime_general(text)
