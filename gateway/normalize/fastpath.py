@@ -16,7 +16,6 @@ answer ``None`` and the caller takes the full path, which coerces or words the e
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from itertools import repeat
 from operator import attrgetter
@@ -24,6 +23,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from gateway.acks import exhaust
 from gateway.normalize.config import SchemaFieldConfig
 
 _INT64 = msgspec.Meta(ge=-(2**63), le=2**63 - 1)
@@ -31,7 +31,6 @@ _INT64 = msgspec.Meta(ge=-(2**63), le=2**63 - 1)
 _EVENT_PREFIX = b'{"event":'
 _event_of = attrgetter("event")
 _MEMO_MAX = 4096
-_exhaust: Callable[[Any], None] = deque(maxlen=0).extend
 _DECLINED = (msgspec.DecodeError, msgspec.EncodeError)
 """What decoding or encoding a value the fast path does not take raises."""
 
@@ -120,7 +119,7 @@ class FastPath:
             # Respelled canonically from the memo (a stream's events share their date-times);
             # a date-time the fast path cannot send raises from the memo (see _DatetimeMemo).
             texts = list(map(canonical, map(stamp_of, events)))
-            _exhaust(map(setattr, events, repeat(attr), texts))
+            exhaust(map(setattr, events, repeat(attr), texts))
         out: list[bytes | None] = list(map(self._encode, items))
         return out
 

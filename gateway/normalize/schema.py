@@ -385,7 +385,8 @@ class Schema:
         :mod:`gateway.normalize.fastpath`."""
         fast = self._fast
         if fast is None:
-            fast = self._fast = FastPath(self._fields, _parse_datetime)
+            # Uncached: the fast path memoizes date-times itself, so a new one is stored once.
+            fast = self._fast = FastPath(self._fields, _parse_datetime_uncached)
         return fast
 
     def normalize(self, event: dict[str, Any]) -> dict[str, Any]:

@@ -73,7 +73,8 @@ class PartitionTracker:
         self.committed_looked_up = committed is not None
         """Whether the group's committed offset was asked for (for the lag of an idle partition)."""
         self._next: int | None = expect if expect is not None else committed
-        """Committable position when nothing is open: last done offset + 1."""
+        """Committable position before anything is tracked (after that: the first open offset, or
+        the last tracked one + 1)."""
         self.last_tracked: int | None = None if expect is None else expect - 1
         self._open: dict[int, Any] = {}
         """offset -> the message given to :meth:`track`, for each registered offset that is
