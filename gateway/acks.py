@@ -46,7 +46,9 @@ class AckReceiver(Protocol):
 
     A receiver may also define ``ack_resolved_many(keys, status, details)`` (``details`` a
     list beside ``keys``, or ``None``), the same as ``ack_resolved`` for each key; a batch
-    then tells it of a run of its acks in one call.
+    then tells it of a run of its acks in one call.  And it may say, with a false
+    ``wants_delivery_details``, that it keeps nothing of a DELIVERED detail (the upstream's
+    hash): a sink whose batch has only such receivers passes ``None`` instead.
     """
 
     def ack_resolved(self, key: int, status: AckStatus, detail: Any) -> None:
@@ -162,6 +164,11 @@ class BatchAck:
                 start = at
         _tell(receivers[start], keys[start:], status, dets[start:] if dets is not None else None)
 
+    def wants_delivery_details(self) -> bool:
+        """Whether a receiver of these acks keeps the upstream's per-event results (see
+        :class:`AckReceiver`); one that does not say so is taken to keep them."""
+        return any(getattr(r, "wants_delivery_details", True) for r in dict.fromkeys(map(_receiver_of, self.acks)))
+
     def resolve_one(self, index: int, status: AckStatus, detail: Any = None) -> None:
         ack = self.acks[index]
         if not ack.resolved:
@@ -228,6 +235,11 @@ class AckGroup:
             self._future.set_result(self.status)
         if self._on_done is not None:
             self._on_done(self)
+
+    @property
+    def wants_delivery_details(self) -> bool:
+        """Only a unit answering with hashes (``keep_results``) keeps them."""
+        return self.results is not None
 
     @property
     def done(self) -> bool:

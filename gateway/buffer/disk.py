@@ -112,6 +112,8 @@ def _records(batch: list[_PendingWrite], first_id: int) -> tuple[list[Record], l
 class DiskBuffer:
     """A durable, bounded spool for one destination; see the module docstring."""
 
+    wants_delivery_details = False  # as the receiver of taken events' acks: rows are deleted, no more
+
     def __init__(
         self,
         destination: str,

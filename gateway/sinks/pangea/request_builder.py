@@ -6,9 +6,9 @@ Pangea response envelope ``{request_id, request_time, response_time, status, sum
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -36,18 +36,40 @@ USER_AGENT = "audit-gateway/0.1"
 _EVENT_POINTER = re.compile(r"^/events/(\d+)(/.*)?$")
 
 
-@dataclass(slots=True, frozen=True)
 class Answer:
-    """One upstream HTTP answer, parsed once."""
+    """One upstream HTTP answer; its JSON body is parsed on first use, and once.
 
-    status: int
-    """HTTP status."""
-    body: dict[str, Any] | None
-    """The JSON envelope, or None when the body was not a JSON object."""
-    request_id: str | None
-    """The envelope's ``request_id`` (else the ``x-request-id`` header the SDK reads)."""
-    retry_after: float | None
-    """Seconds from a ``Retry-After`` header, if any."""
+    A delivered batch whose receivers keep no per-event results (Kafka offsets, spool rows)
+    never reads it: a 1000-event ``/v2/log`` answer takes ~0.15 ms to parse.
+    """
+
+    __slots__ = ("_body", "_header_request_id", "retry_after", "status")
+
+    def __init__(self, status: int, raw: bytes, headers: Mapping[str, str]) -> None:
+        self.status = status
+        """HTTP status."""
+        self.retry_after: float | None = parse_retry_after(headers.get("Retry-After"))
+        """Seconds from a ``Retry-After`` header, if any."""
+        self._header_request_id = headers.get("x-request-id") or None
+        self._body: dict[str, Any] | bytes | None = raw  # the raw bytes until parsed
+
+    @property
+    def body(self) -> dict[str, Any] | None:
+        """The JSON envelope, or None when the body was not a JSON object."""
+        body = self._body
+        if isinstance(body, bytes):
+            parsed = None
+            if body:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    parsed = orjson.loads(body)
+            body = self._body = parsed if isinstance(parsed, dict) else None
+        return body
+
+    @property
+    def request_id(self) -> str | None:
+        """The envelope's ``request_id`` (else the ``x-request-id`` header the SDK reads)."""
+        rid = self.body.get("request_id") if self.body else None
+        return rid if isinstance(rid, str) and rid else self._header_request_id
 
     @property
     def pangea_status(self) -> str | None:
@@ -86,24 +108,8 @@ class Answer:
 
 
 def parse_answer(status: int, raw: bytes, headers: Mapping[str, str]) -> Answer:
-    """Parse a response; a non-JSON body (a proxy's HTML error page) gives ``body=None``."""
-    body: dict[str, Any] | None = None
-    if raw:
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            parsed = None
-        if isinstance(parsed, dict):
-            body = parsed
-    rid = body.get("request_id") if body else None
-    if not isinstance(rid, str) or not rid:
-        rid = headers.get("x-request-id") or None
-    return Answer(
-        status=status,
-        body=body,
-        request_id=rid,
-        retry_after=parse_retry_after(headers.get("Retry-After")),
-    )
+    """The answer of a response; a non-JSON body (a proxy's HTML error page) gives ``body=None``."""
+    return Answer(status, raw, headers)
 
 
 def join_url(base: str, path: str) -> str:

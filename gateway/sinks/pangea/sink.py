@@ -214,8 +214,8 @@ class PangeaSink:
             error: BaseException | None = None
             try:
                 answer = await self._request("POST", self._path, self._path, body, retried_ids)
-                if answer.request_id and answer.request_id not in retried_ids:
-                    retried_ids.append(answer.request_id)
+                if answer.status != 200:  # a 200's request id is not needed, nor its body parsed
+                    _note_request_id(answer, retried_ids)
                 if answer.status == 202:
                     answer = await self._poll(answer)
             except Exception as exc:  # network errors, PollGaveUp, credential errors
@@ -284,20 +284,26 @@ class PangeaSink:
             pending = await self._rejected(batch, pending, answer)
 
     def _deliver_results(self, batch: Batch, pending: list[int], answer: Answer) -> None:
-        result = answer.result
-        results = result.get("results") if result else None
-        if not isinstance(results, list) or len(results) != len(pending):
-            # The upstream said 200 but its answer does not say what it stored.  Resolving
-            # DELIVERED without hashes is honest (it accepted them); resending would duplicate.
-            log.warning(
-                "upstream 200 without one result per event",
-                extra={"destination": self.destination, "request_id": answer.request_id, "events": len(pending)},
-            )
-            results = [None] * len(pending)
+        # When no receiver keeps hashes (Kafka offsets, spool rows), the body is not even parsed.
+        results = self._results(answer, len(pending)) if batch.ack.wants_delivery_details() else None
         # pending holds distinct ascending indexes: as many as the batch is every one of them.
         batch.ack.resolve_many(None if len(pending) == len(batch) else pending, AckStatus.DELIVERED, results)
         self._metrics.events_forwarded.labels(self.destination).inc(len(pending))
         self._problem = None
+
+    def _results(self, answer: Answer, n: int) -> list[Any]:
+        """The per-event results of a 200 answer to ``n`` events."""
+        result = answer.result
+        results = result.get("results") if result else None
+        if not isinstance(results, list) or len(results) != n:
+            # The upstream said 200 but its answer does not say what it stored.  Resolving
+            # DELIVERED without hashes is honest (it accepted them); resending would duplicate.
+            log.warning(
+                "upstream 200 without one result per event",
+                extra={"destination": self.destination, "request_id": answer.request_id, "events": n},
+            )
+            return [None] * n
+        return results
 
     async def _rejected(self, batch: Batch, pending: list[int], answer: Answer) -> list[int]:
         """Handle a non-retriable error answer; returns the batch indexes still to send."""
@@ -588,6 +594,13 @@ def _schema_fields(answer: Answer) -> list[SchemaFieldConfig]:
                 f"/v1/schema: field {f.get('id')!r} is unusable: {exc.errors()[0]['msg']}"
             ) from None
     return out
+
+
+def _note_request_id(answer: Answer, retried_ids: list[str]) -> None:
+    """Remember an attempt's request id, for the retry header of the next attempts."""
+    rid = answer.request_id
+    if rid and rid not in retried_ids:
+        retried_ids.append(rid)
 
 
 def _is_unauthorized(answer: Answer) -> bool:

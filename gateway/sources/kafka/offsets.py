@@ -41,6 +41,8 @@ given for ``offset``) was refused for good."""
 class PartitionTracker:
     """Outstanding offsets of one partition assignment; see the module docstring."""
 
+    wants_delivery_details = False  # an offset is done or not: the upstream's hash is not kept
+
     __slots__ = (
         "_errored",
         "_next",

@@ -62,6 +62,8 @@ from gateway.sinks.deadletter.base import DeadLetterStore
 from gateway.sources.kafka.config import KafkaSourceConfig
 from gateway.sources.kafka.deadletter_topic import DeadLetterJob, DeadLetterTopic
 from gateway.sources.kafka.offsets import PartitionTracker
+from gateway.sources.kafka.records import install as install_decoded_records
+from gateway.sources.kafka.records import records_as_decoded
 from gateway.sources.kafka.security import bootstrap_list, client_kwargs
 from gateway.telemetry.metrics import Metrics
 
@@ -239,6 +241,7 @@ class KafkaSource:
 
     def _new_consumer(self) -> Any:
         c = self.config
+        install_decoded_records()
         return AIOKafkaConsumer(
             bootstrap_servers=self._servers,
             group_id=c.group_id,
@@ -250,6 +253,8 @@ class KafkaSource:
             max_poll_interval_ms=c.max_poll_interval_ms,
             max_poll_records=c.max_poll_records,
             fetch_max_wait_ms=c.fetch_max_wait_ms,
+            # Records as aiokafka decoded them, not wrapped in a ConsumerRecord each (records.py).
+            value_deserializer=records_as_decoded,
             **self._kwargs,
         )
 
@@ -546,10 +551,9 @@ class KafkaSource:
 
     def _poison(self, tracker: PartitionTracker, m: Any, reason: str, detail: str) -> None:
         self.metrics.events_rejected.labels(self.name, self.config.destination, "intake", reason).inc()
+        headers = list(m.headers or ())
         self.dlq.put(
-            DeadLetterJob(
-                tracker, m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or ()), reason, detail
-            )
+            DeadLetterJob(tracker, tracker.topic, tracker.partition, m.offset, m.key, m.value, headers, reason, detail)
         )
 
     def _on_rejected(self, tracker: PartitionTracker, offset: int, message: Any, detail: Any) -> None:

@@ -676,3 +676,38 @@ async def test_a_200_without_one_result_per_event_still_delivers(stub: UpstreamS
     await h.sink.send(h.batch(2))
     assert [h.status(i) for i in range(2)] == [AckStatus.DELIVERED] * 2
     assert len(stub.seen("/v2/log")) == 1  # resending would store them twice
+
+
+class _OffsetLog(AckLog):
+    """A receiver like a Kafka partition's: it keeps nothing of a delivered event's hash."""
+
+    wants_delivery_details = False
+
+
+async def test_receivers_that_keep_no_hashes_are_resolved_without_reading_the_answer(
+    stub: UpstreamStub, make: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The 200's body is not even JSON: reading it would log a warning and give no hashes.
+    stub.script("/v2/log", Reply(200, b"<html>ok</html>"))
+    h = await make()
+    offsets = _OffsetLog()
+    batch = Batch(DEST, [Event(b'{"event":{"message":"m%d"}}' % i, Ack(offsets, i), "kafka") for i in range(3)])
+    with caplog.at_level(logging.WARNING):
+        await h.sink.send(batch)
+    assert offsets.by_key == {i: (AckStatus.DELIVERED, None) for i in range(3)}
+    assert h.counter("gateway_events_forwarded_total", destination=DEST) == 3
+    assert not [r for r in caplog.records if "without one result" in r.getMessage()]
+
+
+async def test_a_batch_with_one_receiver_keeping_hashes_gives_them_to_every_receiver(
+    stub: UpstreamStub, make: Any
+) -> None:
+    h = await make()
+    offsets = _OffsetLog()
+    events = [Event(b'{"event":{"message":"kafka"}}', Ack(offsets, 0), "kafka")]
+    events += [Event(b'{"event":{"message":"sdk"}}', Ack(h.acks, 0), "sdk")]
+    await h.sink.send(Batch(DEST, events))
+    [req] = stub.seen("/v2/log")
+    kafka_hash, sdk_hash = hashes_of(req)
+    assert h.detail(0) == {"hash": sdk_hash}
+    assert offsets.by_key[0] == (AckStatus.DELIVERED, {"hash": kafka_hash})

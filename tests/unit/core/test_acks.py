@@ -106,3 +106,16 @@ def test_resolving_all_of_a_batch_skips_the_resolved_and_tells_each_receiver_its
     assert a.calls == [(0, AckStatus.DELIVERED, "h0"), (1, AckStatus.DELIVERED, "h1"), (2, AckStatus.DELIVERED, "h2")]
     assert b.calls == [(7, AckStatus.ERRORED, "dropped")]
     assert batch.open_count == 0
+
+
+async def test_only_receivers_that_keep_hashes_make_a_batch_want_them() -> None:
+    from gateway.sources.kafka.offsets import PartitionTracker
+
+    tracker = PartitionTracker("audit", 0)
+    tracker.track_many([0, 1], [b"a", b"b"])
+    offsets_only = BatchAck([Ack(tracker, 0), Ack(tracker, 1)])
+    assert offsets_only.wants_delivery_details() is False
+    answering = AckGroup(1, keep_results=True)
+    assert BatchAck([Ack(tracker, 0), answering.ack(0)]).wants_delivery_details() is True
+    assert BatchAck([AckGroup(1).ack(0)]).wants_delivery_details() is False  # answers without hashes
+    assert BatchAck([Ack(Recorder(), 0)]).wants_delivery_details() is True  # one that does not say keeps them

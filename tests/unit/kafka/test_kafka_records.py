@@ -1,0 +1,121 @@
+"""Decoded records (records.py) against aiokafka's own ConsumerRecords, over real record batches."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import orjson
+from aiokafka.consumer import fetcher
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from gateway.event import Event
+from gateway.sources.kafka.offsets import PartitionTracker
+from gateway.sources.kafka.records import install, records_as_decoded
+from tests.unit.kafka.test_kafka_consume import new_source
+
+TP = TopicPartition("audit", 3)
+
+
+def v2_batch(base_offset: int, records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]) -> bytes:
+    b = DefaultRecordBatchBuilder(
+        magic=2, compression_type=0, is_transactional=0, producer_id=-1, producer_epoch=-1, base_sequence=-1,
+        batch_size=1 << 20,
+    )  # fmt: skip
+    for i, (key, value, headers) in enumerate(records):
+        b.append(i, timestamp=1_700_000_000_000 + i, key=key, value=value, headers=headers)
+    data = bytes(b.build())
+    return struct.pack(">q", base_offset) + data[8:]  # the broker assigns the base offset
+
+
+def v1_message_set(base_offset: int, values: list[bytes]) -> bytes:
+    b = LegacyRecordBatchBuilder(magic=1, compression_type=0, batch_size=1 << 20)
+    for i, value in enumerate(values):
+        b.append(base_offset + i, timestamp=1_700_000_000_000, key=b"k%d" % i, value=value)
+    return bytes(b.build())
+
+
+def read(data: bytes, fetch_offset: int, deserializer: Any) -> tuple[list[Any], int]:
+    """What getmany would return of ``data`` (fetched from ``fetch_offset``), and the next
+    fetch position, through whatever PartitionRecords aiokafka's fetcher builds now."""
+    records = fetcher.PartitionRecords(TP, MemoryRecords(data), [], fetch_offset, None, deserializer, True, 0)
+    out = list(records)
+    return out, records.next_fetch_offset
+
+
+def fields(records: list[Any]) -> list[tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+    return [(r.offset, r.key, r.value, list(r.headers)) for r in records]
+
+
+def test_the_installed_aiokafka_is_shaped_as_the_decoded_records_need() -> None:
+    # Fails, rather than silently going slow, when an aiokafka upgrade changes the internals.
+    assert install() is True
+    assert install() is True  # idempotent
+
+
+def test_decoded_records_carry_what_consumer_records_carry_from_the_fetch_offset_on() -> None:
+    install()
+    data = v2_batch(
+        10,
+        [
+            (None, b'{"event":{"message":"a"}}', []),
+            (b"tenant-1", b'{"event":{"message":"b"}}', [("trace", b"t-1"), ("trace", b"t-2")]),
+            (None, None, []),  # a tombstone
+        ],
+    ) + v2_batch(13, [(b"k", b"last", [("h", b"")])])
+    wrapped, wrapped_next = read(data, 11, None)  # fetched from inside the first batch
+    decoded, decoded_next = read(data, 11, records_as_decoded)
+    assert all(type(r) is ConsumerRecord for r in wrapped)
+    assert not any(isinstance(r, ConsumerRecord) for r in decoded)
+    assert (
+        fields(decoded)
+        == fields(wrapped)
+        == [
+            (11, b"tenant-1", b'{"event":{"message":"b"}}', [("trace", b"t-1"), ("trace", b"t-2")]),
+            (12, None, None, []),
+            (13, b"k", b"last", [("h", b"")]),
+        ]
+    )
+    assert decoded_next == wrapped_next == 14
+
+
+def test_old_message_formats_are_decoded_the_same() -> None:
+    install()
+    data = v1_message_set(5, [b"one", b"two", b"three"])
+    wrapped, wrapped_next = read(data, 6, None)
+    decoded, decoded_next = read(data, 6, records_as_decoded)
+    assert fields(decoded) == fields(wrapped) == [(6, b"k1", b"two", []), (7, b"k2", b"three", [])]
+    assert decoded_next == wrapped_next == 8
+
+
+def test_records_as_decoded_is_the_identity_where_it_is_a_plain_deserializer() -> None:
+    # What a consumer given it reads when install() could not take effect: ConsumerRecords
+    # with the raw value.
+    stock = fetcher.PartitionRecords.__mro__[1] if install() else fetcher.PartitionRecords
+    records = stock(TP, MemoryRecords(v2_batch(0, [(b"k", b"v", [])])), [], 0, None, records_as_decoded, True, 0)
+    (r,) = list(records)
+    assert type(r) is ConsumerRecord and (r.key, r.value, r.topic, r.partition) == (b"k", b"v", "audit", 3)
+
+
+async def test_the_source_consumes_decoded_records_and_dead_letters_their_poison_whole() -> None:
+    install()
+    data = v2_batch(
+        0,
+        [
+            (None, b'{"event":{"message":"fine"}}', []),
+            (b"key-1", b"{broken", [("tenant", b"t1")]),
+            (None, b'{"event":{"message":"also fine"}}', []),
+        ],
+    )
+    decoded, _ = read(data, 0, records_as_decoded)
+    src = new_source()
+    tracker = PartitionTracker(TP.topic, TP.partition, on_rejected=src._on_rejected)
+    out: list[Event] = []
+    src._consume(TP, decoded, tracker, out)
+    assert [orjson.loads(e.item)["event"]["message"] for e in out] == ["fine", "also fine"]
+    (job,) = list(src.dlq._queue)
+    assert (job.topic, job.partition, job.offset, job.reason) == ("audit", 3, 1, "decode_error")
+    assert (job.key, job.value, job.headers) == (b"key-1", b"{broken", [("tenant", b"t1")])
