@@ -21,7 +21,7 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from itertools import repeat
+from itertools import pairwise, repeat
 from operator import attrgetter, is_not
 from typing import Any, Protocol
 
@@ -48,7 +48,7 @@ class AckReceiver(Protocol):
     list beside ``keys``, or ``None``), the same as ``ack_resolved`` for each key; a batch
     then tells it of a run of its acks in one call.  And it may say, with a false
     ``wants_delivery_details``, that it keeps nothing of a DELIVERED detail (the upstream's
-    hash): a sink whose batch has only such receivers passes ``None`` instead.
+    hash): :meth:`BatchAck.resolve_many` then never asks for the details.
     """
 
     def ack_resolved(self, key: int, status: AckStatus, detail: Any) -> None:
@@ -125,10 +125,17 @@ class BatchAck:
                 ack.resolve(status, details[i] if details is not None else None)
 
     def resolve_many(
-        self, indexes: Sequence[int] | None, status: AckStatus, details: Sequence[Any] | None = None
+        self,
+        indexes: Sequence[int] | None,
+        status: AckStatus,
+        details: Sequence[Any] | Callable[[], Sequence[Any]] | None = None,
     ) -> None:
         """Resolve the open acks at ``indexes`` (``None``: all of them, in order), ``details[j]``
         going with ``indexes[j]``.
+
+        ``details`` may also be a function giving them, called (once) for DELIVERED only if a
+        receiver of these acks keeps them (see :class:`AckReceiver`): a sink need not read the
+        upstream's answer for nobody.
 
         A 1000-event batch resolves here once per delivery, so the usual case (none of them
         resolved yet) is done with C-level maps, and each receiver is told of its consecutive
@@ -136,13 +143,20 @@ class BatchAck:
         """
         acks = self.acks
         chosen = acks if indexes is None else list(map(acks.__getitem__, indexes))
-        dets = list(details) if details is not None else None
+        lazy = details if callable(details) and status == AckStatus.DELIVERED else None
+        if callable(details) and lazy is None:
+            details = details()  # reasons of a failure: every receiver keeps them
+        dets = list(details) if details is not None and lazy is None else None  # type: ignore[arg-type]
         if indexes is not None and len(set(indexes)) != len(chosen):  # an index given twice: the first counts
+            if lazy is not None:
+                dets, lazy = list(lazy()), None
             firsts = list({i: j for j, i in reversed(list(enumerate(indexes)))}.values())
             firsts.sort()
             chosen = [chosen[j] for j in firsts]
             dets = [dets[j] for j in firsts] if dets is not None else None
         if any(map(_done_of, chosen)):
+            if lazy is not None:
+                dets, lazy = list(lazy()), None
             still = [j for j, ack in enumerate(chosen) if not ack._done]
             chosen = [chosen[j] for j in still]
             dets = [dets[j] for j in still] if dets is not None else None
@@ -151,23 +165,22 @@ class BatchAck:
         exhaust(map(setattr, chosen, repeat("_done"), repeat(True)))
         receivers = list(map(_receiver_of, chosen))
         keys = list(map(_key_of, chosen))
-        start = 0
+        runs = [0]  # where each receiver's run of consecutive acks starts
         if receivers.count(receivers[0]) != len(receivers):
             changes = list(map(is_not, receivers[1:], receivers[:-1]))
             at = 0
             while True:
                 try:
-                    at = changes.index(True, at) + 1  # the first ack of the next run
+                    at = changes.index(True, at) + 1
                 except ValueError:
                     break
-                _tell(receivers[start], keys[start:at], status, dets[start:at] if dets is not None else None)
-                start = at
-        _tell(receivers[start], keys[start:], status, dets[start:] if dets is not None else None)
-
-    def wants_delivery_details(self) -> bool:
-        """Whether a receiver of these acks keeps the upstream's per-event results (see
-        :class:`AckReceiver`); one that does not say so is taken to keep them."""
-        return any(getattr(r, "wants_delivery_details", True) for r in dict.fromkeys(map(_receiver_of, self.acks)))
+                runs.append(at)
+        runs.append(len(chosen))
+        for start, end in pairwise(runs):
+            receiver = receivers[start]
+            if lazy is not None and getattr(receiver, "wants_delivery_details", True):
+                dets, lazy = list(lazy()), None
+            _tell(receiver, keys[start:end], status, dets[start:end] if dets is not None else None)
 
     def resolve_one(self, index: int, status: AckStatus, detail: Any = None) -> None:
         ack = self.acks[index]

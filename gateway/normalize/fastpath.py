@@ -95,7 +95,7 @@ class FastPath:
         """
         if not values:
             return []
-        if None not in values:
+        if all(values):  # no None (nor empty value: it declines anyway); faster than `None not in`
             try:
                 return self._all(values)  # type: ignore[arg-type]  # no None in it, as just checked
             except _DECLINED:

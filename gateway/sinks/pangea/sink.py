@@ -284,10 +284,13 @@ class PangeaSink:
             pending = await self._rejected(batch, pending, answer)
 
     def _deliver_results(self, batch: Batch, pending: list[int], answer: Answer) -> None:
-        # When no receiver keeps hashes (Kafka offsets, spool rows), the body is not even parsed.
-        results = self._results(answer, len(pending)) if batch.ack.wants_delivery_details() else None
         # pending holds distinct ascending indexes: as many as the batch is every one of them.
-        batch.ack.resolve_many(None if len(pending) == len(batch) else pending, AckStatus.DELIVERED, results)
+        # The results are read only if a receiver keeps them: not for Kafka offsets, spool rows.
+        batch.ack.resolve_many(
+            None if len(pending) == len(batch) else pending,
+            AckStatus.DELIVERED,
+            lambda: self._results(answer, len(pending)),
+        )
         self._metrics.events_forwarded.labels(self.destination).inc(len(pending))
         self._problem = None
 

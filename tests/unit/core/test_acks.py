@@ -108,14 +108,27 @@ def test_resolving_all_of_a_batch_skips_the_resolved_and_tells_each_receiver_its
     assert batch.open_count == 0
 
 
-async def test_only_receivers_that_keep_hashes_make_a_batch_want_them() -> None:
+def test_delivery_details_are_asked_for_once_and_only_when_a_receiver_keeps_them() -> None:
     from gateway.sources.kafka.offsets import PartitionTracker
 
+    asked: list[int] = []
+
+    def results() -> list[Any]:
+        asked.append(1)
+        return [{"hash": "a"}, {"hash": "b"}, {"hash": "c"}]
+
     tracker = PartitionTracker("audit", 0)
-    tracker.track_many([0, 1], [b"a", b"b"])
-    offsets_only = BatchAck([Ack(tracker, 0), Ack(tracker, 1)])
-    assert offsets_only.wants_delivery_details() is False
-    answering = AckGroup(1, keep_results=True)
-    assert BatchAck([Ack(tracker, 0), answering.ack(0)]).wants_delivery_details() is True
-    assert BatchAck([AckGroup(1).ack(0)]).wants_delivery_details() is False  # answers without hashes
-    assert BatchAck([Ack(Recorder(), 0)]).wants_delivery_details() is True  # one that does not say keeps them
+    tracker.track_many([0, 1, 2], [b"a", b"b", b"c"])
+    BatchAck([Ack(tracker, 0), Ack(tracker, 1)]).resolve_many(None, AckStatus.DELIVERED, results)
+    assert asked == [] and tracker.committable() == 2
+
+    answering, rec = AckGroup(1, keep_results=True), Recorder()
+    batch = BatchAck([Ack(tracker, 2), answering.ack(0), Ack(rec, 9)])
+    batch.resolve_many(None, AckStatus.DELIVERED, results)
+    assert asked == [1]
+    assert answering.results == [{"hash": "b"}] and rec.calls == [(9, AckStatus.DELIVERED, {"hash": "c"})]
+    assert tracker.committable() == 3
+
+    quiet = AckGroup(1)  # answers without hashes
+    BatchAck([quiet.ack(0)]).resolve_many(None, AckStatus.DELIVERED, results)
+    assert asked == [1] and quiet.done
