@@ -699,9 +699,7 @@ async def test_receivers_that_keep_no_hashes_are_resolved_without_reading_the_an
     assert not [r for r in caplog.records if "without one result" in r.getMessage()]
 
 
-async def test_a_batch_mixing_receivers_gives_the_hashes_to_the_one_keeping_them(
-    stub: UpstreamStub, make: Any
-) -> None:
+async def test_a_batch_mixing_receivers_gives_the_hashes_to_the_one_keeping_them(stub: UpstreamStub, make: Any) -> None:
     h = await make()
     offsets = _OffsetLog()
     events = [Event(b'{"event":{"message":"kafka"}}', Ack(offsets, 0), "kafka")]

@@ -6,10 +6,13 @@ import struct
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka.consumer import fetcher
+from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from gateway.event import Event
@@ -38,12 +41,51 @@ def v1_message_set(base_offset: int, values: list[bytes]) -> bytes:
     return bytes(b.build())
 
 
-def read(data: bytes, fetch_offset: int, deserializer: Any) -> tuple[list[Any], int]:
+def as_control_batch(batch: bytes) -> bytes:
+    """``batch`` with its control flag set (attributes bit 5) and its CRC-32C made right again."""
+    attributes = struct.unpack_from(">h", batch, 21)[0] | 0x20
+    body = struct.pack(">h", attributes) + batch[23:]
+    return batch[:17] + struct.pack(">I", calc_crc32c(body)) + body
+
+
+class _Position:
+    """The consumer's assignment state of one partition, as FetchResult reads and moves it."""
+
+    active = True
+    paused = False
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+
+    def state_value(self, tp: TopicPartition) -> _Position:
+        return self
+
+    def consumed_to(self, offset: int) -> None:
+        self.position = offset
+
+
+def read(data: bytes, fetch_offset: int, deserializer: Any, isolation_level: int = 0) -> tuple[list[Any], int]:
     """What getmany would return of ``data`` (fetched from ``fetch_offset``), and the next
     fetch position, through whatever PartitionRecords aiokafka's fetcher builds now."""
-    records = fetcher.PartitionRecords(TP, MemoryRecords(data), [], fetch_offset, None, deserializer, True, 0)
-    out = list(records)
-    return out, records.next_fetch_offset
+    records = fetcher.PartitionRecords(
+        TP, MemoryRecords(data), [], fetch_offset, None, deserializer, True, isolation_level
+    )
+    state = _Position(fetch_offset)
+    result = fetcher.FetchResult(TP, assignment=state, partition_records=records, backoff=0)
+    out = result.getall()
+    assert not result.has_more()
+    return out, state.position
+
+
+def read_in_polls(data: bytes, deserializer: Any, max_records: int) -> list[tuple[list[int], int]]:
+    """getall(max_records) until nothing is left: each poll's offsets and the position after it."""
+    records = fetcher.PartitionRecords(TP, MemoryRecords(data), [], 0, None, deserializer, True, 0)
+    state = _Position(0)
+    result = fetcher.FetchResult(TP, assignment=state, partition_records=records, backoff=0)
+    polls = []
+    while result.has_more():
+        polls.append(([r.offset for r in result.getall(max_records)], state.position))
+    return polls
 
 
 def fields(records: list[Any]) -> list[tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]]:
@@ -66,7 +108,7 @@ def test_decoded_records_carry_what_consumer_records_carry_from_the_fetch_offset
             (None, None, []),  # a tombstone
         ],
     ) + v2_batch(13, [(b"k", b"last", [("h", b"")])])
-    wrapped, wrapped_next = read(data, 11, None)  # fetched from inside the first batch
+    wrapped, wrapped_next = read(data, 11, None)  # fetched from inside the first batch (the broker sends it whole)
     decoded, decoded_next = read(data, 11, records_as_decoded)
     assert all(type(r) is ConsumerRecord for r in wrapped)
     assert not any(isinstance(r, ConsumerRecord) for r in decoded)
@@ -80,6 +122,45 @@ def test_decoded_records_carry_what_consumer_records_carry_from_the_fetch_offset
         ]
     )
     assert decoded_next == wrapped_next == 14
+
+
+def test_control_batches_are_skipped_and_passed_as_aiokafka_does() -> None:
+    install()
+    data = (
+        v2_batch(0, [(None, b"a", []), (None, b"b", [])])
+        + as_control_batch(v2_batch(2, [(b"\x00\x00\x00\x01", b"\x00\x00\x00\x00\x00\x00", [])]))
+        + v2_batch(3, [(None, b"c", [])])
+    )
+    wrapped, wrapped_next = read(data, 0, None)
+    decoded, decoded_next = read(data, 0, records_as_decoded)
+    assert fields(decoded) == fields(wrapped) == [(0, None, b"a", []), (1, None, b"b", []), (3, None, b"c", [])]
+    assert decoded_next == wrapped_next == 4
+
+
+def test_polls_of_a_few_records_stop_and_resume_at_the_same_positions() -> None:
+    install()
+    data = v2_batch(0, [(None, b"%d" % i, []) for i in range(5)]) + v2_batch(5, [(None, b"5", [])])
+    expected = [([0, 1], 2), ([2, 3], 4), ([4, 5], 6), ([], 6)]  # the last poll finds the end
+    assert read_in_polls(data, None, 2) == read_in_polls(data, records_as_decoded, 2) == expected
+
+
+def test_a_corrupt_batch_is_refused_as_aiokafka_refuses_it() -> None:
+    install()
+    data = bytearray(v2_batch(0, [(None, b"intact?", [])]))
+    data[-3] ^= 0xFF  # a flipped byte inside the record
+    for deserializer in (None, records_as_decoded):
+        with pytest.raises(CorruptRecordException):
+            read(bytes(data), 0, deserializer)
+
+
+def test_a_read_committed_consumer_reads_through_aiokafka_in_full_unwrapped() -> None:
+    install()
+    data = v2_batch(7, [(b"k", b"v", [("h", b"1")])])
+    wrapped, _ = read(data, 7, None, isolation_level=1)
+    decoded, decoded_next = read(data, 7, records_as_decoded, isolation_level=1)
+    assert not isinstance(decoded[0], ConsumerRecord)
+    assert fields(decoded) == fields(wrapped) == [(7, b"k", b"v", [("h", b"1")])]
+    assert decoded_next == 8
 
 
 def test_old_message_formats_are_decoded_the_same() -> None:
