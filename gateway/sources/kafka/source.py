@@ -14,8 +14,11 @@ Flow control and failure handling:
   backlog) every assigned partition is paused (``gateway_kafka_paused_partitions``); they
   resume below ``resume_low_watermark``.  Consumed-but-unsubmitted records are at most one
   poll (``max_poll_records``), so memory is bounded by the buffer however far behind the
-  group is.  While the buffer stays full the consumer keeps polling (nothing is returned:
-  everything is paused) so the group does not evict it after ``max_poll_interval_ms``.
+  group is.  While everything is paused the source does not poll (aiokafka would drop what
+  it prefetched for the paused partitions, to fetch it again on resume) but for a keepalive
+  poll every quarter of ``max_poll_interval_ms``, so the group does not evict it.
+* **Records** reach the source as aiokafka decoded them, not wrapped in a ``ConsumerRecord``
+  each (:mod:`gateway.sources.kafka.records`).
 * **Rebalance** (eager): on revoke, fetching of the partitions has stopped; their events
   not yet in the buffer are dropped (acks ERRORED), in-flight acks are awaited up to
   ``drain_timeout_secs``, the contiguous delivered offsets are committed, and the trackers
