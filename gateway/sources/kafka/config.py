@@ -91,6 +91,19 @@ class KafkaSourceConfig(StrictModel):
         le=10_000,
         description="Longest wait of a fetch for new records; bounds latency on brokers that hold fetches.",
     )
+    max_partition_fetch_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Most record bytes fetched from one partition per fetch (aiokafka's default is 1 MiB): "
+            "what is read ahead of the poll, per partition."
+        ),
+    )
+    fetch_max_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        ge=1024,
+        description="Most record bytes one fetch request returns, across its partitions.",
+    )
     pause_high_watermark: float = Field(
         default=0.8, gt=0, le=1, description="Pause partitions when the buffer is this full."
     )

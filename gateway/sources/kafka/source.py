@@ -256,6 +256,8 @@ class KafkaSource:
             max_poll_interval_ms=c.max_poll_interval_ms,
             max_poll_records=c.max_poll_records,
             fetch_max_wait_ms=c.fetch_max_wait_ms,
+            max_partition_fetch_bytes=c.max_partition_fetch_bytes,
+            fetch_max_bytes=c.fetch_max_bytes,
             # Records as aiokafka decoded them, not wrapped in a ConsumerRecord each (records.py).
             value_deserializer=records_as_decoded,
             **self._kwargs,

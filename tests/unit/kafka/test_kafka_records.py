@@ -200,3 +200,15 @@ async def test_the_source_consumes_decoded_records_and_dead_letters_their_poison
     (job,) = list(src.dlq._queue)
     assert (job.topic, job.partition, job.offset, job.reason) == ("audit", 3, 1, "decode_error")
     assert (job.key, job.value, job.headers) == (b"key-1", b"{broken", [("tenant", b"t1")])
+
+
+async def test_the_source_asks_for_decoded_records_and_its_configured_read_ahead() -> None:
+    src = new_source(max_partition_fetch_bytes=123_456, fetch_max_bytes=7_654_321)
+    consumer = src._new_consumer()  # built, never started
+    try:
+        # aiokafka keeps the settings as given, to build its Fetcher with them on start().
+        assert consumer._value_deserializer is records_as_decoded
+        assert (consumer._max_partition_fetch_bytes, consumer._fetch_max_bytes) == (123_456, 7_654_321)
+    finally:
+        await consumer.stop()
+    assert new_source().config.max_partition_fetch_bytes == 4 * 1024 * 1024
