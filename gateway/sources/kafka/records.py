@@ -15,9 +15,10 @@ reading does them, and a ``read_committed`` consumer gets aiokafka's reading in 
 transactions), records unwrapped.  Any other consumer in the process gets
 ``ConsumerRecord``\\ s as before.
 
-This reaches into aiokafka's internals, so it checks what it relies on and otherwise does
-nothing: the source then gets ``ConsumerRecord``\\ s (:func:`records_as_decoded` is the
-identity, as a deserializer) and works the same, only slower.
+This reaches into aiokafka's internals, so before swapping anything it checks what it relies
+on and reads a small real fetch both ways; if anything differs it does nothing: the source
+then gets ``ConsumerRecord``\\ s (:func:`records_as_decoded` is the identity, as a
+deserializer) and works the same, only slower.
 ``tests/unit/kafka/test_kafka_records.py`` compares both ways over real record batches.
 """
 
@@ -117,6 +118,43 @@ def install() -> bool:
 
     _AsDecoded.__name__ = _AsDecoded.__qualname__ = "PartitionRecords"
     _AsDecoded.__module__ = stock.__module__
+    try:
+        agrees = _reads_alike(stock, _AsDecoded)
+    except Exception:  # an internal it relies on is gone or changed
+        agrees = False
+    if not agrees:
+        log.info("aiokafka's records read differently than expected: Kafka records are wrapped as usual")
+        return False
     fetcher.PartitionRecords = _AsDecoded
     _installed = True
     return True
+
+
+def _reads_alike(stock: Any, decoded: Any) -> bool:
+    """Whether ``decoded`` reads a small real fetch (two record batches, keys, headers, a fetch
+    position inside the first batch) exactly as ``stock`` does: the same records, fields and
+    next position.  Checked once, before anything is swapped."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+    from aiokafka.record.memory_records import MemoryRecords
+    from aiokafka.structs import TopicPartition
+
+    data = b""
+    for base in (0, 2):
+        builder = DefaultRecordBatchBuilder(
+            magic=2, compression_type=0, is_transactional=0, producer_id=-1, producer_epoch=-1,
+            base_sequence=-1, batch_size=1 << 16,
+        )  # fmt: skip
+        builder.append(0, timestamp=None, key=None, value=b"v%d" % base, headers=[])
+        builder.append(1, timestamp=None, key=b"k", value=b"w%d" % base, headers=[("h", b"x")])
+        batch = bytes(builder.build())
+        data += base.to_bytes(8, "big") + batch[8:]  # the base offset a broker would give it
+    tp = TopicPartition("self-check", 0)
+    wrapped = stock(tp, MemoryRecords(data), [], 1, None, None, True, 0)
+    unwrapped = decoded(tp, MemoryRecords(data), [], 1, None, records_as_decoded, True, 0)
+    a, b = list(wrapped), list(iter(unwrapped))
+    fields = [(r.offset, r.key, r.value, list(r.headers)) for r in a]
+    return (
+        len(a) == 3
+        and fields == [(r.offset, r.key, r.value, list(r.headers)) for r in b]
+        and wrapped.next_fetch_offset == unwrapped.next_fetch_offset == 4
+    )

@@ -212,3 +212,47 @@ async def test_the_source_asks_for_decoded_records_and_its_configured_read_ahead
     finally:
         await consumer.stop()
     assert new_source().config.max_partition_fetch_bytes == 4 * 1024 * 1024
+
+
+def test_the_start_up_check_refuses_a_reading_that_differs_from_aiokafkas() -> None:
+    from gateway.sources.kafka import records
+
+    assert install()
+    installed = fetcher.PartitionRecords
+    stock = installed.__mro__[1]
+    assert records._reads_alike(stock, installed) is True
+
+    class IgnoresThePosition(installed):  # type: ignore[misc, valid-type]
+        def _decoded_records(self) -> Any:
+            while self._records.has_next():
+                yield from self._records.next_batch()
+
+    class Crashes(installed):  # type: ignore[misc, valid-type]
+        def _decoded_records(self) -> Any:
+            raise AttributeError("an internal that is gone")
+            yield
+
+    assert records._reads_alike(stock, IgnoresThePosition) is False
+    with pytest.raises(AttributeError):
+        records._reads_alike(stock, Crashes)
+
+
+@pytest.mark.parametrize("outcome", ["differs", "crashes"])
+def test_install_leaves_aiokafka_as_it_is_when_the_check_fails(monkeypatch: pytest.MonkeyPatch, outcome: str) -> None:
+    from gateway.sources.kafka import records
+
+    install()
+    stock = fetcher.PartitionRecords.__mro__[1]
+    monkeypatch.setattr(fetcher, "PartitionRecords", stock)  # as before any install
+    monkeypatch.setattr(records, "_installed", None)
+
+    def check(stock: Any, decoded: Any) -> bool:
+        if outcome == "crashes":
+            raise AttributeError("an internal that is gone")
+        return False
+
+    monkeypatch.setattr(records, "_reads_alike", check)
+    assert install() is False
+    assert fetcher.PartitionRecords is stock
+    records_read, _ = read(v2_batch(0, [(b"k", b"v", [])]), 0, records_as_decoded)
+    assert type(records_read[0]) is ConsumerRecord and records_read[0].value == b"v"  # wrapped, as before
