@@ -27,13 +27,13 @@ class Batch:
     def __len__(self) -> int:
         return len(self.events)
 
-    def body(self, config_id: str | None, *, verbose: bool = False, indexes: list[int] | None = None) -> bytes:
+    def body(self, config_id: str | None, *, verbose: bool = False, events: list[Event] | None = None) -> bytes:
         """The /v2/log body, built by joining the events' bytes (never re-serialized).
 
-        ``indexes`` selects a subset (what is left after the upstream rejected some events).
+        ``events`` is a subset of the batch's, when only some are to be sent (what is left
+        after the upstream rejected some); by default, all of them.
         """
-        events = self.events if indexes is None else [self.events[i] for i in indexes]
-        items = list(map(item_of, events))
+        items = list(map(item_of, self.events if events is None else events))
         head = b'{"events":['
         tail = b"]"
         if config_id is not None:

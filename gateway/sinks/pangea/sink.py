@@ -204,7 +204,7 @@ class PangeaSink:
                 return
             events = batch.events if len(pending) == n else [batch.events[i] for i in pending]
             verbose = any(map(_wants_envelope, events))
-            body = batch.body(self.config_id, verbose=verbose, indexes=None if len(pending) == n else pending)
+            body = batch.body(self.config_id, verbose=verbose, events=events)
             if not observed:
                 self._metrics.batch_events.labels(self.destination).observe(n)
                 self._metrics.batch_bytes.labels(self.destination).observe(len(body))

@@ -82,7 +82,7 @@ def test_batch_body_joins_the_event_bytes_into_a_v2_log_request() -> None:
         "config_id": "pci_1",
         "verbose": True,
     }
-    assert orjson.loads(batch.body(None, indexes=[2]))["events"] == [orjson.loads(evs[2].item)]
+    assert orjson.loads(batch.body(None, events=[evs[2]]))["events"] == [orjson.loads(evs[2].item)]
 
 
 async def test_batch_resolve_all_settles_the_source_group() -> None:
