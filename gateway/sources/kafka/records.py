@@ -15,8 +15,9 @@ reading does them, and a ``read_committed`` consumer gets aiokafka's reading in 
 transactions), records unwrapped.  Any other consumer in the process gets
 ``ConsumerRecord``\\ s as before.
 
-This reaches into aiokafka's internals, so before swapping anything it checks what it relies
-on and reads a small real fetch both ways; if anything differs it does nothing: the source
+This reaches into aiokafka's internals, so before swapping anything it checks that the fetcher
+builds ``PartitionRecords`` by name and reads a small real fetch both ways; if anything differs
+or fails it does nothing: the source
 then gets ``ConsumerRecord``\\ s (:func:`records_as_decoded` is the identity, as a
 deserializer) and works the same, only slower.
 ``tests/unit/kafka/test_kafka_records.py`` compares both ways over real record batches.
@@ -24,14 +25,12 @@ deserializer) and works the same, only slower.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 _installed: bool | None = None
-_NO_CODE = (lambda: None).__code__  # what has no code names nothing
 
 
 def records_as_decoded(value: bytes | None) -> bytes | None:
@@ -53,25 +52,25 @@ def install() -> bool:
         from aiokafka.consumer import fetcher
     except ImportError:  # pragma: no cover - aiokafka is a dependency
         return False
-    stock = getattr(fetcher, "PartitionRecords", None)
-    method = getattr(stock, "_consumer_record", None)
-    expected = (
-        stock is not None
-        and method is not None
-        and list(inspect.signature(method).parameters) == ["self", "tp", "record"]
-        and all(hasattr(stock, name) for name in ("__next__", "_unpack_records"))
-        and getattr(fetcher, "READ_UNCOMMITTED", None) is not None
-        and hasattr(getattr(fetcher, "Errors", None), "CorruptRecordException")
-    )
-    if not expected:
-        log.info("aiokafka's PartitionRecords is not as expected: Kafka records are wrapped as usual")
+    try:
+        # The fetcher must build PartitionRecords by that name, for a swapped class to be used.
+        codes = [getattr(getattr(f, "__code__", None), "co_names", ()) for f in vars(fetcher.Fetcher).values()]
+        decoded = _decoded_class(fetcher) if any("PartitionRecords" in names for names in codes) else None
+        agrees = decoded is not None and _reads_alike(fetcher.PartitionRecords, decoded)
+    except Exception:  # an internal it relies on is gone or changed
+        agrees = False
+    if not agrees:
+        log.info("aiokafka's record reading is not as expected: Kafka records are wrapped as usual")
         return False
-    codes = [getattr(f, "__code__", _NO_CODE) for f in vars(fetcher.Fetcher).values()]
-    if not any("PartitionRecords" in code.co_names for code in codes):
-        log.info("aiokafka's Fetcher does not build PartitionRecords by name: Kafka records are wrapped as usual")
-        return False
+    fetcher.PartitionRecords = decoded
+    _installed = True
+    return True
 
-    read_uncommitted = getattr(fetcher, "READ_UNCOMMITTED", None)
+
+def _decoded_class(fetcher: Any) -> Any:
+    """aiokafka's ``PartitionRecords`` subclassed to hand decoded records to consumers that ask."""
+    stock = fetcher.PartitionRecords
+    read_uncommitted = fetcher.READ_UNCOMMITTED
     corrupt = fetcher.Errors.CorruptRecordException
 
     class _AsDecoded(stock):  # type: ignore[misc, valid-type]
@@ -118,16 +117,7 @@ def install() -> bool:
 
     _AsDecoded.__name__ = _AsDecoded.__qualname__ = "PartitionRecords"
     _AsDecoded.__module__ = stock.__module__
-    try:
-        agrees = _reads_alike(stock, _AsDecoded)
-    except Exception:  # an internal it relies on is gone or changed
-        agrees = False
-    if not agrees:
-        log.info("aiokafka's records read differently than expected: Kafka records are wrapped as usual")
-        return False
-    fetcher.PartitionRecords = _AsDecoded
-    _installed = True
-    return True
+    return _AsDecoded
 
 
 def _reads_alike(stock: Any, decoded: Any) -> bool:
