@@ -143,10 +143,13 @@ class BatchAck:
         """
         acks = self.acks
         chosen = acks if indexes is None else list(map(acks.__getitem__, indexes))
-        lazy = details if callable(details) and status == AckStatus.DELIVERED else None
-        if callable(details) and lazy is None:
-            details = details()  # reasons of a failure: every receiver keeps them
-        dets = list(details) if details is not None and lazy is None else None  # type: ignore[arg-type]
+        lazy: Callable[[], Sequence[Any]] | None = None
+        if callable(details):
+            if status == AckStatus.DELIVERED:
+                lazy, details = details, None
+            else:
+                details = details()  # reasons of a failure: every receiver keeps them
+        dets = list(details) if details is not None else None
         if indexes is not None and len(set(indexes)) != len(chosen):  # an index given twice: the first counts
             if lazy is not None:
                 dets, lazy = list(lazy()), None
