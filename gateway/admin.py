@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.httpserver import bound_port
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.redact import redact
 
 ReadinessCheck = Callable[[], Awaitable[list[str]]]
 
@@ -39,7 +40,8 @@ class AdminServer:
     async def _readyz(self, _request: web.Request) -> web.Response:
         reasons = ["draining"] if self.draining else await self.readiness()
         if reasons:
-            return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
+            # Reasons carry statuses and error codes only; the mask is the net under that rule.
+            return web.json_response({"status": "not ready", "reasons": [redact(r) for r in reasons]}, status=503)
         return web.json_response({"status": "ready"})
 
     @property

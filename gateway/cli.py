@@ -29,8 +29,10 @@ def _load(path: str | None) -> GatewayConfig:
 def _cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import Gateway, RunOptions
     from gateway.telemetry.logging import setup_logging
+    from gateway.telemetry.redact import register_config
 
     config = _load(args.config)
+    register_config(config)  # before the first log line: every configured secret is masked
     setup_logging(config.log_level)
     opts = RunOptions(
         listen=args.listen,

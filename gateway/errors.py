@@ -14,7 +14,9 @@ an operation may be retried is an attribute (``retriable``), never a second hier
     ├── UpstreamError               the upstream audit log failed a call
     │   ├── RetriableUpstreamError  (retriable=True) 408, 429, 5xx but 501, network errors
     │   ├── RejectedUpstreamError   other 4xx: the events go to the dead-letter path
-    │   └── UpstreamConfigError     AmbiguousConfigID / MissingConfigID / Unauthorized: fix the config
+    │   ├── UpstreamConfigError     AmbiguousConfigID / MissingConfigID: fix the config
+    │   └── UpstreamCredentialsRefused  (retriable=True) the upstream or its token endpoint refuses
+    │                               the gateway's own credential: events wait for a working one
     └── ShutdownError               (retriable=True) the process is draining; try again elsewhere
 """
 
@@ -119,9 +121,21 @@ class RejectedUpstreamError(UpstreamError):
 
 
 class UpstreamConfigError(UpstreamError):
-    """The upstream says our configuration is wrong (ambiguous/missing config id, bad token)."""
+    """The upstream says our configuration is wrong (ambiguous or missing config id, bad URL)."""
 
     retriable = False
+
+
+class UpstreamCredentialsRefused(UpstreamError):
+    """The gateway's own credential does not work: the upstream answered 401/403 to it (after one
+    refresh), or the token endpoint refused the OAuth2 client, or the token file is unusable.
+
+    The gateway's fault, never the sender's: events stay queued and are retried with backoff
+    until the credential works, and readiness reports it.  The message carries HTTP statuses and
+    error codes only, never text from the upstream or the token endpoint.
+    """
+
+    retriable = True
 
 
 class ShutdownError(GatewayError):

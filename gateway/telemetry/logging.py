@@ -1,4 +1,5 @@
-"""JSON log lines on stderr.  Secrets never reach a log line: config secrets are SecretStr."""
+"""JSON log lines on stderr.  Secrets never reach a log line: config secrets are SecretStr, and any
+registered secret still found in a formatted line is masked (:mod:`gateway.telemetry.redact`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from typing import Any
 
 import orjson
 
+from gateway.telemetry.redact import redact
+
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and the record's ``extra`` fields."""
+    """One JSON object per line: time, level, logger, message, and the record's ``extra`` fields;
+    registered secrets masked."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -27,7 +31,7 @@ class JsonFormatter(logging.Formatter):
                 out[k] = v
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
+        return redact(orjson.dumps(out, default=str).decode())
 
 
 def setup_logging(level: str = "info") -> None:

@@ -4,15 +4,20 @@ Secrets are held as :class:`~pydantic.SecretStr` and leave this module only insi
 ``Authorization`` header value :meth:`Credentials.authorization` returns.  They never reach a
 log line, an exception message or a metric label; reprs are masked.
 
+Every secret is registered with :mod:`gateway.telemetry.redact` as it becomes known (the
+configured token or client secret and its Basic-auth value, a token file's token, each OAuth2
+access token), so a peer that echoes one back cannot get it into a log line.
+
 Errors: a transient failure to obtain credentials (token endpoint down, 5xx) raises
-:class:`~gateway.errors.RetriableUpstreamError`; a permanent one (client refused, token file
-missing or empty, malformed token answer) raises :class:`~gateway.errors.UpstreamConfigError`.
+:class:`~gateway.errors.RetriableUpstreamError`; a refusal (client refused, token file missing
+or empty, unusable token answer) raises :class:`~gateway.errors.UpstreamCredentialsRefused`:
+the gateway's own fault, retried until fixed.  Messages carry HTTP statuses and OAuth2 error
+codes only, never the token endpoint's text (``error_description`` may echo the request).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
 import time
@@ -24,9 +29,11 @@ import aiohttp
 import orjson
 from pydantic import SecretStr
 
-from gateway.errors import RetriableUpstreamError, UpstreamConfigError
+from gateway.errors import RetriableUpstreamError, UpstreamConfigError, UpstreamCredentialsRefused
 from gateway.sinks.pangea.config import OAuth2Config, UpstreamConfig
+from gateway.sinks.pangea.request_builder import error_code
 from gateway.sinks.pangea.retry import Verdict, classify
+from gateway.telemetry import redact
 from gateway.telemetry.metrics import Metrics
 
 __all__ = [
@@ -57,6 +64,7 @@ class StaticToken:
 
     def __init__(self, token: SecretStr) -> None:
         self._token = token
+        redact.register(token)
 
     def __repr__(self) -> str:
         return "StaticToken(token=***)"
@@ -128,6 +136,7 @@ class TokenFile:
         if not text:
             return self._keep_or_fail(f"token file {str(self.path)!r} is empty")
         changed = self._token is None or self._token.get_secret_value() != text
+        redact.register(text)
         self._key = key
         self._token = SecretStr(text)
         if changed or reason == "initial":
@@ -137,7 +146,7 @@ class TokenFile:
 
     def _keep_or_fail(self, message: str) -> None:
         if self._token is None:
-            raise UpstreamConfigError(message)
+            raise UpstreamCredentialsRefused(message)
         log.warning("%s; keeping the previous token", message)
 
 
@@ -170,6 +179,11 @@ class OAuth2ClientCredentials:
         self._expires_at = 0.0
         self._stale = False
         self._lock = asyncio.Lock()
+        redact.register(config.client_secret, self._basic())
+
+    def _basic(self) -> str:
+        cfg = self._config
+        return redact.basic_credentials(cfg.client_id, cfg.client_secret.get_secret_value())
 
     def __repr__(self) -> str:
         return f"OAuth2ClientCredentials(token_url={self._config.token_url!r}, client_id={self._config.client_id!r})"
@@ -217,8 +231,7 @@ class OAuth2ClientCredentials:
             form["scope"] = cfg.scope
         # HTTP Basic as the seed documents it: base64("client_id:client_secret"), built here
         # rather than with aiohttp.BasicAuth (deprecated in aiohttp 3.14).
-        basic = base64.b64encode(f"{cfg.client_id}:{cfg.client_secret.get_secret_value()}".encode()).decode()
-        headers = {"Authorization": f"Basic {basic}", "Accept": "application/json"}
+        headers = {"Authorization": f"Basic {self._basic()}", "Accept": "application/json"}
         try:
             async with self._session.post(cfg.token_url, data=form, headers=headers) as resp:
                 status = resp.status
@@ -230,22 +243,24 @@ class OAuth2ClientCredentials:
             raise UpstreamConfigError(f"OAuth2 token request failed: {type(exc).__name__}") from None
         body = _json_object(raw)
         if status != 200:
+            # The status and the RFC 6749 error code only: error_description is the endpoint's
+            # free text, and an endpoint that echoes its request would put our secret in it.
             what = f"HTTP {status}"
-            if body is not None and isinstance(body.get("error"), str):
-                what += f" {body['error']}"
-                if isinstance(body.get("error_description"), str):
-                    what += f": {body['error_description'][:200]}"
+            code = error_code(body.get("error")) if body is not None else None
+            if code is not None:
+                what += f" {code}"
             if classify(status, None) is Verdict.RETRY:
                 raise RetriableUpstreamError(f"OAuth2 token endpoint failed: {what}", http_status=status)
-            raise UpstreamConfigError(f"OAuth2 token endpoint refused the client: {what}", http_status=status)
+            raise UpstreamCredentialsRefused(f"OAuth2 token endpoint refused the client: {what}", http_status=status)
         if body is None:
-            raise UpstreamConfigError("OAuth2 token endpoint answered without a JSON object")
+            raise UpstreamCredentialsRefused("OAuth2 token endpoint answered without a JSON object")
         access = body.get("access_token")
         if not isinstance(access, str) or not access:
-            raise UpstreamConfigError("OAuth2 token endpoint answered without access_token")
+            raise UpstreamCredentialsRefused("OAuth2 token endpoint answered without access_token")
+        redact.register(access)
         token_type = body.get("token_type", "Bearer")
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
-            raise UpstreamConfigError(f"OAuth2 token endpoint issued an unsupported token_type {token_type!r}")
+            raise UpstreamCredentialsRefused("OAuth2 token endpoint issued a token_type other than Bearer")
         return SecretStr(access), _seconds(body.get("expires_in"))
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import msgspec
 import orjson
 
 from gateway.sinks.pangea.retry import parse_retry_after
@@ -20,6 +21,7 @@ __all__ = [
     "RETRIED_HEADER",
     "USER_AGENT",
     "Answer",
+    "error_code",
     "event_pointer",
     "join_url",
     "parse_answer",
@@ -34,6 +36,31 @@ RETRIED_HEADER = "X-Pangea-Retried-Request-Ids"
 USER_AGENT = "audit-gateway/0.1"
 
 _EVENT_POINTER = re.compile(r"^/events/(\d+)(/.*)?$")
+_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+"""What an error code looks like (``ValidationError``, ``invalid_client``); other text is not one."""
+
+
+def error_code(value: object) -> str | None:
+    """``value`` if it is shaped like an error code, else None: a peer's free text never passes."""
+    return value if isinstance(value, str) and _CODE.match(value) else None
+
+
+class _Result(msgspec.Struct, gc=False):
+    """One per-event result: an object (its fields are not read here; ``hash``, ``envelope``...)."""
+
+
+class _Results(msgspec.Struct, gc=False):
+    results: list[_Result]
+
+
+class _LogSuccess(msgspec.Struct, gc=False):
+    """The part of a ``/v2/log`` 200 answer that says the events were stored."""
+
+    status: str
+    result: _Results
+
+
+_log_success = msgspec.json.Decoder(_LogSuccess)
 
 
 class Answer:
@@ -43,15 +70,40 @@ class Answer:
     never reads it: a 1000-event ``/v2/log`` answer takes ~0.15 ms to parse.
     """
 
-    __slots__ = ("_body", "_header_request_id", "retry_after", "status")
+    __slots__ = ("_body", "_header_request_id", "oversized", "retry_after", "status")
 
-    def __init__(self, status: int, raw: bytes, headers: Mapping[str, str]) -> None:
+    def __init__(self, status: int, raw: bytes, headers: Mapping[str, str], *, oversized: bool = False) -> None:
         self.status = status
         """HTTP status."""
         self.retry_after: float | None = parse_retry_after(headers.get("Retry-After"))
         """Seconds from a ``Retry-After`` header, if any."""
         self._header_request_id = headers.get("x-request-id") or None
         self._body: dict[str, Any] | bytes | None = raw  # the raw bytes until parsed
+        self.oversized = oversized
+        """The body was larger than the caller's bound and was not read (``raw`` is empty)."""
+
+    def stored_all(self, n: int) -> bool:
+        """Whether this is a 200 whose body is a Pangea ``Success`` envelope with ``n`` per-event
+        results (``result.results``, objects): the only proof the upstream stored ``n`` events.
+
+        Cheap on the hot path: one C-level pass that counts the results without building them
+        (the body is still parsed lazily, and only if a receiver wants the results).
+        """
+        if self.status != 200 or self.oversized:
+            return False
+        body = self._body
+        if isinstance(body, bytes):
+            try:
+                shape = _log_success.decode(body)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return False
+            return shape.status == "Success" and len(shape.result.results) == n
+        # Already parsed (a poll's answer, or a caller read a field): check the dict.
+        if body is None or body.get("status") != "Success":
+            return False
+        result = body.get("result")
+        results = result.get("results") if isinstance(result, dict) else None
+        return isinstance(results, list) and len(results) == n and all(isinstance(r, dict) for r in results)
 
     @property
     def body(self) -> dict[str, Any] | None:
@@ -73,9 +125,9 @@ class Answer:
 
     @property
     def pangea_status(self) -> str | None:
-        """The envelope's ``status`` (``Success``, ``ValidationError``, ``AmbiguousConfigID``...)."""
-        s = self.body.get("status") if self.body else None
-        return s if isinstance(s, str) else None
+        """The envelope's ``status`` (``Success``, ``ValidationError``, ``AmbiguousConfigID``...),
+        when it is shaped like a status code (free text is not one)."""
+        return error_code(self.body.get("status")) if self.body else None
 
     @property
     def summary(self) -> str:
@@ -97,19 +149,20 @@ class Answer:
         return [e for e in errs if isinstance(e, dict)]
 
     def describe(self) -> str:
-        """A short, secret-free description for logs, ack reasons and readiness."""
+        """A short description for logs, ack reasons and readiness: the HTTP status and the
+        Pangea status code only.  Never the upstream's ``summary`` or any other text of its
+        answer, which may echo anything (our own request and credential included)."""
         parts = [f"HTTP {self.status}"]
         if self.pangea_status:
             parts.append(self.pangea_status)
-        text = " ".join(parts)
-        if self.summary:
-            text += f": {self.summary[:200]}"
-        return text
+        if self.oversized:
+            parts.append("(answer too large)")
+        return " ".join(parts)
 
 
-def parse_answer(status: int, raw: bytes, headers: Mapping[str, str]) -> Answer:
+def parse_answer(status: int, raw: bytes, headers: Mapping[str, str], *, oversized: bool = False) -> Answer:
     """The answer of a response; a non-JSON body (a proxy's HTML error page) gives ``body=None``."""
-    return Answer(status, raw, headers)
+    return Answer(status, raw, headers, oversized=oversized)
 
 
 def join_url(base: str, path: str) -> str:

@@ -3,7 +3,10 @@
 One :class:`PangeaSink` per destination.  ``send`` owns a batch until every event of it is
 resolved:
 
-* **200** — every event DELIVERED with its ``result.results[i]`` (``{hash, envelope?}``).
+* **200** with a Pangea ``Success`` envelope holding one result per event sent — every event
+  DELIVERED with its ``result.results[i]`` (``{hash, envelope?}``).  Any other 200 (garbage,
+  ``{}``, a wrong count, an answer over the read bound: a proxy or a wrong URL) proves nothing
+  was stored: retried like a 5xx, metric reason ``invalid_answer``.
 * **202** — polled (:mod:`.poll`) until the final answer, which is then handled like a direct one.
   If polling gives up, the batch is sent again with ``X-Pangea-Retried-Request-Ids``; the
   upstream had stored the events at 202 time, so this can duplicate them: delivery is
@@ -15,9 +18,18 @@ resolved:
 * **400 with errors pointing at events** (``/events/N/...``) — those events REJECTED (dead
   letters, reason ``upstream_rejected``), the rest sent again at once.  A 4xx pointing at no
   event rejects the whole batch the same way.
-* **configuration errors** (AmbiguousConfigID, MissingConfigID, MissingConfigIDScope,
-  Unauthorized after one credential refresh, 403 other than ForbiddenFieldValue) — the batch is
-  dead-lettered with reason ``config_error`` and :meth:`PangeaSink.check` reports the problem.
+* **the gateway's own credential refused** (401, or 403 other than ForbiddenFieldValue, after
+  one credential refresh; the OAuth2 token endpoint refusing the client; an unusable token file)
+  — the gateway's fault, not the sender's: retried with backoff (metric reason ``credentials``,
+  a fresh credential fetched before each attempt) until the credential works, never
+  dead-lettered; :meth:`PangeaSink.check` reports ``upstream refused credentials`` meanwhile.
+  A 403 ForbiddenFieldValue names an event: that event is rejected, as for a 400.
+* **configuration errors** (AmbiguousConfigID, MissingConfigID, MissingConfigIDScope other than
+  as a 401/403) — the batch is dead-lettered with reason ``config_error`` and
+  :meth:`PangeaSink.check` reports the problem.
+
+No text of an upstream or token-endpoint answer (``summary``, error descriptions) goes into an
+ack reason, a log line or a readiness reason: they carry HTTP statuses and error codes only.
 
 Ack details: DELIVERED carries the upstream's per-event result dict; REJECTED a list of error
 dicts ``{code, detail, source}`` whose ``source`` is a JSON pointer *into the event's item*
@@ -47,6 +59,7 @@ from gateway.errors import (
     RetriableUpstreamError,
     ShutdownError,
     UpstreamConfigError,
+    UpstreamCredentialsRefused,
 )
 from gateway.normalize.config import SchemaFieldConfig
 from gateway.sinks.deadletter.base import DeadLetter, DeadLetterStore
@@ -70,8 +83,11 @@ log = logging.getLogger(__name__)
 
 _wants_envelope = attrgetter("want_envelope")
 
-CONFIG_ERROR_STATUSES = frozenset({"AmbiguousConfigID", "MissingConfigID", "MissingConfigIDScope", "Unauthorized"})
-"""Pangea statuses that mean "fix the configuration", whatever the HTTP status."""
+CONFIG_ERROR_STATUSES = frozenset({"AmbiguousConfigID", "MissingConfigID", "MissingConfigIDScope"})
+"""Pangea statuses that mean "fix the configuration" (as a 401/403 they are a refused credential)."""
+
+CREDENTIALS_REFUSED = "upstream refused credentials"
+"""How readiness (and the logs) name a refused credential; operators and tests look for it."""
 
 _CHECK_TTL_SECS = 5.0
 """How long a readiness probe result is reused: probes must not hammer the upstream."""
@@ -82,6 +98,9 @@ schema but not to log).  After that a passing probe clears it, so an unready pod
 no traffic can still become ready once the problem is fixed upstream."""
 _PROBE_TIMEOUT_SECS = 5.0
 _MAX_REASON_CHARS = 300
+_MAX_ANSWER_BYTES = 1 << 20
+"""Answers are read up to this bound (plus twice the request body for a log call, whose verbose
+answer echoes its events); a larger one is not read: for a 200 it proves nothing was stored."""
 
 
 @dataclass(slots=True)
@@ -212,12 +231,13 @@ class PangeaSink:
 
             answer: Answer | None = None
             error: BaseException | None = None
+            bound = _MAX_ANSWER_BYTES + 2 * len(body)
             try:
-                answer = await self._request("POST", self._path, self._path, body, retried_ids)
+                answer = await self._request("POST", self._path, self._path, body, retried_ids, max_answer_bytes=bound)
                 if answer.status != 200:  # a 200's request id is not needed, nor its body parsed
                     _note_request_id(answer, retried_ids)
                 if answer.status == 202:
-                    answer = await self._poll(answer)
+                    answer = await self._poll(answer, bound)
             except Exception as exc:  # network errors, PollGaveUp, credential errors
                 answer, error = None, exc
 
@@ -226,8 +246,10 @@ class PangeaSink:
                 return
 
             if answer is not None and answer.status == 200:
-                self._deliver_results(batch, pending, answer)
-                return
+                if answer.stored_all(len(pending)):
+                    self._deliver_results(batch, pending, answer)
+                    return
+                _note_request_id(answer, retried_ids)  # it may have stored them: let it de-duplicate
 
             if answer is not None and _is_unauthorized(answer) and not refreshed:
                 # The token may have been rotated or revoked: fetch a fresh one, retry once at once.
@@ -237,16 +259,29 @@ class PangeaSink:
                 log.info("upstream answered 401; refreshing credentials", extra={"destination": self.destination})
                 continue
 
+            refused = False  # the gateway's own credential was refused
             if isinstance(error, PollGaveUp):
                 verdict, reason = Verdict.RETRY, f"poll_{error.outcome}"
                 what = str(error)
+            elif isinstance(error, UpstreamCredentialsRefused):
+                verdict, reason, refused = Verdict.RETRY, "credentials", True
+                what = error.message
             elif error is not None:
                 verdict, reason = classify(None, error), retry_reason(None, error)
                 what = _safe_error(error)
             else:
                 assert answer is not None
-                verdict, reason = classify(answer.status, None), retry_reason(answer.status, None)
                 what = answer.describe()
+                if answer.status == 200:
+                    verdict, reason = Verdict.RETRY, "invalid_answer"
+                    what += " without a Success envelope holding one result per event sent"
+                elif _is_credential_refusal(answer):
+                    verdict, reason, refused = Verdict.RETRY, "credentials", True
+                else:
+                    verdict, reason = classify(answer.status, None), retry_reason(answer.status, None)
+
+            if refused:
+                await self._credentials_refused(what)
 
             if verdict is Verdict.RETRY:
                 failures += 1
@@ -286,6 +321,7 @@ class PangeaSink:
     def _deliver_results(self, batch: Batch, pending: list[int], answer: Answer) -> None:
         # pending holds distinct ascending indexes: as many as the batch is every one of them.
         # The results are read only if a receiver keeps them: not for Kafka offsets, spool rows.
+        # (answer.stored_all checked that there is one per event.)
         batch.ack.resolve_many(
             None if len(pending) == len(batch) else pending,
             AckStatus.DELIVERED,
@@ -293,20 +329,30 @@ class PangeaSink:
         )
         self._metrics.events_forwarded.labels(self.destination).inc(len(pending))
         self._problem = None
+        if self._probe_result is not None:
+            self._probe_at = None  # a failed probe's answer is stale now: the next check probes again
 
     def _results(self, answer: Answer, n: int) -> list[Any]:
-        """The per-event results of a 200 answer to ``n`` events."""
+        """The per-event results of a 200 answer to ``n`` events (``stored_all(n)`` held)."""
         result = answer.result
         results = result.get("results") if result else None
-        if not isinstance(results, list) or len(results) != n:
-            # The upstream said 200 but its answer does not say what it stored.  Resolving
-            # DELIVERED without hashes is honest (it accepted them); resending would duplicate.
-            log.warning(
-                "upstream 200 without one result per event",
-                extra={"destination": self.destination, "request_id": answer.request_id, "events": n},
-            )
+        if not isinstance(results, list) or len(results) != n:  # cannot be, once stored_all(n) held
+            log.error("upstream 200 without one result per event", extra={"destination": self.destination})
             return [None] * n
         return results
+
+    async def _credentials_refused(self, what: str) -> None:
+        """The upstream (or the token endpoint) refused the gateway's own credential: report it
+        (readiness), and make the next attempt fetch a fresh one (a rotated token file, a new
+        OAuth2 token) so delivery resumes as soon as the credential is fixed."""
+        reason = f"{CREDENTIALS_REFUSED} ({what})"[:_MAX_REASON_CHARS]
+        if self._problem is None or self._problem.reason != reason:
+            log.error(
+                "upstream refused the gateway's credentials; events stay queued and are retried",
+                extra={"destination": self.destination, "problem": reason},
+            )
+        self._problem = _Problem(reason, time.monotonic())
+        await self._credentials_or_raise().invalidate()
 
     async def _rejected(self, batch: Batch, pending: list[int], answer: Answer) -> list[int]:
         """Handle a non-retriable error answer; returns the batch indexes still to send."""
@@ -412,18 +458,18 @@ class PangeaSink:
     def _count_poll(self, outcome: str) -> None:
         self._metrics.upstream_polls.labels(self.destination, outcome).inc()
 
-    async def _poll(self, accepted: Answer) -> Answer:
-        return await poll_until_done(
-            self._poll_get, self._base, accepted, self.upstream.poll, on_outcome=self._count_poll, sleep=self._sleep
-        )
+    async def _poll(self, accepted: Answer, max_answer_bytes: int = _MAX_ANSWER_BYTES) -> Answer:
+        async def get(url: str) -> Answer:
+            answer = await self._request("GET", url, "/request", None, (), max_answer_bytes=max_answer_bytes)
+            if _is_unauthorized(answer):
+                # Same rule as for sends: one refresh, then the answer stands.
+                await self._credentials_or_raise().invalidate()
+                answer = await self._request("GET", url, "/request", None, (), max_answer_bytes=max_answer_bytes)
+            return answer
 
-    async def _poll_get(self, url: str) -> Answer:
-        answer = await self._request("GET", url, "/request", None, ())
-        if _is_unauthorized(answer):
-            # Same rule as for sends: one refresh, then the answer stands.
-            await self._credentials_or_raise().invalidate()
-            answer = await self._request("GET", url, "/request", None, ())
-        return answer
+        return await poll_until_done(
+            get, self._base, accepted, self.upstream.poll, on_outcome=self._count_poll, sleep=self._sleep
+        )
 
     # -- HTTP ----------------------------------------------------------------------------
 
@@ -441,8 +487,12 @@ class PangeaSink:
         retried_ids: Sequence[str],
         *,
         total_secs: float | None = None,
+        max_answer_bytes: int = _MAX_ANSWER_BYTES,
     ) -> Answer:
-        """One upstream call, measured.  Raises network errors as aiohttp/asyncio raise them."""
+        """One upstream call, measured.  Raises network errors as aiohttp/asyncio raise them.
+
+        The answer is read up to ``max_answer_bytes``; a larger one is left unread (the
+        connection closed) and comes back ``oversized`` with no body."""
         session = self._session
         if session is None or session.closed:
             raise ShutdownError("the upstream sink is stopped")
@@ -456,8 +506,10 @@ class PangeaSink:
         extra: dict[str, Any] = {} if total_secs is None else {"timeout": aiohttp.ClientTimeout(total=total_secs)}
         try:
             async with session.request(method, url, data=body, headers=headers, **extra) as resp:
-                raw = await resp.read()
                 label = str(resp.status)
+                raw = await _read_bounded(resp, max_answer_bytes)
+                if raw is None:
+                    return parse_answer(resp.status, b"", resp.headers, oversized=True)
                 return parse_answer(resp.status, raw, resp.headers)
         finally:
             gauge.dec()
@@ -471,7 +523,8 @@ class PangeaSink:
 
         Transient failures are retried with the sink's backoff, ``attempts`` times in all (None:
         until cancelled).  Raises :class:`~gateway.errors.UpstreamConfigError` for configuration
-        errors (AmbiguousConfigID, Unauthorized...), :class:`~gateway.errors.RetriableUpstreamError`
+        errors (AmbiguousConfigID...), :class:`~gateway.errors.UpstreamCredentialsRefused` when
+        the credential is refused (after one refresh), :class:`~gateway.errors.RetriableUpstreamError`
         when the upstream stayed unavailable, :class:`~gateway.errors.RejectedUpstreamError` for any
         other refusal or a schema this gateway cannot use.
         """
@@ -493,13 +546,22 @@ class PangeaSink:
                 if verdict is Verdict.REJECT:
                     if isinstance(exc, aiohttp.ClientError):  # e.g. an invalid URL
                         raise UpstreamConfigError(f"/v1/schema: {what}") from None
-                    raise  # credentials refused (UpstreamConfigError), or a bug
+                    raise  # a configuration error (UpstreamConfigError), or a bug
             if answer is not None and answer.status == 200:
-                return _schema_fields(answer)
+                fields = _schema_fields(answer)
+                if fields is not None:
+                    return fields
+                # Not a schema: a proxy or a wrong URL answered; retried like a 5xx.
+                what += " without a Success envelope holding result.fields"
+                verdict = Verdict.RETRY
             if answer is not None and _is_unauthorized(answer) and not refreshed:
                 refreshed = True
                 await self._credentials_or_raise().invalidate()
                 continue
+            if answer is not None and _is_credential_refusal(answer):
+                raise UpstreamCredentialsRefused(
+                    f"/v1/schema: {what}", http_status=answer.status, pangea_status=answer.pangea_status
+                )
             if verdict is Verdict.RETRY:
                 failures += 1
                 if attempts is not None and failures >= attempts:
@@ -561,14 +623,22 @@ class PangeaSink:
             if _is_unauthorized(answer):
                 await self._credentials_or_raise().invalidate()
                 answer = await self._request("POST", "/v1/schema", "/v1/schema", body, (), total_secs=timeout)
+        except UpstreamCredentialsRefused as exc:  # our messages: statuses and codes only
+            return f"{CREDENTIALS_REFUSED} ({exc.message})"[:_MAX_REASON_CHARS]
         except GatewayError as exc:  # credentials: our messages, secret-free
             return f"credentials: {exc.message}"[:_MAX_REASON_CHARS]
         except Exception as exc:
             if classify(None, exc) is Verdict.RETRY:
                 return f"upstream unreachable: {_safe_error(exc)}"[:_MAX_REASON_CHARS]
             return f"upstream call failed: {_safe_error(exc)}"[:_MAX_REASON_CHARS]
-        if 200 <= answer.status < 300:  # a 202 too: the upstream took our token and config_id
+        if answer.status == 202:  # the upstream took our token and config_id
             return None
+        if answer.status == 200:
+            if answer.pangea_status == "Success":
+                return None
+            return f"upstream answered {answer.describe()} without a Success envelope"[:_MAX_REASON_CHARS]
+        if _is_credential_refusal(answer):
+            return f"{CREDENTIALS_REFUSED} ({answer.describe()})"[:_MAX_REASON_CHARS]
         if _is_config_error(answer):
             return f"{answer.pangea_status or f'HTTP_{answer.status}'}: {answer.describe()}"[:_MAX_REASON_CHARS]
         if classify(answer.status, None) is Verdict.RETRY:
@@ -579,12 +649,17 @@ class PangeaSink:
 _SCHEMA_FIELD_KEYS = frozenset(SchemaFieldConfig.model_fields)
 
 
-def _schema_fields(answer: Answer) -> list[SchemaFieldConfig]:
+def _schema_fields(answer: Answer) -> list[SchemaFieldConfig] | None:
     """``result.fields`` as this gateway's field configs; keys it does not use (name,
-    description...) are ignored.  Raises RejectedUpstreamError on an unusable schema."""
+    description...) are ignored.  None when the answer is no Success envelope with a
+    ``result.fields`` list; raises RejectedUpstreamError on a schema this gateway cannot use."""
+    if answer.oversized or answer.pangea_status != "Success":
+        return None
     result = answer.result
     fields = result.get("fields") if result else None
-    if not isinstance(fields, list) or not fields:
+    if not isinstance(fields, list):
+        return None
+    if not fields:
         raise RejectedUpstreamError("/v1/schema answered without fields", http_status=answer.status)
     out = []
     for i, f in enumerate(fields):
@@ -606,14 +681,34 @@ def _note_request_id(answer: Answer, retried_ids: list[str]) -> None:
         retried_ids.append(rid)
 
 
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body of ``resp``, or None if it is longer than ``limit`` bytes (the rest left unread)."""
+    if resp.content_length is not None and resp.content_length > limit:
+        return None
+    if resp.content_length is not None:
+        return await resp.read()  # the common case: one read of a known, bounded size
+    buf = bytearray()
+    async for chunk in resp.content.iter_any():
+        buf += chunk
+        if len(buf) > limit:
+            return None
+    return bytes(buf)
+
+
 def _is_unauthorized(answer: Answer) -> bool:
     return answer.status == 401 or answer.pangea_status == "Unauthorized"
 
 
-def _is_config_error(answer: Answer) -> bool:
-    if answer.pangea_status in CONFIG_ERROR_STATUSES or answer.status == 401:
+def _is_credential_refusal(answer: Answer) -> bool:
+    """The upstream refused the gateway's own credential: 401 or ``Unauthorized``, or a 403
+    that does not name an event (a ForbiddenFieldValue 403 refuses a field value of an event)."""
+    if _is_unauthorized(answer):
         return True
     return answer.status == 403 and answer.pangea_status != "ForbiddenFieldValue"
+
+
+def _is_config_error(answer: Answer) -> bool:
+    return answer.pangea_status in CONFIG_ERROR_STATUSES
 
 
 def _error_code(exc: BaseException) -> str:

@@ -9,10 +9,13 @@ from typing import Any
 from aiohttp import web
 
 from gateway.acks import AckStatus
+from gateway.sinks.pangea.request_builder import error_code
 from gateway.sources.intake import Admission
 from gateway.sources.webhook.envelope import envelope
 
 _EVENT_POINTER = re.compile(r"^(/events/\d+)?(/event)?")
+_SAFE_POINTER = re.compile(r"^(/[A-Za-z0-9_.~-]*){0,8}$")
+"""A pointer into an event (``/event/actor``) as the upstream may name one; anything else is not kept."""
 RETRY_AFTER_SECS = 5
 FORBIDDEN_CODE = "ForbiddenFieldValue"
 
@@ -26,21 +29,30 @@ async def settle(admission: Admission, timeout_secs: float) -> AckStatus | None:
 
 
 def upstream_errors(admission: Admission) -> list[dict[str, Any]]:
-    """The per-event reasons the upstream gave, re-pointed into this request's body."""
+    """The per-event reasons the upstream gave, re-pointed into this request's body.
+
+    Only the error code and the pointer survive, each when shaped like one; the detail is ours.
+    No text of the upstream's answer reaches a sender: it may echo anything, the gateway's
+    own credential included (the full reasons are in the dead-letter store).
+    """
     out: list[dict[str, Any]] = []
     for n, reason in sorted(admission.group.reasons.items()):
         pointer = admission.pointer(n)
         items = reason if isinstance(reason, list) else [reason]
         for item in items:
+            code = (error_code(item.get("code")) if isinstance(item, dict) else None) or "Rejected"
+            source = pointer
             if isinstance(item, dict):
-                err = dict(item)
                 # Upstream pointers index the batch; re-point them at this request's event.
-                src = str(err.get("source", ""))
+                src = item.get("source")
+                src = src if isinstance(src, str) else ""
                 m = _EVENT_POINTER.match(src)
-                err["source"] = pointer + src[m.end() :] if m else pointer
-            else:
-                err = {"code": "Rejected", "detail": str(item), "source": pointer}
-            out.append(err)
+                rest = src[m.end() :] if m else ""
+                if len(rest) <= 256 and _SAFE_POINTER.match(rest):
+                    source = pointer + rest
+            out.append(
+                {"code": code, "detail": f"the upstream audit log refused this event ({code})", "source": source}
+            )
     return out
 
 

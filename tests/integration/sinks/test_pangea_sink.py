@@ -462,22 +462,60 @@ async def test_check_reports_an_unreachable_upstream_without_raising(stub: Upstr
     assert reason is not None and reason.startswith("upstream unreachable")
 
 
-async def test_unauthorized_refreshes_once_then_rejects_as_config_error_without_leaking_the_token(
+class FixAfter(SleepRecorder):
+    """A backoff sleep that awaits ``fix()`` at the ``n``-th wait (the operator fixing the credential)."""
+
+    def __init__(self, n: int, fix: Any) -> None:
+        super().__init__()
+        self.n, self.fix = n, fix
+
+    async def __call__(self, delay: float) -> None:
+        await super().__call__(delay)
+        if len(self.delays) == self.n:
+            await self.fix()
+
+
+async def test_a_refused_token_is_refreshed_once_then_retried_with_backoff_until_it_works_never_dead_lettered(
     stub: UpstreamStub, make: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     secret = "pts_wrong_but_secret_token"
-    h = await make(token=SecretStr(secret))
+    # The upstream refuses the token with text echoing our request (its Authorization header).
+    echo = envelope("Unauthorized", {}, "prq_401", f"refused Authorization: Bearer {secret}")
+    stub.script("/v2/log", *[Reply(401, echo) for _ in range(4)])
+    checks: list[str | None] = []
+
+    async def fix() -> None:
+        checks.append(await h.sink.check())  # while refused: not ready, and why
+        stub.tokens.add(secret)  # the operator grants the token
+
+    sleep = FixAfter(3, fix)
+    h = await make(token=SecretStr(secret), sleep=sleep)
     await h.sink.send(h.batch(2))
-    assert len(stub.seen("/v2/log")) == 2  # the first try and one after the credential refresh
-    assert [h.status(i) for i in range(2)] == [AckStatus.REJECTED] * 2
-    assert {d.reason for d in h.dead.letters} == {"config_error"}
-    reason = await h.sink.check()
-    assert reason is not None and "Unauthorized" in reason
+
+    # attempt 1, one at once after the refresh, then one per backoff wait: 3 refused, the 5th stored
+    assert len(stub.seen("/v2/log")) == 5
+    assert len(sleep.delays) == 3
+    assert [h.status(i) for i in range(2)] == [AckStatus.DELIVERED] * 2
+    assert h.dead.letters == []
+    assert h.counter("gateway_upstream_retries_total", destination=DEST, reason="credentials") == 3
+    assert checks == ["upstream refused credentials (HTTP 401 Unauthorized)"]
+    assert await h.sink.check() is None  # delivered: the problem is cleared
     assert secret not in caplog.text
-    assert secret not in reason
-    assert all(secret not in d.detail for d in h.dead.letters)
+    assert "refused Authorization" not in caplog.text  # the upstream's text is not logged at all
     assert secret not in repr(h.sink)
+
+
+async def test_a_403_that_names_no_event_is_a_refused_credential_and_events_error_after_max_attempts(
+    stub: UpstreamStub, make: Any
+) -> None:
+    stub.script("/v2/log", *[Reply(403, envelope("MissingConfigIDScope", {}, "prq_403")) for _ in range(3)])
+    h = await make(retry=RetryConfig(initial_backoff_secs=0.01, max_backoff_secs=0.05, max_attempts=3))
+    await h.sink.send(h.batch(2))
+    # ERRORED, so the source lets them be sent again: the sender is never blamed, nothing dead-lettered.
+    assert [h.status(i) for i in range(2)] == [AckStatus.ERRORED] * 2
+    assert h.dead.letters == []
+    assert await h.sink.check() == "upstream refused credentials (HTTP 403 MissingConfigIDScope)"
 
 
 # -- against the real local audit log --------------------------------------------------------
@@ -670,12 +708,39 @@ async def test_events_are_errored_not_lost_when_the_dead_letter_store_fails(stub
     assert [h.status(i) for i in range(2)] == [AckStatus.ERRORED, AckStatus.DELIVERED]
 
 
-async def test_a_200_without_one_result_per_event_still_delivers(stub: UpstreamStub, make: Any) -> None:
-    stub.script("/v2/log", Reply(200, envelope("Success", {"results": []}, "prq_odd")))
+INVALID_200S = [
+    Reply(200, b"<html>it works</html>"),  # a web server at a wrong URL
+    Reply(200, b"{}"),
+    Reply(200, envelope("Success", {"results": []}, "prq_none")),
+    Reply(200, envelope("Success", {"results": [{"hash": "a" * 64}]}, "prq_one")),  # one for two events
+    Reply(200, envelope("Success", {"results": [1, 2]}, "prq_ints")),
+    Reply(200, envelope("Accepted", {"results": [{}, {}]}, "prq_status")),
+    Reply(200, b"x" * (3 << 20)),  # junk far over the read bound
+]
+
+
+async def test_a_200_that_is_not_a_success_envelope_with_one_result_per_event_is_retried_as_invalid_answer(
+    stub: UpstreamStub, make: Any
+) -> None:
+    stub.script("/v2/log", *INVALID_200S)
     h = await make()
     await h.sink.send(h.batch(2))
     assert [h.status(i) for i in range(2)] == [AckStatus.DELIVERED] * 2
-    assert len(stub.seen("/v2/log")) == 1  # resending would store them twice
+    sent = stub.seen("/v2/log")
+    assert len(sent) == len(INVALID_200S) + 1  # each invalid answer retried; the real one stored them
+    assert h.counter("gateway_upstream_retries_total", destination=DEST, reason="invalid_answer") == len(INVALID_200S)
+    assert h.dead.letters == []
+    # Retries name the attempts the upstream may have stored, for it to de-duplicate.
+    assert sent[-1].headers["X-Pangea-Retried-Request-Ids"] == "prq_none,prq_one,prq_ints,prq_status"
+    assert h.detail(0) == {"hash": hashes_of(sent[-1])[0]}
+
+
+async def test_a_200_without_a_schema_is_retried_by_fetch_schema(stub: UpstreamStub, make: Any) -> None:
+    stub.script("/v1/schema", Reply(200, b"<html>it works</html>"), Reply(200, b"{}"))
+    h = await make()
+    fields = await h.sink.fetch_schema()
+    assert [f.id for f in fields] == ["message"]
+    assert len(stub.seen("/v1/schema")) == 3
 
 
 class _OffsetLog(AckLog):
@@ -687,8 +752,8 @@ class _OffsetLog(AckLog):
 async def test_receivers_that_keep_no_hashes_are_resolved_without_reading_the_answer(
     stub: UpstreamStub, make: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The 200's body is not even JSON: reading it would log a warning and give no hashes.
-    stub.script("/v2/log", Reply(200, b"<html>ok</html>"))
+    # Results that are objects but not dicts of hashes: checked by count, never read.
+    stub.script("/v2/log", Reply(200, envelope("Success", {"results": [{"odd": 1}, {}, {}]}, "prq_lazy")))
     h = await make()
     offsets = _OffsetLog()
     batch = Batch(DEST, [Event(b'{"event":{"message":"m%d"}}' % i, Ack(offsets, i), "kafka") for i in range(3)])
@@ -696,7 +761,8 @@ async def test_receivers_that_keep_no_hashes_are_resolved_without_reading_the_an
         await h.sink.send(batch)
     assert offsets.by_key == {i: (AckStatus.DELIVERED, None) for i in range(3)}
     assert h.counter("gateway_events_forwarded_total", destination=DEST) == 3
-    assert not [r for r in caplog.records if "without one result" in r.getMessage()]
+    assert len(stub.seen("/v2/log")) == 1
+    assert not caplog.records
 
 
 async def test_a_batch_mixing_receivers_gives_the_hashes_to_the_one_keeping_them(stub: UpstreamStub, make: Any) -> None:
