@@ -1,0 +1,288 @@
+"""Issue 12, cases 3 and 5, end to end: the upstream's answers and the gateway's own credentials.
+
+Real processes on loopback: the local audit log (the real upstream) and the gateway.  Between
+them, a small aiohttp front that the gateway takes for its upstream: it forwards every call to
+the local audit log, except when a test makes it misbehave, as a wrong URL, a proxy or a
+misconfigured upstream would (answers 200 with garbage; 403 to the gateway's token), and it is
+the OAuth2 token endpoint (which can refuse the client while echoing its request back, or issue
+a token the upstream refuses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from tests.support.procs import REPO, Proc, local_audit, start_gateway, stored_messages
+
+TOKEN = "pts_issue12_upstream_token_0001"
+CLIENT_ID = "psa_issue12_client"
+CLIENT_SECRET = "pck_issue12_client_secret_value_7f3a"
+BASIC = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+WRONG_TOKEN = "pts_issue12_token_the_upstream_refuses"
+FIXTURES = REPO / "tests" / "fixtures" / "vendors"
+REFUSED = "upstream refused credentials"
+
+
+class Front:
+    """The upstream as the gateway sees it (see the module doc)."""
+
+    def __init__(self, upstream_url: str) -> None:
+        self.upstream_url = upstream_url
+        self.token_mode = "good"
+        """``echo_refuse``: 401 invalid_client, echoing the request; ``wrong``: issues WRONG_TOKEN;
+        ``good``: issues the token the upstream accepts."""
+        self.forbid = False
+        """Answer 403 to every API call, echoing its Authorization header."""
+        self.log_answers: deque[bytes] = deque()
+        """Bodies of 200 answers that replace the next ``/v2/log`` calls (nothing is forwarded)."""
+        self.served: list[tuple[str, int]] = []
+        self.base_url = ""
+        self._runner: web.AppRunner | None = None
+        self._client: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._client = aiohttp.ClientSession()
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_post("/oauth/token", self._token)
+        app.router.add_route("*", "/{tail:.*}", self._api)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._client is not None:
+            await self._client.close()
+
+    def count(self, path: str, status: int) -> int:
+        return self.served.count((path, status))
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await request.text()
+        assert request.headers.get("Authorization") == f"Basic {BASIC}"
+        if self.token_mode == "echo_refuse":
+            # A debugging endpoint that tells the client everything it received, decoded.
+            echo = f"bad client; you sent {dict(request.headers)} {form} as {base64.b64decode(BASIC).decode()}"
+            self.served.append(("/oauth/token", 401))
+            return web.json_response({"error": "invalid_client", "error_description": echo}, status=401)
+        token = TOKEN if self.token_mode == "good" else WRONG_TOKEN
+        self.served.append(("/oauth/token", 200))
+        return web.json_response({"access_token": token, "token_type": "Bearer", "expires_in": 3600})
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if self.forbid:
+            self.served.append((request.path, 403))
+            echo = f"forbidden: {request.headers.get('Authorization')} (client {CLIENT_ID}:{CLIENT_SECRET})"
+            envelope = {"request_id": "prq_forbid", "status": "Unauthorized", "summary": echo, "result": {}}
+            return web.json_response(envelope, status=403)
+        if request.path == "/v2/log" and self.log_answers:
+            self.served.append((request.path, 200))
+            return web.Response(status=200, body=self.log_answers.popleft(), content_type="application/json")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        assert self._client is not None
+        async with self._client.request(
+            request.method, self.upstream_url + request.path_qs, data=body, headers=headers
+        ) as resp:
+            data = await resp.read()
+            self.served.append((request.path, resp.status))
+            return web.Response(status=resp.status, body=data, content_type="application/json")
+
+
+@pytest.fixture
+async def front(tmp_path: Path) -> AsyncIterator[Front]:
+    with local_audit(tmp_path, TOKEN) as upstream:
+        f = Front(upstream.url("local_audit"))
+        await f.start()
+        try:
+            yield f
+        finally:
+            await f.stop()
+
+
+def write_config(tmp: Path, front: Front, credentials: str) -> Path:
+    cfg = tmp / "gateway.yaml"
+    cfg.write_text(
+        f"""
+shutdown_timeout_secs: 10
+upstream:
+  url: {front.base_url}
+  {credentials}
+  retry: {{initial_backoff_secs: 0.05, max_backoff_secs: 0.2}}
+destinations:
+  default:
+    schema: standard
+    batch: {{max_events: 1000, timeout_secs: 0.05}}
+sources:
+  sdk: {{type: webhook, format: pangea, destination: default, ack_timeout_secs: 60}}
+  sdk_short: {{type: webhook, format: pangea, path: /short, destination: default, ack_timeout_secs: 0.5}}
+  auth0: {{type: webhook, format: auth0, path: /v1/log_stream, destination: default, ack_timeout_secs: 60}}
+  okta: {{type: webhook, format: okta, path: /webhooks/okta, destination: default, ack_timeout_secs: 60}}
+"""
+    )
+    return cfg
+
+
+async def start(tmp: Path, front: Front, credentials: str, env: dict[str, str]) -> Proc:
+    # In a thread: the front answers on this test's event loop while the gateway starts.
+    return await asyncio.to_thread(start_gateway, tmp, config=write_config(tmp, front, credentials), env=env)
+
+
+def sdk_body(messages: list[str]) -> bytes:
+    return orjson.dumps({"events": [{"event": {"message": m, "actor": "alice"}} for m in messages]})
+
+
+async def post(s: aiohttp.ClientSession, url: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    async with s.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+        return r.status, dict(r.headers), await r.read()
+
+
+async def metric(s: aiohttp.ClientSession, gw: Proc, name: str, **labels: str) -> float:
+    async with s.get(gw.url("admin") + "/metrics") as r:
+        text = await r.text()
+    total = 0.0  # summed over the series matching ``labels``
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + " ")):
+            series, value = line.rsplit(" ", 1)
+            if all(f'{k}="{v}"' in series for k, v in labels.items()):
+                total += float(value)
+    return total
+
+
+async def until(predicate: Any, what: str, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- case 3: a 200 is not proof of delivery ---------------------------------------------------------
+
+
+async def test_garbage_200s_from_the_upstream_are_retried_until_the_real_one_stores_every_acknowledged_event(
+    tmp_path: Path, front: Front
+) -> None:
+    wrong_count = {"request_id": "prq_count", "status": "Success", "summary": "ok", "result": {"results": [{}]}}
+    front.log_answers.extend(
+        [b"<html><body>It works!</body></html>", b"{}", orjson.dumps(wrong_count), b"junk " * (2 << 20)]
+    )
+    gw = await start(tmp_path, front, "token: ${UPSTREAM_TOKEN}", {"UPSTREAM_TOKEN": TOKEN})
+    try:
+        sent = [[f"garbage-{i}-{j}" for j in range(5)] for i in range(4)]
+        async with aiohttp.ClientSession() as s:
+            answers = await asyncio.gather(*(post(s, gw.url() + "/v2/log", sdk_body(m)) for m in sent))
+            invalid = await metric(s, gw, "gateway_upstream_retries_total", reason="invalid_answer")
+            rejected = await metric(s, gw, "gateway_events_rejected_total")
+    finally:
+        gw.terminate()
+    acked = [m for (status, _h, _b), msgs in zip(answers, sent, strict=True) if status == 200 for m in msgs]
+    stored = stored_messages(tmp_path / "local-audit.db")
+    print(f"answered 200: {len(acked)} events; stored: {len(stored)} ({len(stored) - len(set(stored))} duplicates)")
+    assert [a[0] for a in answers] == [200] * len(sent)
+    assert sorted(stored) == sorted(acked)  # exact: the garbage answers stored nothing
+    assert front.log_answers == deque()  # every garbage answer was served ...
+    assert invalid == 4  # ... and each was retried as the upstream's fault
+    assert rejected == 0
+
+
+# -- case 5: the gateway's own credential refused -----------------------------------------------------
+
+
+async def test_a_refused_gateway_credential_holds_events_blames_no_sender_leaks_no_secret_and_delivers_once_fixed(
+    tmp_path: Path, front: Front
+) -> None:
+    front.token_mode = "echo_refuse"
+    credentials = (
+        f"oauth2: {{token_url: '{front.base_url}/oauth/token', client_id: {CLIENT_ID}, "
+        "client_secret: '${OAUTH_SECRET}'}"
+    )
+    gw = await start(tmp_path, front, credentials, {"OAUTH_SECRET": CLIENT_SECRET})
+    auth0 = (FIXTURES / "auth0_batch1_jsonarray.json").read_bytes()
+    okta = (FIXTURES / "okta_eventhook_post1.json").read_bytes()
+    n_auth0 = len(json.loads(auth0))
+    n_okta = len(json.loads(okta)["data"]["events"])
+    sdk_msgs = [f"sdk-{i}" for i in range(3)]
+    short_msgs = [f"short-{i}" for i in range(2)]
+    readyz: list[tuple[int, bytes]] = []
+    try:
+        async with aiohttp.ClientSession() as s:
+
+            async def ready_reasons() -> list[str]:
+                async with s.get(gw.url("admin") + "/readyz") as r:
+                    raw = await r.read()
+                readyz.append((r.status, raw))
+                return list(json.loads(raw).get("reasons", []))
+
+            async def refused(detail: str) -> bool:
+                return any(REFUSED in r and detail in r for r in await ready_reasons())
+
+            waiting = [
+                asyncio.create_task(post(s, gw.url() + "/v2/log", sdk_body(sdk_msgs))),
+                asyncio.create_task(post(s, gw.url() + "/v1/log_stream", auth0)),
+                asyncio.create_task(post(s, gw.url() + "/webhooks/okta", okta)),
+            ]
+            # A sender that does not wait long gets 503 + Retry-After: its events stay queued.
+            short = await post(s, gw.url() + "/short/v2/log", sdk_body(short_msgs))
+
+            # 1. the token endpoint refuses the client (and echoes the request, secret included)
+            await until(lambda: refused("HTTP 401 invalid_client"), "readiness naming the token endpoint's refusal")
+            # 2. it issues a token, which the upstream refuses (the real local audit log's 401)
+            front.token_mode = "wrong"
+            await until(lambda: refused("HTTP 401 Unauthorized"), "readiness naming the upstream's 401")
+            assert front.count("/v2/log", 401) > 0
+            # 3. the upstream answers 403 to it, echoing the gateway's credentials
+            front.forbid = True
+            await until(lambda: refused("HTTP 403 Unauthorized"), "readiness naming the upstream's 403")
+            assert not any(t.done() for t in waiting)  # nobody was answered meanwhile
+            retries = await metric(s, gw, "gateway_upstream_retries_total", reason="credentials")
+            # 4. fixed: the events go through, and every waiting sender gets its 2xx
+            front.forbid, front.token_mode = False, "good"
+            answers = await asyncio.wait_for(asyncio.gather(*waiting), 30)
+
+            async def ready() -> bool:
+                return await ready_reasons() == []
+
+            await until(ready, "readiness once the credential works")
+            rejected = await metric(s, gw, "gateway_events_rejected_total")
+            deadlettered = await metric(s, gw, "gateway_deadletters_total")
+    finally:
+        gw.terminate()
+    log = gw.log()
+
+    statuses = [a[0] for a in answers]
+    assert statuses == [200, 200, 200], answers
+    assert answers[2][2] == b""  # Okta's empty 200
+    assert short[0] == 503 and short[1].get("Retry-After"), short
+    assert retries > 0 and rejected == 0 and deadlettered == 0
+    stored = stored_messages(tmp_path / "local-audit.db")
+    expected = 3 + n_auth0 + n_okta + 2
+    print(f"answered 2xx: {3 + n_auth0 + n_okta} events, 503: 2 (kept queued); stored: {len(stored)}")
+    assert len(stored) == expected  # every event kept, none stored twice
+    assert set(sdk_msgs + short_msgs) <= set(stored)
+
+    texts = [b for _s, _h, b in [*answers, short]] + [raw for _s, raw in readyz] + [log.encode()]
+    for text in texts:
+        for secret in (CLIENT_SECRET, BASIC, WRONG_TOKEN, TOKEN):
+            assert secret.encode() not in text, (secret, text[:300])
+    assert "bad client; you sent" not in log and "forbidden: " not in log  # no peer text at all
+    assert REFUSED in log
