@@ -45,8 +45,8 @@ class Front:
         ``good``: issues the token the upstream accepts."""
         self.forbid = False
         """Answer 403 to every API call, echoing its Authorization header."""
-        self.log_answers: deque[bytes] = deque()
-        """Bodies of 200 answers that replace the next ``/v2/log`` calls (nothing is forwarded)."""
+        self.log_answers: deque[tuple[int, bytes]] = deque()
+        """Answers (status, body) that replace the next ``/v2/log`` calls (nothing is forwarded)."""
         self.served: list[tuple[str, int]] = []
         self.base_url = ""
         self._runner: web.AppRunner | None = None
@@ -95,8 +95,9 @@ class Front:
             envelope = {"request_id": "prq_forbid", "status": "Unauthorized", "summary": echo, "result": {}}
             return web.json_response(envelope, status=403)
         if request.path == "/v2/log" and self.log_answers:
-            self.served.append((request.path, 200))
-            return web.Response(status=200, body=self.log_answers.popleft(), content_type="application/json")
+            status, answer = self.log_answers.popleft()
+            self.served.append((request.path, status))
+            return web.Response(status=status, body=answer, content_type="application/json")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         assert self._client is not None
         async with self._client.request(
@@ -183,9 +184,8 @@ async def test_garbage_200s_from_the_upstream_are_retried_until_the_real_one_sto
     tmp_path: Path, front: Front
 ) -> None:
     wrong_count = {"request_id": "prq_count", "status": "Success", "summary": "ok", "result": {"results": [{}]}}
-    front.log_answers.extend(
-        [b"<html><body>It works!</body></html>", b"{}", orjson.dumps(wrong_count), b"junk " * (2 << 20)]
-    )
+    garbage = [b"<html><body>It works!</body></html>", b"{}", orjson.dumps(wrong_count), b"junk " * (2 << 20)]
+    front.log_answers.extend((200, g) for g in garbage)
     gw = await start(tmp_path, front, "token: ${UPSTREAM_TOKEN}", {"UPSTREAM_TOKEN": TOKEN})
     try:
         sent = [[f"garbage-{i}-{j}" for j in range(5)] for i in range(4)]
@@ -286,3 +286,34 @@ async def test_a_refused_gateway_credential_holds_events_blames_no_sender_leaks_
             assert secret.encode() not in text, (secret, text[:300])
     assert "bad client; you sent" not in log and "forbidden: " not in log  # no peer text at all
     assert REFUSED in log
+
+
+async def test_an_upstream_rejection_reaches_the_sender_as_code_and_pointer_only_never_the_upstreams_text(
+    tmp_path: Path, front: Front
+) -> None:
+    echo = f"actor refused; your request had Authorization: Bearer {TOKEN}"
+    rejection = {
+        "request_id": "prq_reject",
+        "status": "ValidationError",
+        "summary": echo,
+        "result": {"errors": [{"code": "AboveMaxLength", "detail": echo, "source": "/events/1/event/actor"}]},
+    }
+    front.log_answers.append((400, orjson.dumps(rejection)))
+    gw = await start(tmp_path, front, "token: ${UPSTREAM_TOKEN}", {"UPSTREAM_TOKEN": TOKEN})
+    try:
+        async with aiohttp.ClientSession() as s:
+            status, _headers, body = await post(s, gw.url() + "/v2/log", sdk_body(["kept", "refused"]))
+    finally:
+        gw.terminate()
+    answer = json.loads(body)
+    assert status == 400 and answer["summary"] == "1 of 2 events accepted; 1 refused"
+    assert answer["result"]["errors"] == [
+        {
+            "code": "AboveMaxLength",
+            "detail": "the upstream audit log refused this event (AboveMaxLength)",
+            "source": "/events/1/event/actor",
+        }
+    ]
+    assert TOKEN.encode() not in body and b"your request had" not in body
+    assert stored_messages(tmp_path / "local-audit.db") == ["kept"]
+    assert TOKEN not in gw.log() and "your request had" not in gw.log()

@@ -76,6 +76,7 @@ from gateway.sinks.pangea.request_builder import (
 )
 from gateway.sinks.pangea.retry import Verdict, backoff_secs, classify, retry_reason
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.redact import redact
 
 __all__ = ["CONFIG_ERROR_STATUSES", "PangeaSink"]
 
@@ -427,7 +428,8 @@ class PangeaSink:
                     source=ev.source,
                     destination=self.destination,
                     reason=dl_reason,
-                    detail=orjson.dumps(errs).decode(),
+                    # The upstream's own words are kept here (for the operator), secrets masked.
+                    detail=redact(orjson.dumps(errs).decode()),
                     payload=ev.item,
                     received_at=now,
                 )
