@@ -14,6 +14,10 @@ class Sink(Protocol):
     upstream's per-event result (``{"hash": ..., "envelope"?: ...}``), REJECTED with a reason
     (after writing it to the dead-letter path), or ERRORED when retries ran out or the
     sink was stopped.  If ``send`` is cancelled it resolves what is open as ERRORED.
+
+    A sink may also have a ``credentials_refused`` attribute (bool): true while the upstream
+    refuses the gateway's own credential, so intake answers a full buffer with 503 (the
+    gateway's fault) rather than 429.
     """
 
     async def start(self) -> None:

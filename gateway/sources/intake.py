@@ -2,7 +2,8 @@
 
 Shared by every HTTP route.  Invalid events are reported and dead-lettered; they never reach
 the upstream and never hold back the valid events of the same request.  Admission is all or
-nothing for the valid ones: if the buffer is full the whole request is refused (429) and
+nothing for the valid ones: if the buffer is full the whole request is refused (429; 503 while
+the upstream refuses the gateway's own credential, the gateway's fault) and
 nothing is dead-lettered, because the sender will retry it.
 """
 
@@ -19,7 +20,7 @@ import orjson
 
 from gateway.acks import AckGroup
 from gateway.dedup import DedupWindow
-from gateway.errors import GatewayError
+from gateway.errors import BufferFull, GatewayError, GatewayUnavailable
 from gateway.event import Event, encode_item
 from gateway.normalize.schema import EventInvalid
 from gateway.pipeline import Destination
@@ -150,9 +151,15 @@ class Admitter:
         if events:
             try:
                 await self.destination.submit(events, wait=wait_for_room)
-            except BaseException:
+            except BaseException as exc:
                 if tracker is not None:
                     tracker.abandon()
+                if type(exc) is BufferFull and getattr(self.destination.sink, "credentials_refused", False):
+                    # Full because the upstream refuses the gateway's own credential: our fault, 503.
+                    raise GatewayUnavailable(
+                        "the gateway cannot deliver yet (the upstream refuses its credentials); retry later",
+                        retry_after_secs=exc.retry_after_secs,
+                    ) from None
                 raise
         # --- end of dedup hook ---
         errors: list[dict[str, str]] = []

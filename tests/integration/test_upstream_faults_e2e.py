@@ -119,11 +119,12 @@ async def front(tmp_path: Path) -> AsyncIterator[Front]:
             await f.stop()
 
 
-def write_config(tmp: Path, front: Front, credentials: str) -> Path:
+def write_config(tmp: Path, front: Front, credentials: str, extra: str = "", max_batch_events: int = 1000) -> Path:
     cfg = tmp / "gateway.yaml"
     cfg.write_text(
         f"""
 shutdown_timeout_secs: 10
+{extra}
 upstream:
   url: {front.base_url}
   {credentials}
@@ -131,7 +132,7 @@ upstream:
 destinations:
   default:
     schema: standard
-    batch: {{max_events: 1000, timeout_secs: 0.05}}
+    batch: {{max_events: {max_batch_events}, timeout_secs: 0.05}}
 sources:
   sdk: {{type: webhook, format: pangea, destination: default, ack_timeout_secs: 60}}
   sdk_short: {{type: webhook, format: pangea, path: /short, destination: default, ack_timeout_secs: 0.5}}
@@ -142,9 +143,9 @@ sources:
     return cfg
 
 
-async def start(tmp: Path, front: Front, credentials: str, env: dict[str, str]) -> Proc:
+async def start(tmp: Path, front: Front, credentials: str, env: dict[str, str] | None = None, **kw: Any) -> Proc:
     # In a thread: the front answers on this test's event loop while the gateway starts.
-    return await asyncio.to_thread(start_gateway, tmp, config=write_config(tmp, front, credentials), env=env)
+    return await asyncio.to_thread(start_gateway, tmp, config=write_config(tmp, front, credentials, **kw), env=env)
 
 
 def sdk_body(messages: list[str]) -> bytes:
@@ -317,3 +318,45 @@ async def test_an_upstream_rejection_reaches_the_sender_as_code_and_pointer_only
     assert TOKEN.encode() not in body and b"your request had" not in body
     assert stored_messages(tmp_path / "local-audit.db") == ["kept"]
     assert TOKEN not in gw.log() and "your request had" not in gw.log()
+
+
+async def test_a_buffer_full_of_events_waiting_for_a_fixed_credential_answers_503_and_the_rest_is_delivered_once_fixed(
+    tmp_path: Path, front: Front
+) -> None:
+    token_file = tmp_path / "upstream-token"
+    token_file.write_text(WRONG_TOKEN + "\n")
+    # One batch of 2 in flight at a time; the buffer holds 10 events.
+    gw = await start(
+        tmp_path,
+        front,
+        f"token_file: {token_file}\n  max_in_flight: 1",
+        extra="buffer: {type: memory, max_events: 10, max_bytes: 1048576}",
+        max_batch_events=2,
+    )
+    okta = (FIXTURES / "okta_eventhook_post1.json").read_bytes()
+    queued = [f"queued-{i}" for i in range(10)]
+    try:
+        async with aiohttp.ClientSession() as s:
+
+            async def refused() -> bool:
+                async with s.get(gw.url("admin") + "/readyz") as r:
+                    return any(REFUSED in x for x in (await r.json()).get("reasons", []))
+
+            waiting = asyncio.create_task(post(s, gw.url() + "/v2/log", sdk_body(queued)))
+            await until(refused, "readiness naming the refused token")
+            full_sdk = await post(s, gw.url() + "/short/v2/log", sdk_body(["over-0", "over-1", "over-2"]))
+            full_okta = await post(s, gw.url() + "/webhooks/okta", okta)
+            assert not waiting.done()
+            token_file.write_text(TOKEN + "\n")  # the operator fixes the mounted Secret
+            answer = await asyncio.wait_for(waiting, 30)
+            rejected = await metric(s, gw, "gateway_events_rejected_total")
+    finally:
+        gw.terminate()
+    for status, headers, body in (full_sdk, full_okta):
+        assert status == 503 and headers.get("Retry-After"), (status, body)
+        assert json.loads(body)["status"] == "ServiceNotAvailable"
+    assert answer[0] == 200, answer
+    assert rejected == 0
+    stored = stored_messages(tmp_path / "local-audit.db")
+    assert sorted(stored) == sorted(queued)  # exactly what was answered 200; the 503s were not kept
+    assert WRONG_TOKEN not in gw.log() and TOKEN not in gw.log()

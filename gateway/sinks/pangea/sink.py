@@ -588,6 +588,12 @@ class PangeaSink:
 
     # -- readiness -----------------------------------------------------------------------
 
+    @property
+    def credentials_refused(self) -> bool:
+        """True while the last word on the gateway's credential is a refusal (see :class:`Sink`)."""
+        problem = self._problem
+        return problem is not None and problem.reason.startswith(CREDENTIALS_REFUSED)
+
     async def check(self) -> str | None:
         """None when the upstream is reachable and accepts our token and config_id; else why not.
 
