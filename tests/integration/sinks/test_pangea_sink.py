@@ -735,6 +735,23 @@ async def test_a_200_that_is_not_a_success_envelope_with_one_result_per_event_is
     assert h.detail(0) == {"hash": hashes_of(sent[-1])[0]}
 
 
+async def test_a_polled_200_that_is_not_a_success_envelope_is_retried_as_invalid_answer(
+    stub: UpstreamStub, make: Any
+) -> None:
+    def accepted_then_garbage(seen: Seen) -> Reply:
+        stub.script("/request/prq_garbage", Reply(200, b"{}"))
+        accepted = {"location": "/request/prq_garbage", "retry_counter": 0, "ttl_mins": 5760}
+        return Reply(202, envelope("Accepted", accepted, "prq_garbage"))
+
+    stub.script("/v2/log_async", accepted_then_garbage)
+    h = await make(endpoint="log_async")
+    await h.sink.send(h.batch(2))
+    assert [h.status(i) for i in range(2)] == [AckStatus.DELIVERED] * 2
+    sends = stub.seen("/v2/log_async")
+    assert len(sends) == 2 and sends[1].headers["X-Pangea-Retried-Request-Ids"] == "prq_garbage"
+    assert h.counter("gateway_upstream_retries_total", destination=DEST, reason="invalid_answer") == 1
+
+
 async def test_a_200_without_a_schema_is_retried_by_fetch_schema(stub: UpstreamStub, make: Any) -> None:
     stub.script("/v1/schema", Reply(200, b"<html>it works</html>"), Reply(200, b"{}"))
     h = await make()
