@@ -24,6 +24,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from tests.integration.vendors.harness import deadletters
 from tests.support.procs import REPO, Proc, local_audit, start_gateway, stored_messages
 
 TOKEN = "pts_issue12_upstream_token_0001"
@@ -318,6 +319,10 @@ async def test_an_upstream_rejection_reaches_the_sender_as_code_and_pointer_only
     assert TOKEN.encode() not in body and b"your request had" not in body
     assert stored_messages(tmp_path / "local-audit.db") == ["kept"]
     assert TOKEN not in gw.log() and "your request had" not in gw.log()
+    # The dead-letter store keeps the upstream's words for the operator, the token masked.
+    [letter] = deadletters(tmp_path / "data")
+    assert letter["reason"] == "upstream_rejected"
+    assert "your request had Authorization: Bearer ***" in letter["detail"] and TOKEN not in letter["detail"]
 
 
 async def test_a_buffer_full_of_events_waiting_for_a_fixed_credential_answers_503_and_the_rest_is_delivered_once_fixed(

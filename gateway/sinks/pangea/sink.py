@@ -418,7 +418,11 @@ class PangeaSink:
         await self._reject(batch, [(i, errors) for i in pending], "config_error")
 
     async def _reject(self, batch: Batch, rejected: Sequence[tuple[int, list[dict[str, Any]]]], dl_reason: str) -> None:
-        """Dead-letter, count and resolve REJECTED; if the dead letters cannot be written, ERRORED."""
+        """Dead-letter, count and resolve REJECTED; if the dead letters cannot be written, ERRORED.
+
+        The errors keep the upstream's words (for the operator: dead-letter store, Kafka
+        dead-letter topic) with registered secrets masked; webhook answers keep only codes."""
+        rejected = [(i, [_masked(e) for e in errs]) for i, errs in rejected]
         now = time.time()
         letters = []
         for i, errs in rejected:
@@ -428,8 +432,7 @@ class PangeaSink:
                     source=ev.source,
                     destination=self.destination,
                     reason=dl_reason,
-                    # The upstream's own words are kept here (for the operator), secrets masked.
-                    detail=redact(orjson.dumps(errs).decode()),
+                    detail=orjson.dumps(errs).decode(),
                     payload=ev.item,
                     received_at=now,
                 )
@@ -680,6 +683,11 @@ def _schema_fields(answer: Answer) -> list[SchemaFieldConfig] | None:
                 f"/v1/schema: field {f.get('id')!r} is unusable: {exc.errors()[0]['msg']}"
             ) from None
     return out
+
+
+def _masked(error: dict[str, Any]) -> dict[str, Any]:
+    """``error`` with registered secrets masked in its string values."""
+    return {k: redact(v) if isinstance(v, str) else v for k, v in error.items()}
 
 
 def _note_request_id(answer: Answer, retried_ids: list[str]) -> None:
