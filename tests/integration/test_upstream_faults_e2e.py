@@ -93,7 +93,7 @@ class Front:
         if self.forbid:
             self.served.append((request.path, 403))
             echo = f"forbidden: {request.headers.get('Authorization')} (client {CLIENT_ID}:{CLIENT_SECRET})"
-            envelope = {"request_id": "prq_forbid", "status": "Unauthorized", "summary": echo, "result": {}}
+            envelope = {"request_id": "prq_forbid", "status": "Forbidden", "summary": echo, "result": {}}
             return web.json_response(envelope, status=403)
         if request.path == "/v2/log" and self.log_answers:
             status, answer = self.log_answers.popleft()
@@ -254,7 +254,7 @@ async def test_a_refused_gateway_credential_holds_events_blames_no_sender_leaks_
             assert front.count("/v2/log", 401) > 0
             # 3. the upstream answers 403 to it, echoing the gateway's credentials
             front.forbid = True
-            await until(lambda: refused("HTTP 403 Unauthorized"), "readiness naming the upstream's 403")
+            await until(lambda: refused("HTTP 403 Forbidden"), "readiness naming the upstream's 403")
             assert not any(t.done() for t in waiting)  # nobody was answered meanwhile
             retries = await metric(s, gw, "gateway_upstream_retries_total", reason="credentials")
             # 4. fixed: the events go through, and every waiting sender gets its 2xx
