@@ -11,6 +11,7 @@ an operation may be retried is an attribute (``retriable``), never a second hier
     │   ├── ForbiddenFieldValue     403: a field value the route's restrictions forbid
     │   ├── PayloadTooLarge         413: body over ``max_body_bytes``
     │   └── BufferFull              429 TooManyRequests (retriable): the buffer pushes back
+    │       └── Draining            503 ServiceNotAvailable (retriable): the buffer is closed, the gateway stopping
     ├── UpstreamError               the upstream audit log failed a call
     │   ├── RetriableUpstreamError  (retriable=True) 408, 429, 5xx but 501, network errors
     │   ├── RejectedUpstreamError   other 4xx: the events go to the dead-letter path
@@ -88,6 +89,13 @@ class BufferFull(IntakeError):
     http_status = 429
     pangea_status = "TooManyRequests"
     retriable = True
+
+
+class Draining(BufferFull):
+    """The gateway is stopping and takes nothing more: a 503 every sender retries (on another replica)."""
+
+    http_status = 503
+    pangea_status = "ServiceNotAvailable"
 
 
 class UpstreamError(GatewayError):
