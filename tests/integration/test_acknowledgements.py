@@ -18,8 +18,7 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.bench import free_port
-from tests.support.procs import Proc, gateway, local_audit, start_gateway, stored_messages
+from tests.support.procs import Proc, free_port, gateway, local_audit, start_gateway, stored_messages
 
 TOKEN = "pts_ack_token"
 SDK_TOKEN = "pts_ack_sdk_token"
