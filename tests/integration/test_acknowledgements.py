@@ -57,6 +57,7 @@ class Sender:
         self.session = session
         self.url = url
         self.outcomes: list[tuple[list[str], str]] = []
+        self.locations: list[str] = []
 
     async def send(self, messages: list[str]) -> None:
         body = orjson.dumps({"events": [{"event": {"message": m}} for m in messages]})
@@ -65,7 +66,8 @@ class Sender:
                 payload = await r.json(content_type=None)
                 outcome = str(r.status)
                 if r.status == 202:
-                    assert payload["status"] == "Accepted" and payload["result"]["location"]
+                    assert payload["status"] == "Accepted"
+                    self.locations.append(payload["result"]["location"])
                 elif r.status == 503:
                     # The retriable answer: the SDK resends a 503; Retry-After says when.
                     assert payload["status"] == "ServiceNotAvailable" and int(r.headers["Retry-After"]) >= 1
@@ -146,7 +148,13 @@ async def upstream_back(tmp: Path, upstream_port: int, sender: Sender, buffer: s
         async with aiohttp.ClientSession() as s:
             again = Sender(s, gw.url())
             await asyncio.gather(*(again.send(b) for b in batches("after")))
-        assert [o for _m, o in again.outcomes] == ["202"] * 5, gw.log()
+            assert [o for _m, o in again.outcomes] == ["202"] * 5, gw.log()
+            for location in again.locations:  # a 202 is settled: its result is there at once
+                async with s.get(location) as r:
+                    result = await r.json()
+                    assert r.status == 200 and result["status"] == "Success", result
+                    # The memory buffer answered after the upstream: its hashes; the spool, at durability.
+                    assert len(result["result"]["results"]) == (10 if buffer == "memory" else 0)
         sender.outcomes += again.outcomes
         assert gw.terminate() == 0
 

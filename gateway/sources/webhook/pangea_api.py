@@ -47,7 +47,7 @@ def retried_ids(request: web.Request) -> list[str]:
 
 
 class PendingAsync:
-    """An accepted /v2/log_async request, answered at GET /request/{id}."""
+    """A /v2/log_async request answered 202 (so settled), whose result GET /request/{id} gives."""
 
     __slots__ = ("admission", "created", "request_time", "verbose")
 
@@ -266,18 +266,9 @@ class PangeaApi:
         pending = self._pending.get(rid)
         if pending is None:
             return envelope(404, "NotFound", "no such request", None)
-        if not pending.admission.group.done:
-            return envelope(
-                202,
-                "Accepted",
-                "still in progress",
-                {"location": str(request.url), "retry_counter": 0, "ttl_mins": ASYNC_TTL_MINS},
-                request_id=rid,
-                request_time=pending.request_time,
-            )
-        status: AckStatus | None = pending.admission.group.status
+        # Remembered only once settled (see v2_log_async): the result is final.
         return answer(
-            status,
+            pending.admission.group.status,
             pending.admission,
             _bulk_result(pending.admission, pending.verbose),
             request_id=rid,
