@@ -4,6 +4,8 @@ Real processes on loopback: ``audit-gateway run`` with the default memory buffer
 local audit log as its upstream, started only once the scenario wants the upstream back.
 The accounting is exact: the events answered 2xx/202 are the events stored upstream
 (duplicates printed), and every event not stored was answered otherwise and is counted.
+The last test reads the dropped-events counter itself, in process: the real sink and buffer
+with nothing listening upstream and the sink's backoff sleep injected.
 """
 
 from __future__ import annotations
@@ -17,7 +19,18 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from pydantic import SecretStr
 
+from gateway.acks import AckGroup, AckStatus
+from gateway.buffer.memory import MemoryBuffer
+from gateway.config import DestinationConfig
+from gateway.event import Event
+from gateway.normalize.schema import Schema
+from gateway.pipeline import Destination
+from gateway.sinks.deadletter.local import LocalDeadLetterStore
+from gateway.sinks.pangea.config import UpstreamConfig
+from gateway.sinks.pangea.sink import PangeaSink
+from gateway.telemetry.metrics import Metrics
 from tests.support.procs import Proc, free_port, gateway, local_audit, start_gateway, stored_messages
 
 TOKEN = "pts_ack_token"
@@ -35,10 +48,12 @@ upstream:
   url: http://127.0.0.1:{upstream_port}
   token: ${{UPSTREAM_TOKEN}}
   retry: {{initial_backoff_secs: 0.05, max_backoff_secs: 0.2}}
+  max_in_flight: 1
 destinations:
   default:
     schema: standard
-    batch: {{max_events: 1000, timeout_secs: 0.05}}
+    # One request's 10 events per batch, one batch in flight: the other requests wait buffered.
+    batch: {{max_events: 10, timeout_secs: 0.05}}
 sources:
   sdk:
     type: webhook
@@ -107,15 +122,9 @@ async def wait_admitted(proc: Proc, n: int) -> None:
     raise AssertionError(f"the gateway did not admit {n} events:\n{proc.log()}")
 
 
-def dropped_in_log(proc: Proc) -> Counter[str]:
-    """Events the gateway logged as dropped, by reason."""
-    out: Counter[str] = Counter()
-    for line in proc.log().splitlines():
-        if DROPPED_LINE in line:
-            rec: dict[str, Any] = orjson.loads(line)
-            assert rec["events"] == rec["in_flight"] + rec["buffered"]
-            out[rec["reason"]] += rec["events"]
-    return out
+def dropped_in_log(proc: Proc) -> list[dict[str, Any]]:
+    """The gateway's log lines saying it dropped events."""
+    return [orjson.loads(line) for line in proc.log().splitlines() if DROPPED_LINE in line]
 
 
 async def outage_then_stop(
@@ -175,14 +184,15 @@ async def test_log_async_during_an_outage_then_sigterm_answers_503_and_counts_ev
     # Stopped while they waited: each sender got a 503 it retries, none a 202.
     assert [o for _m, o in sender.outcomes] == ["503"] * 5, first.log()
     # Whatever the stop could not deliver is counted (in flight and buffered alike) and logged.
-    dropped = dropped_in_log(first)
-    assert dropped == Counter({"shutdown": 50}), first.log()
+    [dropped] = dropped_in_log(first)
+    counts = [dropped[k] for k in ("reason", "events", "in_flight", "buffered")]
+    assert counts == ["shutdown", 50, 10, 40], first.log()
 
     await upstream_back(tmp_path, port, sender)
     stored, acked = accounting(tmp_path, sender)
     assert stored == set(acked)
     outage = {m for b in batches("outage") for m in b}
-    assert sum(dropped.values()) == len(outage - stored)
+    assert dropped["events"] == len(outage - stored)
 
 
 async def test_log_async_during_an_outage_answers_503_when_the_wait_ends_so_a_sigkill_loses_no_202(
@@ -233,8 +243,41 @@ async def test_with_the_disk_spool_log_async_answers_202_at_once_during_an_outag
     sender, first = await outage_then_stop(tmp_path, port, kill=stop == "sigkill", ack_timeout_secs=60, buffer="disk")
     # Written and fsynced in the spool: as safe as a /v2/log 200 with this buffer, so 202 at once.
     assert [o for _m, o in sender.outcomes] == ["202"] * 5, first.log()
-    assert dropped_in_log(first) == Counter()  # nothing dropped: the spool keeps it
+    assert dropped_in_log(first) == []  # nothing dropped: the spool keeps it
 
     await upstream_back(tmp_path, port, sender, buffer="disk")  # the restart replays the spool
     stored, acked = accounting(tmp_path, sender)
     assert stored == set(acked) and len(acked) == 100
+
+
+async def test_a_stop_that_cuts_the_flush_counts_in_flight_and_buffered_events_as_dropped(tmp_path: Path) -> None:
+    metrics = Metrics()
+    in_backoff, never = asyncio.Event(), asyncio.Event()
+
+    async def stalled(_secs: float) -> None:  # the backoff outlasts the stop's deadline
+        in_backoff.set()
+        await never.wait()
+
+    # Nothing listens there: the one batch in flight fails, then waits in its backoff.
+    upstream = UpstreamConfig(url=f"http://127.0.0.1:{free_port()}", token=SecretStr(TOKEN), max_in_flight=1)
+    sink = PangeaSink(
+        "default", None, upstream, metrics, LocalDeadLetterStore(tmp_path / "dl.db", metrics), sleep=stalled
+    )
+    await sink.start()
+    config = DestinationConfig.model_validate({"batch": {"max_events": 10, "timeout_secs": 0.01}})
+    dest = Destination(
+        "default", config, MemoryBuffer("default", 1000, 1 << 20, metrics), sink, Schema.standard(), metrics, 1
+    )
+    dest.start()
+    groups = [AckGroup(10) for _ in range(5)]
+    for g in groups:
+        await dest.submit([Event(b'{"event":{"message":"m"}}', g.ack(i), "sdk") for i in range(10)])
+    await in_backoff.wait()
+
+    await dest.stop(asyncio.get_running_loop().time())
+    await sink.stop()
+    assert [g.status for g in groups if g.done] == [AckStatus.ERRORED] * 5  # none answered 2xx
+    dropped = metrics.registry.get_sample_value(
+        "gateway_events_dropped_total", {"destination": "default", "reason": "shutdown"}
+    )
+    assert dropped == 50  # 10 in flight + 40 buffered
