@@ -95,7 +95,7 @@ sources:
     format: pangea
     path: /stalled
     destination: default
-    ack_timeout_secs: 0.2
+    ack_timeout_secs: 0.05
 """
 
 
@@ -199,7 +199,7 @@ async def _rss_per_event(url: str, admin: str, la_url: str, pid: int, events: in
         # The stalled route answers 503 once its short ack timeout passes; the events stay
         # queued for the stalled upstream (a 202 would promise what a restart loses).
         stalled_url = url.replace("/v2/log", "/stalled/v2/log")
-        sem = asyncio.Semaphore(64)
+        sem = asyncio.Semaphore(8)  # few bodies at once: their transient memory is not the buffer's
 
         async def one(i: int) -> None:
             async with sem, s.post(stalled_url, data=request_body(body_n, i)) as r:
