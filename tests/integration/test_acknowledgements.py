@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,13 @@ SDK_TOKEN = "pts_ack_sdk_token"
 DROPPED_LINE = "shutdown deadline: events dropped undelivered"
 
 
-def write_config(tmp: Path, upstream_port: int, *, ack_timeout_secs: float, buffer: str = "memory") -> Path:
+def write_config(
+    tmp: Path, upstream_port: int, *, ack_timeout_secs: float, buffer: str = "memory", shutdown_timeout_secs: float = 1
+) -> Path:
     cfg = tmp / "gateway.yaml"
     cfg.write_text(
         f"""
-shutdown_timeout_secs: 1
+shutdown_timeout_secs: {shutdown_timeout_secs}
 buffer: {{type: {buffer}}}
 upstream:
   url: http://127.0.0.1:{upstream_port}
@@ -248,6 +251,32 @@ async def test_with_the_disk_spool_log_async_answers_202_at_once_during_an_outag
     await upstream_back(tmp_path, port, sender, buffer="disk")  # the restart replays the spool
     stored, acked = accounting(tmp_path, sender)
     assert stored == set(acked) and len(acked) == 100
+
+
+async def test_a_sigterm_during_an_outage_delivers_and_answers_202_when_the_upstream_returns_before_the_deadline(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path, port, ack_timeout_secs=60, shutdown_timeout_secs=60)
+    gw = start_gateway(tmp_path, config=cfg, env={"UPSTREAM_TOKEN": TOKEN})
+    try:
+        async with aiohttp.ClientSession() as s:
+            sender = Sender(s, gw.url())
+            tasks = [asyncio.create_task(sender.send(b)) for b in batches("drain")]
+            await wait_admitted(gw, 50)
+            gw.popen.send_signal(signal.SIGTERM)
+            while "shutdown requested" not in gw.log():
+                await asyncio.sleep(0.05)
+            # The upstream returns while the stop drains: the waiting senders get their 202s.
+            with local_audit(tmp_path, TOKEN, port=port):
+                await asyncio.gather(*tasks)
+                assert await asyncio.to_thread(gw.popen.wait, 60) == 0
+    finally:
+        gw.kill()
+    assert [o for _m, o in sender.outcomes] == ["202"] * 5, gw.log()
+    assert dropped_in_log(gw) == []
+    stored, acked = accounting(tmp_path, sender)
+    assert stored == set(acked) and len(acked) == 50
 
 
 async def test_a_stop_that_cuts_the_flush_counts_in_flight_and_buffered_events_as_dropped(tmp_path: Path) -> None:
