@@ -261,3 +261,14 @@ async def test_a_request_naming_one_in_flight_but_carrying_other_events_does_not
     await asyncio.sleep(0)  # one turn of the loop: admission does not wait on "prq_first"
     assert other.done()
     assert messages(await rig.upstream()) == ["a", "b"]
+
+
+async def test_a_retry_with_the_same_events_waits_for_the_attempt_in_flight_and_is_dropped(rig: Rig) -> None:
+    await sdk_send(rig, ["a"], "prq_first")  # left in flight
+    retry = asyncio.create_task(sdk_send(rig, ["a"], "prq_second", ["prq_first"]))
+    await asyncio.sleep(0)
+    assert not retry.done()  # it waits for the first attempt's outcome
+    assert messages(await rig.upstream()) == ["a"]
+    adm = await asyncio.wait_for(retry, 5)
+    assert adm.group.status == AckStatus.DELIVERED and rig.buffer.events == 0
+    assert rig.duplicates("sdk") == 1
