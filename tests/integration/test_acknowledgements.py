@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from gateway.acks import AckGroup, AckStatus
 from gateway.buffer.memory import MemoryBuffer
 from gateway.config import DestinationConfig
+from gateway.errors import Draining
 from gateway.event import Event
 from gateway.normalize.schema import Schema
 from gateway.pipeline import Destination
@@ -310,3 +311,13 @@ async def test_a_stop_that_cuts_the_flush_counts_in_flight_and_buffered_events_a
         "gateway_events_dropped_total", {"destination": "default", "reason": "shutdown"}
     )
     assert dropped == 50  # 10 in flight + 40 buffered
+
+
+async def test_a_stopping_memory_buffer_refuses_with_a_503_that_senders_retry() -> None:
+    buffer = MemoryBuffer("default", 10, 1 << 20, Metrics())
+    buffer.close()
+    with pytest.raises(Draining) as info:
+        await buffer.put([Event(b'{"event":{"message":"m"}}', AckGroup(1).ack(0), "sdk")])
+    # Not a 429: the SDK retries 5xx only, and a stopping gateway is not a busy one.
+    assert (info.value.http_status, info.value.pangea_status) == (503, "ServiceNotAvailable")
+    assert info.value.retriable and info.value.retry_after_secs
