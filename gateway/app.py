@@ -188,7 +188,17 @@ class Gateway:
             signer = (
                 Signer.from_pem_file(dc.signing.private_key_file, dc.signing.public_key_info) if dc.signing else None
             )
-            dest = Destination(name, dc, self._buffer(name), sink, schema, self.metrics, upstream.max_in_flight, signer)
+            dest = Destination(
+                name,
+                dc,
+                self._buffer(name),
+                sink,
+                schema,
+                self.metrics,
+                upstream.max_in_flight,
+                signer,
+                keeps_undelivered=self.config.buffer.type == "disk",
+            )
             dest.start()
             self.destinations[name] = dest
             if dc.schema_ == "upstream":

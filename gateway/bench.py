@@ -88,6 +88,14 @@ sources:
     type: webhook
     format: pangea
     destination: default
+  stalled:
+    # The RSS measure's route: answered 503 soon while the upstream is stalled, its events
+    # staying queued, so the connections are released and what grows is the buffer alone.
+    type: webhook
+    format: pangea
+    path: /stalled
+    destination: default
+    ack_timeout_secs: 0.05
 """
 
 
@@ -188,13 +196,17 @@ async def _rss_per_event(url: str, admin: str, la_url: str, pid: int, events: in
         await asyncio.sleep(0.5)
         before = rss_kib(pid)
         body_n = 100
-        # /v2/log_async answers 202 at once, so the connections are released and what grows is
-        # the buffer alone (the events wait there for the stalled upstream).
-        async_url = url.replace("/v2/log", "/v2/log_async")
-        for i in range(events // body_n):
-            async with s.post(async_url, data=request_body(body_n, i)) as r:
-                if r.status != 202:
-                    raise RuntimeError(f"log_async answered {r.status}")
+        # The stalled route answers 503 once its short ack timeout passes; the events stay
+        # queued for the stalled upstream (a 202 would promise what a restart loses).
+        stalled_url = url.replace("/v2/log", "/stalled/v2/log")
+        sem = asyncio.Semaphore(8)  # few bodies at once: their transient memory is not the buffer's
+
+        async def one(i: int) -> None:
+            async with sem, s.post(stalled_url, data=request_body(body_n, i)) as r:
+                if r.status != 503:
+                    raise RuntimeError(f"the stalled route answered {r.status}")
+
+        await asyncio.gather(*(one(i) for i in range(events // body_n)))
         for _ in range(100):
             async with s.get(admin + "/metrics") as r:
                 text = await r.text()

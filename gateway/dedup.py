@@ -6,6 +6,12 @@ a source gives an id (:attr:`gateway.event.Event.dedup_key`: Auth0 ``log_id``, O
 ``uuid``, GitHub ``X-GitHub-Delivery``/``_document_id``; for SDK calls the gateway's own
 request id), the window remembers it so the resend does not become a second record.
 
+An SDK request's id is remembered together with a digest of its events (their request item
+bytes, in order): a request naming earlier ids in ``X-Pangea-Retried-Request-Ids`` is a
+duplicate only if an earlier request with one of those ids carried the same events.  A header
+naming an earlier request but carrying other events (a client that reuses the header, a
+proxy, a hostile sender) is processed as new: a wrong id can cost a duplicate, never an event.
+
 Semantics that lose nothing:
 
 * a key is **recorded** only once its event is DELIVERED — accepted by the upstream, or
@@ -32,6 +38,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from hashlib import blake2b
 from pathlib import Path
 
 from pydantic import Field
@@ -64,6 +71,21 @@ class DedupConfig(StrictModel):
 def ns_key(source: str, key: str) -> str:
     """Keys are per source: two vendors may use the same id for different events."""
     return f"{source}{_SEP}{key}"
+
+
+def events_digest(events: Sequence[Event]) -> str:
+    """Digest of a request's events (their item bytes, in order), kept with its request id."""
+    h = blake2b(digest_size=16)
+    for ev in events:
+        # Length-prefixed, so no two different lists of items hash the same bytes.
+        h.update(len(ev.item).to_bytes(8, "big"))
+        h.update(ev.item)
+    return h.hexdigest()
+
+
+def request_key(source: str, request_id: str, digest: str) -> str:
+    """Window key of an SDK request: its id and the digest of its events (see the module docstring)."""
+    return ns_key(source, f"request{_SEP}{request_id}{_SEP}{digest}")
 
 
 class DedupWindow:
@@ -208,13 +230,27 @@ class Tracker:
         except BaseException: tracker.abandon(); raise
     """
 
-    __slots__ = ("_keys", "_registered", "_request_key", "_retried", "group", "screened", "source", "window")
+    __slots__ = (
+        "_keys",
+        "_registered",
+        "_request_id",
+        "_request_key",
+        "_retried",
+        "_retried_ids",
+        "group",
+        "screened",
+        "source",
+        "window",
+    )
 
     def __init__(self, window: DedupWindow, source: str, request_key: str | None, retried: Sequence[str]) -> None:
         self.window = window
         self.source = source
-        self._request_key = ns_key(source, "request" + _SEP + request_key) if request_key else None
-        self._retried = [ns_key(source, "request" + _SEP + r) for r in retried if r]
+        self._request_id = request_key
+        self._retried_ids = [r for r in retried if r]
+        # Set by ``screen``, once the events (and so their digest) are known.
+        self._request_key: str | None = None
+        self._retried: list[str] = []
         self._keys: dict[int, str] = {}  # event index in the group → key, for the events admitted
         self._registered: list[str] = []
         self.group: AckGroup | None = None
@@ -240,6 +276,12 @@ class Tracker:
         self.group = group
         window = self.window
         dups: list[int] = []
+        if self._request_id or self._retried_ids:
+            digest = events_digest(events)
+            if self._request_id:
+                self._request_key = request_key(self.source, self._request_id, digest)
+            # Only an earlier attempt with these very events matches (same id, same digest).
+            self._retried = [request_key(self.source, r, digest) for r in self._retried_ids]
         # A resent SDK request: its earlier attempt delivered every event → all are duplicates.
         if self._retried:
             if any(window.seen(r) for r in self._retried):

@@ -11,7 +11,8 @@ an operation may be retried is an attribute (``retriable``), never a second hier
     │   ├── ForbiddenFieldValue     403: a field value the route's restrictions forbid
     │   ├── PayloadTooLarge         413: body over ``max_body_bytes``
     │   └── BufferFull              429 TooManyRequests (retriable): the buffer pushes back
-    │       └── GatewayUnavailable  503 ServiceNotAvailable: full because of the gateway's own fault
+    │       ├── GatewayUnavailable  503 ServiceNotAvailable: full because of the gateway's own fault
+    │       └── Draining            503 ServiceNotAvailable (retriable): the buffer is closed, the gateway stopping
     ├── UpstreamError               the upstream audit log failed a call
     │   ├── RetriableUpstreamError  (retriable=True) 408, 429, 5xx but 501, network errors
     │   ├── RejectedUpstreamError   other 4xx: the events go to the dead-letter path
@@ -96,6 +97,13 @@ class BufferFull(IntakeError):
 class GatewayUnavailable(BufferFull):
     """The buffer is full because the gateway cannot deliver for a fault of its own (the upstream
     refuses its credential): 503 + Retry-After, as the sender did nothing wrong to be slowed for."""
+
+    http_status = 503
+    pangea_status = "ServiceNotAvailable"
+
+
+class Draining(BufferFull):
+    """The gateway is stopping and takes nothing more: a 503 every sender retries (on another replica)."""
 
     http_status = 503
     pangea_status = "ServiceNotAvailable"

@@ -38,6 +38,8 @@ class Destination:
         metrics: Metrics,
         workers: int,
         signer: Signer | None = None,
+        *,
+        keeps_undelivered: bool = False,
     ) -> None:
         self.name = name
         self.config = config
@@ -46,6 +48,9 @@ class Destination:
         self.schema = schema
         self.metrics = metrics
         self.signer = signer
+        self.keeps_undelivered = keeps_undelivered
+        """The buffer keeps what is not delivered across a restart (the disk spool): nothing is
+        dropped at shutdown."""
         self._workers_n = workers
         self._workers: list[asyncio.Task[None]] = []
         self._inflight: set[Batch] = set()
@@ -97,11 +102,21 @@ class Destination:
                 self._inflight.discard(batch)
 
     async def stop(self, deadline: float) -> None:
-        """Flush until the buffer is empty or ``deadline``; resolve what is left as ERRORED."""
+        """Flush until the buffer is empty or ``deadline``; then give up on the rest, counted and logged.
+
+        Given up on: the open events of the batches still in flight (their sends are cut) and
+        what is still buffered.  Their acks resolve ERRORED, so no sender is answered 2xx for
+        them.  With a buffer that keeps undelivered events (the disk spool) nothing is lost:
+        they are sent after the next start.  Otherwise they are counted in
+        ``gateway_events_dropped_total{reason="shutdown"}`` and logged with the counts.
+        """
         self.buffer.close()
         loop = asyncio.get_running_loop()
+        in_flight = 0
         if self._workers:
             _done, pending = await asyncio.wait(self._workers, timeout=max(0.0, deadline - loop.time()))
+            # Counted before the cut: a cancelled send resolves its open acks itself.
+            in_flight = sum(batch.ack.open_count for batch in self._inflight)
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -109,9 +124,24 @@ class Destination:
             batch.resolve_all(AckStatus.ERRORED, "shutdown")
         left = self.buffer.drain_nowait()
         for ev in left:
-            ev.ack.resolve(AckStatus.ERRORED, "shutdown")
-        if left:
-            self.metrics.events_dropped.labels(self.name, "shutdown").inc(len(left))
-            log.warning(
-                "shutdown deadline: events left undelivered", extra={"destination": self.name, "events": len(left)}
+            if not ev.ack.resolved:
+                ev.ack.resolve(AckStatus.ERRORED, "shutdown")
+        if not (in_flight or left):
+            return
+        if self.keeps_undelivered:
+            log.info(
+                "shutdown deadline: undelivered events stay in the spool for the next start",
+                extra={"destination": self.name, "in_flight": in_flight, "buffered": len(left)},
             )
+            return
+        self.metrics.events_dropped.labels(self.name, "shutdown").inc(in_flight + len(left))
+        log.warning(
+            "shutdown deadline: events dropped undelivered (their senders were not answered 2xx)",
+            extra={
+                "destination": self.name,
+                "reason": "shutdown",
+                "events": in_flight + len(left),
+                "in_flight": in_flight,
+                "buffered": len(left),
+            },
+        )

@@ -36,7 +36,7 @@ from gateway.buffer.base import Buffer
 from gateway.buffer.config import BufferConfig
 from gateway.buffer.disk import SpoolUnavailable
 from gateway.buffer.memory import MemoryBuffer
-from gateway.errors import BufferFull
+from gateway.errors import BufferFull, Draining
 from gateway.event import Event
 from gateway.sources.kafka.security import bootstrap_list, client_kwargs
 from gateway.telemetry.metrics import Metrics
@@ -104,7 +104,7 @@ class KafkaBuffer:
             await self.inner.put(events, wait=wait)
             return
         if self._closed:
-            raise BufferFull("the gateway is shutting down", retry_after_secs=self._retry_after)
+            raise Draining("the gateway is shutting down", retry_after_secs=self._retry_after)
         size = sum(len(e.item) for e in events)
         if self._producing_bytes and self._producing_bytes + size > self.max_bytes:
             raise BufferFull(

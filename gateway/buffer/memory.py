@@ -7,7 +7,7 @@ from bisect import bisect_right
 from collections import deque
 from itertools import accumulate, islice, repeat, starmap
 
-from gateway.errors import BufferFull
+from gateway.errors import BufferFull, Draining
 from gateway.event import Event, item_of
 from gateway.telemetry.metrics import Metrics
 
@@ -51,7 +51,7 @@ class MemoryBuffer:
 
     async def put(self, events: list[Event], *, wait: bool = False) -> None:
         if self._closed:
-            raise BufferFull("the gateway is shutting down", retry_after_secs=self._retry_after)
+            raise Draining("the gateway is shutting down", retry_after_secs=self._retry_after)
         size = sum(map(len, map(item_of, events)))
         while not self._fits(len(events), size):
             if not wait:
@@ -61,7 +61,7 @@ class MemoryBuffer:
             self._room.clear()
             await self._room.wait()
             if self._closed:
-                raise BufferFull("the gateway is shutting down", retry_after_secs=self._retry_after)
+                raise Draining("the gateway is shutting down", retry_after_secs=self._retry_after)
         self._q.extend(events)
         self._bytes += size
         self._publish()

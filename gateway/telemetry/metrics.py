@@ -39,7 +39,8 @@ class Metrics:
         )
         self.events_dropped = Counter(
             "gateway_events_dropped_total",
-            "Events dropped without delivery (shutdown deadline, revoked partition); resent by the source.",
+            "Events given up on undelivered and never answered 2xx, by reason: shutdown (the stop's deadline,"
+            " buffered or in flight), revoked (a revoked partition, read again by its new owner).",
             ["destination", "reason"],
             registry=r,
         )

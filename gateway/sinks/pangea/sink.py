@@ -331,7 +331,8 @@ class PangeaSink:
         self._metrics.events_forwarded.labels(self.destination).inc(len(pending))
         self._problem = None
         if self._probe_result is not None:
-            self._probe_at = None  # a failed probe's answer is stale now: the next check probes again
+            # A failed probe's answer is stale now: the next check probes again.
+            self._probe_at = self._probe_result = None
 
     def _results(self, answer: Answer, n: int) -> list[Any]:
         """The per-event results of a 200 answer to ``n`` events (``stored_all(n)`` held)."""
@@ -594,8 +595,13 @@ class PangeaSink:
     @property
     def credentials_refused(self) -> bool:
         """True while the last word on the gateway's credential is a refusal (see :class:`Sink`)."""
+        # Either a send or the readiness probe may be first to see the refusal; intake must
+        # answer 503 (our fault) as soon as readiness says so, not 429.
         problem = self._problem
-        return problem is not None and problem.reason.startswith(CREDENTIALS_REFUSED)
+        if problem is not None and problem.reason.startswith(CREDENTIALS_REFUSED):
+            return True
+        probe = self._probe_result
+        return probe is not None and probe.startswith(CREDENTIALS_REFUSED)
 
     async def check(self) -> str | None:
         """None when the upstream is reachable and accepts our token and config_id; else why not.

@@ -1,9 +1,13 @@
 """Pangea-compatible intake: /v1/log, /v2/log, /v2/log_async and GET /request/{id}.
 
 An application using the official ``pangea-sdk`` points ``base_url_template`` at the gateway
-and works unchanged: answers carry the upstream's hashes (and envelopes when verbose), and
-async calls answer 202 with a ``location`` on the gateway that resolves once the upstream
-has the events.  A body's ``config_id`` picks the destination configured with that id.
+and works unchanged: answers carry the upstream's hashes (and envelopes when verbose).  An
+async call (``/v2/log_async``) is answered 202 with a ``location`` on the gateway only once
+its events are as safe as a 200 from ``/v2/log`` would make them (written to the spool or
+the Kafka buffer, or, with the memory buffer, accepted by the upstream); until then the
+request waits, and it is answered 503 + ``Retry-After`` if ``ack_timeout_secs`` passes first
+(or 400 when events were refused).  A body's ``config_id`` picks the destination configured
+with that id.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ def retried_ids(request: web.Request) -> list[str]:
 
 
 class PendingAsync:
-    """An accepted /v2/log_async request, answered at GET /request/{id}."""
+    """A /v2/log_async request answered 202 (so settled), whose result GET /request/{id} gives."""
 
     __slots__ = ("admission", "created", "request_time", "verbose")
 
@@ -222,6 +226,15 @@ class PangeaApi:
     async def v2_log_async(self, request: web.Request) -> web.Response:
         async def handle(request: web.Request, rid: str, rtime: str) -> web.Response:
             adm, verbose = await self._admit(request, rid, single=False)
+            # 202 promises what a 2xx from /v2/log does, so it waits for the same acks: the
+            # events durable in the spool or Kafka buffer, or (memory buffer) accepted upstream.
+            # A memory buffer loses what a stop or a crash catches in it; a 202 given before the
+            # upstream had the events would be a promise broken by every restart.
+            status = await settle(adm, self.config.ack_timeout_secs)
+            if status != AckStatus.DELIVERED or adm.errors:
+                # The outcome is known (or the wait timed out): answered as /v2/log answers it,
+                # a 503 + Retry-After while the upstream is away, a 400 naming refused events.
+                return answer(status, adm, _bulk_result(adm, verbose), request_id=rid, request_time=rtime)
             self._remember(rid, PendingAsync(adm, rtime, verbose))
             location = f"{request.scheme}://{request.host}{(self.config.path or '').rstrip('/')}/request/{rid}"
             return envelope(
@@ -253,18 +266,9 @@ class PangeaApi:
         pending = self._pending.get(rid)
         if pending is None:
             return envelope(404, "NotFound", "no such request", None)
-        if not pending.admission.group.done:
-            return envelope(
-                202,
-                "Accepted",
-                "still in progress",
-                {"location": str(request.url), "retry_counter": 0, "ttl_mins": ASYNC_TTL_MINS},
-                request_id=rid,
-                request_time=pending.request_time,
-            )
-        status: AckStatus | None = pending.admission.group.status
+        # Remembered only once settled (see v2_log_async): the result is final.
         return answer(
-            status,
+            pending.admission.group.status,
             pending.admission,
             _bulk_result(pending.admission, pending.verbose),
             request_id=rid,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import orjson
 import pytest
 
 from gateway.acks import AckStatus
@@ -230,3 +231,44 @@ async def test_without_a_window_nothing_is_deduplicated() -> None:
     for _ in range(2):
         await adm.admit([Candidate({"message": "m"}, "/0", b"{}", dedup_key="x")])
     assert buffer.events == 2
+
+
+async def sdk_send(rig: Rig, messages: list[str], request_key: str, retried: list[str] | None = None) -> Admission:
+    """An SDK request's events (no per-event ids), with its request id and the ids it retries."""
+    cands = [Candidate({"message": m}, f"/events/{n}/event", b"{}") for n, m in enumerate(messages)]
+    return await rig.admitter("sdk").admit(cands, request_key=request_key, retried_keys=retried or [])
+
+
+def messages(events: list[Event]) -> list[str]:
+    return [orjson.loads(e.item)["event"]["message"] for e in events]
+
+
+async def test_a_request_naming_a_delivered_request_but_carrying_other_events_is_new(rig: Rig) -> None:
+    await sdk_send(rig, ["a", "b"], "prq_first")
+    await rig.upstream()
+    await sdk_send(rig, ["c", "d"], "prq_second", ["prq_first"])
+    assert messages(await rig.upstream()) == ["c", "d"]
+    assert rig.duplicates("sdk") == 0
+    # The first request's own retry (the same events) is still recognised, naming either attempt.
+    retry = await sdk_send(rig, ["a", "b"], "prq_third", ["prq_second", "prq_first"])
+    assert retry.group.status == AckStatus.DELIVERED and rig.buffer.events == 0
+    assert rig.duplicates("sdk") == 2
+
+
+async def test_a_request_naming_one_in_flight_but_carrying_other_events_does_not_wait_for_it(rig: Rig) -> None:
+    await sdk_send(rig, ["a"], "prq_first")  # left in flight
+    other = asyncio.create_task(sdk_send(rig, ["b"], "prq_second", ["prq_first"]))
+    await asyncio.sleep(0)  # one turn of the loop: admission does not wait on "prq_first"
+    assert other.done()
+    assert messages(await rig.upstream()) == ["a", "b"]
+
+
+async def test_a_retry_with_the_same_events_waits_for_the_attempt_in_flight_and_is_dropped(rig: Rig) -> None:
+    await sdk_send(rig, ["a"], "prq_first")  # left in flight
+    retry = asyncio.create_task(sdk_send(rig, ["a"], "prq_second", ["prq_first"]))
+    await asyncio.sleep(0)
+    assert not retry.done()  # it waits for the first attempt's outcome
+    assert messages(await rig.upstream()) == ["a"]
+    adm = await asyncio.wait_for(retry, 5)
+    assert adm.group.status == AckStatus.DELIVERED and rig.buffer.events == 0
+    assert rig.duplicates("sdk") == 1
