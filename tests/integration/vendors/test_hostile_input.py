@@ -834,10 +834,10 @@ def raw_exchange(port: int, data: bytes, *, close_early: bool = False) -> bytes:
 
 
 def test_malformed_http_is_refused_by_the_server_without_a_trace_and_logs_no_credential(hostile: Hostile) -> None:
-    """Requests aiohttp cannot parse never reach a route: its own 400, and one clean log line.
+    """Requests aiohttp cannot parse never reach a route: a 400 envelope, and one clean log line.
 
-    aiohttp quotes the offending line in its text/plain answer to that same client; the log line
-    the gateway writes holds only the error's class and the peer address.
+    Neither the answer (aiohttp's own text/plain one used to quote the offending line) nor the
+    log line, which holds only the error's class and the peer address, carries request bytes.
     """
     secret = AUTH0_AUTHORIZATION.encode()
     hec = f"Splunk {HEC_TOKEN}".encode()
@@ -856,6 +856,7 @@ def test_malformed_http_is_refused_by_the_server_without_a_trace_and_logs_no_cre
         answer = raw_exchange(port, data)
         assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), (data[:60], answer[:200])
         assert b"Traceback" not in answer and b".py" not in answer
+        assert secret not in answer and HEC_TOKEN.encode() not in answer, answer
     # a client that goes away in the middle of its body is not an error of the gateway
     for path, auth in (
         ("/v1/log_stream", secret),
