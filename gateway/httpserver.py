@@ -255,7 +255,7 @@ class Listener:
         self.open_connections = 0
         self._runner: web.AppRunner | None = None
         self._sockets: list[socket.socket] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._limiter: AcceptErrorLimiter | None = None
 
     @property
@@ -314,30 +314,36 @@ class Listener:
             if self.open_connections >= self.max_connections:
                 self._refuse(conn)
                 continue
-            task = loop.create_task(self._serve(conn, _Slot(self)))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._serve(conn)
 
-    async def _serve(self, conn: socket.socket, slot: _Slot) -> None:
+    def _serve(self, conn: socket.socket) -> None:
+        """Hand an accepted connection to aiohttp (after the TLS handshake, if any)."""
         loop = asyncio.get_running_loop()
         assert self._runner is not None and self._runner.server is not None
         server, args = self._runner.server, self.handler_args
+        slot = _Slot(self)
         handlers: list[_Handler] = []
 
         def protocol() -> _Handler:
             handlers.append(_Handler(self, slot, server, loop=loop, **args))
             return handlers[0]
 
-        try:
-            await loop.connect_accepted_socket(protocol, conn, ssl=self.ssl_context)
-        except BaseException as exc:
-            # A failed TLS handshake (or shutdown): the handler never saw the connection.
+        def done(task: asyncio.Task[Any]) -> None:
+            self._tasks.discard(task)
+            if not task.cancelled() and task.exception() is None:
+                return
+            # A failed TLS handshake, or shutdown (possibly before the task ever ran): a transport
+            # owns the socket once the protocol exists; the slot is the handler's once it was made.
+            if not handlers:
+                conn.close()
             if not (handlers and handlers[0].made):
                 slot.release()
-                conn.close()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            log.debug("connection set-up failed", extra={"error": type(exc).__name__})
+            if not task.cancelled():
+                log.debug("connection set-up failed", extra={"error": type(task.exception()).__name__})
+
+        task = loop.create_task(loop.connect_accepted_socket(protocol, conn, ssl=self.ssl_context))
+        self._tasks.add(task)
+        task.add_done_callback(done)
 
     def _refuse(self, conn: socket.socket) -> None:
         """A connection over the cap: a 503 written as it is accepted, then closed."""

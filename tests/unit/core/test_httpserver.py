@@ -1,15 +1,26 @@
-"""gateway.httpserver: accept() failures logged once a second with a count; the fd budget."""
+"""gateway.httpserver: the connection cap and its accounting, accept() failures logged once a second."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
 import logging
+import ssl
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from ipaddress import IPv4Address
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from gateway.httpserver import FD_RESERVE, AcceptErrorLimiter, connection_budget
+from gateway.httpserver import FD_RESERVE, AcceptErrorLimiter, Listener, connection_budget
 
 
 def accept_failure() -> dict[str, Any]:
@@ -59,3 +70,94 @@ def test_the_connection_cap_leaves_the_reserve_of_the_fd_limit() -> None:
     assert connection_budget(100, fd_limit=512) == 100
     assert connection_budget(4096, fd_limit=1_048_576) == 4096
     assert connection_budget(4096, fd_limit=FD_RESERVE) == 1
+
+
+def render(http_status: int, summary: str) -> web.Response:
+    return web.json_response({"summary": summary}, status=http_status)
+
+
+def hello_app() -> web.Application:
+    async def hello(_request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    return app
+
+
+async def settled(predicate: Callable[[], bool]) -> None:
+    """Let the loop run until ``predicate`` holds (connection teardown takes a few iterations)."""
+    for _ in range(500):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never held")
+
+
+async def test_a_connection_over_the_cap_is_answered_503_and_closed_and_its_slot_comes_back() -> None:
+    listener = Listener(hello_app(), "127.0.0.1", 0, max_connections=1, render_error=render)
+    await listener.start()
+    try:
+        _held_r, held_w = await asyncio.open_connection("127.0.0.1", listener.port)
+        await settled(lambda: listener.open_connections == 1)
+        r, w = await asyncio.open_connection("127.0.0.1", listener.port)
+        w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await asyncio.wait_for(r.read(), 10)  # closed by the server, not hanging
+        w.close()
+        await w.wait_closed()
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in answer, answer
+        assert answer.endswith(b'{"summary": "too many connections; retry later"}'), answer
+        held_w.close()
+        await held_w.wait_closed()
+        await settled(lambda: listener.open_connections == 0)
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{listener.port}/") as resp:
+            assert resp.status == 200 and await resp.text() == "hello"
+    finally:
+        await listener.stop()
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+async def test_failed_tls_handshakes_give_their_connection_slots_back(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    listener = Listener(hello_app(), "127.0.0.1", 0, max_connections=2, render_error=render, ssl_context=server_ctx)
+    await listener.start()
+    try:
+        for _ in range(5):  # plain HTTP to the TLS port: each handshake fails
+            r, w = await asyncio.open_connection("127.0.0.1", listener.port)
+            w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            await asyncio.wait_for(r.read(), 10)
+            w.close()
+            await w.wait_closed()
+        await settled(lambda: listener.open_connections == 0)
+        client_ctx = ssl.create_default_context(cafile=str(cert))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"https://127.0.0.1:{listener.port}/", ssl=client_ctx) as resp,
+        ):
+            assert resp.status == 200 and await resp.text() == "hello"
+    finally:
+        await listener.stop()
