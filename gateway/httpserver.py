@@ -10,14 +10,14 @@ header included).  :class:`Listener` serves an ``Application`` the same way but
   which never holds request bytes.
 
 :func:`raise_fd_limit` and :func:`connection_budget` size the cap from ``RLIMIT_NOFILE``, and
-:class:`AcceptErrorLimiter` turns asyncio's per-``accept()`` error log into one line a second.
+:class:`AcceptErrorLimiter` logs failed ``accept()`` calls (the listener's own, and asyncio's for
+any other server in the process) in one line a second with their count.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import resource
 import socket
@@ -156,7 +156,7 @@ class AcceptErrorLimiter:
 
     def _emit(self) -> None:
         log.warning(
-            "accept() failed: out of file descriptors or memory; new connections wait",
+            "accept() failed; new connections wait",
             extra={"failures": self.pending, "error": self.error},
         )
         self.pending = 0
@@ -213,8 +213,6 @@ class _Handler(RequestHandler):
 
 ACCEPT_RETRY_SECS = 1.0
 """After ``accept()`` ran out of descriptors: how long the listening socket is left alone."""
-
-_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class Listener:
@@ -280,6 +278,7 @@ class Listener:
         for sock in self._sockets:
             loop.remove_reader(sock.fileno())
             sock.close()
+        self._sockets = []
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -301,9 +300,7 @@ class Listener:
             except ConnectionAbortedError:
                 continue
             except OSError as exc:
-                if exc.errno not in _OUT_OF_RESOURCES:
-                    log.warning("accept() failed", extra={"error": exc.strerror or type(exc).__name__})
-                    return
+                # Out of descriptors or memory, mostly (the cap is there so that it does not happen).
                 assert self._limiter is not None
                 self._limiter.report(exc)
                 # Linux keeps reporting the socket readable: leave it alone for a moment.

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
+import resource
+import socket
 import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -161,3 +164,54 @@ async def test_failed_tls_handshakes_give_their_connection_slots_back(tmp_path: 
             assert resp.status == 200 and await resp.text() == "hello"
     finally:
         await listener.stop()
+
+
+async def test_accept_out_of_descriptors_logs_one_line_and_serves_the_waiting_clients_once_they_return(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A real EMFILE: this process's descriptor limit lowered so that none is free, for a moment."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    listener = Listener(hello_app(), "127.0.0.1", 0, max_connections=1000, render_error=render)
+    await listener.start()
+    clients = [socket.socket() for _ in range(20)]
+    fillers: list[socket.socket] = []
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        for c in clients:
+            c.setblocking(False)
+        with caplog.at_level(logging.WARNING):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(c.fileno() for c in clients) + 1, hard))
+            with contextlib.suppress(OSError):
+                while True:  # take every descriptor still free below the limit
+                    fillers.append(socket.socket())
+            for c in clients:  # connecting needs no new descriptor; accepting them does
+                await loop.sock_connect(c, ("127.0.0.1", listener.port))
+                await loop.sock_sendall(c, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            await settled(lambda: any(r.name == "gateway.httpserver" for r in caplog.records))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            for f in fillers:
+                f.close()
+            answers = [await asyncio.wait_for(read_all(loop, c), 10) for c in clients]
+        assert all(a.startswith(b"HTTP/1.1 200 ") and a.endswith(b"hello") for a in answers), answers
+        # one line, and no other failure since: the listener stopped calling accept() for a while
+        # rather than failing once per waiting client (asyncio's own server logs each failure)
+        assert [(r.name, r.getMessage(), getattr(r, "failures", None)) for r in caplog.records] == [
+            ("gateway.httpserver", "accept() failed; new connections wait", 1)
+        ]
+        assert getattr(caplog.records[0], "error", None) == "Too many open files"
+        limiter = loop.get_exception_handler()
+        assert isinstance(limiter, AcceptErrorLimiter) and limiter.pending == 0
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for s in clients + fillers:
+            s.close()
+        await listener.stop()
+        loop.set_exception_handler(previous)
+
+
+async def read_all(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
+    out = b""
+    while chunk := await loop.sock_recv(sock, 65536):
+        out += chunk
+    return out
