@@ -170,7 +170,9 @@ class WebhookServer:
             ssl_context.load_cert_chain(st.tls.cert_file, st.tls.key_file)
         max_connections = connection_budget(st.max_connections)
         if max_connections < st.max_connections:
-            log.warning(
+            # a warning when the operator asked for more; the default just adapts to the machine
+            log.log(
+                logging.WARNING if "max_connections" in st.model_fields_set else logging.INFO,
                 "intake.max_connections lowered to fit the file descriptor limit",
                 extra={"configured": st.max_connections, "max_connections": max_connections},
             )
