@@ -195,38 +195,40 @@ def _unquote_values(text: str) -> str:
     return _QUOTED.sub(repl, text)
 
 
-def _key_path_at_error(text: str) -> str:
+def _key_path_at_error(text: str, stop: int | None) -> str:
     """The key path PyYAML was inside when it stopped, from the events it parsed before failing.
 
-    Only mapping keys and sequence indexes go into the path, never a scalar value.
+    ``stop`` is the error's offset in ``text`` (events from there on are ignored).  Only mapping
+    keys and sequence indexes go into the path, never a scalar value.
     """
-    # one frame per open collection: [is_mapping, current key or index, expecting a key]
+    # One frame per open collection: [is a mapping, its current key or index, inside that key's
+    # value (or that item)].  A mapping frame not inside a value is waiting for its next key.
     stack: list[list[Any]] = []
 
     def value_done() -> None:
-        if stack and stack[-1][0]:
-            stack[-1][2] = True
+        if stack:
+            stack[-1][2] = False
 
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            if stop is not None and event.start_mark is not None and event.start_mark.index >= stop:
+                break
+            if isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
                 stack.pop()
                 value_done()
                 continue
             if not isinstance(event, yaml.NodeEvent):
                 continue
             parent = stack[-1] if stack else None
-            is_key = parent is not None and parent[0] and parent[2]
-            if parent is not None and not parent[0]:
-                parent[1] += 1
-            if is_key:
-                assert parent is not None
-                parent[1] = event.value if isinstance(event, yaml.ScalarEvent) else "?"
-                parent[2] = False
+            if parent is not None and parent[0] and not parent[2]:
+                # a mapping key (a collection as a key is not a config key: "?")
+                parent[1], parent[2] = (event.value if isinstance(event, yaml.ScalarEvent) else "?"), True
                 if isinstance(event, yaml.ScalarEvent | yaml.AliasEvent):
                     continue
+            elif parent is not None and not parent[0]:
+                parent[1], parent[2] = parent[1] + 1, True
             if isinstance(event, yaml.MappingStartEvent):
-                stack.append([True, None, True])
+                stack.append([True, None, False])
             elif isinstance(event, yaml.SequenceStartEvent):
                 stack.append([False, -1, False])
             else:
@@ -234,12 +236,10 @@ def _key_path_at_error(text: str) -> str:
     except yaml.YAMLError:
         pass
     out = ""
-    for is_map, key, expecting_key in stack:
-        if is_map and (key is None or expecting_key):
+    for is_map, key, inside in stack:
+        if not inside:
             break
-        if not is_map and key < 0:
-            break
-        out += f"[{key}]" if not is_map else (f".{key}" if out else str(key))
+        out += (f".{key}" if out else str(key)) if is_map else f"[{key}]"
     return out
 
 
@@ -251,7 +251,7 @@ def _yaml_error(exc: yaml.YAMLError, text: str) -> str:
             if what:
                 where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
                 parts.append(_unquote_values(what) + where)
-        key = _key_path_at_error(text)
+        key = _key_path_at_error(text, exc.problem_mark.index if exc.problem_mark is not None else None)
         return (f"{key}: " if key else "") + ": ".join(parts)
     if isinstance(exc, yaml.reader.ReaderError):
         return f"{exc.reason} at character {exc.position}"
