@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.httpserver import bound_port
+from gateway.httpserver import ADMIN_MAX_CONNECTIONS, Listener
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.redact import redact
 
@@ -26,8 +26,7 @@ class AdminServer:
         self.app.add_routes(
             [web.get("/metrics", self._metrics), web.get("/healthz", self._healthz), web.get("/readyz", self._readyz)]
         )
-        self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._listener: Listener | None = None
         self.draining = False
 
     async def _metrics(self, _request: web.Request) -> web.Response:
@@ -46,15 +45,29 @@ class AdminServer:
 
     @property
     def port(self) -> int:
-        return bound_port(self._site, self._port)
+        return self._listener.port if self._listener is not None else self._port
+
+    @staticmethod
+    def _render_error(http_status: int, summary: str) -> web.Response:
+        return web.json_response({"status": "error", "summary": summary}, status=http_status)
+
+    def _on_refused(self) -> None:
+        self.metrics.connections_refused.labels("admin", "max_connections").inc()
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self._port)
-        await self._site.start()
+        # Its own small cap: a flood on the admin port cannot take the descriptors intake needs,
+        # and the intake cap leaves room for this one (httpserver.FD_RESERVE).
+        self._listener = Listener(
+            self.app,
+            self.host,
+            self._port,
+            max_connections=ADMIN_MAX_CONNECTIONS,
+            render_error=self._render_error,
+            on_refused=self._on_refused,
+        )
+        await self._listener.start()
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None

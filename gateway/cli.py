@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import logging
 import sys
 from pathlib import Path
 
@@ -28,12 +29,15 @@ def _load(path: str | None) -> GatewayConfig:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import Gateway, RunOptions
+    from gateway.httpserver import raise_fd_limit
     from gateway.telemetry.logging import setup_logging
     from gateway.telemetry.redact import register_config
 
     config = _load(args.config)
     register_config(config)  # before the first log line: every configured secret is masked
     setup_logging(config.log_level)
+    # Every connection holds a descriptor; the intake cap is sized from this limit (httpserver).
+    logging.getLogger(__name__).info("file descriptor limit", extra={"nofile": raise_fd_limit()})
     opts = RunOptions(
         listen=args.listen,
         admin_listen=args.admin_listen,

@@ -2,7 +2,9 @@
 
 ``${VAR}`` and ``${VAR:-default}`` are substituted in string values before validation
 (``$${`` escapes); a missing variable without a default is an error naming the key path.
-Validation errors name the offending key path, e.g. ``sources.auth0.pathh: Extra inputs...``.
+Validation errors name the offending key path, e.g. ``sources.auth0.pathh: Extra inputs...``;
+YAML syntax errors name the key path (where known), line and column.  Neither ever quotes a
+value or a line of the file: a token may be what is on it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from gateway.buffer.config import BufferConfig
 from gateway.configbase import StrictModel
@@ -151,8 +154,21 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+def _describe(err: ErrorDetails) -> str:
+    """A pydantic error's message without the offending value (it may be a secret)."""
+    ctx = err.get("ctx") or {}
+    if err["type"] == "union_tag_invalid":
+        # pydantic's message quotes the tag the file gave
+        return f"unknown {ctx.get('discriminator', 'tag')}; expected one of {ctx.get('expected_tags', '')}"
+    msg = err["msg"]
+    value = err.get("input")
+    if isinstance(value, str) and len(value) >= 3 and value in msg:
+        msg = msg.replace(value, "<value>")
+    return msg
+
+
 def parse_config(data: Any, env: dict[str, str] | None = None) -> GatewayConfig:
-    """Validate a parsed YAML document; raises ConfigError naming the first bad key path."""
+    """Validate a parsed YAML document; raises ConfigError naming every bad key path (never its value)."""
     if not isinstance(data, dict):
         raise ConfigError("the configuration must be a mapping")
     data = _substitute(data, "", dict(os.environ) if env is None else env)
@@ -160,21 +176,100 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> GatewayConfig:
         return GatewayConfig.model_validate(data)
     except ValidationError as exc:
         lines = []
-        for err in exc.errors(include_url=False, include_input=False):
-            lines.append(f"{_loc(err['loc']) or '<root>'}: {err['msg']}")
+        for err in exc.errors(include_url=False):
+            lines.append(f"{_loc(err['loc']) or '<root>'}: {_describe(err)}")
         raise ConfigError("; ".join(lines)) from None
 
 
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def _unquote_values(text: str) -> str:
+    """PyYAML quotes what it found (an alias, a tag, a character): keep only the harmless ones."""
+
+    def repl(m: re.Match[str]) -> str:
+        inner = m.group(1)
+        harmless = len(inner) <= 2 or inner.startswith(("<", "tag:", "!"))
+        return m.group(0) if harmless else "'...'"
+
+    return _QUOTED.sub(repl, text)
+
+
+def _key_path_at_error(text: str, stop: int | None) -> str:
+    """The key path PyYAML was inside when it stopped, from the events it parsed before failing.
+
+    ``stop`` is the error's offset in ``text`` (events from there on are ignored).  Only mapping
+    keys and sequence indexes go into the path, never a scalar value.
+    """
+    # One frame per open collection: [is a mapping, its current key or index, inside that key's
+    # value (or that item)].  A mapping frame not inside a value is waiting for its next key.
+    stack: list[list[Any]] = []
+
+    def value_done() -> None:
+        if stack:
+            stack[-1][2] = False
+
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if stop is not None and event.start_mark is not None and event.start_mark.index >= stop:
+                break
+            if isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                stack.pop()
+                value_done()
+                continue
+            if not isinstance(event, yaml.NodeEvent):
+                continue
+            parent = stack[-1] if stack else None
+            if parent is not None and parent[0] and not parent[2]:
+                # a mapping key (a collection as a key is not a config key: "?")
+                parent[1], parent[2] = (event.value if isinstance(event, yaml.ScalarEvent) else "?"), True
+                if isinstance(event, yaml.ScalarEvent | yaml.AliasEvent):
+                    continue
+            elif parent is not None and not parent[0]:
+                parent[1], parent[2] = parent[1] + 1, True
+            if isinstance(event, yaml.MappingStartEvent):
+                stack.append([True, None, False])
+            elif isinstance(event, yaml.SequenceStartEvent):
+                stack.append([False, -1, False])
+            else:
+                value_done()
+    except yaml.YAMLError:
+        pass
+    out = ""
+    for is_map, key, inside in stack:
+        if not inside:
+            break
+        out += (f".{key}" if out else str(key)) if is_map else f"[{key}]"
+    return out
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str) -> str:
+    """PyYAML's error without the quoted source line it prints (that line may hold a secret)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        parts = []
+        for what, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark)):
+            if what:
+                where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+                parts.append(_unquote_values(what) + where)
+        key = _key_path_at_error(text, exc.problem_mark.index if exc.problem_mark is not None else None)
+        return (f"{key}: " if key else "") + ": ".join(parts)
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"{exc.reason} at character {exc.position}"
+    return type(exc).__name__
+
+
 def load_config(path: Path, env: dict[str, str] | None = None) -> GatewayConfig:
-    """Read and validate a YAML configuration file."""
+    """Read and validate a YAML configuration file; errors name key paths and lines, never values."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 (byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_error(exc, text)}") from None
     return parse_config(data, env)
 
 

@@ -50,6 +50,12 @@ class Metrics:
             ["source", "reason"],
             registry=r,
         )
+        self.connections_refused = Counter(
+            "gateway_connections_refused_total",
+            "Connections closed as they were accepted, by listener (intake, admin) and reason (max_connections).",
+            ["listener", "reason"],
+            registry=r,
+        )
         self.batch_events = Histogram(
             "gateway_batch_events",
             "Events per upstream batch.",

@@ -64,3 +64,46 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert f"```sh\n{ci}\n```" in readme
+
+
+def test_config_errors_name_the_key_path_and_line_but_never_print_a_value(tmp_path: Path) -> None:
+    """Issue 12 case 7: PyYAML quotes the offending line; the token on it must not reach the output."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "destinations: {default: {}}\n"
+        "sources:\n"
+        "  a:\n"
+        "    type: webhook\n"
+        "    format: auth0\n"
+        "    destination: default\n"
+        '    auth: {value: "Bearer tok_LITERAL_5e1f}\n'
+    )
+    tab = tmp_path / "tab.yaml"
+    tab.write_text("upstream:\n  url: http://127.0.0.1:1\n\ttoken: pts_TABBED_77c0\n")
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(
+        "destinations: {default: {}}\n"
+        "sources: {a: {type: webhook_tok_TYPO_93ab, destination: default}}\n"
+        "log_level: tok_LEVEL_0d2c\n"
+        "shutdown_timeout_secs: tok_SECS_61fa\n"
+    )
+    data_dir = str(tmp_path / "data")
+    runs = {
+        "check-config broken": cli("check-config", str(broken)),
+        "run broken": cli("run", "--config", str(broken), "--data-dir", data_dir),
+        "check-config tab": cli("check-config", str(tab)),
+        "check-config wrong": cli("check-config", str(wrong)),
+        "run wrong": cli("run", "--config", str(wrong), "--data-dir", data_dir),
+    }
+    for what, out in runs.items():
+        assert out.returncode == 2, (what, out.stderr)
+        assert "Traceback" not in out.stderr, (what, out.stderr)
+        for token in ("tok_LITERAL", "pts_TABBED", "tok_TYPO", "tok_LEVEL", "tok_SECS", "input_value"):
+            assert token not in out.stdout + out.stderr, (what, token, out.stderr)
+    # still useful: the key path and where in the file
+    assert "sources.a.auth.value: while scanning a quoted scalar (line 7, column 19)" in runs["run broken"].stderr
+    assert "found character '\\t' that cannot start any token (line 3, column 1)" in runs["check-config tab"].stderr
+    wrong_err = runs["check-config wrong"].stderr
+    assert "sources.a: unknown 'type'; expected one of 'webhook', 'kafka'" in wrong_err
+    assert "log_level: Input should be 'debug', 'info', 'warning' or 'error'" in wrong_err
+    assert "shutdown_timeout_secs: Input should be a valid number" in wrong_err

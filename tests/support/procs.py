@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,11 +89,22 @@ class Proc:
         self.popen.wait(30)
 
 
-def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    args: list[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.Popen[bytes]:
+    """``python -m gateway ARGS``; ``preexec_fn`` runs in the child first (e.g. to set rlimits)."""
     full_env = {**os.environ, **(env or {})}
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "gateway", *args], stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO
+            [sys.executable, "-m", "gateway", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=REPO,
+            preexec_fn=preexec_fn,
         )
 
 
@@ -122,6 +133,7 @@ def start_gateway(
     env: dict[str, str] | None = None,
     ports: dict[str, int] | None = None,
     data_dir: Path | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Proc:
     """``audit-gateway run`` on free loopback ports; waits for /healthz."""
     ports = ports or {"intake": free_port(), "admin": free_port(), "local_audit": free_port()}
@@ -135,7 +147,7 @@ def start_gateway(
     if config is not None:
         args += ["--config", str(config)]
     log_path = tmp / f"gateway-{ports['admin']}.log"
-    p = spawn(args, log_path, env)
+    p = spawn(args, log_path, env, preexec_fn)
     proc = Proc(p, log_path, ports)
     try:
         wait_http(f"http://127.0.0.1:{ports['admin']}/healthz", proc=p)

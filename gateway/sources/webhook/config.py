@@ -101,3 +101,11 @@ class IntakeServerConfig(StrictModel):
     )
     keepalive_timeout_secs: float = Field(default=75.0, gt=0, description="Idle keep-alive connections close after.")
     max_header_bytes: int = Field(default=8190, ge=1024, description="Longest request line or header field.")
+    max_connections: int = Field(
+        default=4096,
+        ge=1,
+        description=(
+            "Open connections held at once; one more is answered 503 and closed. Lowered at start to fit"
+            " the file descriptor limit (raised to its hard limit) less 192 kept for the admin port and upstream."
+        ),
+    )

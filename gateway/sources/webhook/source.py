@@ -8,10 +8,9 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.dedup import DedupWindow
-from gateway.httpserver import bound_port
+from gateway.httpserver import Listener, connection_budget
 from gateway.normalize import restrictions
 from gateway.pipeline import Destination
 from gateway.sinks.deadletter.base import DeadLetterStore
@@ -26,32 +25,6 @@ from gateway.sources.webhook.vendor_routes import VendorRoute
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
-http_log = logging.getLogger(__name__ + ".http")
-"""aiohttp's protocol-level log (malformed requests), given to the server in place of ``aiohttp.server``."""
-
-
-class _MalformedRequestFilter(logging.Filter):
-    """Logs a malformed request as one info line: no traceback and none of the request's bytes.
-
-    aiohttp logs a request it cannot parse at error level with the exception, whose message
-    quotes the offending request line or header line -- an ``Authorization`` value included.
-    Anyone on the internet can send those, so they are a client's problem, not the gateway's.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, HttpProcessingError):
-            return True
-        remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
-        record.msg, record.args = "malformed HTTP request refused", None
-        record.exc_info, record.exc_text, record.stack_info = None, None, None
-        record.levelno, record.levelname = logging.INFO, "INFO"
-        record.error = type(exc).__name__
-        record.remote = str(remote) if remote is not None else None
-        return http_log.isEnabledFor(logging.INFO)
-
-
-http_log.addFilter(_MalformedRequestFilter())
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -136,6 +109,8 @@ class WebhookServer:
         self._port = port
         self.settings = settings or IntakeServerConfig()
         self.sources = sources
+        # Every source holds the gateway's one Metrics.
+        self.metrics = sources[0].metrics if sources else Metrics()
         self._accepting = True
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -147,8 +122,7 @@ class WebhookServer:
         self._cap_secs = self.settings.body_timeout_secs + max([s.config.ack_timeout_secs for s in sources] + [0]) + 30
         for s in sources:
             self.app.add_routes(s.routes())
-        self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._listener: Listener | None = None
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -178,30 +152,51 @@ class WebhookServer:
 
     @property
     def port(self) -> int:
-        return bound_port(self._site, self._port)
+        return self._listener.port if self._listener is not None else self._port
+
+    def _render_error(self, http_status: int, summary: str) -> web.Response:
+        """The listener's own answers (malformed HTTP, over the connection cap), enveloped.
+
+        The route is unknown when a request cannot be parsed, so HEC routes get the envelope too.
+        """
+        status = {400: "ValidationError", 503: "ServiceNotAvailable", 504: "ServiceNotAvailable"}
+        return envelope(http_status, status.get(http_status, "InternalError"), summary, None)
 
     async def start(self) -> None:
         st = self.settings
-        self._runner = web.AppRunner(
+        ssl_context = None
+        if st.tls is not None:
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(st.tls.cert_file, st.tls.key_file)
+        max_connections = connection_budget(st.max_connections)
+        if max_connections < st.max_connections:
+            # a warning when the operator asked for more; the default just adapts to the machine
+            log.log(
+                logging.WARNING if "max_connections" in st.model_fields_set else logging.INFO,
+                "intake.max_connections lowered to fit the file descriptor limit",
+                extra={"configured": st.max_connections, "max_connections": max_connections},
+            )
+        self._listener = Listener(
             self.app,
-            access_log=None,
-            handle_signals=False,
+            self.host,
+            self._port,
+            max_connections=max_connections,
+            render_error=self._render_error,
+            ssl_context=ssl_context,
+            backlog=1024,
+            on_refused=self._on_refused,
             keepalive_timeout=st.keepalive_timeout_secs,
             max_line_size=st.max_header_bytes,
             max_field_size=st.max_header_bytes,
             # read_body decompresses within max_body_bytes and refuses truncated gzip; aiohttp's
             # own decoding would hand it inflated bytes (and accept deflate/br/zstd and cut streams).
             auto_decompress=False,
-            logger=http_log,
         )
-        await self._runner.setup()
-        ssl_context = None
-        if st.tls is not None:
-            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ssl_context.load_cert_chain(st.tls.cert_file, st.tls.key_file)
-        self._site = web.TCPSite(self._runner, self.host, self._port, backlog=1024, ssl_context=ssl_context)
-        await self._site.start()
-        log.info("intake listening", extra={"listen": f"{self.host}:{self.port}"})
+        await self._listener.start()
+        log.info("intake listening", extra={"listen": f"{self.host}:{self.port}", "max_connections": max_connections})
+
+    def _on_refused(self) -> None:
+        self.metrics.connections_refused.labels("intake", "max_connections").inc()
 
     async def stop_accepting(self) -> None:
         self._accepting = False
@@ -214,6 +209,6 @@ class WebhookServer:
             log.warning("shutdown deadline: requests still in flight", extra={"requests": self._inflight})
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None

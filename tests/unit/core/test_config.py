@@ -117,3 +117,39 @@ def test_a_kafka_buffer_or_dead_letter_store_needs_a_topic_and_brokers(setting: 
         {**base, setting: {"type": "kafka", "topic": "t", "bootstrap_servers": "a:9092, b:9092"}}, env={}
     )
     assert getattr(cfg, setting).security.protocol == "PLAINTEXT"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # an unterminated quoted value: the key it belongs to, where it starts and where the file ends
+        (
+            'sources:\n  a:\n    auth: {value: "Bearer tok_7f3a}\n',
+            "sources.a.auth.value: while scanning a quoted scalar (line 3, column 19):"
+            " found unexpected end of stream (line 4, column 1)",
+        ),
+        # inside a list: the index of an item once it started (the broken one never did)
+        (
+            "destinations:\n  d:\n    x:\n      - {y: 1}\n      - 'tok_9b2c\n",
+            "destinations.d.x: while scanning a quoted scalar (line 5, column 9):"
+            " found unexpected end of stream (line 6, column 1)",
+        ),
+        (
+            "destinations:\n  d:\n    x:\n      - {y: 1}\n      - y: 'tok_1c7e\n",
+            "destinations.d.x[1].y: while scanning a quoted scalar (line 5, column 12):",
+        ),
+        # PyYAML quotes an alias name: elided
+        ("a: [*tok_5d1e, 1\n", "a: found undefined alias '...' (line 1, column 5)"),
+        # nothing parsed before the error: no key path, still the line and column
+        ("'tok_0a4f\n", "while scanning a quoted scalar (line 1, column 1)"),
+    ],
+)
+def test_a_yaml_syntax_error_names_the_key_path_and_position_but_no_value(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    f = tmp_path / "g.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(f, env={})
+    assert f"{f}: not valid YAML: {expected}" in str(err.value)
+    assert "tok_" not in str(err.value)
