@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -18,3 +19,42 @@ def test_ruff_reports_no_findings() -> None:
 def test_mypy_strict_reports_no_errors() -> None:
     out = subprocess.run([sys.executable, "-m", "mypy"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+# Built by concatenation so that this file does not match its own patterns.
+_OUTSIDE_READS = re.compile(
+    "|".join(
+        [
+            r"\.\./" + "shared",  # a relative path beside the repository
+            r"/\s*['\"]" + "shared" + r"['\"]",  # a path joined with a "shared" part
+            r"/\s*['\"]\.\." + r"['\"]",  # a path joined with "..": it climbs out of where it started
+        ]
+    )
+)
+_TEXT_SUFFIXES = {".py", ".md", ".toml", ".yaml", ".yml", ".json", ".cfg", ".ini", ".txt", ".sh"}
+
+
+def test_nothing_in_gateway_tests_or_readme_reads_outside_the_repository() -> None:
+    files = [REPO / "README.md", REPO / "pyproject.toml"]
+    for top in ("gateway", "tests"):
+        files += [p for p in (REPO / top).rglob("*") if p.is_file() and p.suffix in _TEXT_SUFFIXES]
+    found = [
+        f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+        for path in files
+        for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+        if _OUTSIDE_READS.search(line)
+    ]
+    assert found == [], "reads outside the repository:\n" + "\n".join(found)
+
+
+def test_the_runtime_and_the_test_support_do_not_import_the_benchmark_tooling() -> None:
+    probe = (
+        "import sys\n"
+        "import gateway.cli, gateway.app, gateway.deadletter_cli, gateway.local_audit.server\n"
+        "import tests.support.procs, tests.kafka_broker\n"
+        "gateway.cli.build_parser()\n"
+        "print(sorted(m for m in sys.modules if m == 'gateway.bench' or m.startswith('tests.perf')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
