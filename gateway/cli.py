@@ -91,13 +91,34 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=_cmd_check_config)
 
-    from gateway import bench, deadletter_cli
+    from gateway import deadletter_cli
     from gateway.local_audit import cli as local_audit_cli
 
     local_audit_cli.register(sub)
-    bench.register(sub)
+    _register_bench(sub)
     deadletter_cli.register(sub)
     return parser
+
+
+def _register_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # Declared here so that the runtime (every other command) never imports the benchmark tooling.
+    p = sub.add_parser("bench", help="benchmark webhook → gateway → local audit log (separate processes)")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured duration")
+    p.add_argument("--concurrency", type=int, default=32, help="concurrent webhook requests")
+    p.add_argument("--events-per-request", type=int, default=100, help="events per webhook body")
+    p.add_argument("--buffer", choices=["memory", "disk"], default="memory", help="buffer type")
+    p.add_argument("--fsync-interval-ms", type=int, default=10, help="disk buffer group commit interval")
+    p.add_argument("--buffer-events", type=int, default=200_000, help="buffer capacity in events")
+    p.add_argument(
+        "--rss-per-event", type=int, default=0, metavar="N", help="also buffer N events against a stalled upstream"
+    )
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from gateway import bench
+
+    return bench.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:
