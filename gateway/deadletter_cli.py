@@ -37,7 +37,7 @@ from pydantic import SecretStr
 from gateway.acks import AckGroup
 from gateway.batching import Batch
 from gateway.config import DEFAULT_DATA_DIR, DEFAULT_LOCAL_AUDIT_LISTEN, GatewayConfig, default_config, load_config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.event import Event, encode_item
 from gateway.normalize.schema import EventInvalid, Schema
 from gateway.sinks.deadletter.base import DeadLetter
@@ -189,7 +189,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- replay
 
 
-class ReplayFailed(Exception):
+class ReplayFailed(GatewayError):
     """A dead letter that cannot be turned into events with the current configuration."""
 
 
