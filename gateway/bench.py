@@ -292,8 +292,21 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def run(args: argparse.Namespace) -> int:
-    """``audit-gateway bench`` (its arguments are declared in :mod:`gateway.cli`)."""
+def _cmd(args: argparse.Namespace) -> int:
     result = asyncio.run(_run(args))
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("bench", help="benchmark webhook → gateway → local audit log (separate processes)")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured duration")
+    p.add_argument("--concurrency", type=int, default=32, help="concurrent webhook requests")
+    p.add_argument("--events-per-request", type=int, default=100, help="events per webhook body")
+    p.add_argument("--buffer", choices=["memory", "disk"], default="memory", help="buffer type")
+    p.add_argument("--fsync-interval-ms", type=int, default=10, help="disk buffer group commit interval")
+    p.add_argument("--buffer-events", type=int, default=200_000, help="buffer capacity in events")
+    p.add_argument(
+        "--rss-per-event", type=int, default=0, metavar="N", help="also buffer N events against a stalled upstream"
+    )
+    p.set_defaults(func=_cmd)

@@ -67,7 +67,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
+    """The command line; ``bench``: with the ``bench`` command's arguments (imports :mod:`gateway.bench`)."""
     parser = argparse.ArgumentParser(
         prog="audit-gateway",
         description="Moves security audit events from Kafka and webhooks into a Secure Audit Log.",
@@ -95,34 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.local_audit import cli as local_audit_cli
 
     local_audit_cli.register(sub)
-    _register_bench(sub)
+    if bench:
+        from gateway import bench as bench_tool
+
+        bench_tool.register(sub)
+    else:
+        # Listed for --help only: the runtime never imports the benchmark tooling.
+        sub.add_parser("bench", help="benchmark webhook → gateway → local audit log (separate processes)")
     deadletter_cli.register(sub)
     return parser
 
 
-def _register_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    # Declared here so that the runtime (every other command) never imports the benchmark tooling.
-    p = sub.add_parser("bench", help="benchmark webhook → gateway → local audit log (separate processes)")
-    p.add_argument("--seconds", type=float, default=10.0, help="measured duration")
-    p.add_argument("--concurrency", type=int, default=32, help="concurrent webhook requests")
-    p.add_argument("--events-per-request", type=int, default=100, help="events per webhook body")
-    p.add_argument("--buffer", choices=["memory", "disk"], default="memory", help="buffer type")
-    p.add_argument("--fsync-interval-ms", type=int, default=10, help="disk buffer group commit interval")
-    p.add_argument("--buffer-events", type=int, default=200_000, help="buffer capacity in events")
-    p.add_argument(
-        "--rss-per-event", type=int, default=0, metavar="N", help="also buffer N events against a stalled upstream"
-    )
-    p.set_defaults(func=_cmd_bench)
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from gateway import bench
-
-    return bench.run(args)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(bench=argv[:1] == ["bench"])
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
