@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.support.procs import REPO
 
@@ -58,3 +59,10 @@ def test_the_runtime_and_the_test_support_do_not_import_the_benchmark_tooling() 
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_imports_follow_the_layers_declared_in_pyproject() -> None:
+    """``lint-imports``: the ``[tool.importlinter]`` contracts of pyproject.toml (layers, top to bottom)."""
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    out = subprocess.run([str(lint_imports), "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
