@@ -10,8 +10,8 @@ configuration (``upstream:``, or the embedded local audit log of a running gatew
 ``--local-audit-listen``).  Rows the upstream accepts are marked replayed (kept, not listed
 by default); rows that fail again stay, with their ``replay_error``.
 
-A payload goes through intake's own admission (:class:`gateway.sources.intake.RecordMapper`
-then :meth:`gateway.sources.intake.Admitter.prepare`: map, restrictions, schema, signing, with
+A payload goes through intake's own admission (the routes' candidate builders, then
+:meth:`gateway.sources.intake.Admitter.prepare`: map, restrictions, schema, signing, with
 the destination built by :mod:`gateway.destinations` as the runtime builds it).  How it is
 read back depends on where it was refused:
 
@@ -53,15 +53,20 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.event import Event
 from gateway.normalize import restrictions
 from gateway.normalize.config import SchemaFieldConfig
+from gateway.normalize.schema import EventInvalid
+from gateway.normalize.vendors import VENDORS
+from gateway.normalize.vendors.pangea import signature_of
 from gateway.pipeline import Destination
 from gateway.sinks.base import Sink
 from gateway.sinks.deadletter.base import DeadLetter
 from gateway.sinks.deadletter.local import DeadLetterDb, StoredDeadLetter
 from gateway.sinks.pangea.config import UpstreamConfig
 from gateway.sinks.pangea.sink import PangeaSink
-from gateway.sources.intake import Admitter, Candidate, RecordMapper
+from gateway.sources.intake import Admitter, Candidate
 from gateway.sources.kafka.config import KafkaSourceConfig
 from gateway.sources.webhook.config import WebhookSourceConfig
+from gateway.sources.webhook.pangea_api import PangeaApi
+from gateway.sources.webhook.vendor_routes import VendorRoute
 from gateway.telemetry.metrics import Metrics
 
 SINK_REASONS = frozenset({"upstream_rejected", "config_error"})
@@ -253,8 +258,8 @@ class _DryRun:
 class Replayer:
     """Turns stored dead letters into request items through intake's admission, and sends them.
 
-    A letter's payload becomes candidates as its source makes them (:class:`RecordMapper`:
-    the format's ``to_event`` and the source's ``map``), and the candidates are admitted by
+    A letter's payload becomes candidates by the code its source uses (the vendor route's
+    ``to_event`` and ``map``, the Pangea routes' item reading), and the candidates are admitted by
     :meth:`Admitter.prepare` (restrictions, the destination's schema, its signer): a replayed
     event is refused, normalized and signed exactly as intake would today.  Not done: the
     de-duplication window (a dead letter was never delivered, and replaying is deliberate).
@@ -271,31 +276,44 @@ class Replayer:
         if name is None or name not in self.destinations:
             raise ReplayFailed(f"source {letter.source!r} and destination {letter.destination!r} are not configured")
         dest = self.destinations[name]
+        check = restrictions.checker(src.restrictions if isinstance(src, WebhookSourceConfig) else None)
+        admitter = Admitter(letter.source, dest, dest.metrics, self._deadletters, check)
         try:
-            candidates = self._candidates(letter, src)
+            candidates = self._candidates(letter, src, admitter)
+        except EventInvalid as exc:
+            raise ReplayFailed(orjson.dumps(exc.errors).decode()) from None
         except Exception as exc:
             raise ReplayFailed(f"cannot read the payload: {exc}") from None
         if not candidates:
             raise ReplayFailed("the payload holds no event")
-        check = restrictions.checker(src.restrictions if isinstance(src, WebhookSourceConfig) else None)
-        admitter = Admitter(letter.source, dest, dest.metrics, self._deadletters, check)
         valid, invalid = admitter.prepare(candidates)
         if invalid:
             raise ReplayFailed(orjson.dumps([e for cand in invalid for e in cand.errors]).decode())
         return Prepared(letter, name, [item for _i, item, _cand in valid])
 
     @staticmethod
-    def _candidates(letter: StoredDeadLetter, src: SourceConfig | None) -> list[Candidate]:
-        """The letter's payload as its source would have made candidates of it."""
+    def _candidates(letter: StoredDeadLetter, src: SourceConfig | None, admitter: Admitter) -> list[Candidate]:
+        """The letter's payload made into candidates by the same code as at intake."""
+        payload = letter.payload
         if letter.reason in SINK_REASONS or src is None:
-            # The request item the sink sent: {"event": ...} (kept as signed) or a bare event.
-            return [RecordMapper("pangea").candidate(orjson.loads(letter.payload), "")]
+            # The request item the sink sent ({"event": ...}, kept as signed if signed), read as
+            # the Pangea routes read an item.
+            return [PangeaApi._candidate(orjson.loads(payload), "")]
         if isinstance(src, KafkaSourceConfig):
-            # The message value: any number of records (key and header mapping need the message).
-            mapper = RecordMapper(src.format)
-            return [mapper.candidate(r, f"/{i}") for i, r in enumerate(mapper.vendor.decode(letter.payload))]
-        # One record, as intake dead-lettered it.
-        return [RecordMapper(src.format, src.map).candidate(orjson.loads(letter.payload), "")]
+            # The message value, as the Kafka source reads it (the key and header mapping need
+            # the message, which is not kept): decode, each record's to_event, the SDK's signature.
+            vendor = VENDORS[src.format]
+            out = []
+            for i, record in enumerate(vendor.decode(payload)):
+                fields, dedup = vendor.to_event(record)
+                extras = signature_of(record) if src.format == "pangea" else None
+                out.append(Candidate(fields, f"/{i}", record, extras, dedup))
+            return out
+        record = orjson.loads(payload)  # one record, as intake dead-lettered it
+        if src.format == "pangea":
+            return [PangeaApi._candidate(record, "")]
+        # The vendor route's own mapping: the format's to_event and the source's map.
+        return [VendorRoute(letter.source, src, admitter)._candidate(record, "")]
 
     async def send(self, sink: Sink, prepared: list[Prepared], batch_size: int) -> dict[int, str | None]:
         """Send every item; returns letter id → None (delivered) or the error."""

@@ -21,10 +21,7 @@ from gateway.acks import AckGroup
 from gateway.dedup import DedupWindow
 from gateway.errors import GatewayError
 from gateway.event import Event, encode_item
-from gateway.normalize.mapping import Mapping
 from gateway.normalize.schema import EventInvalid
-from gateway.normalize.vendors import VENDORS, Vendor
-from gateway.normalize.vendors.pangea import signature_of
 from gateway.pipeline import Destination
 from gateway.sinks.deadletter.base import DeadLetter, DeadLetterStore
 from gateway.telemetry.metrics import Metrics
@@ -67,37 +64,6 @@ class Admission:
     def pointer(self, n: int) -> str:
         """JSON pointer of the ``n``-th admitted event in the request body."""
         return self.pointer_template.format(self.indexes[n])
-
-
-class RecordMapper:
-    """A source's decoded records → candidates: the format's ``to_event``, then the source's ``map``.
-
-    For format ``json`` the ``map`` is the whole mapping (the record's own keys are not event
-    fields); for the others it overrides what ``to_event`` made.  A ``pangea`` record keeps the
-    SDK's ``signature``/``public_key`` as the candidate's extras.  Used by the webhook routes
-    and by ``dlq replay``, so that both map a record alike.
-    """
-
-    def __init__(self, fmt: str, mapping: dict[str, Any] | None = None) -> None:
-        self.format = fmt
-        self.vendor: Vendor = VENDORS[fmt]
-        self.mapping = Mapping(mapping) if mapping else None
-
-    def candidate(self, record: Any, pointer: str) -> Candidate:
-        """The record's candidate; one the format cannot map carries its errors (sources under ``pointer``)."""
-        try:
-            if self.mapping is not None and self.format == "json":
-                fields, dedup = self.mapping.apply(record), None
-            else:
-                fields, dedup = self.vendor.to_event(record)
-                if self.mapping is not None:
-                    fields.update(self.mapping.apply(record))
-        except EventInvalid as exc:
-            return Candidate(
-                None, pointer, record, errors=[{**e, "source": pointer + e.get("source", "")} for e in exc.errors]
-            )
-        extras = signature_of(record) if self.format == "pangea" else None
-        return Candidate(fields, pointer, record, extras, dedup_key=dedup)
 
 
 class Admitter:

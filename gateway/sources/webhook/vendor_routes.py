@@ -12,9 +12,11 @@ from aiohttp import web
 
 from gateway.errors import AuthError, IntakeError, ValidationFailed
 from gateway.normalize.limits import check_depth
-from gateway.normalize.vendors import DecodeError, Vendor
+from gateway.normalize.mapping import Mapping
+from gateway.normalize.schema import EventInvalid
+from gateway.normalize.vendors import VENDORS, DecodeError, Vendor
 from gateway.normalize.vendors import github as github_vendor
-from gateway.sources.intake import Admission, Admitter, RecordMapper
+from gateway.sources.intake import Admission, Admitter, Candidate
 from gateway.sources.webhook.answers import answer, settle
 from gateway.sources.webhook.auth import check_header, check_hmac_sha256
 from gateway.sources.webhook.body import read_body
@@ -29,8 +31,8 @@ class VendorRoute:
         self.name = name
         self.config = config
         self.admitter = admitter
-        self.mapper = RecordMapper(config.format, config.map)
-        self.vendor: Vendor = self.mapper.vendor
+        self.vendor: Vendor = VENDORS[config.format]
+        self.mapping = Mapping(config.map) if config.map else None
 
     def routes(self) -> list[web.RouteDef]:
         path = self.config.route_path
@@ -92,10 +94,25 @@ class VendorRoute:
             ]
         return records
 
+    def _candidate(self, record: Any, pointer: str) -> Candidate:
+        original = record
+        try:
+            if self.mapping is not None and self.config.format == "json":
+                fields, dedup = self.mapping.apply(record), None
+            else:
+                fields, dedup = self.vendor.to_event(record)
+                if self.mapping is not None:
+                    fields.update(self.mapping.apply(record))
+        except EventInvalid as exc:
+            return Candidate(
+                None, pointer, original, errors=[{**e, "source": pointer + e.get("source", "")} for e in exc.errors]
+            )
+        return Candidate(fields, pointer, original, dedup_key=dedup)
+
     async def _admit(self, request: web.Request, raw: bytes) -> Admission:
         """Decode, map, normalize and buffer; kept apart so the records are freed before the wait."""
         records = self._records(request, raw)
-        cands = [self.mapper.candidate(r, f"/{i}") for i, r in enumerate(records)]
+        cands = [self._candidate(r, f"/{i}") for i, r in enumerate(records)]
         return await self.admitter.admit(cands)
 
     async def handle(self, request: web.Request) -> web.Response:
