@@ -25,13 +25,11 @@ from gateway.config import (
     DEFAULT_DATA_DIR,
     DEFAULT_LISTEN,
     DEFAULT_LOCAL_AUDIT_LISTEN,
-    DestinationConfig,
     GatewayConfig,
 )
 from gateway.dedup import DedupWindow
+from gateway.destinations import build_schema, build_signer
 from gateway.errors import ConfigError, GatewayError
-from gateway.normalize.schema import Schema
-from gateway.normalize.signing import Signer
 from gateway.pipeline import Destination
 from gateway.sinks.deadletter.base import DeadLetterStore
 from gateway.sinks.deadletter.local import LocalDeadLetterStore
@@ -137,14 +135,6 @@ class Gateway:
         path = (b.path or self.data_dir / "spool") / name
         return DiskBuffer(name, path, b, self.metrics)
 
-    async def _schema(self, name: str, dc: DestinationConfig, sink: PangeaSink) -> Schema:
-        if dc.schema_ == "standard":
-            return Schema.standard(dc.schema_policy)
-        if dc.schema_ == "upstream":
-            fields = await sink.fetch_schema()
-            return Schema.from_fields(fields, dc.schema_policy)
-        return Schema.from_fields(list(dc.schema_.fields), dc.schema_policy)
-
     async def _refresh_schema(self, dest: Destination, sink: PangeaSink, wake: asyncio.Event) -> None:
         """Keep an upstream-fetched schema current: on an interval, and at once on InvalidSchema."""
         policy = dest.config.schema_policy
@@ -153,7 +143,7 @@ class Gateway:
                 await asyncio.wait_for(wake.wait(), policy.refresh_interval_secs)
             wake.clear()
             try:
-                dest.schema = Schema.from_fields(await sink.fetch_schema(), policy)
+                dest.schema = await build_schema(dest.config, sink.fetch_schema)
                 log.info("schema refreshed", extra={"destination": dest.name})
             except (GatewayError, ValueError) as exc:
                 log.warning(
@@ -184,10 +174,7 @@ class Gateway:
                 name, dc.config_id, upstream, self.metrics, self.deadletters, on_invalid_schema=refresh.set
             )
             await sink.start()
-            schema = await self._schema(name, dc, sink)
-            signer = (
-                Signer.from_pem_file(dc.signing.private_key_file, dc.signing.public_key_info) if dc.signing else None
-            )
+            schema = await build_schema(dc, sink.fetch_schema)
             dest = Destination(
                 name,
                 dc,
@@ -196,7 +183,7 @@ class Gateway:
                 schema,
                 self.metrics,
                 upstream.max_in_flight,
-                signer,
+                build_signer(dc),
                 keeps_undelivered=self.config.buffer.type == "disk",
             )
             dest.start()

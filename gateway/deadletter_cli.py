@@ -10,12 +10,15 @@ configuration (``upstream:``, or the embedded local audit log of a running gatew
 ``--local-audit-listen``).  Rows the upstream accepts are marked replayed (kept, not listed
 by default); rows that fail again stay, with their ``replay_error``.
 
-How a payload is read back depends on where it was refused:
+A payload goes through intake's own admission (the routes' candidate builders, then
+:meth:`gateway.sources.intake.Admitter.prepare`: map, restrictions, schema, signing, with
+the destination built by :mod:`gateway.destinations` as the runtime builds it).  How it is
+read back depends on where it was refused:
 
 * at intake (``invalid_event``, ``forbidden_field_value``): one record as the source's format
-  gave it → the format's mapping (``to_event`` + the source's ``map``) → the schema;
+  gave it → the format's ``to_event`` and the source's ``map`` (the whole mapping for ``json``);
 * by the upstream (``upstream_rejected``, ``config_error``): the request item ``{"event": ...}``
-  → the schema;
+  (a signed one is kept as signed);
 * from a Kafka source: the message value → the format's ``decode`` → each record as above.
 """
 
@@ -34,15 +37,36 @@ from typing import Any
 import orjson
 from pydantic import SecretStr
 
-from gateway.acks import AckGroup
+from gateway.acks import AckGroup, AckStatus
 from gateway.batching import Batch
-from gateway.config import DEFAULT_DATA_DIR, DEFAULT_LOCAL_AUDIT_LISTEN, GatewayConfig, default_config, load_config
-from gateway.errors import ConfigError
-from gateway.event import Event, encode_item
-from gateway.normalize.schema import EventInvalid, Schema
+from gateway.buffer.memory import MemoryBuffer
+from gateway.config import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_LOCAL_AUDIT_LISTEN,
+    GatewayConfig,
+    SourceConfig,
+    default_config,
+    load_config,
+)
+from gateway.destinations import build_schema, build_signer
+from gateway.errors import ConfigError, GatewayError
+from gateway.event import Event
+from gateway.normalize import restrictions
+from gateway.normalize.config import SchemaFieldConfig
+from gateway.normalize.schema import EventInvalid
+from gateway.normalize.vendors import VENDORS
+from gateway.normalize.vendors.pangea import signature_of
+from gateway.pipeline import Destination
+from gateway.sinks.base import Sink
 from gateway.sinks.deadletter.base import DeadLetter
 from gateway.sinks.deadletter.local import DeadLetterDb, StoredDeadLetter
 from gateway.sinks.pangea.config import UpstreamConfig
+from gateway.sinks.pangea.sink import PangeaSink
+from gateway.sources.intake import Admitter, Candidate
+from gateway.sources.kafka.config import KafkaSourceConfig
+from gateway.sources.webhook.config import WebhookSourceConfig
+from gateway.sources.webhook.pangea_api import PangeaApi
+from gateway.sources.webhook.vendor_routes import VendorRoute
 from gateway.telemetry.metrics import Metrics
 
 SINK_REASONS = frozenset({"upstream_rejected", "config_error"})
@@ -189,7 +213,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- replay
 
 
-class ReplayFailed(Exception):
+class ReplayFailed(GatewayError):
     """A dead letter that cannot be turned into events with the current configuration."""
 
 
@@ -215,66 +239,83 @@ class _Collect:
         return None
 
 
-class Replayer:
-    """Turns stored dead letters into events with the current configuration and sends them."""
+class _DryRun:
+    """The sink of a dry run's destinations: ``replay`` hands it nothing; were it to, nothing is sent."""
 
-    def __init__(self, config: GatewayConfig, schemas: dict[str, Schema]) -> None:
+    async def start(self) -> None:
+        return None
+
+    async def send(self, batch: Batch) -> None:
+        batch.resolve_all(AckStatus.ERRORED, "dry run")
+
+    async def check(self) -> str | None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+class Replayer:
+    """Turns stored dead letters into request items through intake's admission, and sends them.
+
+    A letter's payload becomes candidates by the code its source uses (the vendor route's
+    ``to_event`` and ``map``, the Pangea routes' item reading), and the candidates are admitted by
+    :meth:`Admitter.prepare` (restrictions, the destination's schema, its signer): a replayed
+    event is refused, normalized and signed exactly as intake would today.  Not done: the
+    de-duplication window (a dead letter was never delivered, and replaying is deliberate).
+    """
+
+    def __init__(self, config: GatewayConfig, destinations: dict[str, Destination]) -> None:
         self.config = config
-        self.schemas = schemas
+        self.destinations = destinations
+        self._deadletters = _Collect()  # Admitter.prepare records nothing; admit() is not called
 
     def prepare(self, letter: StoredDeadLetter) -> Prepared:
-        from gateway.normalize.vendors import VENDORS
-        from gateway.sources.kafka.config import KafkaSourceConfig
-        from gateway.sources.webhook.config import WebhookSourceConfig
-
         src = self.config.sources.get(letter.source)
-        destination = src.destination if src is not None else letter.destination
-        if destination is None or destination not in self.config.destinations:
+        name = src.destination if src is not None else letter.destination
+        if name is None or name not in self.destinations:
             raise ReplayFailed(f"source {letter.source!r} and destination {letter.destination!r} are not configured")
-        out = Prepared(letter, destination)
-        records: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+        dest = self.destinations[name]
+        check = restrictions.checker(src.restrictions if isinstance(src, WebhookSourceConfig) else None)
+        admitter = Admitter(letter.source, dest, dest.metrics, self._deadletters, check)
         try:
-            if isinstance(src, KafkaSourceConfig):
-                vendor = VENDORS[src.format]
-                for rec in vendor.decode(letter.payload):
-                    records.append((vendor.to_event(rec)[0], None))
-            elif letter.reason in SINK_REASONS or src is None:
-                records.append(_item_fields(letter.payload))
-            elif isinstance(src, WebhookSourceConfig):
-                if src.format == "pangea":
-                    records.append(_item_fields(letter.payload))
-                else:
-                    vendor = VENDORS[src.format]
-                    record = orjson.loads(letter.payload)
-                    fields = vendor.to_event(record)[0]
-                    if src.map:
-                        from gateway.normalize.mapping import Mapping
-
-                        fields = {**fields, **Mapping(src.map).apply(record)}
-                    records.append((fields, None))
+            candidates = self._candidates(letter, src, admitter)
         except EventInvalid as exc:
             raise ReplayFailed(orjson.dumps(exc.errors).decode()) from None
         except Exception as exc:
             raise ReplayFailed(f"cannot read the payload: {exc}") from None
-        if not records:
+        if not candidates:
             raise ReplayFailed("the payload holds no event")
-        schema = self.schemas[destination]
-        restrictions = getattr(src, "restrictions", None)
-        for fields, extras in records:
-            if restrictions:
-                from gateway.normalize import restrictions as restrict
+        valid, invalid = admitter.prepare(candidates)
+        if invalid:
+            raise ReplayFailed(orjson.dumps([e for cand in invalid for e in cand.errors]).decode())
+        return Prepared(letter, name, [item for _i, item, _cand in valid])
 
-                forbidden = restrict.check(fields, restrictions)
-                if forbidden:
-                    raise ReplayFailed(orjson.dumps(forbidden).decode())
-            try:
-                event = schema.normalize(fields)
-            except EventInvalid as exc:
-                raise ReplayFailed(orjson.dumps(exc.errors).decode()) from None
-            out.items.append(encode_item(event, extras))
-        return out
+    @staticmethod
+    def _candidates(letter: StoredDeadLetter, src: SourceConfig | None, admitter: Admitter) -> list[Candidate]:
+        """The letter's payload made into candidates by the same code as at intake."""
+        payload = letter.payload
+        if letter.reason in SINK_REASONS or src is None:
+            # The request item the sink sent ({"event": ...}, kept as signed if signed), read as
+            # the Pangea routes read an item.
+            return [PangeaApi._candidate(orjson.loads(payload), "")]
+        if isinstance(src, KafkaSourceConfig):
+            # The message value, as the Kafka source reads it (the key and header mapping need
+            # the message, which is not kept): decode, each record's to_event, the SDK's signature.
+            vendor = VENDORS[src.format]
+            out = []
+            for i, record in enumerate(vendor.decode(payload)):
+                fields, dedup = vendor.to_event(record)
+                extras = signature_of(record) if src.format == "pangea" else None
+                out.append(Candidate(fields, f"/{i}", record, extras, dedup))
+            return out
+        record = orjson.loads(payload)  # one record, as intake dead-lettered it
+        if src.format == "pangea":
+            return [PangeaApi._candidate(record, "")]
+        # The vendor route's own mapping: the format's to_event and the source's map.
+        return [VendorRoute(letter.source, src, admitter)._candidate(record, "")]
 
-    async def send(self, sink: Any, prepared: list[Prepared], batch_size: int) -> dict[int, str | None]:
+    async def send(self, sink: Sink, prepared: list[Prepared], batch_size: int) -> dict[int, str | None]:
         """Send every item; returns letter id → None (delivered) or the error."""
         outcome: dict[int, str | None] = {}
         flat: list[tuple[Prepared, bytes]] = [(p, item) for p in prepared for item in p.items]
@@ -292,17 +333,6 @@ class Replayer:
                 elif lid not in outcome:
                     outcome[lid] = None
         return outcome
-
-
-def _item_fields(payload: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    item = orjson.loads(payload)
-    if not isinstance(item, dict):
-        raise ReplayFailed("the payload is not a JSON object")
-    event = item.get("event")
-    if not isinstance(event, dict):
-        return item, None  # a bare event
-    extras = {k: item[k] for k in ("signature", "public_key") if item.get(k) is not None}
-    return event, extras or None
 
 
 def upstream_for(config: GatewayConfig, args: argparse.Namespace, data_dir: Path) -> UpstreamConfig:
@@ -326,21 +356,26 @@ def upstream_for(config: GatewayConfig, args: argparse.Namespace, data_dir: Path
     return UpstreamConfig(url=f"http://{host}:{port}", token=SecretStr(token))
 
 
-async def _schemas(config: GatewayConfig, sinks: dict[str, Any]) -> dict[str, Schema]:
-    out: dict[str, Schema] = {}
+async def _destinations(config: GatewayConfig, sinks: dict[str, Sink], metrics: Metrics) -> dict[str, Destination]:
+    """Every configured destination as the runtime builds it (schema, signer); not started."""
+    out: dict[str, Destination] = {}
     for name, dc in config.destinations.items():
-        if dc.schema_ == "standard":
-            out[name] = Schema.standard(dc.schema_policy)
-        elif dc.schema_ == "upstream":
-            out[name] = Schema.from_fields(await sinks[name].fetch_schema(), dc.schema_policy)
-        else:
-            out[name] = Schema.from_fields(list(dc.schema_.fields), dc.schema_policy)
+        sink = sinks.get(name) or _DryRun()
+
+        async def fetch(sink: Sink = sink, name: str = name) -> list[SchemaFieldConfig]:
+            if not isinstance(sink, PangeaSink):
+                raise ConfigError(
+                    f"destination {name!r} fetches its schema from the upstream: replay without --dry-run"
+                )
+            return await sink.fetch_schema()
+
+        schema = await build_schema(dc, fetch)
+        # The buffer is never used: replay hands the items to the sink itself.
+        out[name] = Destination(name, dc, MemoryBuffer(name, 1, 1, metrics), sink, schema, metrics, 1, build_signer(dc))
     return out
 
 
 async def replay(args: argparse.Namespace, config: GatewayConfig, out: Any = sys.stdout) -> int:
-    from gateway.sinks.pangea.sink import PangeaSink
-
     data_dir = data_dir_of(args, config)
     db = _open_db(args, config)
     try:
@@ -357,13 +392,13 @@ async def replay(args: argparse.Namespace, config: GatewayConfig, out: Any = sys
         upstream = None if args.dry_run else upstream_for(config, args, data_dir)
         metrics = Metrics()
         collect = _Collect()
-        sinks: dict[str, Any] = {}
+        sinks: dict[str, Sink] = {}
         if upstream is not None:
             for name, dc in config.destinations.items():
                 sinks[name] = PangeaSink(name, dc.config_id, upstream, metrics, collect)
                 await sinks[name].start()
         try:
-            replayer = Replayer(config, await _schemas(config, sinks))
+            replayer = Replayer(config, await _destinations(config, sinks, metrics))
             failures: list[tuple[int, str]] = []
             by_dest: dict[str, list[Prepared]] = {}
             for letter in letters:

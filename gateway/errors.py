@@ -10,16 +10,31 @@ an operation may be retried is an attribute (``retriable``), never a second hier
     │   ├── ValidationFailed        400 ValidationError: carries Pangea-style ``errors``
     │   ├── ForbiddenFieldValue     403: a field value the route's restrictions forbid
     │   ├── PayloadTooLarge         413: body over ``max_body_bytes``
+    │   ├── RequestTimeout          408: the body did not arrive in time (sources/webhook/body)
+    │   ├── BodyIncomplete          400: the body stopped before its end (sources/webhook/body)
     │   └── BufferFull              429 TooManyRequests (retriable): the buffer pushes back
     │       ├── GatewayUnavailable  503 ServiceNotAvailable: full because of the gateway's own fault
-    │       └── Draining            503 ServiceNotAvailable (retriable): the buffer is closed, the gateway stopping
+    │       ├── Draining            503 ServiceNotAvailable (retriable): the buffer is closed, the gateway stopping
+    │       └── SpoolUnavailable    503: the disk spool cannot write (buffer/disk)
+    ├── DecodeError                 a body that cannot be split into records (normalize/vendors)
+    ├── EventInvalid                an event its schema refuses; carries ``errors`` (normalize/schema)
+    ├── SpoolError                  a spool write failed, nothing of it durable (buffer/spool)
+    ├── DeadLetterWriteError        dead letters could not be recorded (sinks/deadletter/local)
     ├── UpstreamError               the upstream audit log failed a call
     │   ├── RetriableUpstreamError  (retriable=True) 408, 429, 5xx but 501, network errors
+    │   │   └── PollGaveUp          polling a 202 ended without a result (sinks/pangea/poll)
     │   ├── RejectedUpstreamError   other 4xx: the events go to the dead-letter path
     │   ├── UpstreamConfigError     AmbiguousConfigID / MissingConfigID: fix the config
     │   └── UpstreamCredentialsRefused  (retriable=True) the upstream or its token endpoint refuses
     │                               the gateway's own credential: events wait for a working one
+    ├── ReplayFailed                a dead letter the current configuration cannot replay (deadletter_cli)
+    ├── ApiError                    the embedded local audit log's error answer (local_audit/server)
+    ├── QueryError                  also a ValueError: a search query it cannot parse (local_audit/query)
     └── ShutdownError               (retriable=True) the process is draining; try again elsewhere
+
+Classes defined beside the code that raises them are listed with their module; private
+control-flow exceptions (``_FieldError``) derive from it too.  ``tests/unit/core/test_error_tree.py``
+checks that every exception class of the package is here and derives from ``GatewayError``.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ from typing import Any
 
 import orjson
 
+from gateway.errors import GatewayError
+
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -62,7 +64,7 @@ class Record:
         return sum(len(i) for i in self.items)
 
 
-class SpoolError(Exception):
+class SpoolError(GatewayError):
     """A spool write failed; nothing of that write is durable."""
 
     def __init__(self, message: str, *, disk_full: bool) -> None:

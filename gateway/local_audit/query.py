@@ -17,10 +17,12 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
+from gateway.errors import GatewayError
+
 __all__ = ["QueryError", "Term", "is_rfc3339", "parse_query", "parse_time"]
 
 
-class QueryError(ValueError):
+class QueryError(GatewayError, ValueError):
     """A query or time the server cannot parse; the message is shown to the caller."""
 
 

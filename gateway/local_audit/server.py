@@ -47,6 +47,7 @@ import orjson
 import pydantic
 from aiohttp import web
 
+from gateway.errors import GatewayError
 from gateway.local_audit.faults import FaultDecision, FaultInjector
 from gateway.local_audit.hashing import envelope_bytes, format_timestamp, utc_now
 from gateway.local_audit.query import QueryError, Term, is_rfc3339, parse_query, parse_time
@@ -115,7 +116,7 @@ def _err(code: str, detail: str, source: str) -> dict[str, str]:
     return {"code": code, "detail": detail, "source": source}
 
 
-class ApiError(Exception):
+class ApiError(GatewayError):
     """An error answer: HTTP status, Pangea status, summary and optional validation errors."""
 
     def __init__(

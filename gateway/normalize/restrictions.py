@@ -7,11 +7,12 @@ sent form (``True`` is ``"true"`` in a string field, a datetime is its UTC text)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gateway.normalize.schema import pointer
 
-__all__ = ["check"]
+__all__ = ["check", "checker"]
 
 
 def _as_text(value: Any) -> str | None:
@@ -52,3 +53,15 @@ def check(event: dict[str, Any], restrictions: dict[str, list[str]]) -> list[dic
                 }
             )
     return errors
+
+
+def checker(restrictions: dict[str, list[str]] | None) -> Callable[[dict[str, Any]], list[dict[str, str]]] | None:
+    """:func:`check` bound to a source's ``restrictions``; None when it has none."""
+    if not restrictions:
+        return None
+    allowed = restrictions
+
+    def check_event(event: dict[str, Any]) -> list[dict[str, str]]:
+        return check(event, allowed)
+
+    return check_event

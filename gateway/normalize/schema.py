@@ -44,6 +44,7 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
+from gateway.errors import GatewayError
 from gateway.normalize.config import FieldType, SchemaFieldConfig, SchemaPolicy
 from gateway.normalize.fastpath import FastPath
 
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 
-class EventInvalid(Exception):
+class EventInvalid(GatewayError):
     """An event the schema refuses; ``errors`` lists all of its problems.
 
     Each error is ``{"code": ..., "detail": ..., "source": ...}`` where ``source`` is a JSON
@@ -307,7 +308,7 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
-class _FieldError(Exception):
+class _FieldError(GatewayError):
     def __init__(self, error: dict[str, str]) -> None:
         self.error = error
 

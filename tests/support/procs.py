@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,11 +18,16 @@ from pathlib import Path
 
 import orjson
 
-from gateway.bench import free_port
-
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
-VENDOR_FIXTURES = SHARED / "fixtures" / "vendors"
+VENDOR_FIXTURES = REPO / "tests" / "fixtures" / "vendors"
+"""Vendor request samples, kept in the repository so that a bare clone runs the suite."""
+
+
+def free_port() -> int:
+    """A loopback TCP port free at the time of asking."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def stored_messages(db: Path) -> list[str]:

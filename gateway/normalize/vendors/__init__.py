@@ -23,13 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.errors import GatewayError
 from gateway.normalize.limits import clip
 from gateway.normalize.schema import EventInvalid
 
 __all__ = ["VENDORS", "Decode", "DecodeError", "Vendor", "record_invalid", "text_of"]
 
 
-class DecodeError(Exception):
+class DecodeError(GatewayError):
     """A body that cannot be split into records.
 
     ``detail`` says why.  ``hec_code`` is the Splunk HEC reply code for ``splunk_hec`` bodies

@@ -21,10 +21,10 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from gateway.kafka.security import bootstrap_list, client_kwargs
 from gateway.sinks.deadletter.base import DeadLetter
 from gateway.sinks.deadletter.config import DeadLetterConfig
 from gateway.sinks.deadletter.local import LocalDeadLetterStore, count_and_log
-from gateway.sources.kafka.security import bootstrap_list, client_kwargs
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)

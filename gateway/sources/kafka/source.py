@@ -57,6 +57,7 @@ from aiokafka.errors import KafkaError
 from gateway.acks import Ack, AckStatus
 from gateway.errors import BufferFull, ConfigError
 from gateway.event import Event, encode_item
+from gateway.kafka.security import bootstrap_list, client_kwargs
 from gateway.normalize.schema import EventInvalid, pointer
 from gateway.normalize.vendors import VENDORS
 from gateway.normalize.vendors.pangea import signature_of
@@ -67,7 +68,6 @@ from gateway.sources.kafka.deadletter_topic import DeadLetterJob, DeadLetterTopi
 from gateway.sources.kafka.offsets import PartitionTracker
 from gateway.sources.kafka.records import install as install_decoded_records
 from gateway.sources.kafka.records import records_as_decoded
-from gateway.sources.kafka.security import bootstrap_list, client_kwargs
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)

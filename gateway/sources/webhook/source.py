@@ -45,13 +45,7 @@ class WebhookSource:
         self.config = config
         self.metrics = metrics
         dest = destinations[config.destination]
-        check = None
-        if config.restrictions:
-            allowed = config.restrictions
-
-            def check(fields: dict[str, object]) -> list[dict[str, str]]:
-                return restrictions.check(fields, allowed)
-
+        check = restrictions.checker(config.restrictions)
         admitter = Admitter(name, dest, metrics, deadletters, check, dedup)
         self.handler: PangeaApi | VendorRoute | HecRoute
         if config.format == "pangea":

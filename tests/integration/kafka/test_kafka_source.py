@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import orjson
+import pytest
 
 from gateway.sources.kafka.deadletter_topic import (
     HEADER_DETAIL,
@@ -185,11 +187,31 @@ def run_metric_revoked(run: Running) -> float:
     return run.metric("gateway_kafka_rebalances_total", source="b", kind="revoked")
 
 
-async def test_an_unreachable_broker_does_not_fail_start_and_stop_is_clean() -> None:
+async def test_an_unreachable_broker_does_not_fail_start_and_stop_is_clean(caplog: pytest.LogCaptureFixture) -> None:
     from tests.support.procs import free_port
 
-    cfg = source_config(f"127.0.0.1:{free_port()}", "audit.events", "g-unreachable")
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there: every connection is refused
+    cfg = source_config(address, "audit.events", "g-unreachable")
+    caplog.set_level(logging.WARNING, logger="gateway.sources.kafka.source")
+
+    def unreachable_reports() -> list[logging.LogRecord]:
+        return [
+            r
+            for r in caplog.records
+            if r.getMessage() == "kafka brokers unreachable; retrying"
+            and getattr(r, "source", None) == "app"
+            and address in str(getattr(r, "bootstrap_servers", ""))
+        ]
+
     async with running_source(cfg) as run:
-        await asyncio.sleep(1.0)  # connection attempts fail and are retried in the background
+        # The source really tries: it reports the brokers unreachable, and tries again.
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 30
+        while len(unreachable_reports()) < 2 and loop.time() < give_up:
+            await asyncio.sleep(0.05)
+        assert len(unreachable_reports()) >= 2, [r.getMessage() for r in caplog.records]
+        # ... and what readiness reads says it is not connected.
         assert run.source.consumer is None and not run.source.trackers
     assert run.source.consumer is None
+    task = run.source._task
+    assert task is not None and task.done() and task.cancelled()  # the connect loop ended with stop

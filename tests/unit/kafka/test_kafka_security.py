@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.sources.kafka.config import KafkaSecurity
-from gateway.sources.kafka.security import client_kwargs
+from gateway.kafka.config import KafkaSecurity
+from gateway.kafka.security import client_kwargs
 
 
 def test_plaintext_is_the_default() -> None:
@@ -94,7 +94,7 @@ def test_unreadable_tls_files_are_config_errors(tmp_path: Path) -> None:
 
 
 def test_bootstrap_servers_are_read_from_comma_separated_text_or_a_list() -> None:
-    from gateway.sources.kafka.security import bootstrap_list
+    from gateway.kafka.security import bootstrap_list
 
     assert bootstrap_list(" a:9092, b:9092 ,") == ["a:9092", "b:9092"]
     assert bootstrap_list(["a:9092", " "]) == ["a:9092"]

@@ -13,7 +13,7 @@ from typing import Any
 from gateway.normalize.schema import Schema
 from gateway.normalize.vendors import auth0
 
-FIXTURES = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "vendors"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "vendors"
 
 
 def per_call(fn: Callable[[], Any], number: int, per: int = 1) -> float:

@@ -1,18 +1,17 @@
-"""Every vendor sample in shared/fixtures/vendors decodes, maps, and passes the standard schema."""
+"""Every vendor sample in tests/fixtures/vendors decodes, maps, and passes the standard schema."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.normalize.schema import Schema
 from gateway.normalize.vendors import VENDORS, DecodeError, auth0, github, okta, splunk_hec
+from tests.support.procs import REPO, VENDOR_FIXTURES
 
-# CI clones the repo with shared/ beside it: <root>/../shared/fixtures/vendors.
-FIXTURES = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "vendors"
+FIXTURES = VENDOR_FIXTURES
 STANDARD = Schema.standard()
 
 
@@ -38,9 +37,9 @@ def github_record(n: int) -> dict[str, Any]:
     return {"event": headers["X-GitHub-Event"], "delivery": headers["X-GitHub-Delivery"], "payload": payload}
 
 
-def test_fixture_directory_is_found_relative_to_the_repo_root() -> None:
+def test_fixture_directory_is_inside_the_repository() -> None:
     assert (FIXTURES / "README.md").is_file()
-    assert FIXTURES.resolve() == (Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "vendors")
+    assert FIXTURES.resolve().is_relative_to(REPO.resolve())
 
 
 def test_every_body_fixture_passes_the_standard_schema() -> None:
