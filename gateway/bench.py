@@ -11,10 +11,12 @@ import asyncio
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,11 @@ sources:
     type: webhook
     format: pangea
     destination: default
+  auth0:
+    type: webhook
+    format: auth0
+    path: /v1/log_stream
+    destination: default
   stalled:
     # The RSS measure's route: answered 503 soon while the upstream is stalled, its events
     # staying queued, so the connections are released and what grows is the buffer alone.
@@ -100,6 +107,7 @@ sources:
 
 
 def request_body(n: int, seq: int) -> bytes:
+    """A ``/v2/log`` body of ``n`` standard-schema events."""
     return orjson.dumps(
         {
             "events": [
@@ -120,26 +128,80 @@ def request_body(n: int, seq: int) -> bytes:
     )
 
 
+def auth0_body(n: int, seq: int) -> bytes:
+    """An Auth0 log-stream body (JSON array) of ``n`` records with ids unique to ``seq``.
+
+    The record's shape follows Auth0's log event schema (``log_id``, ``data.{date, type,
+    description, client_id, client_name, ip, user_agent, user_id, user_name, details}``), as in
+    the samples under ``tests/fixtures/vendors/auth0_*``.  Ids must differ between requests: the
+    gateway deduplicates Auth0 records on ``log_id``.
+    """
+    return orjson.dumps(
+        [
+            {
+                "log_id": f"90020221122030405{seq:09d}{i:04d}",
+                "data": {
+                    "date": "2026-11-22T03:04:05.123Z",
+                    "type": "s",
+                    "description": "Success Login",
+                    "connection": "Username-Password-Authentication",
+                    "client_id": "AaiyAPdpYdesoKnqjj8HJqRn4T5titww",
+                    "client_name": "Acme Portal",
+                    "ip": "203.0.113.24",
+                    "user_agent": "Chrome 120.0.0 / Mac OS X 10.15.7",
+                    "user_id": "auth0|6561d9c2e4b0a8f1c2d3e4f5",
+                    "user_name": "maria.lopez@acme.example",
+                    "tenant_name": "acme",
+                    "details": {"prompts": [], "initiatedAt": 1700622245000, "completedAt": 1700622245123},
+                    "log_id": f"90020221122030405{seq:09d}{i:04d}",
+                },
+            }
+            for i in range(n)
+        ]
+    )
+
+
+BODIES: dict[str, tuple[str, Callable[[int, int], bytes]]] = {
+    "auth0": ("/v1/log_stream", auth0_body),
+    "v2log": ("/v2/log", request_body),
+}
+"""Body kinds: the route both contenders serve them on, and how a body is made."""
+
+
 async def post_load(
-    s: aiohttp.ClientSession, url: str, seconds: float, concurrency: int, per_request: int
+    s: aiohttp.ClientSession,
+    url: str,
+    seconds: float,
+    concurrency: int,
+    per_request: int,
+    make_body: Callable[[int, int], bytes] = request_body,
+    unique: bool = False,
 ) -> tuple[int, int, list[float]]:
     """``concurrency`` workers POST ``per_request``-event bodies to ``url`` for ``seconds``.
 
-    Returns (events answered 200, requests refused, each request's latency in seconds); a
-    refused request is followed by a short pause so a pushing-back gateway is not hammered.
+    Bodies come from ``make_body(per_request, seq)``: 16 made beforehand and reused, or one per
+    request when ``unique`` (a sender that deduplicates must not see a body twice).  Returns
+    (events answered 200, requests refused, each request's latency in seconds); a refused request
+    is followed by a short pause so a pushing-back gateway is not hammered.
     """
     latencies: list[float] = []
     answered = 0
     errors = 0
     stop_at = time.monotonic() + seconds
-    bodies = [request_body(per_request, i) for i in range(16)]
+    bodies = [] if unique else [make_body(per_request, i) for i in range(16)]
+    seq = int(time.time() * 1000) % 10**8 * 10  # new ids per call, so rounds do not repeat a body
 
     async def worker(w: int) -> None:
-        nonlocal answered, errors
+        nonlocal answered, errors, seq
         i = w
         while time.monotonic() < stop_at:
+            if unique:
+                seq += 1
+                body = make_body(per_request, seq)
+            else:
+                body = bodies[i % len(bodies)]
             t0 = time.perf_counter()
-            async with s.post(url, data=bodies[i % len(bodies)], headers={"Content-Type": "application/json"}) as r:
+            async with s.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
                 await r.read()
                 ok = r.status == 200
             latencies.append(time.perf_counter() - t0)
@@ -154,7 +216,16 @@ async def post_load(
     return answered, errors, latencies
 
 
-async def _load(url: str, seconds: float, concurrency: int, per_request: int, pid: int) -> dict[str, Any]:
+async def _load(
+    url: str,
+    seconds: float,
+    concurrency: int,
+    per_request: int,
+    pid: int,
+    make_body: Callable[[int, int], bytes] = request_body,
+    unique: bool = False,
+) -> dict[str, Any]:
+    """One measured run against ``url``; the process ``pid`` is the one whose CPU and RSS count."""
     peak = 0
     stop_at = time.monotonic() + seconds
 
@@ -166,11 +237,13 @@ async def _load(url: str, seconds: float, concurrency: int, per_request: int, pi
 
     conn = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=conn) as s:
+        cpu0 = cpu_secs(pid)
         t0 = time.monotonic()
         (sent, errors, latencies), _ = await asyncio.gather(
-            post_load(s, url, seconds, concurrency, per_request), sampler()
+            post_load(s, url, seconds, concurrency, per_request, make_body, unique), sampler()
         )
         elapsed = time.monotonic() - t0
+        cpu = cpu_secs(pid) - cpu0
     latencies.sort()
 
     def pct(p: float) -> float:
@@ -183,6 +256,7 @@ async def _load(url: str, seconds: float, concurrency: int, per_request: int, pi
         "errors": errors,
         "p50_ms": round(pct(0.50), 1),
         "p99_ms": round(pct(0.99), 1),
+        "cpu_us_per_event": round(cpu * 1e6 / sent, 2) if sent else None,
         "peak_rss_mib": round(peak / 1024, 1),
     }
 
@@ -231,21 +305,40 @@ def metric_sum(text: str, name: str) -> float:
 
 
 class _Pair:
-    """A local audit log and a gateway in front of it, each in its own process."""
+    """An upstream and a gateway in front of it (and, to compare, the bare pipe), each its own process.
 
-    def __init__(self, tmp: Path, args: argparse.Namespace) -> None:
+    The upstream is the local audit log (``upstream="local-audit"``) or the fast stub of
+    :mod:`gateway.bench_peers` (``"stub"``), which both contenders then share.
+    """
+
+    def __init__(self, tmp: Path, args: argparse.Namespace, upstream: str = "local-audit") -> None:
         self.tmp = tmp
         self.args = args
+        self.upstream_kind = upstream
         self.env = {**os.environ, "AUDIT_GATEWAY_LOCAL_TOKEN": BENCH_TOKEN}
         self.la_url = f"http://127.0.0.1:{free_port()}"
         in_port, ad_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{in_port}/v2/log"
+        self.base = f"http://127.0.0.1:{in_port}"
+        self.url = self.base + "/v2/log"
         self.admin = f"http://127.0.0.1:{ad_port}"
+        self.bare_base = f"http://127.0.0.1:{free_port()}"
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    async def start(self) -> subprocess.Popen[bytes]:
-        tmp, args = self.tmp, self.args
-        tmp.mkdir(parents=True, exist_ok=True)
+    async def _start_upstream(self) -> None:
+        tmp = self.tmp
+        if self.upstream_kind == "stub":
+            port_file = tmp / "stub.port"
+            stub = _spawn_module("gateway.bench_peers", ["stub", str(port_file)], tmp / "stub.log", self.env)
+            self.procs.append(stub)
+            for _ in range(600):
+                if port_file.exists() and port_file.read_text():
+                    break
+                if stub.poll() is not None:
+                    raise RuntimeError(f"the upstream stub exited early ({stub.returncode})")
+                await asyncio.sleep(0.05)
+            self.la_url = f"http://127.0.0.1:{port_file.read_text()}"
+            await wait_answering(self.la_url + "/_stats", stub)
+            return
         la = spawn(
             ["local-audit", "serve", "--listen", self.la_url.removeprefix("http://"), "--db", str(tmp / "la.db")],
             tmp / "la.log",
@@ -253,11 +346,17 @@ class _Pair:
         )
         self.procs.append(la)
         await wait_answering(self.la_url + "/v1/root", la)
+
+    async def start(self) -> subprocess.Popen[bytes]:
+        """Start the upstream and the gateway; returns the gateway's process."""
+        tmp, args = self.tmp, self.args
+        tmp.mkdir(parents=True, exist_ok=True)
+        await self._start_upstream()
         cfg = tmp / "gateway.yaml"
         cfg.write_text(_config(self.la_url, args.buffer, args.fsync_interval_ms, tmp / "spool", args.buffer_events))
         gw = spawn(
             [
-                "run", "--config", str(cfg), "--listen", self.url.removeprefix("http://").removesuffix("/v2/log"),
+                "run", "--config", str(cfg), "--listen", self.base.removeprefix("http://"),
                 "--admin-listen", self.admin.removeprefix("http://"), "--data-dir", str(tmp / "data"),
             ],
             tmp / "gw.log",
@@ -267,6 +366,18 @@ class _Pair:
         await wait_answering(self.admin + "/healthz", gw)
         return gw
 
+    async def start_bare(self) -> subprocess.Popen[bytes]:
+        """Start the bare pipe against the same upstream; returns its process."""
+        bare = _spawn_module(
+            "gateway.bench_peers",
+            ["bare", self.bare_base.removeprefix("http://"), self.la_url, BENCH_TOKEN],
+            self.tmp / "bare.log",
+            self.env,
+        )
+        self.procs.append(bare)
+        await wait_answering(self.bare_base + "/healthz", bare)
+        return bare
+
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
         for p in reversed(self.procs):
             if p.poll() is None:
@@ -274,23 +385,117 @@ class _Pair:
             p.wait(60)
 
 
-async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="audit-gateway-bench-"))
-    pair = _Pair(tmp / "throughput", args)
+def _spawn_module(module: str, args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with log.open("ab") as f:
+        return subprocess.Popen([sys.executable, "-m", module, *args], stdout=f, stderr=subprocess.STDOUT, env=env)
+
+
+def peak_rss_mib(pid: int) -> float:
+    """A live process's peak resident set size (VmHWM), in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else 0.0
+
+
+async def _compare(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Gateway and bare pipe, same upstream, interleaved rounds per body kind; medians and ratios."""
+    pair = _Pair(tmp / "compare", args, upstream=args.upstream)
     try:
         gw = await pair.start()
-        await _load(pair.url, 1.0, args.concurrency, args.events_per_request, gw.pid)  # warm-up
-        result = await _load(pair.url, args.seconds, args.concurrency, args.events_per_request, gw.pid)
+        bare = await pair.start_bare()
+        contenders = {"gateway": (pair.base, gw), "bare": (pair.bare_base, bare)}
+        kinds = list(BODIES) if args.body == "both" else [args.body]
+        for kind in kinds:  # warm-up: code paths, connection pools, caches
+            path, make = BODIES[kind]
+            for base, proc in contenders.values():
+                await _load(base + path, 1.0, args.concurrency, args.events_per_request, proc.pid, make, True)
+        rounds: dict[str, dict[str, list[dict[str, Any]]]] = {k: {c: [] for c in contenders} for k in kinds}
+        for r in range(args.rounds):
+            for kind in kinds:
+                path, make = BODIES[kind]
+                # Alternate who goes first, so a slow spell of a shared machine hits both alike.
+                order = list(contenders) if r % 2 == 0 else list(reversed(contenders))
+                for name in order:
+                    base, proc = contenders[name]
+                    run = await _load(
+                        base + path, args.seconds, args.concurrency, args.events_per_request, proc.pid, make, True
+                    )
+                    rounds[kind][name].append(run)
+        peaks = {name: peak_rss_mib(proc.pid) for name, (_b, proc) in contenders.items()}
     finally:
         pair.stop()
-    result.update(
-        buffer=args.buffer,
-        events_per_request=args.events_per_request,
-        concurrency=args.concurrency,
-        cpus=os.cpu_count(),
-    )
+    out: dict[str, Any] = {}
+    for kind, by_name in rounds.items():
+        summary: dict[str, Any] = {}
+        for name, runs in by_name.items():
+            cpu = [x["cpu_us_per_event"] for x in runs if x["cpu_us_per_event"] is not None]
+            summary[name] = {
+                "events_per_sec": round(_median([x["events_per_sec"] for x in runs])),
+                "rounds_events_per_sec": [x["events_per_sec"] for x in runs],
+                "p50_ms": round(_median([x["p50_ms"] for x in runs]), 1),
+                "p99_ms": round(_median([x["p99_ms"] for x in runs]), 1),
+                "cpu_us_per_event": round(_median(cpu), 2) if cpu else None,
+                "errors": sum(x["errors"] for x in runs),
+                "peak_rss_mib": peaks[name],
+            }
+        g, b = summary["gateway"], summary["bare"]
+        summary["ratio"] = round(g["events_per_sec"] / b["events_per_sec"], 2) if b["events_per_sec"] else None
+        summary["rounds_ratio"] = [
+            round(x / y, 2) if y else None
+            for x, y in zip(g["rounds_events_per_sec"], b["rounds_events_per_sec"], strict=True)
+        ]
+        out[kind] = summary
+    return out
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The side-by-side table ``audit-gateway bench`` prints: ratios first, then the figures."""
+    lines = [
+        f"audit-gateway bench: {result['rounds']} interleaved rounds of {result['seconds']:g} s, "
+        f"{result['events_per_request']}-event bodies, {result['concurrency']} connections, "
+        f"upstream {result['upstream']}, {result['buffer']} buffer, {result['cpus']} CPUs (medians)",
+        "",
+        f"{'body':<7} {'contender':<9} {'ratio':>6} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'CPU us/ev':>10} {'peak RSS MiB':>13}  rounds (events/s)",
+    ]
+    for kind in BODIES:
+        s = result.get(kind)
+        if s is None:
+            continue
+        for name in ("gateway", "bare"):
+            c = s[name]
+            ratio = f"{s['ratio']:.2f}x" if name == "gateway" and s["ratio"] is not None else ""
+            cpu = f"{c['cpu_us_per_event']:.1f}" if c["cpu_us_per_event"] is not None else "-"
+            lines.append(
+                f"{kind:<7} {name:<9} {ratio:>6} {c['events_per_sec']:>10,} {c['p50_ms']:>8} {c['p99_ms']:>8} "
+                f"{cpu:>10} {c['peak_rss_mib']:>13}  {', '.join(f'{x:,}' for x in c['rounds_events_per_sec'])}"
+            )
+        lines.append(f"{'':<7} {'ratio':<9} {'':>6} per round: {', '.join(str(x) for x in s['rounds_ratio'])}")
+    return "\n".join(lines)
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="audit-gateway-bench-"))
+    result: dict[str, Any] = {
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "events_per_request": args.events_per_request,
+        "concurrency": args.concurrency,
+        "upstream": args.upstream,
+        "buffer": args.buffer,
+        "cpus": os.cpu_count(),
+    }
     if args.buffer == "disk":
         result["fsync_interval_ms"] = args.fsync_interval_ms
+    result.update(await _compare(args, tmp))
     if args.rss_per_event:
         # A fresh pair: after a throughput run the heap has already grown, and buffered
         # events would only reuse it.
@@ -306,19 +511,39 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd(args: argparse.Namespace) -> int:
     result = asyncio.run(_run(args))
-    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    if args.json:
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(format_table(result))
+        if "rss_bytes_per_buffered_event" in result:
+            print(
+                f"\nRSS per buffered event: {result['rss_bytes_per_buffered_event']} bytes "
+                f"({result['buffered_events']:,} events buffered against a stalled upstream)"
+            )
     return 0
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("bench", help="benchmark webhook → gateway → local audit log (separate processes)")
-    p.add_argument("--seconds", type=float, default=10.0, help="measured duration")
+    p = sub.add_parser(
+        "bench",
+        help="benchmark the webhook path side by side with a bare pipe (separate processes, interleaved rounds)",
+    )
+    p.add_argument("--seconds", type=float, default=5.0, help="measured duration of each contender's round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per body kind (medians are reported)")
+    p.add_argument("--body", choices=["auth0", "v2log", "both"], default="both", help="body kinds to send")
+    p.add_argument(
+        "--upstream",
+        choices=["stub", "local-audit"],
+        default="stub",
+        help="what both contenders forward to: a fast stub (default) or the embedded local audit log",
+    )
     p.add_argument("--concurrency", type=int, default=32, help="concurrent webhook requests")
     p.add_argument("--events-per-request", type=int, default=100, help="events per webhook body")
-    p.add_argument("--buffer", choices=["memory", "disk"], default="memory", help="buffer type")
+    p.add_argument("--buffer", choices=["memory", "disk"], default="memory", help="the gateway's buffer type")
     p.add_argument("--fsync-interval-ms", type=int, default=10, help="disk buffer group commit interval")
     p.add_argument("--buffer-events", type=int, default=200_000, help="buffer capacity in events")
     p.add_argument(
         "--rss-per-event", type=int, default=0, metavar="N", help="also buffer N events against a stalled upstream"
     )
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
     p.set_defaults(func=_cmd)
