@@ -1,4 +1,4 @@
-"""``audit-gateway``: run | check-config | local-audit serve | dlq ... | bench."""
+"""``audit-gateway``: run | check-config | test | local-audit serve | dlq ... | bench."""
 
 from __future__ import annotations
 
@@ -91,12 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=_cmd_check_config)
 
-    from gateway import bench, deadletter_cli
+    from gateway import bench, deadletter_cli, maptest
     from gateway.local_audit import cli as local_audit_cli
 
     local_audit_cli.register(sub)
     bench.register(sub)
     deadletter_cli.register(sub)
+    maptest.register(sub)
     return parser
 
 
