@@ -8,6 +8,7 @@ import gc
 import sys
 from pathlib import Path
 
+from gateway import version
 from gateway.config import (
     DEFAULT_ADMIN_LISTEN,
     DEFAULT_DATA_DIR,
@@ -31,7 +32,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from gateway.telemetry.logging import setup_logging
 
     config = _load(args.config)
-    setup_logging(config.log_level)
+    setup_logging(args.log_level or config.log_level)
     opts = RunOptions(
         listen=args.listen,
         admin_listen=args.admin_listen,
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="audit-gateway",
         description="Moves security audit events from Kafka and webhooks into a Secure Audit Log.",
     )
+    parser.add_argument("--version", action="version", version=f"audit-gateway {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the gateway")
@@ -84,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--local-audit-listen",
         help=f"embedded local audit log HOST:PORT, used without `upstream:` (default {DEFAULT_LOCAL_AUDIT_LISTEN})",
+    )
+    run.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="wins over the configuration's log_level"
     )
     run.set_defaults(func=_cmd_run)
 
