@@ -1,4 +1,4 @@
-"""``audit-gateway``: run | check-config | local-audit serve | dlq ... | bench."""
+"""``audit-gateway``: run | check-config | test | local-audit serve | dlq ... | bench."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
+from gateway import version
 from gateway.config import (
     DEFAULT_ADMIN_LISTEN,
     DEFAULT_DATA_DIR,
@@ -35,7 +36,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     register_config(config)  # before the first log line: every configured secret is masked
-    setup_logging(config.log_level)
+    setup_logging(args.log_level or config.log_level)
     # Every connection holds a descriptor; the intake cap is sized from this limit (httpserver).
     logging.getLogger(__name__).info("file descriptor limit", extra={"nofile": raise_fd_limit()})
     opts = RunOptions(
@@ -79,6 +80,7 @@ def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
         prog="audit-gateway",
         description="Moves security audit events from Kafka and webhooks into a Secure Audit Log.",
     )
+    parser.add_argument("--version", action="version", version=f"audit-gateway {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the gateway")
@@ -92,13 +94,16 @@ def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
         "--local-audit-listen",
         help=f"embedded local audit log HOST:PORT, used without `upstream:` (default {DEFAULT_LOCAL_AUDIT_LISTEN})",
     )
+    run.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="wins over the configuration's log_level"
+    )
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file")
     check.set_defaults(func=_cmd_check_config)
 
-    from gateway import deadletter_cli
+    from gateway import deadletter_cli, maptest
     from gateway.local_audit import cli as local_audit_cli
 
     local_audit_cli.register(sub)
@@ -108,8 +113,9 @@ def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
         bench_tool.register(sub)
     else:
         # Listed for --help only: the runtime never imports the benchmark tooling.
-        sub.add_parser("bench", help="benchmark webhook → gateway → local audit log (separate processes)")
+        sub.add_parser("bench", help="benchmark the webhook path side by side with a bare pipe (separate processes)")
     deadletter_cli.register(sub)
+    maptest.register(sub)
     return parser
 
 

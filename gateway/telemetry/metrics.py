@@ -7,7 +7,19 @@ Names follow ``gateway_<noun>_<unit>_total`` for counters; labels stay low-cardi
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+import platform
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+from gateway import version
 
 # `*_created` series double every counter's cardinality and no dashboard here reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
@@ -19,6 +31,10 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ... (Linux /proc).
+        ProcessCollector(registry=r)
+        self.build_info = Info("gateway_build", "The running gateway's version and Python.", registry=r)
+        self.build_info.info({"version": version(), "python": platform.python_version()})
         self.events_received = Counter(
             "gateway_events_received_total",
             "Events accepted at intake, before normalization.",

@@ -46,3 +46,50 @@ def test_kubernetes_guide_covers_each_way_secrets_scaling_and_restarts(repo_root
         "check-config",
     ):
         assert needle in text, f"README.md does not mention {needle}"
+
+
+def _created_secrets(text: str) -> dict[str, set[str]]:
+    """``kubectl create secret generic NAME --from-file=KEY=... --from-literal=KEY=...`` → {NAME: keys}.
+
+    A command runs on over lines ending in a backslash (in a shell block or a YAML comment).
+    """
+    out: dict[str, set[str]] = {}
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        m = re.search(r"create secret generic ([\w.-]+)", line)
+        if not m:
+            continue
+        command = line
+        while command.rstrip().endswith("\\") and i + 1 < len(lines):
+            i += 1
+            command += " " + lines[i]
+        out.setdefault(m.group(1), set()).update(re.findall(r"--from-(?:file|literal)=([\w.-]+)=", command))
+    return out
+
+
+def test_the_secret_the_readme_creates_is_the_one_every_manifest_and_the_chart_example_read(repo_root: Path):
+    readme = (repo_root / "README.md").read_text()
+    created = _created_secrets(readme)
+    assert list(created) == ["audit-gateway-credentials"], created
+    keys = created["audit-gateway-credentials"]
+    for f in ("deploy/webhook.yaml", "deploy/sidecar.yaml", "deploy/consumer-group.yaml"):
+        text = (repo_root / f).read_text()
+        docs = list(yaml.safe_load_all(text))
+        volumes = [
+            v["secret"]
+            for d in docs
+            if d and d.get("kind") == "Deployment"
+            for v in d["spec"]["template"]["spec"].get("volumes", [])
+            if "secret" in v
+        ]
+        env_refs = re.findall(r"secretKeyRef:\s*\n\s*name: ([\w.-]+)\s*\n\s*key: ([\w.-]+)", text)
+        assert volumes, f
+        for vol in volumes:
+            assert vol["secretName"] == "audit-gateway-credentials", (f, vol)
+            assert {i["key"] for i in vol.get("items", [])} <= keys, (f, vol)
+        for name, key in env_refs:
+            assert name == "audit-gateway-credentials" and key in keys, (f, name, key)
+        # The file's own "before applying" note creates the same Secret.
+        assert set(_created_secrets(text)) == {"audit-gateway-credentials"}, f
+    chart_ci = (repo_root / "helm/audit-gateway/ci/webhook-values.yaml").read_text()
+    assert yaml.safe_load(chart_ci)["existingSecret"] == "audit-gateway-credentials"
