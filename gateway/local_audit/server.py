@@ -27,12 +27,10 @@ inserted in one transaction (see ``store.py``); a faulted call stores nothing.
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import logging
 import os
 import re
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -47,15 +45,25 @@ import orjson
 import pydantic
 from aiohttp import web
 
+from gateway.local_audit.configs import (
+    ConfigListRequest,
+    PartitionOverridesRequest,
+    ServiceConfigBody,
+    body_from_settings,
+    pydantic_errors,
+    runtime_settings,
+    version_errors,
+)
 from gateway.local_audit.faults import FaultDecision, FaultInjector
 from gateway.local_audit.hashing import envelope_bytes, format_timestamp, utc_now
-from gateway.local_audit.query import QueryError, Term, is_rfc3339, parse_query, parse_time
+from gateway.local_audit.query import QueryError, Term, is_rfc3339, parse_duration, parse_query, parse_time
 from gateway.local_audit.settings import (
     AuditConfigSettings,
     LocalAuditSettings,
     SchemaFieldSettings,
 )
 from gateway.local_audit.store import SearchCriteria, Store, StoredRecord, Tree
+from gateway.local_audit.tokens import Grant, new_id, token_digest
 
 __all__ = ["TOKEN_ENV", "LocalAuditServer", "resolve_default_token", "token_file_path"]
 
@@ -101,9 +109,7 @@ _PREV_ROOT: Final = re.compile(r"^[a-z0-9]{64}")  # the spec's pattern, unanchor
 Errors = list[dict[str, str]]
 
 
-def _new_id(prefix: str) -> str:
-    """Pangea-style id: prefix + 32 characters of [a-z2-7]."""
-    return prefix + base64.b32encode(secrets.token_bytes(20)).decode("ascii").lower()
+_new_id = new_id
 
 
 def _ptr(*parts: str | int) -> str:
@@ -238,6 +244,46 @@ def _unexpected(body: dict[str, Any], allowed: frozenset[str], errors: Errors, b
             errors.append(_err("UnexpectedProperty", f"unexpected property {key!r}", base + _ptr(key)))
 
 
+_FORBIDDEN_SUMMARY: Final = "A field value was supplied that is not allowed by the token's field restrictions."
+
+
+def _check_restrictions(grant: Grant, events: list[tuple[Any, str]]) -> None:
+    """403 ForbiddenFieldValue unless every event's restricted fields hold allowed values."""
+    errors: Errors = []
+    for event, base in events:
+        for name, allowed in grant.restrict:
+            value = event.get(name)
+            if value not in allowed:
+                errors.append(
+                    _err(
+                        "ForbiddenFieldValue",
+                        f"the token may only log {name!r} values {', '.join(sorted(allowed))}",
+                        base + _ptr(name),
+                    )
+                )
+    if errors:
+        raise ApiError(403, "ForbiddenFieldValue", _FORBIDDEN_SUMMARY, errors)
+
+
+def _restricted_search(grant: Grant, asked: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The search restriction in force: the caller's, narrowed to the token's field restrictions."""
+    if not grant.restrict:
+        return asked
+    out = dict(asked)
+    for name, allowed in grant.restrict:
+        values = asked.get(name)
+        if values is None:
+            out[name] = sorted(allowed)
+        elif not set(values) <= allowed:
+            err = _err(
+                "ForbiddenFieldValue",
+                f"the token may only search {name!r} values {', '.join(sorted(allowed))}",
+                _ptr("search_restriction", name),
+            )
+            raise ApiError(403, "ForbiddenFieldValue", _FORBIDDEN_SUMMARY, [err])
+    return out
+
+
 # -- token resolution -----------------------------------------------------------------------
 
 
@@ -286,13 +332,28 @@ class _Config:
     fields: frozenset[str]
     order_by: frozenset[str]
     schema_result: dict[str, Any]
+    # The AuditServiceConfig as /v1beta/config answers it (without id and timestamps).
+    body: dict[str, Any]
+    created_at: str
+    updated_at: str
+    origin: str  # "settings": from the settings (read-only over the API); "api": created over the API
+    retention: timedelta | None
+    owner: bytes | None  # digest of the settings token that created it over the API, if one did
+
+
+_NO_GRANT: Final = Grant(configs=frozenset())
 
 
 @dataclass(frozen=True, slots=True)
 class _Call:
     request_id: str
     request_time: str
-    configs: frozenset[str]
+    grant: Grant
+
+    @property
+    def configs(self) -> frozenset[str]:
+        """Configurations the caller's token may use."""
+        return self.grant.configs
 
 
 @dataclass(eq=False)
@@ -316,14 +377,24 @@ def _schema_result(cfg: AuditConfigSettings) -> dict[str, Any]:
     fields = []
     for f in cfg.schema_fields:
         item: dict[str, Any] = {"id": f.id, "type": f.type, "required": f.required, "redact": f.redact}
-        if f.size is not None:
-            item["size"] = f.size
-        if f.name is not None:
-            item["name"] = f.name
-        if f.description is not None:
-            item["description"] = f.description
+        for key in ("size", "name", "description", "partitioned", "ui_default_visible"):
+            value = getattr(f, key)
+            if value is not None:
+                item[key] = value
         fields.append(item)
-    return {"client_signable": True, "save_malformed": "reject", "tamper_proofing": True, "fields": fields}
+    schema = cfg.schema_
+    result: dict[str, Any] = {
+        "client_signable": True if schema is None else schema.client_signable,
+        "save_malformed": "reject" if schema is None else schema.save_malformed,
+        "tamper_proofing": True if schema is None else schema.tamper_proofing,
+        "fields": fields,
+    }
+    if schema is not None:
+        for key in ("vendor_id", "json_path"):
+            value = getattr(schema, key)
+            if value is not None:
+                result[key] = value
+    return result
 
 
 class LocalAuditServer:
@@ -334,7 +405,9 @@ class LocalAuditServer:
         self.faults = FaultInjector(settings.faults)
         self._store: Store | None = None
         self._configs: dict[str, _Config] = {}
-        self._tokens: dict[bytes, frozenset[str]] = {}
+        # Tokens of the settings (the default token included), keyed by digest: the configurations
+        # each may use.  Sets, because configurations created over the API join them.
+        self._static: dict[bytes, set[str]] = {}
         self._token = ""
         self._token_source = ""
         self._runner: web.AppRunner | None = None
@@ -375,7 +448,7 @@ class LocalAuditServer:
     @property
     def config_ids(self) -> list[str]:
         """Ids of the configurations served, in settings order."""
-        return [c.id for c in self.settings.configs]
+        return list(self._configs)
 
     async def start(self) -> None:
         """Open the database and bind the listening socket."""
@@ -425,43 +498,89 @@ class LocalAuditServer:
     # -- setup -----------------------------------------------------------------------------
 
     def _setup_configs(self) -> None:
-        assert self._store is not None
+        store = self._db
         needs_default = any(not c.tokens for c in self.settings.configs)
         grants: dict[str, set[str]] = {}
         if needs_default:
             self._token, self._token_source = resolve_default_token(self.settings)
+        rows = {r[0]: r for r in store.config_rows()}
+        now = format_timestamp(utc_now())
         for cfg in self.settings.configs:
             tokens = [t.get_secret_value() for t in cfg.tokens] or [self._token]
             for token in tokens:
                 grants.setdefault(token, set()).add(cfg.id)
-            fields = cfg.schema_fields
-            ids = frozenset(f.id for f in fields)
-            self._configs[cfg.id] = _Config(
-                settings=cfg,
-                validator=EventValidator(fields),
-                tree=self._store.tree(cfg.id),
-                fields=ids,
-                order_by=_STANDARD_ORDER_BY if cfg.schema_ is None else ids | {"received_at"},
-                schema_result=_schema_result(cfg),
-            )
+            body = body_from_settings(cfg)
+            row = rows.pop(cfg.id, None)
+            created_at = row[2] if row is not None else now
+            updated_at = row[3] if row is not None and orjson.loads(row[1]) == body else now
+            store.put_config(cfg.id, orjson.dumps(body).decode(), created_at, updated_at, "settings", None)
+            self._add_config(cfg, body, created_at, updated_at, "settings")
         if not needs_default:
             self._token = self.settings.configs[0].tokens[0].get_secret_value()
             self._token_source = "configs"  # noqa: S105 - a provenance label
         # Keyed by the token's digest: no token text is kept in a dict that might be dumped.
-        self._tokens = {sha256(t.encode()).digest(): frozenset(ids) for t, ids in grants.items()}
+        self._static = {token_digest(t): ids for t, ids in grants.items()}
+        for cid, body_text, created_at, updated_at, origin, owner in rows.values():
+            if origin != "api":
+                continue  # a configuration the settings no longer list
+            body = orjson.loads(body_text)
+            self._add_config(runtime_settings(cid, body), body, created_at, updated_at, origin, owner)
+            if owner is not None and owner in self._static:
+                self._static[owner].add(cid)
+
+    def _add_config(
+        self,
+        cfg: AuditConfigSettings,
+        body: dict[str, Any],
+        created_at: str,
+        updated_at: str,
+        origin: str,
+        owner: bytes | None = None,
+    ) -> _Config:
+        fields = cfg.schema_fields
+        ids = frozenset(f.id for f in fields)
+        config = _Config(
+            settings=cfg,
+            validator=EventValidator(fields),
+            tree=self._db.add_tree(cfg.id),
+            fields=ids,
+            order_by=_STANDARD_ORDER_BY if cfg.schema_ is None else ids | {"received_at"},
+            schema_result=_schema_result(cfg),
+            body=body,
+            created_at=created_at,
+            updated_at=updated_at,
+            origin=origin,
+            retention=parse_duration(cfg.retention) if cfg.retention is not None else None,
+            owner=owner,
+        )
+        self._configs[cfg.id] = config
+        return config
 
     def _routes(self, app: web.Application) -> None:
         r = app.router
-        r.add_post("/v1/log", self._api("v1/log", self._v1_log))
-        r.add_post("/v2/log", self._api("v2/log", functools.partial(self._v2_log, async_mode=False)))
-        r.add_post("/v2/log_async", self._api("v2/log_async", functools.partial(self._v2_log, async_mode=True)))
+        r.add_post("/v1/log", self._api("v1/log", self._v1_log, scope="log"))
+        r.add_post("/v2/log", self._api("v2/log", functools.partial(self._v2_log, async_mode=False), scope="log"))
+        r.add_post(
+            "/v2/log_async", self._api("v2/log_async", functools.partial(self._v2_log, async_mode=True), scope="log")
+        )
         r.add_get("/request/{request_id}", self._api("request", self._poll))
-        r.add_post("/v1/search", self._api("v1/search", self._search))
-        r.add_post("/v1/results", self._api("v1/results", self._results))
-        r.add_post("/v1/root", self._api("v1/root", self._root))
-        r.add_post("/v1/schema", self._api("v1/schema", self._schema))
-        r.add_post("/_faults", self._api("_faults", self._set_faults, admin=True))
-        r.add_get("/_faults", self._api("_faults", self._get_faults, admin=True))
+        r.add_post("/v1/search", self._api("v1/search", self._search, scope="search"))
+        r.add_post("/v1/results", self._api("v1/results", self._results, scope="search"))
+        r.add_post("/v1/root", self._api("v1/root", self._root, scope="root"))
+        r.add_post("/v1/schema", self._api("v1/schema", self._schema, scope="schema"))
+        r.add_post("/v1beta/config", self._api("v1beta/config", self._config_get, scope="config"))
+        r.add_post("/v1beta/config/create", self._api("v1beta/config/create", self._config_create, scope="config"))
+        r.add_post("/v1beta/config/update", self._api("v1beta/config/update", self._config_update, scope="config"))
+        r.add_post("/v1beta/config/delete", self._api("v1beta/config/delete", self._config_delete, scope="config"))
+        r.add_post("/v1beta/config/list", self._api("v1beta/config/list", self._config_list, scope="config"))
+        r.add_post(
+            "/v1beta/config/partition_overrides",
+            self._api("v1beta/config/partition_overrides", self._config_partition_overrides, scope="config"),
+        )
+        if self.settings.enable_test_faults:
+            # Test-only: whoever holds a token could otherwise switch the log into an outage.
+            r.add_post("/_faults", self._api("_faults", self._set_faults, admin=True))
+            r.add_get("/_faults", self._api("_faults", self._get_faults, admin=True))
         r.add_get("/_stats", self._api("_stats", self._stats, admin=True))
         # Last: anything else gets a Pangea NotFound envelope rather than aiohttp's text page.
         r.add_route("*", "/{tail:.*}", self._api("not_found", self._not_found, admin=True, auth=False))
@@ -503,11 +622,12 @@ class LocalAuditServer:
         *,
         admin: bool = False,
         auth: bool = True,
+        scope: str | None = None,
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        """Wrap a handler: ids, fault injection (API routes), auth, and error envelopes."""
+        """Wrap a handler: ids, fault injection (API routes), auth, endpoint scope, and error envelopes."""
 
         async def handler(request: web.Request) -> web.StreamResponse:
-            call = _Call(_new_id("prq_"), format_timestamp(utc_now()), frozenset())
+            call = _Call(_new_id("prq_"), format_timestamp(utc_now()), _NO_GRANT)
             self.calls[name] = self.calls.get(name, 0) + 1
             try:
                 if not admin:
@@ -517,6 +637,8 @@ class LocalAuditServer:
                         return self._fault_response(call, decision)
                 if auth:
                     call = _Call(call.request_id, call.request_time, self._authenticate(request))
+                    if scope is not None and not call.grant.allows(scope):
+                        raise ApiError(403, "Unauthorized", f"The token has no access to the {scope} endpoints")
                 return await impl(request, call)
             except ApiError as exc:
                 if exc.status == "ValidationError":
@@ -540,15 +662,24 @@ class LocalAuditServer:
         log.debug("fault injected", extra={"kind": decision.kind, "status": decision.http_status})
         return self._response(call, decision.http_status, decision.pangea_status, decision.summary, None, headers)
 
-    def _authenticate(self, request: web.Request) -> frozenset[str]:
+    def _authenticate(self, request: web.Request) -> Grant:
+        """The caller's grant: a settings token (memory) or an active service token (database)."""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         token = token.strip()
-        configs = self._tokens.get(sha256(token.encode()).digest()) if scheme.lower() == "bearer" and token else None
-        if configs is None:
+        grant: Grant | None = None
+        if scheme.lower() == "bearer" and token:
+            digest = token_digest(token)
+            static = self._static.get(digest)
+            if static is not None:
+                grant = Grant(configs=frozenset(static), owner=digest)
+            else:
+                # Expired and revoked tokens are not found: the same 401 as an unknown token.
+                grant = self._db.lookup_token(digest, time.time())
+        if grant is None:
             raise ApiError(
                 401, "Unauthorized", "Not authorized to access this resource", headers={"WWW-Authenticate": "Bearer"}
             )
-        return configs
+        return grant
 
     async def _json_body(self, request: web.Request) -> dict[str, Any]:
         raw = await request.read()
@@ -566,8 +697,12 @@ class LocalAuditServer:
         """The configuration a call addresses, from ``config_id`` or the token's only one."""
         cid = body.get("config_id")
         if cid is None:
-            if len(call.configs) == 1:
-                return self._configs[next(iter(call.configs))]
+            # Only configurations that exist count: a token may name ones created later or deleted.
+            usable = [c for c in call.configs if c in self._configs]
+            if len(usable) == 1:
+                return self._configs[usable[0]]
+            if not usable:
+                raise ApiError(403, "MissingConfigIDScope", "The token has access to no configuration")
             raise ApiError(
                 400,
                 "AmbiguousConfigID",
@@ -577,7 +712,7 @@ class LocalAuditServer:
             raise _validation([_err("InvalidString", "'config_id' must be a string", "/config_id")])
         if not cid:
             raise ApiError(400, "MissingConfigID", "config_id is empty")
-        if cid not in call.configs:
+        if cid not in call.configs or cid not in self._configs:
             raise ApiError(403, "MissingConfigIDScope", f"The token has no access to configuration {cid}")
         return self._configs[cid]
 
@@ -617,6 +752,8 @@ class LocalAuditServer:
             errors.append(_err("DoesNotMatchPattern", "'prev_root' must match ^[a-z0-9]{64}", "/prev_root"))
         if errors:
             raise _validation(errors)
+        if call.grant.restrict:
+            _check_restrictions(call.grant, [(event, "/event")])
         accepted = self.faults.accept_this_call()
         return self._commit(request, call, cfg, [(event, signature, public_key)], verbose, True, prev_root, accepted)
 
@@ -658,6 +795,8 @@ class LocalAuditServer:
                 items.append((event, signature, public_key))
         if errors:
             raise _validation(errors)
+        if call.grant.restrict:
+            _check_restrictions(call.grant, [(it[0], f"/events/{i}/event") for i, it in enumerate(items)])
         accepted = async_mode or self.faults.accept_this_call()
         return self._commit(request, call, cfg, items, verbose, False, None, accepted)
 
@@ -688,7 +827,8 @@ class LocalAuditServer:
             start = store.append(tree, received_at, envelopes, digests)
             root = tree.remember_root()
             results: list[dict[str, Any]]
-            if verbose:
+            if verbose and single:
+                # /v1/log answers AuditLogResponse: the unpublished root and the record's proof.
                 assert root is not None
                 root_hex = root.hex()
                 proofs = store.membership_proofs(tree, range(start, start + n), tree.size)
@@ -700,6 +840,12 @@ class LocalAuditServer:
                         "membership_proof": proof,
                     }
                     for env, d, proof in zip(envelopes, digests, proofs, strict=True)
+                ]
+            elif verbose:
+                # /v2/log answers AuditLogResponseV2: envelope and hash only, no proofs.
+                results = [
+                    {"envelope": orjson.Fragment(env), "hash": d.hex()}
+                    for env, d in zip(envelopes, digests, strict=True)
                 ]
             else:
                 results = [{"hash": d.hex()} for d in digests]
@@ -758,7 +904,7 @@ class LocalAuditServer:
             if pending.remaining > 0:
                 pending.remaining -= 1
                 # The original request_id, as the SDK polls with the id of the last answer it got.
-                return self._accepted(request, _Call(request_id, call.request_time, call.configs), pending.polls)
+                return self._accepted(request, _Call(request_id, call.request_time, call.grant), pending.polls)
             del self._pending[request_id]
         return web.Response(
             body=found[1], status=200, content_type="application/json", headers={"X-Request-Id": request_id}
@@ -811,6 +957,13 @@ class LocalAuditServer:
                 end = parsed
         if start_s is None:
             start = format_timestamp(now - _SEARCH_DEFAULT_START)
+        if cfg.retention is not None:
+            # Records older than the configuration's retention are no longer answered.
+            try:
+                floor = format_timestamp(now - cfg.retention)
+            except OverflowError:  # a retention longer than the calendar: nothing is too old
+                floor = ""
+            start = floor if start is None or start < floor else start
         max_results = _opt_int(body, "max_results", errors, 1, _SEARCH_MAX_RESULTS) or _SEARCH_MAX_RESULTS
         limit = _opt_int(body, "limit", errors, 0, None)
         limit = _SEARCH_DEFAULT_LIMIT if limit is None else limit
@@ -825,6 +978,7 @@ class LocalAuditServer:
                 _err("NotEnumMember", f"'order_by' must be one of {', '.join(sorted(cfg.order_by))}", "/order_by")
             )
         restriction = self._restriction(body.get("search_restriction"), cfg, errors, "/search_restriction")
+        effective = _restricted_search(call.grant, restriction)
         terms: list[Term] = []
         try:
             terms = parse_query(query, cfg.fields)
@@ -838,7 +992,7 @@ class LocalAuditServer:
         root_hex = root.hex() if root is not None else None
         criteria = SearchCriteria(
             terms=tuple(terms),
-            restriction=tuple((k, tuple(v)) for k, v in sorted(restriction.items())),
+            restriction=tuple((k, tuple(v)) for k, v in sorted(effective.items())),
             start=start,
             end=end,
             descending=order != "asc",
@@ -981,6 +1135,231 @@ class LocalAuditServer:
         if errors:
             raise _validation(errors)
         return self._response(call, 200, "Success", "Schema retrieved", cfg.schema_result)
+
+    # -- configurations (/v1beta/config*) -------------------------------------------------
+
+    def _config_result(self, cfg: _Config) -> dict[str, Any]:
+        return {"id": cfg.settings.id, **cfg.body, "created_at": cfg.created_at, "updated_at": cfg.updated_at}
+
+    def _config_by_id(self, call: _Call, body: dict[str, Any]) -> _Config:
+        """The configuration ``body["id"]`` names, if the caller's token may use it."""
+        cid = body.get("id", _MISSING)
+        if cid is _MISSING:
+            raise _validation([_err("FieldRequired", "'id' is required", "/id")])
+        if type(cid) is not str:
+            raise _validation([_err("InvalidString", "'id' must be a string", "/id")])
+        cfg = self._configs.get(cid)
+        if cfg is None or cid not in call.configs:
+            # Unknown and foreign ids answer alike: a token learns nothing of others' configurations.
+            raise ApiError(403, "MissingConfigIDScope", f"The token has no access to configuration {cid}")
+        return cfg
+
+    @staticmethod
+    def _parse_config_body(body: dict[str, Any]) -> ServiceConfigBody:
+        try:
+            parsed = ServiceConfigBody.model_validate(body, strict=True)
+        except pydantic.ValidationError as exc:
+            raise _validation(pydantic_errors(exc)) from None
+        errors = version_errors(parsed, body)
+        if errors:
+            raise _validation(errors)
+        return parsed
+
+    async def _config_get(self, request: web.Request, call: _Call) -> web.Response:
+        body = await self._json_body(request)
+        errors: Errors = []
+        _unexpected(body, frozenset(("id",)), errors)
+        if errors:
+            raise _validation(errors)
+        cfg = self._config_by_id(call, body)
+        return self._response(call, 200, "Success", "Configuration retrieved", self._config_result(cfg))
+
+    async def _config_create(self, request: web.Request, call: _Call) -> web.Response:
+        body = await self._json_body(request)
+        errors: Errors = []
+        if "id" in body:
+            errors.append(_err("UnexpectedProperty", "creating a config does not accept an id", "/id"))
+        if "name" not in body:
+            errors.append(_err("FieldRequired", "'name' is required", "/name"))
+        if errors:
+            raise _validation(errors)
+        parsed = self._parse_config_body(body)
+        cid = _new_id("pci_")
+        stored = parsed.stored()
+        runtime = runtime_settings(cid, stored)
+        now = format_timestamp(utc_now())
+        store = self._db
+        with store.transaction():
+            store.put_config(cid, orjson.dumps(stored).decode(), now, now, "api", call.grant.owner)
+            if call.grant.token_id is not None:
+                store.grant_config(call.grant.token_id, cid)
+        cfg = self._add_config(runtime, stored, now, now, "api", call.grant.owner)
+        if call.grant.owner is not None:
+            self._static[call.grant.owner].add(cid)
+        log.info("configuration created", extra={"config_id": cid})
+        return self._response(call, 200, "Success", "Configuration created", self._config_result(cfg))
+
+    def _writable(self, cfg: _Config) -> None:
+        if cfg.origin != "api":
+            raise _validation(
+                [
+                    _err(
+                        "ReadOnly",
+                        "this configuration comes from the server's settings; change it there",
+                        "/id",
+                    )
+                ]
+            )
+
+    def _save_config(self, cfg: _Config, body: dict[str, Any]) -> _Config:
+        now = format_timestamp(utc_now())
+        cid = cfg.settings.id
+        store = self._db
+        with store.transaction():
+            store.put_config(cid, orjson.dumps(body).decode(), cfg.created_at, now, cfg.origin, cfg.owner)
+        return self._add_config(runtime_settings(cid, body), body, cfg.created_at, now, cfg.origin, cfg.owner)
+
+    async def _config_update(self, request: web.Request, call: _Call) -> web.Response:
+        body = await self._json_body(request)
+        errors: Errors = [
+            _err("FieldRequired", f"{key!r} is required", f"/{key}")
+            for key in ("id", "name", "updated_at")
+            if key not in body
+        ]
+        if errors:
+            raise _validation(errors)
+        parsed = self._parse_config_body(body)
+        cfg = self._config_by_id(call, body)
+        self._writable(cfg)
+        stored = parsed.stored()
+        if parsed.updated_at is not None and not self._same_time(parsed.updated_at, cfg.updated_at):
+            errors.append(
+                _err("BadState", "the configuration changed since 'updated_at'; read it again", "/updated_at")
+            )
+        if stored["version"] != cfg.body.get("version", 1):
+            errors.append(_err("BadState", "'version' cannot change", "/version"))
+        if "schema" in body and stored.get("schema") != cfg.body.get("schema"):
+            errors.append(_err("BadState", "'schema' is only settable at create time", "/schema"))
+        if errors:
+            raise _validation(errors)
+        if "schema" in cfg.body:
+            stored["schema"] = cfg.body["schema"]
+        if "partition_overrides" in cfg.body and "partition_overrides" not in body:
+            stored["partition_overrides"] = cfg.body["partition_overrides"]
+        saved = self._save_config(cfg, stored)
+        return self._response(call, 200, "Success", "Configuration updated", self._config_result(saved))
+
+    @staticmethod
+    def _same_time(given: str, stored: str) -> bool:
+        try:
+            return format_timestamp(parse_time(given, utc_now())) == stored
+        except QueryError:
+            return False
+
+    async def _config_delete(self, request: web.Request, call: _Call) -> web.Response:
+        body = await self._json_body(request)
+        errors: Errors = []
+        _unexpected(body, frozenset(("id",)), errors)
+        if errors:
+            raise _validation(errors)
+        cfg = self._config_by_id(call, body)
+        self._writable(cfg)
+        cid = cfg.settings.id
+        store = self._db
+        with store.transaction():
+            store.delete_config(cid)
+        del self._configs[cid]
+        for ids in self._static.values():
+            ids.discard(cid)
+        log.info("configuration deleted", extra={"config_id": cid})
+        return self._response(call, 200, "Success", "Configuration deleted", self._config_result(cfg))
+
+    async def _config_list(self, request: web.Request, call: _Call) -> web.Response:
+        body = await self._json_body(request)
+        try:
+            req = ConfigListRequest.model_validate(body, strict=True)
+        except pydantic.ValidationError as exc:
+            raise _validation(pydantic_errors(exc)) from None
+        items = [self._configs[c] for c in sorted(call.configs) if c in self._configs]
+        flt = req.filter
+        errors: Errors = []
+        if flt is not None:
+            if flt.id is not None:
+                items = [c for c in items if c.settings.id == flt.id]
+            if flt.id__in is not None:
+                items = [c for c in items if c.settings.id in flt.id__in]
+            for part in flt.id__contains or ():
+                items = [c for c in items if part in c.settings.id]
+            now = utc_now()
+            for key, value in flt.model_dump(exclude_none=True).items():
+                name, _, op = key.partition("__")
+                if name not in ("created_at", "updated_at"):
+                    continue
+                try:
+                    bound = format_timestamp(parse_time(value, now))
+                except QueryError as exc:
+                    errors.append(_err("BadFormatDateTime", str(exc), _ptr("filter", key)))
+                    continue
+                test: Callable[[str], bool] = {
+                    "": lambda v, b=bound: v == b,
+                    "gt": lambda v, b=bound: v > b,
+                    "gte": lambda v, b=bound: v >= b,
+                    "lt": lambda v, b=bound: v < b,
+                    "lte": lambda v, b=bound: v <= b,
+                }[op]
+                items = [c for c in items if test(c.created_at if name == "created_at" else c.updated_at)]
+        offset = 0
+        if req.last is not None:
+            if not req.last.isdigit():
+                errors.append(_err("InvalidValue", "'last' must be a value from a previous answer", "/last"))
+            else:
+                offset = int(req.last)
+        if errors:
+            raise _validation(errors)
+        key = req.order_by or "created_at"
+        items.sort(
+            key=lambda c: (getattr(c, key) if key != "id" else c.settings.id, c.settings.id),
+            reverse=req.order == "desc",
+        )
+        size = req.size or 20
+        page = items[offset : offset + size]
+        result: dict[str, Any] = {"count": len(items), "items": [self._config_result(c) for c in page]}
+        if offset + size < len(items):
+            result["last"] = str(offset + size)
+        return self._response(call, 200, "Success", f"Found {len(items)} configuration(s)", result)
+
+    async def _config_partition_overrides(self, request: web.Request, call: _Call) -> web.Response:
+        body = await self._json_body(request)
+        try:
+            req = PartitionOverridesRequest.model_validate(body, strict=True)
+        except pydantic.ValidationError as exc:
+            raise _validation(pydantic_errors(exc)) from None
+        cfg = self._config_by_id(call, body)
+        self._writable(cfg)
+        partitioned = cfg.settings.schema_ is not None and any(f.partitioned for f in cfg.settings.schema_.fields)
+        if cfg.body.get("version") != 3 or not partitioned:
+            raise ApiError(
+                400, "InvalidSchema", "Partition overrides need a version 3 configuration with a partitioned field"
+            )
+        errors: Errors = []
+        for value, retention in req.overrides.items():
+            span = parse_duration(retention.cold_storage) if retention.cold_storage is not None else None
+            if span is not None and span.days < 180:
+                errors.append(
+                    _err(
+                        "NotWithinRange",
+                        "'cold_storage' must be at least 180d",
+                        _ptr("overrides", value, "cold_storage"),
+                    )
+                )
+        if errors:
+            raise _validation(errors)
+        stored = dict(cfg.body)
+        merged = dict(stored.get("partition_overrides") or {})
+        merged.update({k: v.model_dump(exclude_none=True) for k, v in req.overrides.items()})
+        stored["partition_overrides"] = merged
+        self._save_config(cfg, stored)
+        return self._response(call, 200, "Success", "Partition overrides updated", {})
 
     # -- admin -----------------------------------------------------------------------------
 

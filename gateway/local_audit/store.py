@@ -45,6 +45,7 @@ from gateway.local_audit.hashing import (
     range_hash,
 )
 from gateway.local_audit.query import Term
+from gateway.local_audit.tokens import Grant, ensure_schema, grant_config, lookup_token
 
 __all__ = ["SearchCriteria", "Store", "StoredRecord", "Tree"]
 
@@ -147,6 +148,11 @@ class Store:
             "CREATE TABLE IF NOT EXISTS async_results (request_id TEXT PRIMARY KEY, config_id TEXT NOT NULL,"
             " expires_at REAL NOT NULL, body BLOB NOT NULL)"
         )
+        w.execute(
+            "CREATE TABLE IF NOT EXISTS configs (id TEXT PRIMARY KEY, body TEXT NOT NULL, created_at TEXT NOT NULL,"
+            " updated_at TEXT NOT NULL, origin TEXT NOT NULL, owner BLOB)"
+        )
+        ensure_schema(w)
         for config_id in config_ids:
             self._open_tree(config_id)
         # The reader is used from the search worker thread only (check_same_thread=False because
@@ -270,8 +276,49 @@ class Store:
     # -- trees -----------------------------------------------------------------------------
 
     def tree(self, config_id: str) -> Tree:
-        """The tree of a configuration opened at start."""
+        """The tree of a configuration opened at start or with :meth:`add_tree`."""
         return self._trees[config_id]
+
+    def add_tree(self, config_id: str) -> Tree:
+        """Open (creating if needed) the tree of a configuration while serving (loop thread)."""
+        if config_id not in self._trees:
+            self._open_tree(config_id)
+            self._trees[config_id].reader_nodes = self._node_source(self._reader, self._trees[config_id])
+        return self._trees[config_id]
+
+    # -- configurations and tokens (loop thread) -------------------------------------------
+
+    def config_rows(self) -> list[tuple[str, str, str, str, str, bytes | None]]:
+        """``(id, body, created_at, updated_at, origin, owner)`` of every kept configuration; ``owner``
+        is the digest of the settings token that created it over the API, if one did."""
+        return [
+            (r[0], r[1], r[2], r[3], r[4], r[5])
+            for r in self._writer.execute(
+                "SELECT id, body, created_at, updated_at, origin, owner FROM configs ORDER BY created_at, id"
+            )
+        ]
+
+    def put_config(
+        self, config_id: str, body: str, created_at: str, updated_at: str, origin: str, owner: bytes | None
+    ) -> None:
+        """Insert or replace a configuration row."""
+        self._writer.execute(
+            "INSERT OR REPLACE INTO configs (id, body, created_at, updated_at, origin, owner)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (config_id, body, created_at, updated_at, origin, owner),
+        )
+
+    def delete_config(self, config_id: str) -> None:
+        """Forget a configuration (its records stay in its table, unreachable)."""
+        self._writer.execute("DELETE FROM configs WHERE id = ?", (config_id,))
+
+    def lookup_token(self, digest: bytes, now: float) -> Grant | None:
+        """The grant of an active service token with this digest."""
+        return lookup_token(self._writer, digest, now)
+
+    def grant_config(self, token_id: str, config_id: str) -> None:
+        """Give a service token access to a configuration."""
+        grant_config(self._writer, token_id, config_id)
 
     def trees(self) -> list[Tree]:
         """All open trees."""
