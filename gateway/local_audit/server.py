@@ -11,12 +11,23 @@ summary, result}``; every route but ``GET /request/{id}`` takes a JSON body; all
 ``GET /request/{id}``       202 while "in progress", then 200 with the original call's answer
 ``POST /v1/search``         query / time range / order; first page, ``id`` for paging
 ``POST /v1/results``        a page of an earlier search
-``POST /v1/root``           Merkle root (and size) of the configuration's log
+``POST /v1/root``           Merkle root of the log (or of its first ``tree_size`` records), with
+                            ``consistency_proof``, and ``url``/``published_at`` once published
 ``POST /v1/schema``         the configuration's AuditSchema
-``POST /_faults``           admin: change fault knobs (partial body; ``reset: true`` first)
-``GET /_faults``            admin: the knobs in force
+``POST /v1beta/config...``  configurations: get, ``/create``, ``/update``, ``/delete``, ``/list``,
+                            ``/partition_overrides`` (see ``configs.py``)
+``POST /arweave/graphql``   publication store (public, Arweave-shaped): which roots are published
+``GET /arweave/{id}/``      one published root
+``POST /_faults``           test-only (``enable_test_faults``): change fault knobs
+``GET /_faults``            test-only: the knobs in force
 ``GET /_stats``             admin: call, storage and fault counters
 ==========================  ===========================================================
+
+Bearer tokens are the settings' tokens (the default token) or service tokens from
+``local-audit token create`` (``tokens.py``): configurations, endpoint scopes, field
+restrictions (403 ``ForbiddenFieldValue``) and expiry.  Roots are published every
+``publish_interval_secs``; records under the latest published root are answered ``published``
+with their ``leaf_index`` and a proof against that root (``result.root``).
 
 A request's events are validated against its configuration's schema and the whole request is
 rejected, one error per offending field (``source`` a JSON pointer such as
@@ -27,6 +38,7 @@ inserted in one transaction (see ``store.py``); a faulted call stores nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -104,6 +116,10 @@ _SEARCH_KEYS: Final = frozenset(
 _ROOT_KEYS: Final = frozenset(("config_id", "tree_size"))
 _SCHEMA_KEYS: Final = frozenset(("config_id",))
 _MISSING: Final = object()
+# Where the publication store is served: Arweave-shaped (GraphQL look-up by tree_name and
+# tree_size tags, then GET of the transaction), the place pangea-sdk reads published roots from.
+_PUBLICATION_PREFIX: Final = "/arweave"
+_GRAPHQL_TAG: Final = re.compile(r'name:\s*"(tree_size|tree_name)"\s*values:\s*\[([^\]]*)\]')
 _PREV_ROOT: Final = re.compile(r"^[a-z0-9]{64}")  # the spec's pattern, unanchored at the end as written
 
 Errors = list[dict[str, str]]
@@ -365,6 +381,7 @@ class _Search:
     verbose: bool
     restriction: dict[str, list[str]]
     expires: float
+    published_size: int
 
 
 @dataclass(eq=False)
@@ -416,6 +433,7 @@ class LocalAuditServer:
         self._searches: OrderedDict[str, _Search] = OrderedDict()
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._async_writes = 0
+        self._publisher: asyncio.Task[None] | None = None
         self.calls: dict[str, int] = {}
         self.stored_events = 0
         self.rejected_calls = 0
@@ -459,6 +477,8 @@ class LocalAuditServer:
             store.open(c.id for c in settings.configs)
             self._setup_configs()
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-audit-search")
+            if settings.publish_interval_secs > 0:
+                self._publisher = asyncio.create_task(self._publish_loop(settings.publish_interval_secs))
             app = web.Application(client_max_size=settings.max_body_bytes)
             self._routes(app)
             # No access log: a line per request costs more than storing its events.
@@ -484,6 +504,11 @@ class LocalAuditServer:
 
     async def stop(self) -> None:
         """Stop serving and close the database (idempotent)."""
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+            self._publisher = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -582,6 +607,12 @@ class LocalAuditServer:
             r.add_post("/_faults", self._api("_faults", self._set_faults, admin=True))
             r.add_get("/_faults", self._api("_faults", self._get_faults, admin=True))
         r.add_get("/_stats", self._api("_stats", self._stats, admin=True))
+        # The publication store is public, as Arweave is: published roots are meant to be read by anyone.
+        publications = self._api("publications", self._publication_lookup, admin=True, auth=False)
+        r.add_post(_PUBLICATION_PREFIX + "/graphql", publications)
+        publication = self._api("publications", self._publication, admin=True, auth=False)
+        r.add_get(_PUBLICATION_PREFIX + "/{tx_id}/", publication)
+        r.add_get(_PUBLICATION_PREFIX + "/{tx_id}", publication)
         # Last: anything else gets a Pangea NotFound envelope rather than aiohttp's text page.
         r.add_route("*", "/{tail:.*}", self._api("not_found", self._not_found, admin=True, auth=False))
 
@@ -912,20 +943,47 @@ class LocalAuditServer:
 
     # -- search ----------------------------------------------------------------------------
 
-    def _event_items(self, records: list[tuple[StoredRecord, str | None]]) -> list[dict[str, Any]]:
+    @staticmethod
+    def _event_items(records: list[tuple[StoredRecord, str | None]], published_size: int) -> list[dict[str, Any]]:
         items = []
         for rec, proof in records:
+            published = rec.leaf < published_size
             item: dict[str, Any] = {
                 "envelope": orjson.Fragment(rec.envelope.encode()),
                 "hash": rec.hash.hex(),
-                # Roots of the local log are never published anywhere; the spec leaves
-                # leaf_index null for unpublished records.
-                "published": False,
+                # Under a published root: its proof is against that root (result.root), and
+                # leaf_index lets the SDK check the roots of sizes leaf_index and leaf_index + 1.
+                # The spec leaves leaf_index null for unpublished records.
+                "published": published,
             }
+            if published:
+                item["leaf_index"] = rec.leaf
             if proof is not None:
                 item["membership_proof"] = proof
             items.append(item)
         return items
+
+    async def _published_root(self, request: web.Request, tree: Tree, size: int) -> dict[str, Any] | None:
+        """AuditRoot of ``size`` records with ``url`` and ``published_at`` if a published root covers it."""
+        published_at = tree.published_at(size)
+        if published_at is None or size == 0:
+            return None
+        store = self._db
+        root, proof = await self._in_worker(functools.partial(store.root_with_proof, tree, size))
+        data: dict[str, Any] = {
+            "tree_name": tree.name,
+            "size": size,
+            "root_hash": root.hex(),
+            "url": self._publication_url(request, tree, size),
+            "published_at": published_at,
+        }
+        if proof is not None:
+            data["consistency_proof"] = proof
+        return data
+
+    def _publication_url(self, request: web.Request, tree: Tree, size: int) -> str:
+        host = request.host or f"{self.settings.listen_host}:{self._port}"
+        return f"{request.scheme}://{host}{_PUBLICATION_PREFIX}/{tree.name}_{size}/"
 
     @staticmethod
     def _unpublished_root(tree: Tree, size: int, root_hex: str | None) -> dict[str, Any] | None:
@@ -1002,18 +1060,24 @@ class LocalAuditServer:
         store = self._db
         leaves: list[int] = await self._in_worker(functools.partial(store.search, tree, size, criteria))
         page = leaves[:limit]
-        records = await self._in_worker(functools.partial(store.fetch, tree, page, size if verbose else None))
+        published_size = min(tree.published_size, size) if verbose else 0
+        records = await self._in_worker(
+            functools.partial(store.fetch, tree, page, size if verbose else None, published_size)
+        )
         search_id = _new_id("pas_")
         expires = time.time() + self.settings.search_ttl_secs
         self._remember_search(
-            search_id, _Search(cfg.settings.id, leaves, size, root_hex, verbose, restriction, expires)
+            search_id, _Search(cfg.settings.id, leaves, size, root_hex, verbose, restriction, expires, published_size)
         )
         result: dict[str, Any] = {
             "id": search_id,
             "count": len(leaves),
-            "events": self._event_items(records),
+            "events": self._event_items(records, published_size),
             "expires_at": format_timestamp(now + timedelta(seconds=self.settings.search_ttl_secs)),
         }
+        published = await self._published_root(request, tree, published_size) if published_size else None
+        if published is not None:
+            result["root"] = published
         unpublished = self._unpublished_root(tree, size, root_hex) if verbose else None
         if unpublished is not None:
             result["unpublished_root"] = unpublished
@@ -1090,9 +1154,18 @@ class LocalAuditServer:
         page = search.leaves[offset : offset + limit]
         store = self._db
         records = await self._in_worker(
-            functools.partial(store.fetch, cfg.tree, page, search.size if search.verbose else None)
+            functools.partial(
+                store.fetch, cfg.tree, page, search.size if search.verbose else None, search.published_size
+            )
         )
-        result: dict[str, Any] = {"count": len(search.leaves), "events": self._event_items(records)}
+        result: dict[str, Any] = {
+            "count": len(search.leaves),
+            "events": self._event_items(records, search.published_size),
+        }
+        if search.published_size:
+            published = await self._published_root(request, cfg.tree, search.published_size)
+            if published is not None:
+                result["root"] = published
         unpublished = self._unpublished_root(cfg.tree, search.size, search.root_hex) if search.verbose else None
         if unpublished is not None:
             result["unpublished_root"] = unpublished
@@ -1115,14 +1188,15 @@ class LocalAuditServer:
             raise ApiError(200, "TreeNotFound", "No record has been logged yet; the tree is empty")
         if tree_size is not None and tree_size > size:
             raise _validation([_err("NotWithinRange", f"'tree_size' must be within 1..{size}", "/tree_size")])
-        if tree_size is None or tree_size == size:
-            root = tree.frontier.root()
-            assert root is not None
-            tree_size = size
-        else:
+        tree_size = size if tree_size is None else tree_size
+        data = await self._published_root(request, tree, tree_size)
+        if data is None:
+            # Not published yet: AuditUnpublishedRoot (no url, no published_at).
             store = self._db
-            root = await self._in_worker(functools.partial(store.root_at, tree, tree_size))
-        data = {"tree_name": tree.name, "size": tree_size, "root_hash": root.hex()}
+            root, proof = await self._in_worker(functools.partial(store.root_with_proof, tree, tree_size))
+            data = {"tree_name": tree.name, "size": tree_size, "root_hash": root.hex()}
+            if proof is not None:
+                data["consistency_proof"] = proof
         # The spec's result is AuditRoot itself; pangea-sdk's RootResult reads `result.data`.
         # Both shapes at once keep either reader working.
         return self._response(call, 200, "Success", "Root retrieved", {**data, "data": data})
@@ -1360,6 +1434,79 @@ class LocalAuditServer:
         stored["partition_overrides"] = merged
         self._save_config(cfg, stored)
         return self._response(call, 200, "Success", "Partition overrides updated", {})
+
+    # -- published roots -------------------------------------------------------------------
+
+    def publish_roots(self) -> list[str]:
+        """Publish the root of every configuration whose log grew; returns their ids.
+
+        Runs every ``publish_interval_secs``; tests call it directly instead of waiting.
+        """
+        store = self._db
+        now = format_timestamp(utc_now())
+        done = []
+        with store.transaction():
+            for cid, cfg in self._configs.items():
+                if store.publish(cfg.tree, now):
+                    done.append(cid)
+        if done:
+            log.info("roots published", extra={"configs": done})
+        return done
+
+    async def _publish_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.publish_roots()
+            except Exception:
+                # A failed publication is retried at the next tick; serving goes on.
+                log.exception("publishing roots failed")
+
+    def _tree_named(self, name: str) -> Tree | None:
+        for cfg in self._configs.values():
+            if cfg.tree.name == name:
+                return cfg.tree
+        return None
+
+    async def _publication_lookup(self, request: web.Request, call: _Call) -> web.Response:
+        """Arweave's GraphQL transaction look-up, for the ``tree_name`` and ``tree_size`` tags."""
+        body = await self._json_body(request)
+        query = body.get("query")
+        if type(query) is not str:
+            raise _validation([_err("InvalidString", "'query' must be a GraphQL query string", "/query")])
+        tags: dict[str, list[str]] = {}
+        for name, values in _GRAPHQL_TAG.findall(query):
+            tags[name] = re.findall(r'"([^"]*)"', values)
+        names = tags.get("tree_name", [])
+        tree = self._tree_named(names[0]) if len(names) == 1 else None
+        edges = []
+        if tree is not None:
+            for value in tags.get("tree_size", []):
+                if value.isdigit() and 0 < int(value) <= tree.published_size:
+                    edges.append(
+                        {
+                            "node": {
+                                "id": f"{tree.name}_{int(value)}",
+                                "tags": [
+                                    {"name": "tree_size", "value": str(int(value))},
+                                    {"name": "tree_name", "value": tree.name},
+                                ],
+                            }
+                        }
+                    )
+        answer = {"data": {"transactions": {"edges": edges}}}
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+    async def _publication(self, request: web.Request, call: _Call) -> web.Response:
+        """One published root, as the Arweave transaction that carries it."""
+        name, _, size_s = request.match_info["tx_id"].rpartition("_")
+        tree = self._tree_named(name)
+        data = None
+        if tree is not None and size_s.isdigit() and 0 < int(size_s) <= tree.published_size:
+            data = await self._published_root(request, tree, int(size_s))
+        if data is None:
+            raise ApiError(404, "NotFound", "No such publication")
+        return web.Response(body=orjson.dumps(data), content_type="application/json")
 
     # -- admin -----------------------------------------------------------------------------
 

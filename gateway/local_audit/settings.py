@@ -205,6 +205,14 @@ class LocalAuditSettings(StrictModel):
     async_result_ttl_mins: int = Field(
         default=1440, ge=1, description="How long 202-accepted results stay pollable at /request/{id}."
     )
+    publish_interval_secs: float = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "How often each configuration's grown Merkle root is published to the publication store the "
+            "local log serves at /arweave (Arweave-shaped); 0: never."
+        ),
+    )
     enable_test_faults: bool = Field(
         default=False,
         description="Serve the fault-injection admin endpoints (`/_faults`) and honour `faults`; tests only.",

@@ -20,10 +20,11 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pangea.exceptions as pe
+import pangea.services.audit.util as pangea_audit_util
 import pytest
 from pangea.config import PangeaConfig
 from pangea.services import Audit
-from pangea.services.audit.models import EventVerification
+from pangea.services.audit.models import EventVerification, SearchOrder
 
 import gateway.local_audit.server as server_module
 from gateway.local_audit.server import TOKEN_ENV, LocalAuditServer
@@ -516,3 +517,70 @@ async def test_empty_quoted_values_and_naive_date_times_are_accepted(
     future = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
     status, body = await post(http, server.base_url, server.token, "/v1/search", {"start": future})
     assert status == 200 and body["result"]["count"] == 0
+
+
+# -- published roots -------------------------------------------------------------------------------
+
+
+async def test_published_roots_let_the_sdk_verify_consistency_offline(
+    server: LocalAuditServer, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pangea-sdk reads published roots from Arweave; the local log serves the same shape itself.
+    monkeypatch.setattr(pangea_audit_util, "ARWEAVE_BASE_URL", server.base_url + "/arweave")
+    status, _ = await post(
+        http, server.base_url, server.token, "/v2/log", {"events": [{"event": {"message": f"p{i}"}} for i in range(5)]}
+    )
+    assert status == 200
+    assert server.publish_roots() == [DEFAULT_CONFIG_ID]
+    assert server.publish_roots() == []  # nothing new: nothing published
+    status, _ = await post(
+        http, server.base_url, server.token, "/v2/log", {"events": [{"event": {"message": f"u{i}"}} for i in range(2)]}
+    )
+    assert status == 200
+
+    status, body = await post(http, server.base_url, server.token, "/v1/root", {"tree_size": 3})
+    root3 = body["result"]
+    assert status == 200 and root3["size"] == 3 and len(root3["consistency_proof"]) >= 1
+    assert root3["url"].startswith(server.base_url + "/arweave/") and root3["published_at"]
+    async with http.get(root3["url"]) as resp:
+        assert resp.status == 200
+        assert {k: v for k, v in (await resp.json()).items()} == {k: v for k, v in root3.items() if k != "data"}
+    status, body = await post(http, server.base_url, server.token, "/v1/root", {})
+    assert body["result"]["size"] == 7 and "url" not in body["result"] and "published_at" not in body["result"]
+
+    with sdk(server.base_url, server.token) as audit:
+        found = await call(lambda: audit.search("", verify_events=True, verify_consistency=True, order=SearchOrder.ASC))
+        assert found.result is not None and found.result.root is not None and found.result.root.size == 5
+        by_message = {e.envelope.event["message"]: e for e in found.result.events if e.envelope.event}
+        for i in range(5):
+            event = by_message[f"p{i}"]
+            assert event.published and event.leaf_index == i
+            assert (event.membership_verification, event.consistency_verification) == (PASS, PASS), i
+        for i in range(2):
+            event = by_message[f"u{i}"]
+            assert not event.published and event.leaf_index is None
+            assert event.membership_verification == PASS
+            assert event.consistency_verification == EventVerification.NONE
+        root = await call(lambda: audit.root(tree_size=5))
+        assert root.result is not None and root.result.data.published_at is not None
+
+
+async def test_the_publication_store_answers_only_published_sizes(
+    server: LocalAuditServer, http: aiohttp.ClientSession
+) -> None:
+    await post(http, server.base_url, server.token, "/v1/log", {"event": {"message": "one"}})
+    tree_name = (await post(http, server.base_url, server.token, "/v1/root", {}))[1]["result"]["tree_name"]
+    query = (
+        '{ transactions(tags: [{ name: "tree_size" values: ["1", "2"] }, '
+        f'{{ name: "tree_name" values: ["{tree_name}"] }}]) {{ edges {{ node {{ id }} }} }} }}'
+    )
+    async with http.post(server.base_url + "/arweave/graphql", json={"query": query}) as resp:
+        assert (await resp.json())["data"]["transactions"]["edges"] == []
+    async with http.get(f"{server.base_url}/arweave/{tree_name}_1/") as resp:
+        assert resp.status == 404
+    server.publish_roots()
+    async with http.post(server.base_url + "/arweave/graphql", json={"query": query}) as resp:
+        edges = (await resp.json())["data"]["transactions"]["edges"]
+    assert [e["node"]["id"] for e in edges] == [f"{tree_name}_1"]
+    async with http.post(server.base_url + "/arweave/graphql", json={"query": 5}) as resp:
+        assert resp.status == 400
