@@ -48,7 +48,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 from pathlib import Path
 from typing import Any, Final
@@ -66,6 +66,7 @@ from gateway.local_audit.configs import (
     runtime_settings,
     version_errors,
 )
+from gateway.local_audit.exports import DownloadFormat, render
 from gateway.local_audit.faults import FaultDecision, FaultInjector
 from gateway.local_audit.hashing import envelope_bytes, format_timestamp, utc_now
 from gateway.local_audit.query import QueryError, Term, is_rfc3339, parse_duration, parse_query, parse_time
@@ -114,6 +115,13 @@ _SEARCH_KEYS: Final = frozenset(
     )
 )
 _ROOT_KEYS: Final = frozenset(("config_id", "tree_size"))
+_EXPORT_KEYS: Final = frozenset(("config_id", "start", "end", "verbose", "order", "order_by", "format"))
+_DOWNLOAD_KEYS: Final = frozenset(
+    ("result_id", "request_id", "format", "config_id", "assert_search_restriction", "return_context")
+)
+_RESULT_ID: Final = re.compile(r"^pas_[a-z0-9]{32}$")
+_REQUEST_ID: Final = re.compile(r"^prq_[a-z0-9]{32}$")
+_FORMATS: Final = ("csv", "json")
 _SCHEMA_KEYS: Final = frozenset(("config_id",))
 _MISSING: Final = object()
 # Where the publication store is served: Arweave-shaped (GraphQL look-up by tree_name and
@@ -300,6 +308,16 @@ def _restricted_search(grant: Grant, asked: dict[str, list[str]]) -> dict[str, l
     return out
 
 
+def _remember(table: OrderedDict[str, Any], key: str, value: Any) -> None:
+    """Keep ``value``; drop expired entries and the oldest beyond the bound."""
+    now = time.time()
+    for old in [k for k, v in table.items() if v.expires <= now]:
+        del table[old]
+    table[key] = value
+    while len(table) > _MAX_SEARCHES:
+        table.popitem(last=False)
+
+
 # -- token resolution -----------------------------------------------------------------------
 
 
@@ -385,6 +403,13 @@ class _Search:
 
 
 @dataclass(eq=False)
+class _Download:
+    search: _Search
+    format: DownloadFormat
+    expires: float
+
+
+@dataclass(eq=False)
 class _Pending:
     remaining: int
     polls: int = 0
@@ -431,6 +456,8 @@ class LocalAuditServer:
         self._port = 0
         self._executor: ThreadPoolExecutor | None = None
         self._searches: OrderedDict[str, _Search] = OrderedDict()
+        self._exports: OrderedDict[str, _Search] = OrderedDict()
+        self._downloads: OrderedDict[str, _Download] = OrderedDict()
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._async_writes = 0
         self._publisher: asyncio.Task[None] | None = None
@@ -592,6 +619,11 @@ class LocalAuditServer:
         r.add_post("/v1/search", self._api("v1/search", self._search, scope="search"))
         r.add_post("/v1/results", self._api("v1/results", self._results, scope="search"))
         r.add_post("/v1/root", self._api("v1/root", self._root, scope="root"))
+        r.add_post("/v1/export", self._api("v1/export", self._export, scope="export"))
+        # Scope checked inside: `search` for search results, `export` for exports.
+        r.add_post("/v1/download_results", self._api("v1/download_results", self._download_results))
+        # Presigned-URL style, as the service's dest_url: the unguessable key is the credential.
+        r.add_get("/v1/download/{key}", self._api("v1/download", self._download, admin=True, auth=False))
         r.add_post("/v1/schema", self._api("v1/schema", self._schema, scope="schema"))
         r.add_post("/v1beta/config", self._api("v1beta/config", self._config_get, scope="config"))
         r.add_post("/v1beta/config/create", self._api("v1beta/config/create", self._config_create, scope="config"))
@@ -998,43 +1030,13 @@ class LocalAuditServer:
         _unexpected(body, _SEARCH_KEYS, errors)
         query = _opt_str(body, "query", errors) or ""
         now = utc_now()
-        start_s = _opt_str(body, "start", errors, max_length=128)
-        end_s = _opt_str(body, "end", errors, max_length=128)
-        start = end = None
-        for key, value in (("start", start_s), ("end", end_s)):
-            if value is None:
-                continue
-            try:
-                parsed = format_timestamp(parse_time(value, now))
-            except QueryError as exc:
-                errors.append(_err("BadFormatDateTime", str(exc), _ptr(key)))
-                continue
-            if key == "start":
-                start = parsed
-            else:
-                end = parsed
-        if start_s is None:
-            start = format_timestamp(now - _SEARCH_DEFAULT_START)
-        if cfg.retention is not None:
-            # Records older than the configuration's retention are no longer answered.
-            try:
-                floor = format_timestamp(now - cfg.retention)
-            except OverflowError:  # a retention longer than the calendar: nothing is too old
-                floor = ""
-            start = floor if start is None or start < floor else start
+        start, end = self._time_range(body, cfg, errors, now, _SEARCH_DEFAULT_START)
         max_results = _opt_int(body, "max_results", errors, 1, _SEARCH_MAX_RESULTS) or _SEARCH_MAX_RESULTS
         limit = _opt_int(body, "limit", errors, 0, None)
         limit = _SEARCH_DEFAULT_LIMIT if limit is None else limit
         verbose = _opt_bool(body, "verbose", errors, True)
         _opt_bool(body, "return_context", errors, False)
-        order = body.get("order")
-        if order is not None and order not in ("asc", "desc"):
-            errors.append(_err("NotEnumMember", "'order' must be one of asc, desc", "/order"))
-        order_by = body.get("order_by")
-        if order_by is not None and order_by not in cfg.order_by:
-            errors.append(
-                _err("NotEnumMember", f"'order_by' must be one of {', '.join(sorted(cfg.order_by))}", "/order_by")
-            )
+        descending, order_by = self._ordering(body, cfg, errors)
         restriction = self._restriction(body.get("search_restriction"), cfg, errors, "/search_restriction")
         effective = _restricted_search(call.grant, restriction)
         terms: list[Term] = []
@@ -1053,8 +1055,8 @@ class LocalAuditServer:
             restriction=tuple((k, tuple(v)) for k, v in sorted(effective.items())),
             start=start,
             end=end,
-            descending=order != "asc",
-            order_by=order_by if isinstance(order_by, str) else "received_at",
+            descending=descending,
+            order_by=order_by,
             max_results=max_results,
         )
         store = self._db
@@ -1084,6 +1086,45 @@ class LocalAuditServer:
         return self._response(call, 200, "Success", f"Found {len(leaves)} event(s)", result)
 
     @staticmethod
+    def _time_range(
+        body: dict[str, Any], cfg: _Config, errors: Errors, now: datetime, default_start: timedelta | None
+    ) -> tuple[str | None, str | None]:
+        """``start``/``end`` (DateTimeRel) as UTC timestamps, the start raised to the retention."""
+        bounds: dict[str, str | None] = {"start": None, "end": None}
+        for key in bounds:
+            value = _opt_str(body, key, errors, max_length=128)
+            if value is None:
+                continue
+            try:
+                bounds[key] = format_timestamp(parse_time(value, now))
+            except QueryError as exc:
+                errors.append(_err("BadFormatDateTime", str(exc), _ptr(key)))
+        start = bounds["start"]
+        if body.get("start") is None and default_start is not None:
+            start = format_timestamp(now - default_start)
+        if cfg.retention is not None:
+            # Records older than the configuration's retention are no longer answered.
+            try:
+                floor = format_timestamp(now - cfg.retention)
+            except OverflowError:  # a retention longer than the calendar: nothing is too old
+                floor = ""
+            start = floor if start is None or start < floor else start
+        return start, bounds["end"]
+
+    @staticmethod
+    def _ordering(body: dict[str, Any], cfg: _Config, errors: Errors) -> tuple[bool, str]:
+        """``(descending, order_by)`` from ``order`` and ``order_by``."""
+        order = body.get("order")
+        if order is not None and order not in ("asc", "desc"):
+            errors.append(_err("NotEnumMember", "'order' must be one of asc, desc", "/order"))
+        order_by = body.get("order_by")
+        if order_by is not None and order_by not in cfg.order_by:
+            errors.append(
+                _err("NotEnumMember", f"'order_by' must be one of {', '.join(sorted(cfg.order_by))}", "/order_by")
+            )
+        return order != "asc", order_by if isinstance(order_by, str) else "received_at"
+
+    @staticmethod
     def _restriction(value: Any, cfg: _Config, errors: Errors, base: str) -> dict[str, list[str]]:
         if value is None:
             return {}
@@ -1106,12 +1147,7 @@ class LocalAuditServer:
         return out
 
     def _remember_search(self, search_id: str, search: _Search) -> None:
-        now = time.time()
-        for sid in [sid for sid, s in self._searches.items() if s.expires <= now]:
-            del self._searches[sid]
-        self._searches[search_id] = search
-        while len(self._searches) > _MAX_SEARCHES:
-            self._searches.popitem(last=False)
+        _remember(self._searches, search_id, search)
 
     async def _results(self, request: web.Request, call: _Call) -> web.Response:
         body = await self._json_body(request)
@@ -1170,6 +1206,148 @@ class LocalAuditServer:
         if unpublished is not None:
             result["unpublished_root"] = unpublished
         return self._response(call, 200, "Success", f"Found {len(page)} event(s)", result)
+
+    # -- export and download ---------------------------------------------------------------
+
+    async def _export(self, request: web.Request, call: _Call) -> web.Response:
+        body = await self._json_body(request)
+        cfg = self._resolve(call, body)
+        errors: Errors = []
+        _unexpected(body, _EXPORT_KEYS, errors)
+        start, end = self._time_range(body, cfg, errors, utc_now(), None)
+        verbose = _opt_bool(body, "verbose", errors, True)
+        descending, order_by = self._ordering(body, cfg, errors)
+        fmt = body.get("format", "csv")
+        if fmt not in _FORMATS:
+            errors.append(_err("NotEnumMember", "'format' must be one of csv, json", "/format"))
+        if errors:
+            raise _validation(errors)
+        tree = cfg.tree
+        size = tree.size
+        root = tree.frontier.root()
+        criteria = SearchCriteria(
+            terms=(),
+            restriction=tuple((k, tuple(sorted(v))) for k, v in sorted(call.grant.restrict)),
+            start=start,
+            end=end,
+            descending=descending,
+            order_by=order_by,
+            max_results=max(size, 1),
+        )
+        store = self._db
+        leaves: list[int] = await self._in_worker(functools.partial(store.search, tree, size, criteria))
+        ttl = self.settings.async_result_ttl_mins * 60
+        published_size = min(tree.published_size, size) if verbose else 0
+        export = _Search(
+            cfg.settings.id,
+            leaves,
+            size,
+            root.hex() if root is not None else None,
+            verbose,
+            {},
+            time.time() + ttl,
+            published_size,
+        )
+        _remember(self._exports, call.request_id, export)
+        done = orjson.dumps(
+            {
+                "request_id": call.request_id,
+                "request_time": call.request_time,
+                "response_time": format_timestamp(utc_now()),
+                "status": "Success",
+                "summary": f"Exported {len(leaves)} record(s)",
+                "result": {},
+            }
+        )
+        with store.transaction():
+            store.put_async_result(call.request_id, cfg.settings.id, time.time() + ttl, done)
+        # The spec's export is asynchronous: 202 now, the (empty) result at /request/{id}.
+        return self._accepted(request, call, 0)
+
+    async def _download_results(self, request: web.Request, call: _Call) -> web.Response:
+        body = await self._json_body(request)
+        errors: Errors = []
+        _unexpected(body, _DOWNLOAD_KEYS, errors)
+        result_id = _opt_str(body, "result_id", errors)
+        request_id = _opt_str(body, "request_id", errors)
+        if result_id is not None and not _RESULT_ID.match(result_id):
+            errors.append(_err("DoesNotMatchPattern", "'result_id' must match ^pas_[a-z0-9]{32}$", "/result_id"))
+        if request_id is not None and not _REQUEST_ID.match(request_id):
+            errors.append(_err("DoesNotMatchPattern", "'request_id' must match ^prq_[a-z0-9]{32}$", "/request_id"))
+        if "result_id" not in body and "request_id" not in body:
+            errors.append(_err("FieldRequired", "one of 'result_id' or 'request_id' is required", "/result_id"))
+        elif "result_id" in body and "request_id" in body:
+            errors.append(_err("UnexpectedProperty", "'result_id' and 'request_id' are exclusive", "/request_id"))
+        fmt = body.get("format", "csv")
+        if fmt not in _FORMATS:
+            errors.append(_err("NotEnumMember", "'format' must be one of csv, json", "/format"))
+        _opt_bool(body, "return_context", errors, False)
+        cid = _opt_str(body, "config_id", errors)
+        if errors:
+            raise _validation(errors)
+        scope = "search" if result_id is not None else "export"
+        if not call.grant.allows(scope):
+            raise ApiError(403, "Unauthorized", f"The token has no access to the {scope} endpoints")
+        key, source = (result_id, "/result_id") if result_id is not None else (request_id, "/request_id")
+        assert key is not None
+        found = (self._searches if result_id is not None else self._exports).get(key)
+        if found is None or found.expires <= time.time() or found.config_id not in call.configs:
+            raise _validation([_err("DoesNotExist", "no such result (unknown or expired)", source)])
+        if cid is not None and cid != found.config_id:
+            raise _validation([_err("DoesNotExist", "this result belongs to another configuration", source)])
+        cfg = self._configs.get(found.config_id)
+        if cfg is None:
+            raise _validation([_err("DoesNotExist", "the result's configuration was deleted", source)])
+        asserted = body.get("assert_search_restriction")
+        if asserted is not None:
+            wanted = self._restriction(asserted, cfg, errors, "/assert_search_restriction")
+            if errors:
+                raise _validation(errors)
+            if wanted != found.restriction:
+                raise _validation(
+                    [
+                        _err(
+                            "BadState",
+                            "the search was made with another search_restriction",
+                            "/assert_search_restriction",
+                        )
+                    ]
+                )
+        download_key = _new_id("pdl_")
+        _remember(self._downloads, download_key, _Download(found, fmt, found.expires))
+        host = request.host or f"{self.settings.listen_host}:{self._port}"
+        result = {
+            "dest_url": f"{request.scheme}://{host}/v1/download/{download_key}",
+            "expires_at": format_timestamp(datetime.fromtimestamp(found.expires, UTC)),
+        }
+        return self._response(call, 200, "Success", "Download ready", result)
+
+    async def _download(self, request: web.Request, call: _Call) -> web.Response:
+        key = request.match_info["key"]
+        download = self._downloads.get(key)
+        if download is None or download.expires <= time.time():
+            raise ApiError(404, "NotFound", "No such download (unknown or expired)")
+        search = download.search
+        cfg = self._configs.get(search.config_id)
+        if cfg is None:
+            raise ApiError(404, "NotFound", "The download's configuration was deleted")
+        store = self._db
+        proof_size = search.size if search.verbose else None
+
+        def fetch(leaves: list[int]) -> list[tuple[StoredRecord, str | None]]:
+            return store.fetch(cfg.tree, leaves, proof_size, search.published_size)
+
+        fields = [f.id for f in cfg.settings.schema_fields]
+        data = await self._in_worker(
+            functools.partial(
+                render, download.format, search.leaves, fetch, fields, search.published_size, search.verbose
+            )
+        )
+        return web.Response(
+            body=data,
+            content_type="application/gzip",
+            headers={"Content-Disposition": f'attachment; filename="{key}.{download.format}.gz"'},
+        )
 
     # -- root and schema -------------------------------------------------------------------
 

@@ -7,6 +7,9 @@ the ``local-audit token`` commands and ``local-audit serve`` as real processes.
 from __future__ import annotations
 
 import asyncio
+import csv
+import gzip
+import io
 import json
 import sqlite3
 import subprocess
@@ -24,7 +27,8 @@ import pangea.services.audit.util as pangea_audit_util
 import pytest
 from pangea.config import PangeaConfig
 from pangea.services import Audit
-from pangea.services.audit.models import EventVerification, SearchOrder
+from pangea.services.audit.models import DownloadFormat, EventVerification, SearchEvent, SearchOrder
+from pangea.services.audit.util import verify_envelope_hash
 
 import gateway.local_audit.server as server_module
 from gateway.local_audit.server import TOKEN_ENV, LocalAuditServer
@@ -584,3 +588,111 @@ async def test_the_publication_store_answers_only_published_sizes(
     assert [e["node"]["id"] for e in edges] == [f"{tree_name}_1"]
     async with http.post(server.base_url + "/arweave/graphql", json={"query": 5}) as resp:
         assert resp.status == 400
+
+
+# -- export and download ---------------------------------------------------------------------------
+
+
+async def fetch_gzip(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(url) as resp:  # no Authorization: the URL itself is the credential
+        assert resp.status == 200 and resp.content_type == "application/gzip"
+        return gzip.decompress(await resp.read()).decode()
+
+
+async def test_export_then_download_gives_gzip_csv_and_json_lines_that_verify(
+    server: LocalAuditServer, http: aiohttp.ClientSession
+) -> None:
+    events = [{"event": {"message": f"e{i}", "actor": "alice" if i % 2 else "bob"}} for i in range(4)]
+    status, _ = await post(http, server.base_url, server.token, "/v2/log", {"events": events})
+    assert status == 200
+    server.publish_roots()
+    with sdk(server.base_url, server.token) as audit:
+        exported = await call(lambda: audit.export(format=DownloadFormat.JSON, order=SearchOrder.ASC))
+        assert exported.http_status == 202 and exported.status == "Accepted"
+        done = await call(lambda: audit.poll_result(request_id=exported.request_id))
+        assert done.status == "Success"
+        link = await call(lambda: audit.download_results(request_id=exported.request_id, format=DownloadFormat.JSON))
+        assert link.result is not None and link.result.expires_at
+        lines = (await fetch_gzip(http, link.result.dest_url)).splitlines()
+        records = [SearchEvent(**json.loads(line)) for line in lines]
+        assert [r.envelope.event["message"] for r in records if r.envelope.event] == ["e0", "e1", "e2", "e3"]
+        assert all(verify_envelope_hash(r.envelope, r.hash) for r in records)
+        assert all(r.published and r.membership_proof for r in records)
+
+        found = await call(lambda: audit.search("actor:alice", order=SearchOrder.ASC))
+        assert found.result is not None
+        csv_link = await call(lambda: audit.download_results(result_id=found.result.id))
+        assert csv_link.result is not None
+        rows = list(csv.reader(io.StringIO(await fetch_gzip(http, csv_link.result.dest_url))))
+    assert rows[0][:4] == ["received_at", "timestamp", "actor", "action"]
+    message_col = rows[0].index("message")
+    assert [r[message_col] for r in rows[1:]] == ["e1", "e3"]
+    assert [r[rows[0].index("hash")] for r in rows[1:]] == [e.hash for e in found.result.events]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "expected"),
+    [
+        ("/v1/export", {"format": "xml"}, 400, [("NotEnumMember", "/format")]),
+        ("/v1/export", {"start": "whenever"}, 400, [("BadFormatDateTime", "/start")]),
+        (
+            "/v1/export",
+            {"verbose": "yes", "limit": 3},
+            400,
+            [("UnexpectedProperty", "/limit"), ("InvalidBool", "/verbose")],
+        ),
+        ("/v1/export", {"order_by": "colour"}, 400, [("NotEnumMember", "/order_by")]),
+        ("/v1/download_results", {}, 400, [("FieldRequired", "/result_id")]),
+        ("/v1/download_results", {"result_id": "pas_x"}, 400, [("DoesNotMatchPattern", "/result_id")]),
+        ("/v1/download_results", {"request_id": 7}, 400, [("InvalidString", "/request_id")]),
+        (
+            "/v1/download_results",
+            {"result_id": "pas_" + "a" * 32, "request_id": "prq_" + "a" * 32},
+            400,
+            [("UnexpectedProperty", "/request_id")],
+        ),
+        ("/v1/download_results", {"result_id": "pas_" + "a" * 32}, 400, [("DoesNotExist", "/result_id")]),
+        (
+            "/v1/download_results",
+            {"request_id": "prq_" + "a" * 32, "format": "pdf"},
+            400,
+            [("NotEnumMember", "/format")],
+        ),
+    ],
+)
+async def test_bad_input_to_export_and_download_gets_validation_errors(
+    server: LocalAuditServer,
+    http: aiohttp.ClientSession,
+    path: str,
+    body: dict[str, Any],
+    status: int,
+    expected: list[tuple[str, str]],
+) -> None:
+    got, answer = await post(http, server.base_url, server.token, path, body)
+    assert (got, answer["status"]) == (status, "ValidationError")
+    assert codes(answer) == expected
+
+
+async def test_downloads_of_another_configurations_results_and_unknown_links_are_refused(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    settings = LocalAuditSettings.model_validate(
+        {
+            "listen_port": 0,
+            "db_path": tmp_path / "audit.db",
+            "configs": [{"id": CONFIG_A}, {"id": CONFIG_C, "tokens": ["pts_c_only"]}],
+        }
+    )
+    srv = LocalAuditServer(settings)
+    await srv.start()
+    try:
+        await post(http, srv.base_url, "pts_c_only", "/v1/log", {"event": {"message": "c"}})
+        _, found = await post(http, srv.base_url, "pts_c_only", "/v1/search", {})
+        status, body = await post(
+            http, srv.base_url, srv.token, "/v1/download_results", {"result_id": found["result"]["id"]}
+        )
+        assert status == 400 and codes(body) == [("DoesNotExist", "/result_id")]
+        async with http.get(srv.base_url + "/v1/download/pdl_" + "a" * 32) as resp:
+            assert resp.status == 404 and (await resp.json())["status"] == "NotFound"
+    finally:
+        await srv.stop()
