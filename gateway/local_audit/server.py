@@ -8,7 +8,11 @@ summary, result}``; every route but ``GET /request/{id}`` takes a JSON body; all
 ``POST /v1/log``            one event; ``result = {hash, envelope?, unpublished_root?, ...}``
 ``POST /v2/log``            1..1000 events; ``result = {results: [{hash, envelope?, ...}]}``
 ``POST /v2/log_async``      same body; 202 ``result = {location, retry_counter, ttl_mins}``
+``POST /v1/log_stream``     Auth0 log-stream records (``{"logs": [...]}``) as standard events; ``result = {}``
 ``GET /request/{id}``       202 while "in progress", then 200 with the original call's answer
+``POST /v1/export``         202; the export is then pollable at ``/request/{id}``
+``POST /v1/download_results``  ``{dest_url, expires_at}`` for a search (``result_id``) or an export
+``GET /v1/download/{key}``  the gzip CSV / JSON lines file behind a ``dest_url`` (the key is the credential)
 ``POST /v1/search``         query / time range / order; first page, ``id`` for paging
 ``POST /v1/results``        a page of an earlier search
 ``POST /v1/root``           Merkle root of the log (or of its first ``tree_size`` records), with
@@ -77,6 +81,8 @@ from gateway.local_audit.settings import (
 )
 from gateway.local_audit.store import SearchCriteria, Store, StoredRecord, Tree
 from gateway.local_audit.tokens import Grant, new_id, token_digest
+from gateway.normalize.schema import EventInvalid
+from gateway.normalize.vendors import DecodeError, auth0
 
 __all__ = ["TOKEN_ENV", "LocalAuditServer", "resolve_default_token", "token_file_path"]
 
@@ -615,6 +621,7 @@ class LocalAuditServer:
         r.add_post(
             "/v2/log_async", self._api("v2/log_async", functools.partial(self._v2_log, async_mode=True), scope="log")
         )
+        r.add_post("/v1/log_stream", self._api("v1/log_stream", self._log_stream, scope="log_stream"))
         r.add_get("/request/{request_id}", self._api("request", self._poll))
         r.add_post("/v1/search", self._api("v1/search", self._search, scope="search"))
         r.add_post("/v1/results", self._api("v1/results", self._results, scope="search"))
@@ -863,6 +870,51 @@ class LocalAuditServer:
         accepted = async_mode or self.faults.accept_this_call()
         return self._commit(request, call, cfg, items, verbose, False, None, accepted)
 
+    async def _log_stream(self, request: web.Request, call: _Call) -> web.Response:
+        """Auth0 log-stream bodies (``{"logs": [{log_id, data}, ...]}``, as pangea-sdk's
+        ``log_stream()`` sends them), mapped to standard-schema events as the gateway maps them."""
+        raw = await request.read()
+        try:
+            doc = orjson.loads(raw) if raw.strip() else None
+        except orjson.JSONDecodeError:
+            doc = None  # JSON lines: auth0.decode reads them
+        body: dict[str, Any] = {}
+        if isinstance(doc, dict):
+            body = dict(doc)
+            config_id = body.pop("config_id", None)
+            cfg = self._resolve(call, {} if config_id is None else {"config_id": config_id})
+            raw = orjson.dumps(body)
+        else:
+            cfg = self._resolve(call, {})
+        if cfg.settings.schema_ is not None:
+            raise ApiError(400, "InvalidSchema", "Log streams need a configuration with the standard schema")
+        try:
+            records = auth0.decode(raw)
+        except DecodeError as exc:
+            raise _validation([_err("InvalidObject", exc.detail, "/logs")]) from None
+        errors: Errors = []
+        if not records:
+            errors.append(_err("BelowMinItems", "'logs' needs at least 1 record", "/logs"))
+        elif len(records) > MAX_EVENTS:
+            errors.append(
+                _err("AboveMaxItems", f"'logs' has {len(records)} records; the maximum is {MAX_EVENTS}", "/logs")
+            )
+        items: list[tuple[Any, str | None, str | None]] = []
+        for i, record in enumerate(records[:MAX_EVENTS]):
+            base = _ptr("logs", i)
+            try:
+                event, _ = auth0.to_event(record)
+            except EventInvalid as exc:
+                errors.extend(_err(e["code"], e["detail"], base + e["source"]) for e in exc.errors)
+                continue
+            cfg.validator.validate(event, base, errors)
+            items.append((event, None, None))
+        if errors:
+            raise _validation(errors)
+        if call.grant.restrict:
+            _check_restrictions(call.grant, [(it[0], _ptr("logs", i)) for i, it in enumerate(items)])
+        return self._commit(request, call, cfg, items, False, False, None, False, stream=True)
+
     def _commit(
         self,
         request: web.Request,
@@ -873,8 +925,12 @@ class LocalAuditServer:
         single: bool,
         prev_root: str | None,
         accepted: bool,
+        *,
+        stream: bool = False,
     ) -> web.Response:
-        """Hash and store validated events in one transaction; answer 200, or 202 when ``accepted``."""
+        """Hash and store validated events in one transaction; answer 200, or 202 when ``accepted``.
+
+        ``stream``: the answer of /v1/log_stream, whose result is ``{}``."""
         store = self._db
         tree = cfg.tree
         # One stamp per request; never earlier than the last one, so received_at follows leaf order
@@ -918,6 +974,8 @@ class LocalAuditServer:
                 old_size = tree.recent_roots.get(prev_root) if prev_root else None
                 if verbose and old_size is not None and old_size < tree.size:
                     result["consistency_proof"] = store.consistency_proof(tree, old_size, tree.size)
+            elif stream:
+                result = {}
             else:
                 result = {"results": results}
             if accepted:

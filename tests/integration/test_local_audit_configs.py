@@ -696,3 +696,78 @@ async def test_downloads_of_another_configurations_results_and_unknown_links_are
             assert resp.status == 404 and (await resp.json())["status"] == "NotFound"
     finally:
         await srv.stop()
+
+
+# -- log streams ----------------------------------------------------------------------------------
+
+AUTH0_BODY = Path(__file__).resolve().parents[1] / "fixtures" / "vendors" / "auth0_batch2_jsonobject.json"
+
+
+async def test_sdk_log_stream_stores_auth0_records_as_standard_events(server: LocalAuditServer) -> None:
+    data = json.loads(AUTH0_BODY.read_text())
+    with sdk(server.base_url, server.token) as audit:
+        streamed = await call(lambda: audit.log_stream(data))
+        assert streamed.status == "Success" and streamed.http_status == 200
+        assert streamed.raw_response is not None and streamed.raw_response.json()["result"] == {}
+        found = await call(lambda: audit.search("", order=SearchOrder.ASC, verify_events=True, verify_consistency=True))
+    assert found.result is not None and found.result.count == 4
+    events = [e.envelope.event for e in found.result.events if e.envelope.event]
+    assert [(e["action"], e["status"]) for e in events] == [
+        ("sapi", "success"),
+        ("fapi", "failure"),
+        ("limit_wc", "failure"),
+        ("du", "success"),
+    ]
+    assert events[0]["message"] == "Create a client" and events[0]["timestamp"] == "2024-06-11T09:30:05.123Z"
+    assert events[2]["actor"] == "maria.lopez@acme.example"
+    assert all(e.membership_verification == PASS for e in found.result.events)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "pangea_status", "expected"),
+    [
+        ({"logs": 5}, 400, "ValidationError", [("InvalidObject", "/logs")]),
+        ({"logs": []}, 400, "ValidationError", [("BelowMinItems", "/logs")]),
+        (
+            {"logs": [{"log_id": "1", "data": {"date": "x"}}]},
+            400,
+            "ValidationError",
+            [("InvalidObject", "/logs/0/data/type")],
+        ),
+        (
+            {"logs": [{"log_id": "1", "data": {"type": "s", "date": "yesterday"}}]},
+            400,
+            "ValidationError",
+            [("BadFormatDateTime", "/logs/0/timestamp")],
+        ),
+        (b"{not json", 400, "ValidationError", [("InvalidObject", "/logs")]),
+    ],
+)
+async def test_bad_log_stream_bodies_get_validation_errors(
+    server: LocalAuditServer,
+    http: aiohttp.ClientSession,
+    body: Any,
+    status: int,
+    pangea_status: str,
+    expected: list[tuple[str, str]],
+) -> None:
+    got, answer = await post(http, server.base_url, server.token, "/v1/log_stream", body)
+    assert (got, answer["status"]) == (status, pangea_status), answer
+    assert codes(answer) == expected
+
+
+async def test_log_stream_needs_the_standard_schema_and_its_scope(
+    server: LocalAuditServer, http: aiohttp.ClientSession
+) -> None:
+    data = json.loads(AUTH0_BODY.read_text())
+    custom = await create_config(http, server, {"name": "custom", "version": 2, "schema": CUSTOM_SCHEMA})
+    status, body = await post(
+        http, server.base_url, server.token, "/v1/log_stream", {**data, "config_id": custom["id"]}
+    )
+    assert status == 400 and body["status"] == "InvalidSchema"
+    with sqlite3.connect(server.settings.db_path) as conn:
+        logger = create_token(
+            conn, name="w", configs=[DEFAULT_CONFIG_ID], endpoints=["log"], restrict={}, expires_at=None
+        )
+    status, body = await post(http, server.base_url, logger["token"], "/v1/log_stream", data)
+    assert status == 403 and body["status"] == "Unauthorized"
