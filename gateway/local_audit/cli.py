@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import orjson
 import pydantic
 import yaml
 
+from gateway.local_audit import oauth
 from gateway.local_audit.hashing import format_timestamp
 from gateway.local_audit.query import parse_duration
 from gateway.local_audit.server import LocalAuditServer
@@ -128,6 +130,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     faults.add_argument("--fault-seed", type=int, default=None, metavar="N", help="seed of the fault dice")
     serve_p.set_defaults(func=serve)
     _register_tokens(sub)
+    _register_clients(sub)
 
 
 def build_settings(args: argparse.Namespace) -> LocalAuditSettings:
@@ -363,3 +366,107 @@ def _token_revoke(args: argparse.Namespace) -> int:
         return 1
     print(orjson.dumps({"id": args.id, "revoked": True}).decode(), flush=True)
     return 0
+
+
+# -- OAuth2 clients --------------------------------------------------------------------------
+
+
+def _scopes(value: str) -> list[str]:
+    names = [v for v in value.replace(",", " ").split() if v]
+    bad = [n for n in names if n not in oauth.SCOPES]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown scopes {', '.join(bad) or value!r}; known: {', '.join(oauth.SCOPES)}"
+        )
+    return names
+
+
+def _ttl(value: str) -> int:
+    return int(_expires_in(value))
+
+
+def _register_clients(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    client_p = sub.add_parser(
+        "client",
+        help="manage OAuth2 service clients (create, list, rotate)",
+        description="OAuth2 clients (Client Credentials grant) of the local audit log. Scopes: "
+        + "; ".join(f"{k} ({', '.join(sorted(v))})" for k, v in oauth.SCOPES.items()),
+    )
+    client_sub = client_p.add_subparsers(dest="client_command", required=True, metavar="ACTION")
+    create = client_sub.add_parser(
+        "create", help="create a client; prints {client_id, client_secret} (the only time the secret is shown)"
+    )
+    create.add_argument("--db", type=Path, required=True, metavar="FILE", help="the local audit log's database")
+    create.add_argument("--name", required=True, help="a unique name")
+    create.add_argument(
+        "--configs", type=_config_ids, required=True, metavar="ID,...", help="configurations its tokens may use"
+    )
+    create.add_argument(
+        "--scopes",
+        type=_scopes,
+        default=list(oauth.SCOPES),
+        metavar="SCOPE,...",
+        help="scopes its tokens may carry (space- or comma-separated; default: all)",
+    )
+    create.add_argument(
+        "--token-ttl",
+        type=_ttl,
+        default=oauth.DEFAULT_TOKEN_TTL_SECS,
+        metavar="DURATION",
+        help="lifetime of its access tokens (default 1h)",
+    )
+    create.set_defaults(func=_client_create)
+    lst = client_sub.add_parser("list", help="list clients as JSON (never their secrets)")
+    lst.add_argument("--db", type=Path, required=True, metavar="FILE", help="the local audit log's database")
+    lst.set_defaults(func=_client_list)
+    rotate = client_sub.add_parser("rotate", help="give a client a new secret (the old one stops working)")
+    rotate.add_argument("--db", type=Path, required=True, metavar="FILE", help="the local audit log's database")
+    rotate.add_argument("client_id", help="the client's id (psa_...)")
+    rotate.set_defaults(func=_client_rotate)
+
+
+def _with_db(db: Path, action: Callable[[sqlite3.Connection], int]) -> int:
+    try:
+        conn = _connect(db)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"local-audit: cannot open {db}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return action(conn)
+    finally:
+        conn.close()
+
+
+def _client_create(args: argparse.Namespace) -> int:
+    def act(conn: sqlite3.Connection) -> int:
+        try:
+            made = oauth.create_client(
+                conn, name=args.name, configs=args.configs, scopes=args.scopes, token_ttl_secs=args.token_ttl
+            )
+        except sqlite3.IntegrityError:
+            print(f"local-audit: a client named {args.name!r} exists already", file=sys.stderr)
+            return 1
+        print(orjson.dumps(made).decode(), flush=True)
+        return 0
+
+    return _with_db(args.db, act)
+
+
+def _client_list(args: argparse.Namespace) -> int:
+    def act(conn: sqlite3.Connection) -> int:
+        print(orjson.dumps(oauth.list_clients(conn)).decode(), flush=True)
+        return 0
+
+    return _with_db(args.db, act)
+
+
+def _client_rotate(args: argparse.Namespace) -> int:
+    def act(conn: sqlite3.Connection) -> int:
+        rotated = oauth.rotate_secret(conn, args.client_id)
+        if rotated is None:
+            print(f"local-audit: no client {args.client_id}", file=sys.stderr)
+            return 1
+        print(orjson.dumps(rotated).decode(), flush=True)
+        return 0
+
+    return _with_db(args.db, act)

@@ -42,6 +42,7 @@ inserted in one transaction (see ``store.py``); a faulted call stores nothing.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import logging
@@ -56,11 +57,13 @@ from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import unquote_plus
 
 import orjson
 import pydantic
 from aiohttp import web
 
+from gateway.local_audit import oauth
 from gateway.local_audit.configs import (
     ConfigListRequest,
     PartitionOverridesRequest,
@@ -80,7 +83,7 @@ from gateway.local_audit.settings import (
     SchemaFieldSettings,
 )
 from gateway.local_audit.store import SearchCriteria, Store, StoredRecord, Tree
-from gateway.local_audit.tokens import Grant, new_id, token_digest
+from gateway.local_audit.tokens import Grant, create_token, introspect_token, new_id, revoke_digest, token_digest
 from gateway.normalize.schema import EventInvalid
 from gateway.normalize.vendors import DecodeError, auth0
 
@@ -448,8 +451,10 @@ def _schema_result(cfg: AuditConfigSettings) -> dict[str, Any]:
 class LocalAuditServer:
     """The server; ``await start()``, use :attr:`base_url` and :attr:`token`, ``await stop()``."""
 
-    def __init__(self, settings: LocalAuditSettings) -> None:
+    def __init__(self, settings: LocalAuditSettings, *, clock: Callable[[], float] = time.time) -> None:
+        """``clock``: wall time in seconds, for token expiry (tests inject one)."""
         self.settings = settings
+        self._clock = clock
         self.faults = FaultInjector(settings.faults)
         self._store: Store | None = None
         self._configs: dict[str, _Config] = {}
@@ -641,6 +646,12 @@ class LocalAuditServer:
             "/v1beta/config/partition_overrides",
             self._api("v1beta/config/partition_overrides", self._config_partition_overrides, scope="config"),
         )
+        r.add_get(
+            "/.well-known/oauth-authorization-server", self._api("oauth", self._oauth_metadata, admin=True, auth=False)
+        )
+        r.add_post("/v1beta/oauth/token", self._api("oauth", self._oauth_token, admin=True, auth=False))
+        r.add_post("/v1beta/oauth/token/introspect", self._api("oauth", self._oauth_introspect, admin=True, auth=False))
+        r.add_post("/v1beta/oauth/token/revoke", self._api("oauth", self._oauth_revoke, admin=True, auth=False))
         if self.settings.enable_test_faults:
             # Test-only: whoever holds a token could otherwise switch the log into an outage.
             r.add_post("/_faults", self._api("_faults", self._set_faults, admin=True))
@@ -744,7 +755,7 @@ class LocalAuditServer:
                 grant = Grant(configs=frozenset(static), owner=digest)
             else:
                 # Expired and revoked tokens are not found: the same 401 as an unknown token.
-                grant = self._db.lookup_token(digest, time.time())
+                grant = self._db.lookup_token(digest, self._clock())
         if grant is None:
             raise ApiError(
                 401, "Unauthorized", "Not authorized to access this resource", headers={"WWW-Authenticate": "Bearer"}
@@ -1670,6 +1681,134 @@ class LocalAuditServer:
         stored["partition_overrides"] = merged
         self._save_config(cfg, stored)
         return self._response(call, 200, "Success", "Partition overrides updated", {})
+
+    # -- OAuth2 client credentials (RFC 6749 section 4.4, RFC 7662, RFC 7009) --------------
+
+    def _issuer(self, request: web.Request) -> str:
+        host = request.host or f"{self.settings.listen_host}:{self._port}"
+        return f"{request.scheme}://{host}"
+
+    async def _oauth_metadata(self, request: web.Request, call: _Call) -> web.Response:
+        issuer = self._issuer(request)
+        return web.json_response(
+            {
+                "issuer": issuer,
+                "token_endpoint": issuer + "/v1beta/oauth/token",
+                "introspection_endpoint": issuer + "/v1beta/oauth/token/introspect",
+                "revocation_endpoint": issuer + "/v1beta/oauth/token/revoke",
+                "grant_types_supported": ["client_credentials"],
+                "response_types_supported": ["token"],
+                "scopes_supported": sorted(oauth.SCOPES),
+                "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            }
+        )
+
+    @staticmethod
+    def _oauth_error(status: int, error: str, description: str) -> web.Response:
+        headers = {"Cache-Control": "no-store"}
+        if error == "invalid_client":
+            headers["WWW-Authenticate"] = 'Basic realm="local-audit"'
+        return web.json_response({"error": error, "error_description": description}, status=status, headers=headers)
+
+    async def _oauth_client(self, request: web.Request) -> tuple[oauth.Client | None, dict[str, str]]:
+        """The authenticated client (client_secret_basic or client_secret_post) and the form."""
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        header = request.headers.get("Authorization", "")
+        client_id = secret = None
+        if header[:6].lower() == "basic ":
+            try:
+                decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                return None, form
+            # RFC 6749 section 2.3.1: id and secret are form-urlencoded before base64.
+            raw_id, sep, raw_secret = decoded.partition(":")
+            if not sep or "client_secret" in form:
+                return None, form  # one authentication method per request
+            client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+        else:
+            client_id, secret = form.get("client_id"), form.get("client_secret")
+        if not client_id or not secret:
+            return None, form
+        return oauth.find_client(self._db.sql, client_id, secret), form
+
+    async def _oauth_token(self, request: web.Request, call: _Call) -> web.Response:
+        client, form = await self._oauth_client(request)
+        grant_type = form.get("grant_type")
+        if grant_type is None:
+            return self._oauth_error(400, "invalid_request", "grant_type is required")
+        if client is None:
+            return self._oauth_error(401, "invalid_client", "Client authentication failed")
+        if grant_type != "client_credentials":
+            return self._oauth_error(400, "unsupported_grant_type", "Only client_credentials is supported")
+        requested = form.get("scope")
+        granted = set(client.scopes)
+        if requested is not None:
+            asked = set(requested.split())
+            if not asked or not asked <= granted:
+                return self._oauth_error(400, "invalid_scope", "The scope is not within the client's scopes")
+            granted = asked
+        ttl = client.token_ttl_secs
+        asked_ttl = form.get("expires_in")
+        if asked_ttl is not None:
+            if not asked_ttl.isdigit() or not 1 <= int(asked_ttl) <= ttl:
+                return self._oauth_error(400, "invalid_request", f"expires_in must be within 1..{ttl}")
+            ttl = int(asked_ttl)
+        now = self._clock()
+        scope = " ".join(sorted(granted))
+        issued = create_token(
+            self._db.sql,
+            name=client.name,
+            configs=client.configs,
+            endpoints=oauth.scope_endpoints(granted),
+            restrict={},
+            expires_at=now + ttl,
+            client_id=client.client_id,
+            scope=scope,
+            now=now,
+        )
+        log.info("access token issued", extra={"client_id": client.client_id, "token_id": issued["id"]})
+        return web.json_response(
+            {"access_token": issued["token"], "token_type": "Bearer", "expires_in": ttl, "scope": scope},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def _oauth_introspect(self, request: web.Request, call: _Call) -> web.Response:
+        client, form = await self._oauth_client(request)
+        token = form.get("token")
+        info = None
+        if client is not None and token:
+            info = introspect_token(self._db.sql, token_digest(token), self._clock())
+        if info is None or client is None or info["client_id"] != client.client_id:
+            # Inactive, unknown, another client's, or an unauthenticated request: nothing more.
+            return web.json_response({"active": False}, headers={"Cache-Control": "no-store"})
+        iat = int(info["issued_at"])
+        answer: dict[str, Any] = {
+            "iss": self._issuer(request),
+            "sub": client.client_id,
+            "iat": iat,
+            "nbf": iat,
+            "jti": info["id"],
+            "client_id": client.client_id,
+            "token_type": "Bearer",
+            "username": client.name,
+            "scope": info["scope"] or "",
+            "active": True,
+        }
+        if info["expires_at"] is not None:
+            answer["exp"] = int(info["expires_at"])
+        return web.json_response(answer, headers={"Cache-Control": "no-store"})
+
+    async def _oauth_revoke(self, request: web.Request, call: _Call) -> web.Response:
+        client, form = await self._oauth_client(request)
+        if client is None:
+            return self._oauth_error(401, "invalid_client", "Client authentication failed")
+        token = form.get("token")
+        if not token:
+            return self._oauth_error(400, "invalid_request", "token is required")
+        if not revoke_digest(self._db.sql, token_digest(token), client.client_id):
+            return web.json_response({"error": "invalid_request", "error_description": "The token does not exist"})
+        log.info("access token revoked", extra={"client_id": client.client_id})
+        return web.Response(status=200)
 
     # -- published roots -------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from hashlib import sha256
 from itertools import repeat
 from pathlib import Path
 
+from gateway.local_audit import oauth
 from gateway.local_audit.hashing import (
     MerkleFrontier,
     NodeSource,
@@ -175,6 +176,7 @@ class Store:
             " root_hash TEXT NOT NULL, published_at TEXT NOT NULL, PRIMARY KEY (tree_id, size))"
         )
         ensure_schema(w)
+        oauth.ensure_schema(w)
         for config_id in config_ids:
             self._open_tree(config_id)
         # The reader is used from the search worker thread only (check_same_thread=False because
@@ -212,6 +214,11 @@ class Store:
         if self._w is None:
             raise RuntimeError("store is not open")
         return self._w
+
+    @property
+    def sql(self) -> sqlite3.Connection:
+        """The writer connection, for the token and client tables (loop thread, autocommit)."""
+        return self._writer
 
     @property
     def _reader(self) -> sqlite3.Connection:
@@ -354,7 +361,7 @@ class Store:
         return True
 
     def lookup_token(self, digest: bytes, now: float) -> Grant | None:
-        """The grant of an active service token with this digest."""
+        """The grant of an active service token (or OAuth2 access token) with this digest."""
         return lookup_token(self._writer, digest, now)
 
     def grant_config(self, token_id: str, config_id: str) -> None:

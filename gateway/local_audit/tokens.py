@@ -31,9 +31,11 @@ __all__ = [
     "create_token",
     "ensure_schema",
     "grant_config",
+    "introspect_token",
     "list_tokens",
     "lookup_token",
     "new_id",
+    "revoke_digest",
     "revoke_token",
     "token_digest",
 ]
@@ -87,7 +89,8 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS service_tokens (id TEXT PRIMARY KEY, digest BLOB NOT NULL UNIQUE,"
         " name TEXT NOT NULL, configs TEXT NOT NULL, endpoints TEXT, restrict TEXT NOT NULL,"
-        " created_at TEXT NOT NULL, expires_at REAL, revoked_at TEXT, client_id TEXT)"
+        " created_at TEXT NOT NULL, expires_at REAL, revoked_at TEXT, client_id TEXT, scope TEXT,"
+        " issued_at REAL NOT NULL)"
     )
 
 
@@ -101,14 +104,18 @@ def create_token(
     expires_at: float | None,
     prefix: str = "pts_",
     client_id: str | None = None,
+    scope: str | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
-    """Store a new token; returns ``{id, token, expires_at}`` (the only time the token is shown)."""
+    """Store a new token; returns ``{id, token, expires_at}`` (the only time the token is shown).
+
+    ``client_id``/``scope``: an OAuth2 access token issued to that client."""
     ensure_schema(conn)
     token_id = new_id("pmt_")
     token = new_id(prefix)
     conn.execute(
         "INSERT INTO service_tokens (id, digest, name, configs, endpoints, restrict, created_at, expires_at,"
-        " client_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " client_id, scope, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             token_id,
             token_digest(token),
@@ -119,6 +126,8 @@ def create_token(
             format_timestamp(datetime.now(UTC)),
             expires_at,
             client_id,
+            scope,
+            time.time() if now is None else now,
         ),
     )
     return {
@@ -149,6 +158,27 @@ def lookup_token(conn: sqlite3.Connection, digest: bytes, now: float | None = No
         token_id=token_id,
         client_id=client_id,
     )
+
+
+def introspect_token(conn: sqlite3.Connection, digest: bytes, now: float) -> dict[str, Any] | None:
+    """``{id, name, client_id, scope, issued_at, expires_at}`` of an active token, or None."""
+    row = conn.execute(
+        "SELECT id, name, client_id, scope, issued_at, expires_at FROM service_tokens"
+        " WHERE digest = ? AND revoked_at IS NULL",
+        (digest,),
+    ).fetchone()
+    if row is None or (row[5] is not None and row[5] <= now):
+        return None
+    return dict(zip(("id", "name", "client_id", "scope", "issued_at", "expires_at"), row, strict=True))
+
+
+def revoke_digest(conn: sqlite3.Connection, digest: bytes, client_id: str) -> bool:
+    """Revoke the active token with this digest if ``client_id`` was issued it."""
+    cur = conn.execute(
+        "UPDATE service_tokens SET revoked_at = ? WHERE digest = ? AND client_id = ? AND revoked_at IS NULL",
+        (format_timestamp(datetime.now(UTC)), digest, client_id),
+    )
+    return cur.rowcount > 0
 
 
 def grant_config(conn: sqlite3.Connection, token_id: str, config_id: str) -> None:
