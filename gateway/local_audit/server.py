@@ -409,6 +409,19 @@ class _Search:
     restriction: dict[str, list[str]]
     expires: float
     published_size: int
+    # The restriction the records were selected with (the caller's and the token's).
+    effective: dict[str, list[str]]
+
+    def visible_to(self, grant: Grant) -> bool:
+        """Whether a token may read these results: its configuration, and no record outside its
+        field restrictions (a restricted token cannot page through an unrestricted search)."""
+        if self.config_id not in grant.configs:
+            return False
+        for name, allowed in grant.restrict:
+            values = self.effective.get(name)
+            if values is None or not set(values) <= allowed:
+                return False
+        return True
 
 
 @dataclass(eq=False)
@@ -1138,7 +1151,8 @@ class LocalAuditServer:
         search_id = _new_id("pas_")
         expires = time.time() + self.settings.search_ttl_secs
         self._remember_search(
-            search_id, _Search(cfg.settings.id, leaves, size, root_hex, verbose, restriction, expires, published_size)
+            search_id,
+            _Search(cfg.settings.id, leaves, size, root_hex, verbose, restriction, expires, published_size, effective),
         )
         result: dict[str, Any] = {
             "id": search_id,
@@ -1234,7 +1248,7 @@ class LocalAuditServer:
         if errors:
             raise _validation(errors)
         search = self._searches.get(search_id) if isinstance(search_id, str) else None
-        if search is None or search.expires <= time.time() or search.config_id not in call.configs:
+        if search is None or search.expires <= time.time() or not search.visible_to(call.grant):
             raise _validation([_err("DoesNotExist", "no such search result id (unknown or expired)", "/id")])
         cid = body.get("config_id")
         if cid is not None and cid != search.config_id:
@@ -1316,6 +1330,7 @@ class LocalAuditServer:
             {},
             time.time() + ttl,
             published_size,
+            {k: sorted(v) for k, v in call.grant.restrict},
         )
         _remember(self._exports, call.request_id, export)
         done = orjson.dumps(
@@ -1360,7 +1375,7 @@ class LocalAuditServer:
         key, source = (result_id, "/result_id") if result_id is not None else (request_id, "/request_id")
         assert key is not None
         found = (self._searches if result_id is not None else self._exports).get(key)
-        if found is None or found.expires <= time.time() or found.config_id not in call.configs:
+        if found is None or found.expires <= time.time() or not found.visible_to(call.grant):
             raise _validation([_err("DoesNotExist", "no such result (unknown or expired)", source)])
         if cid is not None and cid != found.config_id:
             raise _validation([_err("DoesNotExist", "this result belongs to another configuration", source)])

@@ -430,6 +430,13 @@ async def test_service_tokens_from_the_command_line_limit_configs_endpoints_fiel
             assert root.result is not None and root.result.data.size == 3
         status, body = await post(http, url, token, "/v1/schema", {"config_id": CONFIG_A})
         assert status == 403 and body["status"] == "Unauthorized"
+        # Nor can it page through (or download) a search made without its restriction.
+        status, base_search = await post(http, url, base_token, "/v1/search", {"config_id": CONFIG_A})
+        assert status == 200 and base_search["result"]["count"] == 3
+        status, body = await post(http, url, token, "/v1/results", {"id": base_search["result"]["id"]})
+        assert status == 400 and codes(body) == [("DoesNotExist", "/id")]
+        status, body = await post(http, url, token, "/v1/download_results", {"result_id": base_search["result"]["id"]})
+        assert status == 400 and codes(body) == [("DoesNotExist", "/result_id")]
 
         # A token made while the server runs works at once; one limited to `log` cannot search.
         made = cli("token", "create", "--db", str(db), "--name", "writer", "--configs", CONFIG_B, "--endpoints", "log")
@@ -567,6 +574,13 @@ async def test_published_roots_let_the_sdk_verify_consistency_offline(
             assert event.consistency_verification == EventVerification.NONE
         root = await call(lambda: audit.root(tree_size=5))
         assert root.result is not None and root.result.data.published_at is not None
+        page = await call(
+            lambda: audit.results(found.result.id, limit=3, offset=1, verify_consistency=True, verify_events=True)  # type: ignore[union-attr]
+        )
+        assert page.result is not None and page.result.root is not None and len(page.result.events) == 3
+        assert [(e.membership_verification, e.consistency_verification) for e in page.result.events] == [
+            (PASS, PASS)
+        ] * 3
 
 
 async def test_the_publication_store_answers_only_published_sizes(
