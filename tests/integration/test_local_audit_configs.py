@@ -785,3 +785,62 @@ async def test_log_stream_needs_the_standard_schema_and_its_scope(
         )
     status, body = await post(http, server.base_url, logger["token"], "/v1/log_stream", data)
     assert status == 403 and body["status"] == "Unauthorized"
+
+
+# -- hostile input ---------------------------------------------------------------------------------
+
+HOSTILE_BODIES: list[Any] = [
+    b"",
+    b"null",
+    b"[]",
+    b'"text"',
+    b"{bad json",
+    b'{"id": null}',
+    b'{"id": [], "name": {}, "version": 9}',
+    b'{"name": "n", "version": 2, "schema": "x"}',
+    b'{"name": "n", "version": 2, "schema": {"fields": "x"}}',
+    b'{"name": "n", "version": 3, "schema": {"fields": [{"id": "a", "type": "integer", "size": 5}]}}',
+    b'{"name": "n", "ui_metadata": [], "forwarding_configuration": 1, "partition_overrides": "x"}',
+    b'{"filter": [], "size": "1", "last": "x"}',
+    b'{"filter": {"id__in": "x", "updated_at__lte": 5}}',
+    b'{"id": "pci_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "overrides": {"acme": {"cold_storage": 5}}}',
+    b'{"result_id": null, "request_id": null, "format": null}',
+    b'{"assert_search_restriction": "x", "result_id": "pas_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}',
+    b'{"start": 5, "end": [], "order": 1, "verbose": "x", "format": {}}',
+    b'{"logs": [null, 1, "x", {"data": []}, {"data": {"type": 5}}]}',
+    b'{"logs": {"data": {"type": "s"}}, "config_id": 5}',
+    b'{"config_id": "", "tree_size": "big"}',
+    '{"name": "\u0000\ud7ff", "version": 1}'.encode(),
+]
+NEW_ENDPOINTS = [
+    "/v1beta/config",
+    "/v1beta/config/create",
+    "/v1beta/config/update",
+    "/v1beta/config/delete",
+    "/v1beta/config/list",
+    "/v1beta/config/partition_overrides",
+    "/v1/export",
+    "/v1/download_results",
+    "/v1/log_stream",
+    "/v1/root",
+]
+
+
+async def test_hostile_bodies_to_every_new_endpoint_get_pangea_errors_never_a_500(
+    server: LocalAuditServer, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    await post(http, server.base_url, server.token, "/v1/log", {"event": {"message": "m"}})
+    for path in NEW_ENDPOINTS:
+        for raw in HOSTILE_BODIES:
+            status, answer = await post(http, server.base_url, server.token, path, raw)
+            assert status in (200, 202, 400, 403), (path, raw, answer)
+            assert set(answer) == {"request_id", "request_time", "response_time", "status", "summary", "result"}
+            if status == 400 and answer["status"] == "ValidationError":
+                assert all({"code", "detail", "source"} <= set(e) for e in answer["result"]["errors"])
+    assert "unhandled error" not in caplog.text
+    for path in ("/v1beta/oauth/token", "/v1beta/oauth/token/introspect", "/v1beta/oauth/token/revoke"):
+        for raw in HOSTILE_BODIES:
+            async with http.post(
+                server.base_url + path, data=raw, headers={"Authorization": "Basic !!!", "Content-Type": "text/plain"}
+            ) as resp:
+                assert resp.status in (200, 400, 401), (path, raw)
