@@ -160,12 +160,19 @@ async def test_a_configuration_created_with_a_custom_schema_accepts_and_validate
     assert {c["id"] for c in body["result"]["items"]} == {cid, DEFAULT_CONFIG_ID}
 
 
-async def test_created_configurations_survive_a_restart(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+async def test_created_configurations_and_published_roots_survive_a_restart(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
     settings = LocalAuditSettings(listen_port=0, db_path=tmp_path / "audit.db")
     first = LocalAuditServer(settings)
     await first.start()
     try:
         created = await create_config(http, first, {"name": "kept", "version": 2, "schema": CUSTOM_SCHEMA})
+        await post(
+            http, first.base_url, first.token, "/v1/log", {"config_id": created["id"], "event": {"message": "a"}}
+        )
+        first.publish_roots()
+        _, published = await post(http, first.base_url, first.token, "/v1/root", {"config_id": created["id"]})
     finally:
         await first.stop()
     second = LocalAuditServer(settings)
@@ -173,6 +180,10 @@ async def test_created_configurations_survive_a_restart(tmp_path: Path, http: ai
     try:
         status, body = await post(http, second.base_url, second.token, "/v1beta/config", {"id": created["id"]})
         assert status == 200 and body["result"] == created
+        status, body = await post(http, second.base_url, second.token, "/v1/root", {"config_id": created["id"]})
+        kept = ("root_hash", "size", "published_at", "tree_name")
+        assert [body["result"][k] for k in kept] == [published["result"][k] for k in kept]
+        assert body["result"]["url"].startswith(second.base_url + "/arweave/")
         status, body = await post(
             http,
             second.base_url,
