@@ -340,7 +340,16 @@ class _Pair:
             await wait_answering(self.la_url + "/_stats", stub)
             return
         la = spawn(
-            ["local-audit", "serve", "--listen", self.la_url.removeprefix("http://"), "--db", str(tmp / "la.db")],
+            # --enable-test-faults: the RSS measurement holds the log in an outage through /_faults.
+            [
+                "local-audit",
+                "serve",
+                "--enable-test-faults",
+                "--listen",
+                self.la_url.removeprefix("http://"),
+                "--db",
+                str(tmp / "la.db"),
+            ],
             tmp / "la.log",
             self.env,
         )

@@ -1,4 +1,5 @@
-"""``audit-gateway local-audit serve``: run the local audit log on its own.
+"""``audit-gateway local-audit serve``: run the local audit log on its own; ``local-audit token
+create|list|revoke``: manage its service tokens.
 
 Wired by the gateway CLI as ``local_audit.cli.register(subparsers)``; the parsed namespace's
 ``func(args)`` runs the server until SIGINT/SIGTERM and returns the exit code.
@@ -9,8 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import signal
+import sqlite3
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,14 +24,18 @@ import orjson
 import pydantic
 import yaml
 
+from gateway.local_audit import oauth
 from gateway.local_audit.hashing import format_timestamp
+from gateway.local_audit.query import parse_duration
 from gateway.local_audit.server import LocalAuditServer
 from gateway.local_audit.settings import (
+    CONFIG_ID_PATTERN,
     DEFAULT_DB_PATH,
     FaultSettings,
     LocalAuditSettings,
     load_configs_file,
 )
+from gateway.local_audit.tokens import ENDPOINTS, RESTRICTABLE_FIELD, create_token, list_tokens, revoke_token
 
 __all__ = ["JsonLogFormatter", "build_settings", "parse_listen", "register", "serve"]
 
@@ -87,7 +96,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="SQLite synchronous mode (default NORMAL: safe against process crashes)",
     )
     serve_p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
-    faults = serve_p.add_argument_group("fault injection (also settable at runtime: POST /_faults)")
+    faults = serve_p.add_argument_group(
+        "fault injection, for tests only: needs --enable-test-faults (then also settable at runtime: POST /_faults)"
+    )
+    faults.add_argument(
+        "--enable-test-faults",
+        action="store_true",
+        help="serve the fault-injection endpoints /_faults and allow the --fault-* flags (tests only)",
+    )
     faults.add_argument("--fault-latency-ms", type=float, default=0.0, metavar="MS", help="delay every API call")
     faults.add_argument(
         "--fault-5xx-ratio", type=_ratio, default=0.0, metavar="R", help="share of calls answered 503/500/502"
@@ -113,6 +129,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     faults.add_argument("--fault-outage", action="store_true", help="answer every API call 503")
     faults.add_argument("--fault-seed", type=int, default=None, metavar="N", help="seed of the fault dice")
     serve_p.set_defaults(func=serve)
+    _register_tokens(sub)
+    _register_clients(sub)
 
 
 def build_settings(args: argparse.Namespace) -> LocalAuditSettings:
@@ -123,6 +141,7 @@ def build_settings(args: argparse.Namespace) -> LocalAuditSettings:
         "listen_port": port,
         "db_path": args.db,
         "synchronous": args.synchronous,
+        "enable_test_faults": args.enable_test_faults,
         "faults": FaultSettings(
             latency_ms=args.fault_latency_ms,
             error_5xx_ratio=args.fault_5xx_ratio,
@@ -202,3 +221,252 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     _setup_logging(args.log_level)
     return asyncio.run(_run(settings))
+
+
+# -- service tokens ------------------------------------------------------------------------
+
+
+def _csv(value: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def _config_ids(value: str) -> list[str]:
+    ids = _csv(value)
+    bad = [i for i in ids if not re.fullmatch(CONFIG_ID_PATTERN, i)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"not configuration ids (pci_ + 32 of [a-z2-7]): {', '.join(bad)}")
+    return ids
+
+
+def _endpoints(value: str) -> list[str]:
+    names = _csv(value)
+    bad = [n for n in names if n not in ENDPOINTS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown endpoints {', '.join(bad)}; known: {', '.join(ENDPOINTS)}")
+    return names
+
+
+def _restriction(value: str) -> tuple[str, str]:
+    name, sep, allowed = value.partition("=")
+    if not sep or not re.fullmatch(RESTRICTABLE_FIELD, name) or not allowed:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {value!r}")
+    return name, allowed
+
+
+def _expires_in(value: str) -> float:
+    span = parse_duration(value)
+    if span is None or span.total_seconds() <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 30d, 12h or 90min, got {value!r}")
+    return span.total_seconds()
+
+
+def _register_tokens(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    token_p = sub.add_parser(
+        "token",
+        help="manage service tokens (create, list, revoke)",
+        description="Service tokens of the local audit log, kept (hashed) in its database.",
+    )
+    token_sub = token_p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = token_sub.add_parser(
+        "create",
+        help="create a token; prints {id, token, expires_at} (the only time the token is shown)",
+        description="Create a service token. Endpoint scopes: " + "; ".join(f"{k} ({v})" for k, v in ENDPOINTS.items()),
+    )
+    create.add_argument("--db", type=Path, required=True, metavar="FILE", help="the local audit log's database")
+    create.add_argument("--name", required=True, help="a readable name shown by `token list`")
+    create.add_argument(
+        "--configs", type=_config_ids, required=True, metavar="ID,...", help="configurations the token may use"
+    )
+    create.add_argument(
+        "--endpoints", type=_endpoints, default=None, metavar="NAME,...", help="endpoint scopes (default: all)"
+    )
+    create.add_argument(
+        "--restrict",
+        type=_restriction,
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="only events whose FIELD is VALUE may be logged and searched (repeatable; repeats of a field add values)",
+    )
+    create.add_argument(
+        "--expires-in", type=_expires_in, default=None, metavar="DURATION", help="e.g. 30d; default: never"
+    )
+    create.set_defaults(func=_token_create)
+    lst = token_sub.add_parser("list", help="list tokens as JSON (never their values)")
+    lst.add_argument("--db", type=Path, required=True, metavar="FILE", help="the local audit log's database")
+    lst.set_defaults(func=_token_list)
+    revoke = token_sub.add_parser("revoke", help="revoke a token by its id (pmt_...)")
+    revoke.add_argument("--db", type=Path, required=True, metavar="FILE", help="the local audit log's database")
+    revoke.add_argument("id", help="the token's id, as `token create` or `token list` printed it")
+    revoke.set_defaults(func=_token_revoke)
+
+
+def _connect(db: Path) -> sqlite3.Connection:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    # Autocommit; a running server holds the database in WAL mode, so this is safe beside it.
+    conn = sqlite3.connect(db, isolation_level=None, timeout=10.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    return conn
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    restrict: dict[str, list[str]] = {}
+    for name, value in args.restrict:
+        restrict.setdefault(name, []).append(value)
+    expires_at = None if args.expires_in is None else time.time() + args.expires_in
+    try:
+        conn = _connect(args.db)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"local-audit: cannot open {args.db}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        created = create_token(
+            conn,
+            name=args.name,
+            configs=args.configs,
+            endpoints=args.endpoints,
+            restrict=restrict,
+            expires_at=expires_at,
+        )
+    finally:
+        conn.close()
+    print(orjson.dumps(created).decode(), flush=True)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    try:
+        conn = _connect(args.db)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"local-audit: cannot open {args.db}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        tokens = list_tokens(conn)
+    finally:
+        conn.close()
+    print(orjson.dumps(tokens).decode(), flush=True)
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    try:
+        conn = _connect(args.db)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"local-audit: cannot open {args.db}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        revoked = revoke_token(conn, args.id)
+    finally:
+        conn.close()
+    if not revoked:
+        print(f"local-audit: no active token {args.id}", file=sys.stderr)
+        return 1
+    print(orjson.dumps({"id": args.id, "revoked": True}).decode(), flush=True)
+    return 0
+
+
+# -- OAuth2 clients --------------------------------------------------------------------------
+
+
+def _scopes(value: str) -> list[str]:
+    names = [v for v in value.replace(",", " ").split() if v]
+    bad = [n for n in names if n not in oauth.SCOPES]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown scopes {', '.join(bad) or value!r}; known: {', '.join(oauth.SCOPES)}"
+        )
+    return names
+
+
+def _ttl(value: str) -> int:
+    return int(_expires_in(value))
+
+
+def _register_clients(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    client_p = sub.add_parser(
+        "client",
+        help="manage OAuth2 service clients (create, list, rotate)",
+        description="OAuth2 clients (Client Credentials grant) of the local audit log. Scopes: "
+        + "; ".join(f"{k} ({', '.join(sorted(v))})" for k, v in oauth.SCOPES.items()),
+    )
+    client_sub = client_p.add_subparsers(dest="client_command", required=True, metavar="ACTION")
+    create = client_sub.add_parser(
+        "create", help="create a client; prints {client_id, client_secret} (the only time the secret is shown)"
+    )
+    create.add_argument("--db", type=Path, required=True, metavar="FILE", help="the local audit log's database")
+    create.add_argument("--name", required=True, help="a unique name")
+    create.add_argument(
+        "--configs", type=_config_ids, required=True, metavar="ID,...", help="configurations its tokens may use"
+    )
+    create.add_argument(
+        "--scopes",
+        type=_scopes,
+        default=list(oauth.SCOPES),
+        metavar="SCOPE,...",
+        help="scopes its tokens may carry (space- or comma-separated; default: all)",
+    )
+    create.add_argument(
+        "--token-ttl",
+        type=_ttl,
+        default=oauth.DEFAULT_TOKEN_TTL_SECS,
+        metavar="DURATION",
+        help="lifetime of its access tokens (default 1h)",
+    )
+    create.set_defaults(func=_client_create)
+    lst = client_sub.add_parser("list", help="list clients as JSON (never their secrets)")
+    lst.add_argument("--db", type=Path, required=True, metavar="FILE", help="the local audit log's database")
+    lst.set_defaults(func=_client_list)
+    rotate = client_sub.add_parser("rotate", help="give a client a new secret (the old one stops working)")
+    rotate.add_argument("--db", type=Path, required=True, metavar="FILE", help="the local audit log's database")
+    rotate.add_argument("client_id", help="the client's id (psa_...)")
+    rotate.set_defaults(func=_client_rotate)
+
+
+def _with_db(db: Path, action: Callable[[sqlite3.Connection], int]) -> int:
+    try:
+        conn = _connect(db)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"local-audit: cannot open {db}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return action(conn)
+    finally:
+        conn.close()
+
+
+def _client_create(args: argparse.Namespace) -> int:
+    def act(conn: sqlite3.Connection) -> int:
+        try:
+            made = oauth.create_client(
+                conn, name=args.name, configs=args.configs, scopes=args.scopes, token_ttl_secs=args.token_ttl
+            )
+        except sqlite3.IntegrityError:
+            print(f"local-audit: a client named {args.name!r} exists already", file=sys.stderr)
+            return 1
+        print(orjson.dumps(made).decode(), flush=True)
+        return 0
+
+    return _with_db(args.db, act)
+
+
+def _client_list(args: argparse.Namespace) -> int:
+    def act(conn: sqlite3.Connection) -> int:
+        print(orjson.dumps(oauth.list_clients(conn)).decode(), flush=True)
+        return 0
+
+    return _with_db(args.db, act)
+
+
+def _client_rotate(args: argparse.Namespace) -> int:
+    def act(conn: sqlite3.Connection) -> int:
+        rotated = oauth.rotate_secret(conn, args.client_id)
+        if rotated is None:
+            print(f"local-audit: no client {args.client_id}", file=sys.stderr)
+            return 1
+        print(orjson.dumps(rotated).decode(), flush=True)
+        return 0
+
+    return _with_db(args.db, act)

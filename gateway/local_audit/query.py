@@ -3,7 +3,8 @@
 Query syntax (spec, ``/v1/search`` ``query``): a space-separated list of case-sensitive values;
 ``field:value`` limits a value to one field, values with spaces are double-quoted
 (``actor:"Jane Doe"``), a bare value matches any field.  Every term must match (AND); each
-value matches when the field *contains* it.  The empty query matches everything.
+value matches when the field *contains* it, so ``field:""`` matches every event that has the
+field at all.  The empty query matches everything.
 
 Times (spec ``DateTimeRel``): an RFC 3339-like timestamp (zone optional, UTC assumed) or a
 relative duration such as ``7d``, ``120min``, ``2months`` counted back from now.
@@ -19,7 +20,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from gateway.errors import GatewayError
 
-__all__ = ["QueryError", "Term", "is_rfc3339", "parse_query", "parse_time"]
+__all__ = ["QueryError", "Term", "is_rfc3339", "parse_duration", "parse_query", "parse_time"]
 
 
 class QueryError(GatewayError, ValueError):
@@ -86,13 +87,16 @@ def parse_query(query: str, fields: Collection[str]) -> list[Term]:
             else:
                 end = _read_word(query, j)
                 value, j = query[j:end], end
+            quoted = query[i + len(field) + 1 : i + len(field) + 2] == '"'
             if field not in fields:
                 raise QueryError(
                     f"unknown field {field!r} in query; searchable fields: {', '.join(sorted(fields))} "
                     "(quote the whole value to search for it as text)"
                 )
-            if not value:
-                raise QueryError(f"empty value for field {field!r} in query")
+            if not value and not quoted:
+                raise QueryError(
+                    f'empty value for field {field!r} in query (quote it, {field}:"", to ask for any value)'
+                )
             terms.append(Term(field, value))
             i = j
             continue
@@ -126,13 +130,24 @@ _ABSOLUTE = re.compile(
 )
 
 
+def parse_duration(value: str) -> timedelta | None:
+    """A spec ``Duration`` (``7d``, ``120min``, ``2months``) as a timedelta; None if it is not one."""
+    m = _DURATION.match(value)
+    if m is None:
+        return None
+    seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        return timedelta.max
+
+
 def parse_time(value: str, now: datetime) -> datetime:
     """A ``DateTimeRel`` as an aware UTC datetime; relative values count back from ``now``."""
-    m = _DURATION.match(value)
-    if m:
-        seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    span = parse_duration(value)
+    if span is not None:
         try:
-            return now - timedelta(seconds=seconds)
+            return now - span
         except OverflowError:
             return datetime.min.replace(tzinfo=UTC)
     m = _ABSOLUTE.match(value)
@@ -152,17 +167,18 @@ def parse_time(value: str, now: datetime) -> datetime:
         raise QueryError(f"{value!r} is not a valid date and time") from exc
 
 
-# RFC 3339 section 5.6 `date-time` (JSON Schema's `format: date-time`): zone offset required.
+# RFC 3339 section 5.6 `date-time` (JSON Schema's `format: date-time`); a missing zone offset is
+# taken as UTC, as the service does.
 # Field ranges are in the pattern so the common case costs one match; only days 29-31 need a
 # calendar check.  Runs once per event carrying a datetime field, hence the care.
 _RFC3339 = re.compile(
     r"^(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[Tt]([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(?:\.\d+)?"
-    r"(?:[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)$"
+    r"(?:[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)?$"
 )
 
 
 def is_rfc3339(value: str) -> bool:
-    """Whether ``value`` is an RFC 3339 ``date-time`` (leap second 60 accepted, as RFC 3339 allows)."""
+    """Whether ``value`` is an RFC 3339 ``date-time``, zone optional (UTC); leap second 60 accepted."""
     m = _RFC3339.match(value)
     if m is None:
         return False

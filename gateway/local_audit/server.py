@@ -8,15 +8,30 @@ summary, result}``; every route but ``GET /request/{id}`` takes a JSON body; all
 ``POST /v1/log``            one event; ``result = {hash, envelope?, unpublished_root?, ...}``
 ``POST /v2/log``            1..1000 events; ``result = {results: [{hash, envelope?, ...}]}``
 ``POST /v2/log_async``      same body; 202 ``result = {location, retry_counter, ttl_mins}``
+``POST /v1/log_stream``     Auth0 log-stream records (``{"logs": [...]}``) as standard events; ``result = {}``
 ``GET /request/{id}``       202 while "in progress", then 200 with the original call's answer
+``POST /v1/export``         202; the export is then pollable at ``/request/{id}``
+``POST /v1/download_results``  ``{dest_url, expires_at}`` for a search (``result_id``) or an export
+``GET /v1/download/{key}``  the gzip CSV / JSON lines file behind a ``dest_url`` (the key is the credential)
 ``POST /v1/search``         query / time range / order; first page, ``id`` for paging
 ``POST /v1/results``        a page of an earlier search
-``POST /v1/root``           Merkle root (and size) of the configuration's log
+``POST /v1/root``           Merkle root of the log (or of its first ``tree_size`` records), with
+                            ``consistency_proof``, and ``url``/``published_at`` once published
 ``POST /v1/schema``         the configuration's AuditSchema
-``POST /_faults``           admin: change fault knobs (partial body; ``reset: true`` first)
-``GET /_faults``            admin: the knobs in force
+``POST /v1beta/config...``  configurations: get, ``/create``, ``/update``, ``/delete``, ``/list``,
+                            ``/partition_overrides`` (see ``configs.py``)
+``POST /arweave/graphql``   publication store (public, Arweave-shaped): which roots are published
+``GET /arweave/{id}/``      one published root
+``POST /_faults``           test-only (``enable_test_faults``): change fault knobs
+``GET /_faults``            test-only: the knobs in force
 ``GET /_stats``             admin: call, storage and fault counters
 ==========================  ===========================================================
+
+Bearer tokens are the settings' tokens (the default token) or service tokens from
+``local-audit token create`` (``tokens.py``): configurations, endpoint scopes, field
+restrictions (403 ``ForbiddenFieldValue``) and expiry.  Roots are published every
+``publish_interval_secs``; records under the latest published root are answered ``published``
+with their ``leaf_index`` and a proof against that root (``result.root``).
 
 A request's events are validated against its configuration's schema and the whole request is
 rejected, one error per offending field (``source`` a JSON pointer such as
@@ -28,35 +43,50 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import logging
 import os
 import re
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import unquote_plus
 
 import orjson
 import pydantic
 from aiohttp import web
 
 from gateway.errors import GatewayError
+from gateway.local_audit import oauth
+from gateway.local_audit.configs import (
+    ConfigListRequest,
+    PartitionOverridesRequest,
+    ServiceConfigBody,
+    body_from_settings,
+    pydantic_errors,
+    runtime_settings,
+    version_errors,
+)
+from gateway.local_audit.exports import DownloadFormat, render
 from gateway.local_audit.faults import FaultDecision, FaultInjector
 from gateway.local_audit.hashing import envelope_bytes, format_timestamp, utc_now
-from gateway.local_audit.query import QueryError, Term, is_rfc3339, parse_query, parse_time
+from gateway.local_audit.query import QueryError, Term, is_rfc3339, parse_duration, parse_query, parse_time
 from gateway.local_audit.settings import (
     AuditConfigSettings,
     LocalAuditSettings,
     SchemaFieldSettings,
 )
 from gateway.local_audit.store import SearchCriteria, Store, StoredRecord, Tree
+from gateway.local_audit.tokens import Grant, create_token, introspect_token, new_id, revoke_digest, token_digest
+from gateway.normalize.schema import EventInvalid
+from gateway.normalize.vendors import DecodeError, auth0
 
 __all__ = ["TOKEN_ENV", "LocalAuditServer", "resolve_default_token", "token_file_path"]
 
@@ -95,16 +125,25 @@ _SEARCH_KEYS: Final = frozenset(
     )
 )
 _ROOT_KEYS: Final = frozenset(("config_id", "tree_size"))
+_EXPORT_KEYS: Final = frozenset(("config_id", "start", "end", "verbose", "order", "order_by", "format"))
+_DOWNLOAD_KEYS: Final = frozenset(
+    ("result_id", "request_id", "format", "config_id", "assert_search_restriction", "return_context")
+)
+_RESULT_ID: Final = re.compile(r"^pas_[a-z0-9]{32}$")
+_REQUEST_ID: Final = re.compile(r"^prq_[a-z0-9]{32}$")
+_FORMATS: Final = ("csv", "json")
 _SCHEMA_KEYS: Final = frozenset(("config_id",))
 _MISSING: Final = object()
+# Where the publication store is served: Arweave-shaped (GraphQL look-up by tree_name and
+# tree_size tags, then GET of the transaction), the place pangea-sdk reads published roots from.
+_PUBLICATION_PREFIX: Final = "/arweave"
+_GRAPHQL_TAG: Final = re.compile(r'name:\s*"(tree_size|tree_name)"\s*values:\s*\[([^\]]*)\]')
 _PREV_ROOT: Final = re.compile(r"^[a-z0-9]{64}")  # the spec's pattern, unanchored at the end as written
 
 Errors = list[dict[str, str]]
 
 
-def _new_id(prefix: str) -> str:
-    """Pangea-style id: prefix + 32 characters of [a-z2-7]."""
-    return prefix + base64.b32encode(secrets.token_bytes(20)).decode("ascii").lower()
+_new_id = new_id
 
 
 def _ptr(*parts: str | int) -> str:
@@ -239,6 +278,56 @@ def _unexpected(body: dict[str, Any], allowed: frozenset[str], errors: Errors, b
             errors.append(_err("UnexpectedProperty", f"unexpected property {key!r}", base + _ptr(key)))
 
 
+_FORBIDDEN_SUMMARY: Final = "A field value was supplied that is not allowed by the token's field restrictions."
+
+
+def _check_restrictions(grant: Grant, events: list[tuple[Any, str]]) -> None:
+    """403 ForbiddenFieldValue unless every event's restricted fields hold allowed values."""
+    errors: Errors = []
+    for event, base in events:
+        for name, allowed in grant.restrict:
+            value = event.get(name)
+            if value not in allowed:
+                errors.append(
+                    _err(
+                        "ForbiddenFieldValue",
+                        f"the token may only log {name!r} values {', '.join(sorted(allowed))}",
+                        base + _ptr(name),
+                    )
+                )
+    if errors:
+        raise ApiError(403, "ForbiddenFieldValue", _FORBIDDEN_SUMMARY, errors)
+
+
+def _restricted_search(grant: Grant, asked: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The search restriction in force: the caller's, narrowed to the token's field restrictions."""
+    if not grant.restrict:
+        return asked
+    out = dict(asked)
+    for name, allowed in grant.restrict:
+        values = asked.get(name)
+        if values is None:
+            out[name] = sorted(allowed)
+        elif not set(values) <= allowed:
+            err = _err(
+                "ForbiddenFieldValue",
+                f"the token may only search {name!r} values {', '.join(sorted(allowed))}",
+                _ptr("search_restriction", name),
+            )
+            raise ApiError(403, "ForbiddenFieldValue", _FORBIDDEN_SUMMARY, [err])
+    return out
+
+
+def _remember(table: OrderedDict[str, Any], key: str, value: Any) -> None:
+    """Keep ``value``; drop expired entries and the oldest beyond the bound."""
+    now = time.time()
+    for old in [k for k, v in table.items() if v.expires <= now]:
+        del table[old]
+    table[key] = value
+    while len(table) > _MAX_SEARCHES:
+        table.popitem(last=False)
+
+
 # -- token resolution -----------------------------------------------------------------------
 
 
@@ -287,13 +376,28 @@ class _Config:
     fields: frozenset[str]
     order_by: frozenset[str]
     schema_result: dict[str, Any]
+    # The AuditServiceConfig as /v1beta/config answers it (without id and timestamps).
+    body: dict[str, Any]
+    created_at: str
+    updated_at: str
+    origin: str  # "settings": from the settings (read-only over the API); "api": created over the API
+    retention: timedelta | None
+    owner: bytes | None  # digest of the settings token that created it over the API, if one did
+
+
+_NO_GRANT: Final = Grant(configs=frozenset())
 
 
 @dataclass(frozen=True, slots=True)
 class _Call:
     request_id: str
     request_time: str
-    configs: frozenset[str]
+    grant: Grant
+
+    @property
+    def configs(self) -> frozenset[str]:
+        """Configurations the caller's token may use."""
+        return self.grant.configs
 
 
 @dataclass(eq=False)
@@ -304,6 +408,27 @@ class _Search:
     root_hex: str | None
     verbose: bool
     restriction: dict[str, list[str]]
+    expires: float
+    published_size: int
+    # The restriction the records were selected with (the caller's and the token's).
+    effective: dict[str, list[str]]
+
+    def visible_to(self, grant: Grant) -> bool:
+        """Whether a token may read these results: its configuration, and no record outside its
+        field restrictions (a restricted token cannot page through an unrestricted search)."""
+        if self.config_id not in grant.configs:
+            return False
+        for name, allowed in grant.restrict:
+            values = self.effective.get(name)
+            if values is None or not set(values) <= allowed:
+                return False
+        return True
+
+
+@dataclass(eq=False)
+class _Download:
+    search: _Search
+    format: DownloadFormat
     expires: float
 
 
@@ -317,33 +442,50 @@ def _schema_result(cfg: AuditConfigSettings) -> dict[str, Any]:
     fields = []
     for f in cfg.schema_fields:
         item: dict[str, Any] = {"id": f.id, "type": f.type, "required": f.required, "redact": f.redact}
-        if f.size is not None:
-            item["size"] = f.size
-        if f.name is not None:
-            item["name"] = f.name
-        if f.description is not None:
-            item["description"] = f.description
+        for key in ("size", "name", "description", "partitioned", "ui_default_visible"):
+            value = getattr(f, key)
+            if value is not None:
+                item[key] = value
         fields.append(item)
-    return {"client_signable": True, "save_malformed": "reject", "tamper_proofing": True, "fields": fields}
+    schema = cfg.schema_
+    result: dict[str, Any] = {
+        "client_signable": True if schema is None else schema.client_signable,
+        "save_malformed": "reject" if schema is None else schema.save_malformed,
+        "tamper_proofing": True if schema is None else schema.tamper_proofing,
+        "fields": fields,
+    }
+    if schema is not None:
+        for key in ("vendor_id", "json_path"):
+            value = getattr(schema, key)
+            if value is not None:
+                result[key] = value
+    return result
 
 
 class LocalAuditServer:
     """The server; ``await start()``, use :attr:`base_url` and :attr:`token`, ``await stop()``."""
 
-    def __init__(self, settings: LocalAuditSettings) -> None:
+    def __init__(self, settings: LocalAuditSettings, *, clock: Callable[[], float] = time.time) -> None:
+        """``clock``: wall time in seconds, for token expiry (tests inject one)."""
         self.settings = settings
+        self._clock = clock
         self.faults = FaultInjector(settings.faults)
         self._store: Store | None = None
         self._configs: dict[str, _Config] = {}
-        self._tokens: dict[bytes, frozenset[str]] = {}
+        # Tokens of the settings (the default token included), keyed by digest: the configurations
+        # each may use.  Sets, because configurations created over the API join them.
+        self._static: dict[bytes, set[str]] = {}
         self._token = ""
         self._token_source = ""
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._executor: ThreadPoolExecutor | None = None
         self._searches: OrderedDict[str, _Search] = OrderedDict()
+        self._exports: OrderedDict[str, _Search] = OrderedDict()
+        self._downloads: OrderedDict[str, _Download] = OrderedDict()
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._async_writes = 0
+        self._publisher: asyncio.Task[None] | None = None
         self.calls: dict[str, int] = {}
         self.stored_events = 0
         self.rejected_calls = 0
@@ -376,7 +518,7 @@ class LocalAuditServer:
     @property
     def config_ids(self) -> list[str]:
         """Ids of the configurations served, in settings order."""
-        return [c.id for c in self.settings.configs]
+        return list(self._configs)
 
     async def start(self) -> None:
         """Open the database and bind the listening socket."""
@@ -387,6 +529,8 @@ class LocalAuditServer:
             store.open(c.id for c in settings.configs)
             self._setup_configs()
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-audit-search")
+            if settings.publish_interval_secs > 0:
+                self._publisher = asyncio.create_task(self._publish_loop(settings.publish_interval_secs))
             app = web.Application(client_max_size=settings.max_body_bytes)
             self._routes(app)
             # No access log: a line per request costs more than storing its events.
@@ -412,6 +556,11 @@ class LocalAuditServer:
 
     async def stop(self) -> None:
         """Stop serving and close the database (idempotent)."""
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+            self._publisher = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -426,44 +575,108 @@ class LocalAuditServer:
     # -- setup -----------------------------------------------------------------------------
 
     def _setup_configs(self) -> None:
-        assert self._store is not None
+        store = self._db
         needs_default = any(not c.tokens for c in self.settings.configs)
         grants: dict[str, set[str]] = {}
         if needs_default:
             self._token, self._token_source = resolve_default_token(self.settings)
+        rows = {r[0]: r for r in store.config_rows()}
+        now = format_timestamp(utc_now())
         for cfg in self.settings.configs:
             tokens = [t.get_secret_value() for t in cfg.tokens] or [self._token]
             for token in tokens:
                 grants.setdefault(token, set()).add(cfg.id)
-            fields = cfg.schema_fields
-            ids = frozenset(f.id for f in fields)
-            self._configs[cfg.id] = _Config(
-                settings=cfg,
-                validator=EventValidator(fields),
-                tree=self._store.tree(cfg.id),
-                fields=ids,
-                order_by=_STANDARD_ORDER_BY if cfg.schema_ is None else ids | {"received_at"},
-                schema_result=_schema_result(cfg),
-            )
+            body = body_from_settings(cfg)
+            row = rows.pop(cfg.id, None)
+            created_at = row[2] if row is not None else now
+            updated_at = row[3] if row is not None and orjson.loads(row[1]) == body else now
+            store.put_config(cfg.id, orjson.dumps(body).decode(), created_at, updated_at, "settings", None)
+            self._add_config(cfg, body, created_at, updated_at, "settings")
         if not needs_default:
             self._token = self.settings.configs[0].tokens[0].get_secret_value()
             self._token_source = "configs"  # noqa: S105 - a provenance label
         # Keyed by the token's digest: no token text is kept in a dict that might be dumped.
-        self._tokens = {sha256(t.encode()).digest(): frozenset(ids) for t, ids in grants.items()}
+        self._static = {token_digest(t): ids for t, ids in grants.items()}
+        for cid, body_text, created_at, updated_at, origin, owner in rows.values():
+            if origin != "api":
+                continue  # a configuration the settings no longer list
+            body = orjson.loads(body_text)
+            self._add_config(runtime_settings(cid, body), body, created_at, updated_at, origin, owner)
+            if owner is not None and owner in self._static:
+                self._static[owner].add(cid)
+
+    def _add_config(
+        self,
+        cfg: AuditConfigSettings,
+        body: dict[str, Any],
+        created_at: str,
+        updated_at: str,
+        origin: str,
+        owner: bytes | None = None,
+    ) -> _Config:
+        fields = cfg.schema_fields
+        ids = frozenset(f.id for f in fields)
+        config = _Config(
+            settings=cfg,
+            validator=EventValidator(fields),
+            tree=self._db.add_tree(cfg.id),
+            fields=ids,
+            order_by=_STANDARD_ORDER_BY if cfg.schema_ is None else ids | {"received_at"},
+            schema_result=_schema_result(cfg),
+            body=body,
+            created_at=created_at,
+            updated_at=updated_at,
+            origin=origin,
+            retention=parse_duration(cfg.retention) if cfg.retention is not None else None,
+            owner=owner,
+        )
+        self._configs[cfg.id] = config
+        return config
 
     def _routes(self, app: web.Application) -> None:
         r = app.router
-        r.add_post("/v1/log", self._api("v1/log", self._v1_log))
-        r.add_post("/v2/log", self._api("v2/log", functools.partial(self._v2_log, async_mode=False)))
-        r.add_post("/v2/log_async", self._api("v2/log_async", functools.partial(self._v2_log, async_mode=True)))
+        r.add_post("/v1/log", self._api("v1/log", self._v1_log, scope="log"))
+        r.add_post("/v2/log", self._api("v2/log", functools.partial(self._v2_log, async_mode=False), scope="log"))
+        r.add_post(
+            "/v2/log_async", self._api("v2/log_async", functools.partial(self._v2_log, async_mode=True), scope="log")
+        )
+        r.add_post("/v1/log_stream", self._api("v1/log_stream", self._log_stream, scope="log_stream"))
         r.add_get("/request/{request_id}", self._api("request", self._poll))
-        r.add_post("/v1/search", self._api("v1/search", self._search))
-        r.add_post("/v1/results", self._api("v1/results", self._results))
-        r.add_post("/v1/root", self._api("v1/root", self._root))
-        r.add_post("/v1/schema", self._api("v1/schema", self._schema))
-        r.add_post("/_faults", self._api("_faults", self._set_faults, admin=True))
-        r.add_get("/_faults", self._api("_faults", self._get_faults, admin=True))
+        r.add_post("/v1/search", self._api("v1/search", self._search, scope="search"))
+        r.add_post("/v1/results", self._api("v1/results", self._results, scope="search"))
+        r.add_post("/v1/root", self._api("v1/root", self._root, scope="root"))
+        r.add_post("/v1/export", self._api("v1/export", self._export, scope="export"))
+        # Scope checked inside: `search` for search results, `export` for exports.
+        r.add_post("/v1/download_results", self._api("v1/download_results", self._download_results))
+        # Presigned-URL style, as the service's dest_url: the unguessable key is the credential.
+        r.add_get("/v1/download/{key}", self._api("v1/download", self._download, admin=True, auth=False))
+        r.add_post("/v1/schema", self._api("v1/schema", self._schema, scope="schema"))
+        r.add_post("/v1beta/config", self._api("v1beta/config", self._config_get, scope="config"))
+        r.add_post("/v1beta/config/create", self._api("v1beta/config/create", self._config_create, scope="config"))
+        r.add_post("/v1beta/config/update", self._api("v1beta/config/update", self._config_update, scope="config"))
+        r.add_post("/v1beta/config/delete", self._api("v1beta/config/delete", self._config_delete, scope="config"))
+        r.add_post("/v1beta/config/list", self._api("v1beta/config/list", self._config_list, scope="config"))
+        r.add_post(
+            "/v1beta/config/partition_overrides",
+            self._api("v1beta/config/partition_overrides", self._config_partition_overrides, scope="config"),
+        )
+        r.add_get(
+            "/.well-known/oauth-authorization-server", self._api("oauth", self._oauth_metadata, admin=True, auth=False)
+        )
+        r.add_post("/v1beta/oauth/token", self._api("oauth", self._oauth_token, admin=True, auth=False))
+        r.add_post("/v1beta/oauth/token/introspect", self._api("oauth", self._oauth_introspect, admin=True, auth=False))
+        r.add_post("/v1beta/oauth/token/revoke", self._api("oauth", self._oauth_revoke, admin=True, auth=False))
+        if self.settings.enable_test_faults:
+            # Test-only: whoever holds a token could otherwise switch the log into an outage.
+            r.add_post("/_faults", self._api("_faults", self._set_faults, admin=True))
+            r.add_get("/_faults", self._api("_faults", self._get_faults, admin=True))
         r.add_get("/_stats", self._api("_stats", self._stats, admin=True))
+        # The publication store is public, as Arweave is: published roots are meant to be read by anyone.
+        publications = self._api("publications", self._publication_lookup, admin=True, auth=False)
+        r.add_post(_PUBLICATION_PREFIX + "/graphql", publications)
+        publication = self._api("publications", self._publication, admin=True, auth=False)
+        r.add_get(_PUBLICATION_PREFIX + "/{tx_id}/", publication)
+        r.add_get(_PUBLICATION_PREFIX + "/{tx_id}", publication)
         # Last: anything else gets a Pangea NotFound envelope rather than aiohttp's text page.
         r.add_route("*", "/{tail:.*}", self._api("not_found", self._not_found, admin=True, auth=False))
 
@@ -504,11 +717,12 @@ class LocalAuditServer:
         *,
         admin: bool = False,
         auth: bool = True,
+        scope: str | None = None,
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        """Wrap a handler: ids, fault injection (API routes), auth, and error envelopes."""
+        """Wrap a handler: ids, fault injection (API routes), auth, endpoint scope, and error envelopes."""
 
         async def handler(request: web.Request) -> web.StreamResponse:
-            call = _Call(_new_id("prq_"), format_timestamp(utc_now()), frozenset())
+            call = _Call(_new_id("prq_"), format_timestamp(utc_now()), _NO_GRANT)
             self.calls[name] = self.calls.get(name, 0) + 1
             try:
                 if not admin:
@@ -518,6 +732,8 @@ class LocalAuditServer:
                         return self._fault_response(call, decision)
                 if auth:
                     call = _Call(call.request_id, call.request_time, self._authenticate(request))
+                    if scope is not None and not call.grant.allows(scope):
+                        raise ApiError(403, "Unauthorized", f"The token has no access to the {scope} endpoints")
                 return await impl(request, call)
             except ApiError as exc:
                 if exc.status == "ValidationError":
@@ -541,15 +757,24 @@ class LocalAuditServer:
         log.debug("fault injected", extra={"kind": decision.kind, "status": decision.http_status})
         return self._response(call, decision.http_status, decision.pangea_status, decision.summary, None, headers)
 
-    def _authenticate(self, request: web.Request) -> frozenset[str]:
+    def _authenticate(self, request: web.Request) -> Grant:
+        """The caller's grant: a settings token (memory) or an active service token (database)."""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         token = token.strip()
-        configs = self._tokens.get(sha256(token.encode()).digest()) if scheme.lower() == "bearer" and token else None
-        if configs is None:
+        grant: Grant | None = None
+        if scheme.lower() == "bearer" and token:
+            digest = token_digest(token)
+            static = self._static.get(digest)
+            if static is not None:
+                grant = Grant(configs=frozenset(static), owner=digest)
+            else:
+                # Expired and revoked tokens are not found: the same 401 as an unknown token.
+                grant = self._db.lookup_token(digest, self._clock())
+        if grant is None:
             raise ApiError(
                 401, "Unauthorized", "Not authorized to access this resource", headers={"WWW-Authenticate": "Bearer"}
             )
-        return configs
+        return grant
 
     async def _json_body(self, request: web.Request) -> dict[str, Any]:
         raw = await request.read()
@@ -567,8 +792,12 @@ class LocalAuditServer:
         """The configuration a call addresses, from ``config_id`` or the token's only one."""
         cid = body.get("config_id")
         if cid is None:
-            if len(call.configs) == 1:
-                return self._configs[next(iter(call.configs))]
+            # Only configurations that exist count: a token may name ones created later or deleted.
+            usable = [c for c in call.configs if c in self._configs]
+            if len(usable) == 1:
+                return self._configs[usable[0]]
+            if not usable:
+                raise ApiError(403, "MissingConfigIDScope", "The token has access to no configuration")
             raise ApiError(
                 400,
                 "AmbiguousConfigID",
@@ -578,7 +807,7 @@ class LocalAuditServer:
             raise _validation([_err("InvalidString", "'config_id' must be a string", "/config_id")])
         if not cid:
             raise ApiError(400, "MissingConfigID", "config_id is empty")
-        if cid not in call.configs:
+        if cid not in call.configs or cid not in self._configs:
             raise ApiError(403, "MissingConfigIDScope", f"The token has no access to configuration {cid}")
         return self._configs[cid]
 
@@ -618,6 +847,8 @@ class LocalAuditServer:
             errors.append(_err("DoesNotMatchPattern", "'prev_root' must match ^[a-z0-9]{64}", "/prev_root"))
         if errors:
             raise _validation(errors)
+        if call.grant.restrict:
+            _check_restrictions(call.grant, [(event, "/event")])
         accepted = self.faults.accept_this_call()
         return self._commit(request, call, cfg, [(event, signature, public_key)], verbose, True, prev_root, accepted)
 
@@ -659,8 +890,55 @@ class LocalAuditServer:
                 items.append((event, signature, public_key))
         if errors:
             raise _validation(errors)
+        if call.grant.restrict:
+            _check_restrictions(call.grant, [(it[0], f"/events/{i}/event") for i, it in enumerate(items)])
         accepted = async_mode or self.faults.accept_this_call()
         return self._commit(request, call, cfg, items, verbose, False, None, accepted)
+
+    async def _log_stream(self, request: web.Request, call: _Call) -> web.Response:
+        """Auth0 log-stream bodies (``{"logs": [{log_id, data}, ...]}``, as pangea-sdk's
+        ``log_stream()`` sends them), mapped to standard-schema events as the gateway maps them."""
+        raw = await request.read()
+        try:
+            doc = orjson.loads(raw) if raw.strip() else None
+        except orjson.JSONDecodeError:
+            doc = None  # JSON lines: auth0.decode reads them
+        body: dict[str, Any] = {}
+        if isinstance(doc, dict):
+            body = dict(doc)
+            config_id = body.pop("config_id", None)
+            cfg = self._resolve(call, {} if config_id is None else {"config_id": config_id})
+            raw = orjson.dumps(body)
+        else:
+            cfg = self._resolve(call, {})
+        if cfg.settings.schema_ is not None:
+            raise ApiError(400, "InvalidSchema", "Log streams need a configuration with the standard schema")
+        try:
+            records = auth0.decode(raw)
+        except DecodeError as exc:
+            raise _validation([_err("InvalidObject", exc.detail, "/logs")]) from None
+        errors: Errors = []
+        if not records:
+            errors.append(_err("BelowMinItems", "'logs' needs at least 1 record", "/logs"))
+        elif len(records) > MAX_EVENTS:
+            errors.append(
+                _err("AboveMaxItems", f"'logs' has {len(records)} records; the maximum is {MAX_EVENTS}", "/logs")
+            )
+        items: list[tuple[Any, str | None, str | None]] = []
+        for i, record in enumerate(records[:MAX_EVENTS]):
+            base = _ptr("logs", i)
+            try:
+                event, _ = auth0.to_event(record)
+            except EventInvalid as exc:
+                errors.extend(_err(e["code"], e["detail"], base + e["source"]) for e in exc.errors)
+                continue
+            cfg.validator.validate(event, base, errors)
+            items.append((event, None, None))
+        if errors:
+            raise _validation(errors)
+        if call.grant.restrict:
+            _check_restrictions(call.grant, [(it[0], _ptr("logs", i)) for i, it in enumerate(items)])
+        return self._commit(request, call, cfg, items, False, False, None, False, stream=True)
 
     def _commit(
         self,
@@ -672,8 +950,12 @@ class LocalAuditServer:
         single: bool,
         prev_root: str | None,
         accepted: bool,
+        *,
+        stream: bool = False,
     ) -> web.Response:
-        """Hash and store validated events in one transaction; answer 200, or 202 when ``accepted``."""
+        """Hash and store validated events in one transaction; answer 200, or 202 when ``accepted``.
+
+        ``stream``: the answer of /v1/log_stream, whose result is ``{}``."""
         store = self._db
         tree = cfg.tree
         # One stamp per request; never earlier than the last one, so received_at follows leaf order
@@ -689,7 +971,8 @@ class LocalAuditServer:
             start = store.append(tree, received_at, envelopes, digests)
             root = tree.remember_root()
             results: list[dict[str, Any]]
-            if verbose:
+            if verbose and single:
+                # /v1/log answers AuditLogResponse: the unpublished root and the record's proof.
                 assert root is not None
                 root_hex = root.hex()
                 proofs = store.membership_proofs(tree, range(start, start + n), tree.size)
@@ -702,6 +985,12 @@ class LocalAuditServer:
                     }
                     for env, d, proof in zip(envelopes, digests, proofs, strict=True)
                 ]
+            elif verbose:
+                # /v2/log answers AuditLogResponseV2: envelope and hash only, no proofs.
+                results = [
+                    {"envelope": orjson.Fragment(env), "hash": d.hex()}
+                    for env, d in zip(envelopes, digests, strict=True)
+                ]
             else:
                 results = [{"hash": d.hex()} for d in digests]
             result: dict[str, Any]
@@ -710,6 +999,8 @@ class LocalAuditServer:
                 old_size = tree.recent_roots.get(prev_root) if prev_root else None
                 if verbose and old_size is not None and old_size < tree.size:
                     result["consistency_proof"] = store.consistency_proof(tree, old_size, tree.size)
+            elif stream:
+                result = {}
             else:
                 result = {"results": results}
             if accepted:
@@ -759,7 +1050,7 @@ class LocalAuditServer:
             if pending.remaining > 0:
                 pending.remaining -= 1
                 # The original request_id, as the SDK polls with the id of the last answer it got.
-                return self._accepted(request, _Call(request_id, call.request_time, call.configs), pending.polls)
+                return self._accepted(request, _Call(request_id, call.request_time, call.grant), pending.polls)
             del self._pending[request_id]
         return web.Response(
             body=found[1], status=200, content_type="application/json", headers={"X-Request-Id": request_id}
@@ -767,20 +1058,47 @@ class LocalAuditServer:
 
     # -- search ----------------------------------------------------------------------------
 
-    def _event_items(self, records: list[tuple[StoredRecord, str | None]]) -> list[dict[str, Any]]:
+    @staticmethod
+    def _event_items(records: list[tuple[StoredRecord, str | None]], published_size: int) -> list[dict[str, Any]]:
         items = []
         for rec, proof in records:
+            published = rec.leaf < published_size
             item: dict[str, Any] = {
                 "envelope": orjson.Fragment(rec.envelope.encode()),
                 "hash": rec.hash.hex(),
-                # Roots of the local log are never published anywhere; the spec leaves
-                # leaf_index null for unpublished records.
-                "published": False,
+                # Under a published root: its proof is against that root (result.root), and
+                # leaf_index lets the SDK check the roots of sizes leaf_index and leaf_index + 1.
+                # The spec leaves leaf_index null for unpublished records.
+                "published": published,
             }
+            if published:
+                item["leaf_index"] = rec.leaf
             if proof is not None:
                 item["membership_proof"] = proof
             items.append(item)
         return items
+
+    async def _published_root(self, request: web.Request, tree: Tree, size: int) -> dict[str, Any] | None:
+        """AuditRoot of ``size`` records with ``url`` and ``published_at`` if a published root covers it."""
+        published_at = tree.published_at(size)
+        if published_at is None or size == 0:
+            return None
+        store = self._db
+        root, proof = await self._in_worker(functools.partial(store.root_with_proof, tree, size))
+        data: dict[str, Any] = {
+            "tree_name": tree.name,
+            "size": size,
+            "root_hash": root.hex(),
+            "url": self._publication_url(request, tree, size),
+            "published_at": published_at,
+        }
+        if proof is not None:
+            data["consistency_proof"] = proof
+        return data
+
+    def _publication_url(self, request: web.Request, tree: Tree, size: int) -> str:
+        host = request.host or f"{self.settings.listen_host}:{self._port}"
+        return f"{request.scheme}://{host}{_PUBLICATION_PREFIX}/{tree.name}_{size}/"
 
     @staticmethod
     def _unpublished_root(tree: Tree, size: int, root_hex: str | None) -> dict[str, Any] | None:
@@ -795,37 +1113,15 @@ class LocalAuditServer:
         _unexpected(body, _SEARCH_KEYS, errors)
         query = _opt_str(body, "query", errors) or ""
         now = utc_now()
-        start_s = _opt_str(body, "start", errors, max_length=128)
-        end_s = _opt_str(body, "end", errors, max_length=128)
-        start = end = None
-        for key, value in (("start", start_s), ("end", end_s)):
-            if value is None:
-                continue
-            try:
-                parsed = format_timestamp(parse_time(value, now))
-            except QueryError as exc:
-                errors.append(_err("BadFormatDateTime", str(exc), _ptr(key)))
-                continue
-            if key == "start":
-                start = parsed
-            else:
-                end = parsed
-        if start_s is None:
-            start = format_timestamp(now - _SEARCH_DEFAULT_START)
+        start, end = self._time_range(body, cfg, errors, now, _SEARCH_DEFAULT_START)
         max_results = _opt_int(body, "max_results", errors, 1, _SEARCH_MAX_RESULTS) or _SEARCH_MAX_RESULTS
         limit = _opt_int(body, "limit", errors, 0, None)
         limit = _SEARCH_DEFAULT_LIMIT if limit is None else limit
         verbose = _opt_bool(body, "verbose", errors, True)
         _opt_bool(body, "return_context", errors, False)
-        order = body.get("order")
-        if order is not None and order not in ("asc", "desc"):
-            errors.append(_err("NotEnumMember", "'order' must be one of asc, desc", "/order"))
-        order_by = body.get("order_by")
-        if order_by is not None and order_by not in cfg.order_by:
-            errors.append(
-                _err("NotEnumMember", f"'order_by' must be one of {', '.join(sorted(cfg.order_by))}", "/order_by")
-            )
+        descending, order_by = self._ordering(body, cfg, errors)
         restriction = self._restriction(body.get("search_restriction"), cfg, errors, "/search_restriction")
+        effective = _restricted_search(call.grant, restriction)
         terms: list[Term] = []
         try:
             terms = parse_query(query, cfg.fields)
@@ -839,32 +1135,78 @@ class LocalAuditServer:
         root_hex = root.hex() if root is not None else None
         criteria = SearchCriteria(
             terms=tuple(terms),
-            restriction=tuple((k, tuple(v)) for k, v in sorted(restriction.items())),
+            restriction=tuple((k, tuple(v)) for k, v in sorted(effective.items())),
             start=start,
             end=end,
-            descending=order != "asc",
-            order_by=order_by if isinstance(order_by, str) else "received_at",
+            descending=descending,
+            order_by=order_by,
             max_results=max_results,
         )
         store = self._db
         leaves: list[int] = await self._in_worker(functools.partial(store.search, tree, size, criteria))
         page = leaves[:limit]
-        records = await self._in_worker(functools.partial(store.fetch, tree, page, size if verbose else None))
+        published_size = min(tree.published_size, size) if verbose else 0
+        records = await self._in_worker(
+            functools.partial(store.fetch, tree, page, size if verbose else None, published_size)
+        )
         search_id = _new_id("pas_")
         expires = time.time() + self.settings.search_ttl_secs
         self._remember_search(
-            search_id, _Search(cfg.settings.id, leaves, size, root_hex, verbose, restriction, expires)
+            search_id,
+            _Search(cfg.settings.id, leaves, size, root_hex, verbose, restriction, expires, published_size, effective),
         )
         result: dict[str, Any] = {
             "id": search_id,
             "count": len(leaves),
-            "events": self._event_items(records),
+            "events": self._event_items(records, published_size),
             "expires_at": format_timestamp(now + timedelta(seconds=self.settings.search_ttl_secs)),
         }
+        published = await self._published_root(request, tree, published_size) if published_size else None
+        if published is not None:
+            result["root"] = published
         unpublished = self._unpublished_root(tree, size, root_hex) if verbose else None
         if unpublished is not None:
             result["unpublished_root"] = unpublished
         return self._response(call, 200, "Success", f"Found {len(leaves)} event(s)", result)
+
+    @staticmethod
+    def _time_range(
+        body: dict[str, Any], cfg: _Config, errors: Errors, now: datetime, default_start: timedelta | None
+    ) -> tuple[str | None, str | None]:
+        """``start``/``end`` (DateTimeRel) as UTC timestamps, the start raised to the retention."""
+        bounds: dict[str, str | None] = {"start": None, "end": None}
+        for key in bounds:
+            value = _opt_str(body, key, errors, max_length=128)
+            if value is None:
+                continue
+            try:
+                bounds[key] = format_timestamp(parse_time(value, now))
+            except QueryError as exc:
+                errors.append(_err("BadFormatDateTime", str(exc), _ptr(key)))
+        start = bounds["start"]
+        if body.get("start") is None and default_start is not None:
+            start = format_timestamp(now - default_start)
+        if cfg.retention is not None:
+            # Records older than the configuration's retention are no longer answered.
+            try:
+                floor = format_timestamp(now - cfg.retention)
+            except OverflowError:  # a retention longer than the calendar: nothing is too old
+                floor = ""
+            start = floor if start is None or start < floor else start
+        return start, bounds["end"]
+
+    @staticmethod
+    def _ordering(body: dict[str, Any], cfg: _Config, errors: Errors) -> tuple[bool, str]:
+        """``(descending, order_by)`` from ``order`` and ``order_by``."""
+        order = body.get("order")
+        if order is not None and order not in ("asc", "desc"):
+            errors.append(_err("NotEnumMember", "'order' must be one of asc, desc", "/order"))
+        order_by = body.get("order_by")
+        if order_by is not None and order_by not in cfg.order_by:
+            errors.append(
+                _err("NotEnumMember", f"'order_by' must be one of {', '.join(sorted(cfg.order_by))}", "/order_by")
+            )
+        return order != "asc", order_by if isinstance(order_by, str) else "received_at"
 
     @staticmethod
     def _restriction(value: Any, cfg: _Config, errors: Errors, base: str) -> dict[str, list[str]]:
@@ -889,12 +1231,7 @@ class LocalAuditServer:
         return out
 
     def _remember_search(self, search_id: str, search: _Search) -> None:
-        now = time.time()
-        for sid in [sid for sid, s in self._searches.items() if s.expires <= now]:
-            del self._searches[sid]
-        self._searches[search_id] = search
-        while len(self._searches) > _MAX_SEARCHES:
-            self._searches.popitem(last=False)
+        _remember(self._searches, search_id, search)
 
     async def _results(self, request: web.Request, call: _Call) -> web.Response:
         body = await self._json_body(request)
@@ -912,7 +1249,7 @@ class LocalAuditServer:
         if errors:
             raise _validation(errors)
         search = self._searches.get(search_id) if isinstance(search_id, str) else None
-        if search is None or search.expires <= time.time() or search.config_id not in call.configs:
+        if search is None or search.expires <= time.time() or not search.visible_to(call.grant):
             raise _validation([_err("DoesNotExist", "no such search result id (unknown or expired)", "/id")])
         cid = body.get("config_id")
         if cid is not None and cid != search.config_id:
@@ -937,13 +1274,165 @@ class LocalAuditServer:
         page = search.leaves[offset : offset + limit]
         store = self._db
         records = await self._in_worker(
-            functools.partial(store.fetch, cfg.tree, page, search.size if search.verbose else None)
+            functools.partial(
+                store.fetch, cfg.tree, page, search.size if search.verbose else None, search.published_size
+            )
         )
-        result: dict[str, Any] = {"count": len(search.leaves), "events": self._event_items(records)}
+        result: dict[str, Any] = {
+            "count": len(search.leaves),
+            "events": self._event_items(records, search.published_size),
+        }
+        if search.published_size:
+            published = await self._published_root(request, cfg.tree, search.published_size)
+            if published is not None:
+                result["root"] = published
         unpublished = self._unpublished_root(cfg.tree, search.size, search.root_hex) if search.verbose else None
         if unpublished is not None:
             result["unpublished_root"] = unpublished
         return self._response(call, 200, "Success", f"Found {len(page)} event(s)", result)
+
+    # -- export and download ---------------------------------------------------------------
+
+    async def _export(self, request: web.Request, call: _Call) -> web.Response:
+        body = await self._json_body(request)
+        cfg = self._resolve(call, body)
+        errors: Errors = []
+        _unexpected(body, _EXPORT_KEYS, errors)
+        start, end = self._time_range(body, cfg, errors, utc_now(), None)
+        verbose = _opt_bool(body, "verbose", errors, True)
+        descending, order_by = self._ordering(body, cfg, errors)
+        fmt = body.get("format", "csv")
+        if fmt not in _FORMATS:
+            errors.append(_err("NotEnumMember", "'format' must be one of csv, json", "/format"))
+        if errors:
+            raise _validation(errors)
+        tree = cfg.tree
+        size = tree.size
+        root = tree.frontier.root()
+        criteria = SearchCriteria(
+            terms=(),
+            restriction=tuple((k, tuple(sorted(v))) for k, v in sorted(call.grant.restrict)),
+            start=start,
+            end=end,
+            descending=descending,
+            order_by=order_by,
+            max_results=max(size, 1),
+        )
+        store = self._db
+        leaves: list[int] = await self._in_worker(functools.partial(store.search, tree, size, criteria))
+        ttl = self.settings.async_result_ttl_mins * 60
+        published_size = min(tree.published_size, size) if verbose else 0
+        export = _Search(
+            cfg.settings.id,
+            leaves,
+            size,
+            root.hex() if root is not None else None,
+            verbose,
+            {},
+            time.time() + ttl,
+            published_size,
+            {k: sorted(v) for k, v in call.grant.restrict},
+        )
+        _remember(self._exports, call.request_id, export)
+        done = orjson.dumps(
+            {
+                "request_id": call.request_id,
+                "request_time": call.request_time,
+                "response_time": format_timestamp(utc_now()),
+                "status": "Success",
+                "summary": f"Exported {len(leaves)} record(s)",
+                "result": {},
+            }
+        )
+        with store.transaction():
+            store.put_async_result(call.request_id, cfg.settings.id, time.time() + ttl, done)
+        # The spec's export is asynchronous: 202 now, the (empty) result at /request/{id}.
+        return self._accepted(request, call, 0)
+
+    async def _download_results(self, request: web.Request, call: _Call) -> web.Response:
+        body = await self._json_body(request)
+        errors: Errors = []
+        _unexpected(body, _DOWNLOAD_KEYS, errors)
+        result_id = _opt_str(body, "result_id", errors)
+        request_id = _opt_str(body, "request_id", errors)
+        if result_id is not None and not _RESULT_ID.match(result_id):
+            errors.append(_err("DoesNotMatchPattern", "'result_id' must match ^pas_[a-z0-9]{32}$", "/result_id"))
+        if request_id is not None and not _REQUEST_ID.match(request_id):
+            errors.append(_err("DoesNotMatchPattern", "'request_id' must match ^prq_[a-z0-9]{32}$", "/request_id"))
+        if "result_id" not in body and "request_id" not in body:
+            errors.append(_err("FieldRequired", "one of 'result_id' or 'request_id' is required", "/result_id"))
+        elif "result_id" in body and "request_id" in body:
+            errors.append(_err("UnexpectedProperty", "'result_id' and 'request_id' are exclusive", "/request_id"))
+        fmt = body.get("format", "csv")
+        if fmt not in _FORMATS:
+            errors.append(_err("NotEnumMember", "'format' must be one of csv, json", "/format"))
+        _opt_bool(body, "return_context", errors, False)
+        cid = _opt_str(body, "config_id", errors)
+        if errors:
+            raise _validation(errors)
+        scope = "search" if result_id is not None else "export"
+        if not call.grant.allows(scope):
+            raise ApiError(403, "Unauthorized", f"The token has no access to the {scope} endpoints")
+        key, source = (result_id, "/result_id") if result_id is not None else (request_id, "/request_id")
+        assert key is not None
+        found = (self._searches if result_id is not None else self._exports).get(key)
+        if found is None or found.expires <= time.time() or not found.visible_to(call.grant):
+            raise _validation([_err("DoesNotExist", "no such result (unknown or expired)", source)])
+        if cid is not None and cid != found.config_id:
+            raise _validation([_err("DoesNotExist", "this result belongs to another configuration", source)])
+        cfg = self._configs.get(found.config_id)
+        if cfg is None:
+            raise _validation([_err("DoesNotExist", "the result's configuration was deleted", source)])
+        asserted = body.get("assert_search_restriction")
+        if asserted is not None:
+            wanted = self._restriction(asserted, cfg, errors, "/assert_search_restriction")
+            if errors:
+                raise _validation(errors)
+            if wanted != found.restriction:
+                raise _validation(
+                    [
+                        _err(
+                            "BadState",
+                            "the search was made with another search_restriction",
+                            "/assert_search_restriction",
+                        )
+                    ]
+                )
+        download_key = _new_id("pdl_")
+        _remember(self._downloads, download_key, _Download(found, fmt, found.expires))
+        host = request.host or f"{self.settings.listen_host}:{self._port}"
+        result = {
+            "dest_url": f"{request.scheme}://{host}/v1/download/{download_key}",
+            "expires_at": format_timestamp(datetime.fromtimestamp(found.expires, UTC)),
+        }
+        return self._response(call, 200, "Success", "Download ready", result)
+
+    async def _download(self, request: web.Request, call: _Call) -> web.Response:
+        key = request.match_info["key"]
+        download = self._downloads.get(key)
+        if download is None or download.expires <= time.time():
+            raise ApiError(404, "NotFound", "No such download (unknown or expired)")
+        search = download.search
+        cfg = self._configs.get(search.config_id)
+        if cfg is None:
+            raise ApiError(404, "NotFound", "The download's configuration was deleted")
+        store = self._db
+        proof_size = search.size if search.verbose else None
+
+        def fetch(leaves: list[int]) -> list[tuple[StoredRecord, str | None]]:
+            return store.fetch(cfg.tree, leaves, proof_size, search.published_size)
+
+        fields = [f.id for f in cfg.settings.schema_fields]
+        data = await self._in_worker(
+            functools.partial(
+                render, download.format, search.leaves, fetch, fields, search.published_size, search.verbose
+            )
+        )
+        return web.Response(
+            body=data,
+            content_type="application/gzip",
+            headers={"Content-Disposition": f'attachment; filename="{key}.{download.format}.gz"'},
+        )
 
     # -- root and schema -------------------------------------------------------------------
 
@@ -962,14 +1451,15 @@ class LocalAuditServer:
             raise ApiError(200, "TreeNotFound", "No record has been logged yet; the tree is empty")
         if tree_size is not None and tree_size > size:
             raise _validation([_err("NotWithinRange", f"'tree_size' must be within 1..{size}", "/tree_size")])
-        if tree_size is None or tree_size == size:
-            root = tree.frontier.root()
-            assert root is not None
-            tree_size = size
-        else:
+        tree_size = size if tree_size is None else tree_size
+        data = await self._published_root(request, tree, tree_size)
+        if data is None:
+            # Not published yet: AuditUnpublishedRoot (no url, no published_at).
             store = self._db
-            root = await self._in_worker(functools.partial(store.root_at, tree, tree_size))
-        data = {"tree_name": tree.name, "size": tree_size, "root_hash": root.hex()}
+            root, proof = await self._in_worker(functools.partial(store.root_with_proof, tree, tree_size))
+            data = {"tree_name": tree.name, "size": tree_size, "root_hash": root.hex()}
+            if proof is not None:
+                data["consistency_proof"] = proof
         # The spec's result is AuditRoot itself; pangea-sdk's RootResult reads `result.data`.
         # Both shapes at once keep either reader working.
         return self._response(call, 200, "Success", "Root retrieved", {**data, "data": data})
@@ -982,6 +1472,432 @@ class LocalAuditServer:
         if errors:
             raise _validation(errors)
         return self._response(call, 200, "Success", "Schema retrieved", cfg.schema_result)
+
+    # -- configurations (/v1beta/config*) -------------------------------------------------
+
+    def _config_result(self, cfg: _Config) -> dict[str, Any]:
+        return {"id": cfg.settings.id, **cfg.body, "created_at": cfg.created_at, "updated_at": cfg.updated_at}
+
+    def _config_by_id(self, call: _Call, body: dict[str, Any]) -> _Config:
+        """The configuration ``body["id"]`` names, if the caller's token may use it."""
+        cid = body.get("id", _MISSING)
+        if cid is _MISSING:
+            raise _validation([_err("FieldRequired", "'id' is required", "/id")])
+        if type(cid) is not str:
+            raise _validation([_err("InvalidString", "'id' must be a string", "/id")])
+        cfg = self._configs.get(cid)
+        if cfg is None or cid not in call.configs:
+            # Unknown and foreign ids answer alike: a token learns nothing of others' configurations.
+            raise ApiError(403, "MissingConfigIDScope", f"The token has no access to configuration {cid}")
+        return cfg
+
+    @staticmethod
+    def _parse_config_body(body: dict[str, Any]) -> ServiceConfigBody:
+        try:
+            parsed = ServiceConfigBody.model_validate(body, strict=True)
+        except pydantic.ValidationError as exc:
+            raise _validation(pydantic_errors(exc)) from None
+        errors = version_errors(parsed, body)
+        if errors:
+            raise _validation(errors)
+        return parsed
+
+    async def _config_get(self, request: web.Request, call: _Call) -> web.Response:
+        body = await self._json_body(request)
+        errors: Errors = []
+        _unexpected(body, frozenset(("id",)), errors)
+        if errors:
+            raise _validation(errors)
+        cfg = self._config_by_id(call, body)
+        return self._response(call, 200, "Success", "Configuration retrieved", self._config_result(cfg))
+
+    async def _config_create(self, request: web.Request, call: _Call) -> web.Response:
+        body = await self._json_body(request)
+        errors: Errors = []
+        if "id" in body:
+            errors.append(_err("UnexpectedProperty", "creating a config does not accept an id", "/id"))
+        if "name" not in body:
+            errors.append(_err("FieldRequired", "'name' is required", "/name"))
+        if errors:
+            raise _validation(errors)
+        parsed = self._parse_config_body(body)
+        cid = _new_id("pci_")
+        stored = parsed.stored()
+        runtime = runtime_settings(cid, stored)
+        now = format_timestamp(utc_now())
+        store = self._db
+        with store.transaction():
+            store.put_config(cid, orjson.dumps(stored).decode(), now, now, "api", call.grant.owner)
+            if call.grant.token_id is not None:
+                store.grant_config(call.grant.token_id, cid)
+        cfg = self._add_config(runtime, stored, now, now, "api", call.grant.owner)
+        if call.grant.owner is not None:
+            self._static[call.grant.owner].add(cid)
+        log.info("configuration created", extra={"config_id": cid})
+        return self._response(call, 200, "Success", "Configuration created", self._config_result(cfg))
+
+    def _writable(self, cfg: _Config) -> None:
+        if cfg.origin != "api":
+            raise _validation(
+                [
+                    _err(
+                        "ReadOnly",
+                        "this configuration comes from the server's settings; change it there",
+                        "/id",
+                    )
+                ]
+            )
+
+    def _save_config(self, cfg: _Config, body: dict[str, Any]) -> _Config:
+        now = format_timestamp(utc_now())
+        cid = cfg.settings.id
+        store = self._db
+        with store.transaction():
+            store.put_config(cid, orjson.dumps(body).decode(), cfg.created_at, now, cfg.origin, cfg.owner)
+        return self._add_config(runtime_settings(cid, body), body, cfg.created_at, now, cfg.origin, cfg.owner)
+
+    async def _config_update(self, request: web.Request, call: _Call) -> web.Response:
+        body = await self._json_body(request)
+        errors: Errors = [
+            _err("FieldRequired", f"{key!r} is required", f"/{key}")
+            for key in ("id", "name", "updated_at")
+            if key not in body
+        ]
+        if errors:
+            raise _validation(errors)
+        parsed = self._parse_config_body(body)
+        cfg = self._config_by_id(call, body)
+        self._writable(cfg)
+        stored = parsed.stored()
+        if parsed.updated_at is not None and not self._same_time(parsed.updated_at, cfg.updated_at):
+            errors.append(
+                _err("BadState", "the configuration changed since 'updated_at'; read it again", "/updated_at")
+            )
+        if stored["version"] != cfg.body.get("version", 1):
+            errors.append(_err("BadState", "'version' cannot change", "/version"))
+        if "schema" in body and stored.get("schema") != cfg.body.get("schema"):
+            errors.append(_err("BadState", "'schema' is only settable at create time", "/schema"))
+        if errors:
+            raise _validation(errors)
+        if "schema" in cfg.body:
+            stored["schema"] = cfg.body["schema"]
+        if "partition_overrides" in cfg.body and "partition_overrides" not in body:
+            stored["partition_overrides"] = cfg.body["partition_overrides"]
+        saved = self._save_config(cfg, stored)
+        return self._response(call, 200, "Success", "Configuration updated", self._config_result(saved))
+
+    @staticmethod
+    def _same_time(given: str, stored: str) -> bool:
+        try:
+            return format_timestamp(parse_time(given, utc_now())) == stored
+        except QueryError:
+            return False
+
+    async def _config_delete(self, request: web.Request, call: _Call) -> web.Response:
+        body = await self._json_body(request)
+        errors: Errors = []
+        _unexpected(body, frozenset(("id",)), errors)
+        if errors:
+            raise _validation(errors)
+        cfg = self._config_by_id(call, body)
+        self._writable(cfg)
+        cid = cfg.settings.id
+        store = self._db
+        with store.transaction():
+            store.delete_config(cid)
+        del self._configs[cid]
+        for ids in self._static.values():
+            ids.discard(cid)
+        log.info("configuration deleted", extra={"config_id": cid})
+        return self._response(call, 200, "Success", "Configuration deleted", self._config_result(cfg))
+
+    async def _config_list(self, request: web.Request, call: _Call) -> web.Response:
+        body = await self._json_body(request)
+        try:
+            req = ConfigListRequest.model_validate(body, strict=True)
+        except pydantic.ValidationError as exc:
+            raise _validation(pydantic_errors(exc)) from None
+        items = [self._configs[c] for c in sorted(call.configs) if c in self._configs]
+        flt = req.filter
+        errors: Errors = []
+        if flt is not None:
+            if flt.id is not None:
+                items = [c for c in items if c.settings.id == flt.id]
+            if flt.id__in is not None:
+                items = [c for c in items if c.settings.id in flt.id__in]
+            for part in flt.id__contains or ():
+                items = [c for c in items if part in c.settings.id]
+            now = utc_now()
+            for key, value in flt.model_dump(exclude_none=True).items():
+                name, _, op = key.partition("__")
+                if name not in ("created_at", "updated_at"):
+                    continue
+                try:
+                    bound = format_timestamp(parse_time(value, now))
+                except QueryError as exc:
+                    errors.append(_err("BadFormatDateTime", str(exc), _ptr("filter", key)))
+                    continue
+                test: Callable[[str], bool] = {
+                    "": lambda v, b=bound: v == b,
+                    "gt": lambda v, b=bound: v > b,
+                    "gte": lambda v, b=bound: v >= b,
+                    "lt": lambda v, b=bound: v < b,
+                    "lte": lambda v, b=bound: v <= b,
+                }[op]
+                items = [c for c in items if test(c.created_at if name == "created_at" else c.updated_at)]
+        offset = 0
+        if req.last is not None:
+            if not req.last.isdigit():
+                errors.append(_err("InvalidValue", "'last' must be a value from a previous answer", "/last"))
+            else:
+                offset = int(req.last)
+        if errors:
+            raise _validation(errors)
+        key = req.order_by or "created_at"
+        items.sort(
+            key=lambda c: (getattr(c, key) if key != "id" else c.settings.id, c.settings.id),
+            reverse=req.order == "desc",
+        )
+        size = req.size or 20
+        page = items[offset : offset + size]
+        result: dict[str, Any] = {"count": len(items), "items": [self._config_result(c) for c in page]}
+        if offset + size < len(items):
+            result["last"] = str(offset + size)
+        return self._response(call, 200, "Success", f"Found {len(items)} configuration(s)", result)
+
+    async def _config_partition_overrides(self, request: web.Request, call: _Call) -> web.Response:
+        body = await self._json_body(request)
+        try:
+            req = PartitionOverridesRequest.model_validate(body, strict=True)
+        except pydantic.ValidationError as exc:
+            raise _validation(pydantic_errors(exc)) from None
+        cfg = self._config_by_id(call, body)
+        self._writable(cfg)
+        partitioned = cfg.settings.schema_ is not None and any(f.partitioned for f in cfg.settings.schema_.fields)
+        if cfg.body.get("version") != 3 or not partitioned:
+            raise ApiError(
+                400, "InvalidSchema", "Partition overrides need a version 3 configuration with a partitioned field"
+            )
+        errors: Errors = []
+        for value, retention in req.overrides.items():
+            span = parse_duration(retention.cold_storage) if retention.cold_storage is not None else None
+            if span is not None and span.days < 180:
+                errors.append(
+                    _err(
+                        "NotWithinRange",
+                        "'cold_storage' must be at least 180d",
+                        _ptr("overrides", value, "cold_storage"),
+                    )
+                )
+        if errors:
+            raise _validation(errors)
+        stored = dict(cfg.body)
+        merged = dict(stored.get("partition_overrides") or {})
+        merged.update({k: v.model_dump(exclude_none=True) for k, v in req.overrides.items()})
+        stored["partition_overrides"] = merged
+        self._save_config(cfg, stored)
+        return self._response(call, 200, "Success", "Partition overrides updated", {})
+
+    # -- OAuth2 client credentials (RFC 6749 section 4.4, RFC 7662, RFC 7009) --------------
+
+    def _issuer(self, request: web.Request) -> str:
+        host = request.host or f"{self.settings.listen_host}:{self._port}"
+        return f"{request.scheme}://{host}"
+
+    async def _oauth_metadata(self, request: web.Request, call: _Call) -> web.Response:
+        issuer = self._issuer(request)
+        return web.json_response(
+            {
+                "issuer": issuer,
+                "token_endpoint": issuer + "/v1beta/oauth/token",
+                "introspection_endpoint": issuer + "/v1beta/oauth/token/introspect",
+                "revocation_endpoint": issuer + "/v1beta/oauth/token/revoke",
+                "grant_types_supported": ["client_credentials"],
+                "response_types_supported": ["token"],
+                "scopes_supported": sorted(oauth.SCOPES),
+                "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            }
+        )
+
+    @staticmethod
+    def _oauth_error(status: int, error: str, description: str) -> web.Response:
+        headers = {"Cache-Control": "no-store"}
+        if error == "invalid_client":
+            headers["WWW-Authenticate"] = 'Basic realm="local-audit"'
+        return web.json_response({"error": error, "error_description": description}, status=status, headers=headers)
+
+    async def _oauth_client(self, request: web.Request) -> tuple[oauth.Client | None, dict[str, str]]:
+        """The authenticated client (client_secret_basic or client_secret_post) and the form."""
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        header = request.headers.get("Authorization", "")
+        client_id = secret = None
+        if header[:6].lower() == "basic ":
+            try:
+                decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                return None, form
+            # RFC 6749 section 2.3.1: id and secret are form-urlencoded before base64.
+            raw_id, sep, raw_secret = decoded.partition(":")
+            if not sep or "client_secret" in form:
+                return None, form  # one authentication method per request
+            client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+        else:
+            client_id, secret = form.get("client_id"), form.get("client_secret")
+        if not client_id or not secret:
+            return None, form
+        return oauth.find_client(self._db.sql, client_id, secret), form
+
+    async def _oauth_token(self, request: web.Request, call: _Call) -> web.Response:
+        client, form = await self._oauth_client(request)
+        grant_type = form.get("grant_type")
+        if grant_type is None:
+            return self._oauth_error(400, "invalid_request", "grant_type is required")
+        if client is None:
+            return self._oauth_error(401, "invalid_client", "Client authentication failed")
+        if grant_type != "client_credentials":
+            return self._oauth_error(400, "unsupported_grant_type", "Only client_credentials is supported")
+        requested = form.get("scope")
+        granted = set(client.scopes)
+        if requested is not None:
+            asked = set(requested.split())
+            if not asked or not asked <= granted:
+                return self._oauth_error(400, "invalid_scope", "The scope is not within the client's scopes")
+            granted = asked
+        ttl = client.token_ttl_secs
+        asked_ttl = form.get("expires_in")
+        if asked_ttl is not None:
+            if not asked_ttl.isdigit() or not 1 <= int(asked_ttl) <= ttl:
+                return self._oauth_error(400, "invalid_request", f"expires_in must be within 1..{ttl}")
+            ttl = int(asked_ttl)
+        now = self._clock()
+        scope = " ".join(sorted(granted))
+        issued = create_token(
+            self._db.sql,
+            name=client.name,
+            configs=client.configs,
+            endpoints=oauth.scope_endpoints(granted),
+            restrict={},
+            expires_at=now + ttl,
+            client_id=client.client_id,
+            scope=scope,
+            now=now,
+        )
+        log.info("access token issued", extra={"client_id": client.client_id, "token_id": issued["id"]})
+        return web.json_response(
+            {"access_token": issued["token"], "token_type": "Bearer", "expires_in": ttl, "scope": scope},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def _oauth_introspect(self, request: web.Request, call: _Call) -> web.Response:
+        client, form = await self._oauth_client(request)
+        token = form.get("token")
+        info = None
+        if client is not None and token:
+            info = introspect_token(self._db.sql, token_digest(token), self._clock())
+        if info is None or client is None or info["client_id"] != client.client_id:
+            # Inactive, unknown, another client's, or an unauthenticated request: nothing more.
+            return web.json_response({"active": False}, headers={"Cache-Control": "no-store"})
+        iat = int(info["issued_at"])
+        answer: dict[str, Any] = {
+            "iss": self._issuer(request),
+            "sub": client.client_id,
+            "iat": iat,
+            "nbf": iat,
+            "jti": info["id"],
+            "client_id": client.client_id,
+            "token_type": "Bearer",
+            "username": client.name,
+            "scope": info["scope"] or "",
+            "active": True,
+        }
+        if info["expires_at"] is not None:
+            answer["exp"] = int(info["expires_at"])
+        return web.json_response(answer, headers={"Cache-Control": "no-store"})
+
+    async def _oauth_revoke(self, request: web.Request, call: _Call) -> web.Response:
+        client, form = await self._oauth_client(request)
+        if client is None:
+            return self._oauth_error(401, "invalid_client", "Client authentication failed")
+        token = form.get("token")
+        if not token:
+            return self._oauth_error(400, "invalid_request", "token is required")
+        if not revoke_digest(self._db.sql, token_digest(token), client.client_id):
+            return web.json_response({"error": "invalid_request", "error_description": "The token does not exist"})
+        log.info("access token revoked", extra={"client_id": client.client_id})
+        return web.Response(status=200)
+
+    # -- published roots -------------------------------------------------------------------
+
+    def publish_roots(self) -> list[str]:
+        """Publish the root of every configuration whose log grew; returns their ids.
+
+        Runs every ``publish_interval_secs``; tests call it directly instead of waiting.
+        """
+        store = self._db
+        now = format_timestamp(utc_now())
+        done = []
+        with store.transaction():
+            for cid, cfg in self._configs.items():
+                if store.publish(cfg.tree, now):
+                    done.append(cid)
+        if done:
+            log.info("roots published", extra={"configs": done})
+        return done
+
+    async def _publish_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.publish_roots()
+            except Exception:
+                # A failed publication is retried at the next tick; serving goes on.
+                log.exception("publishing roots failed")
+
+    def _tree_named(self, name: str) -> Tree | None:
+        for cfg in self._configs.values():
+            if cfg.tree.name == name:
+                return cfg.tree
+        return None
+
+    async def _publication_lookup(self, request: web.Request, call: _Call) -> web.Response:
+        """Arweave's GraphQL transaction look-up, for the ``tree_name`` and ``tree_size`` tags."""
+        body = await self._json_body(request)
+        query = body.get("query")
+        if type(query) is not str:
+            raise _validation([_err("InvalidString", "'query' must be a GraphQL query string", "/query")])
+        tags: dict[str, list[str]] = {}
+        for name, values in _GRAPHQL_TAG.findall(query):
+            tags[name] = re.findall(r'"([^"]*)"', values)
+        names = tags.get("tree_name", [])
+        tree = self._tree_named(names[0]) if len(names) == 1 else None
+        edges = []
+        if tree is not None:
+            for value in tags.get("tree_size", []):
+                if value.isdigit() and 0 < int(value) <= tree.published_size:
+                    edges.append(
+                        {
+                            "node": {
+                                "id": f"{tree.name}_{int(value)}",
+                                "tags": [
+                                    {"name": "tree_size", "value": str(int(value))},
+                                    {"name": "tree_name", "value": tree.name},
+                                ],
+                            }
+                        }
+                    )
+        answer = {"data": {"transactions": {"edges": edges}}}
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+    async def _publication(self, request: web.Request, call: _Call) -> web.Response:
+        """One published root, as the Arweave transaction that carries it."""
+        name, _, size_s = request.match_info["tx_id"].rpartition("_")
+        tree = self._tree_named(name)
+        data = None
+        if tree is not None and size_s.isdigit() and 0 < int(size_s) <= tree.published_size:
+            data = await self._published_root(request, tree, int(size_s))
+        if data is None:
+            raise ApiError(404, "NotFound", "No such publication")
+        return web.Response(body=orjson.dumps(data), content_type="application/json")
 
     # -- admin -----------------------------------------------------------------------------
 

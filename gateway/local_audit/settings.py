@@ -28,6 +28,7 @@ __all__ = [
     "CONFIG_ID_PATTERN",
     "DEFAULT_CONFIG_ID",
     "DEFAULT_DB_PATH",
+    "DURATION_PATTERN",
     "STANDARD_SCHEMA_FIELDS",
     "AuditConfigSettings",
     "AuditSchemaSettings",
@@ -41,6 +42,11 @@ __all__ = [
 
 # The upstream's `pangea-service-config-id` format; ids that fit it work unchanged upstream.
 CONFIG_ID_PATTERN = r"^pci_[a-z2-7]{32}$"
+# The spec's `Duration`.
+DURATION_PATTERN = (
+    r"^(\d+)(d|da|day|days|h|hour|hr|hrs|hours|mi|min|mins|minute|minutes|mo|mon|month|months"
+    r"|s|sec|secs|second|seconds|w|week|weeks|y|year|years)$"
+)
 DEFAULT_CONFIG_ID = "pci_auditgatewaylocaldefaultconfigid"
 DEFAULT_DB_PATH = Path("audit-gateway-data/local-audit.db")
 
@@ -63,6 +69,12 @@ class SchemaFieldSettings(StrictModel):
     redact: bool = Field(default=False, description="Reported by /v1/schema only; the local log does not redact.")
     name: str | None = Field(default=None, max_length=64, description="Human display name of the field.")
     description: str | None = Field(default=None, max_length=255, description="Human description of the field.")
+    partitioned: bool | None = Field(
+        default=None, description="Reported by /v1/schema only: the field partitions cold storage upstream."
+    )
+    ui_default_visible: bool | None = Field(
+        default=None, description="Reported by /v1/schema only: shown by default in audit UIs."
+    )
 
     @model_validator(mode="after")
     def _checks(self) -> Self:
@@ -70,6 +82,8 @@ class SchemaFieldSettings(StrictModel):
             raise ValueError("`received_at` is stamped by the server and cannot be a schema field")
         if self.size is not None and self.type in ("boolean", "integer"):
             raise ValueError(f"field {self.id!r}: `size` applies to string types only")
+        if self.redact and self.type in ("boolean", "datetime", "integer"):
+            raise ValueError(f"field {self.id!r}: `redact` applies to string types only")
         return self
 
 
@@ -92,6 +106,15 @@ class AuditSchemaSettings(StrictModel):
     """A custom schema: the only fields events of this configuration may carry."""
 
     fields: list[SchemaFieldSettings] = Field(min_length=1, description="The schema's fields, in display order.")
+    client_signable: bool = Field(default=True, description="Reported by /v1/schema: events may carry signatures.")
+    save_malformed: Literal["all", "reject", "unredacted"] = Field(
+        default="reject", description="Reported by /v1/schema; the local log always rejects malformed events."
+    )
+    tamper_proofing: bool = Field(default=True, description="Reported by /v1/schema: records are hashed into a tree.")
+    vendor_id: str | None = Field(default=None, description="Reported by /v1/schema: the vendor of a stream schema.")
+    json_path: str | None = Field(
+        default=None, description="Reported by /v1/schema: where events sit in a stream body."
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> Self:
@@ -114,6 +137,11 @@ class AuditConfigSettings(StrictModel):
     )
     schema_: AuditSchemaSettings | None = Field(
         default=None, alias="schema", description="Custom event schema; null: the standard schema."
+    )
+    retention: str | None = Field(
+        default=None,
+        pattern=DURATION_PATTERN,
+        description="How far back searches and exports reach (spec Duration, e.g. `90d`); null: forever.",
     )
 
     @property
@@ -177,6 +205,24 @@ class LocalAuditSettings(StrictModel):
     async_result_ttl_mins: int = Field(
         default=1440, ge=1, description="How long 202-accepted results stay pollable at /request/{id}."
     )
+    publish_interval_secs: float = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "How often each configuration's grown Merkle root is published to the publication store the "
+            "local log serves at /arweave (Arweave-shaped); 0: never."
+        ),
+    )
+    enable_test_faults: bool = Field(
+        default=False,
+        description="Serve the fault-injection admin endpoints (`/_faults`) and honour `faults`; tests only.",
+    )
+
+    @model_validator(mode="after")
+    def _faults_need_the_flag(self) -> Self:
+        if not self.enable_test_faults and self.faults != FaultSettings():
+            raise ValueError("fault injection needs enable_test_faults (the --enable-test-faults flag)")
+        return self
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Self:

@@ -37,6 +37,7 @@ from hashlib import sha256
 from itertools import repeat
 from pathlib import Path
 
+from gateway.local_audit import oauth
 from gateway.local_audit.hashing import (
     MerkleFrontier,
     NodeSource,
@@ -45,6 +46,7 @@ from gateway.local_audit.hashing import (
     range_hash,
 )
 from gateway.local_audit.query import Term
+from gateway.local_audit.tokens import Grant, ensure_schema, grant_config, lookup_token
 
 __all__ = ["SearchCriteria", "Store", "StoredRecord", "Tree"]
 
@@ -89,6 +91,24 @@ class Tree:
     recent_roots: OrderedDict[str, int] = field(default_factory=OrderedDict)
     writer_nodes: NodeSource | None = None
     reader_nodes: NodeSource | None = None
+    # Sizes and times of the roots published so far, oldest first (see Store.publish).
+    published: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def published_size(self) -> int:
+        """Size of the latest published root; 0 when none is."""
+        return self.published[-1][0] if self.published else 0
+
+    def published_at(self, size: int) -> str | None:
+        """When the first published root covering ``size`` records was published, if one is."""
+        lo, hi = 0, len(self.published)
+        while lo < hi:  # first publication with size >= the asked one
+            mid = (lo + hi) // 2
+            if self.published[mid][0] < size:
+                lo = mid + 1
+            else:
+                hi = mid
+        return self.published[lo][1] if lo < len(self.published) else None
 
     @property
     def size(self) -> int:
@@ -147,6 +167,16 @@ class Store:
             "CREATE TABLE IF NOT EXISTS async_results (request_id TEXT PRIMARY KEY, config_id TEXT NOT NULL,"
             " expires_at REAL NOT NULL, body BLOB NOT NULL)"
         )
+        w.execute(
+            "CREATE TABLE IF NOT EXISTS configs (id TEXT PRIMARY KEY, body TEXT NOT NULL, created_at TEXT NOT NULL,"
+            " updated_at TEXT NOT NULL, origin TEXT NOT NULL, owner BLOB)"
+        )
+        w.execute(
+            "CREATE TABLE IF NOT EXISTS published_roots (tree_id INTEGER NOT NULL, size INTEGER NOT NULL,"
+            " root_hash TEXT NOT NULL, published_at TEXT NOT NULL, PRIMARY KEY (tree_id, size))"
+        )
+        ensure_schema(w)
+        oauth.ensure_schema(w)
         for config_id in config_ids:
             self._open_tree(config_id)
         # The reader is used from the search worker thread only (check_same_thread=False because
@@ -186,6 +216,11 @@ class Store:
         return self._w
 
     @property
+    def sql(self) -> sqlite3.Connection:
+        """The writer connection, for the token and client tables (loop thread, autocommit)."""
+        return self._writer
+
+    @property
     def _reader(self) -> sqlite3.Connection:
         if self._r is None:
             raise RuntimeError("store is not open")
@@ -222,6 +257,13 @@ class Store:
         if (max_leaf if max_leaf is not None else -1) != size - 1:
             self._rebuild(tree)  # the tree row is written with the records; differing means outside edits
         tree.writer_nodes = self._node_source(w, tree)
+        tree.published = [
+            (size, at)
+            for size, at in w.execute(
+                "SELECT size, published_at FROM published_roots WHERE tree_id = ? AND size <= ? ORDER BY size",
+                (tree.tree_id, tree.size),
+            )
+        ]
         self._trees[config_id] = tree
 
     def _rebuild(self, tree: Tree) -> None:
@@ -270,8 +312,61 @@ class Store:
     # -- trees -----------------------------------------------------------------------------
 
     def tree(self, config_id: str) -> Tree:
-        """The tree of a configuration opened at start."""
+        """The tree of a configuration opened at start or with :meth:`add_tree`."""
         return self._trees[config_id]
+
+    def add_tree(self, config_id: str) -> Tree:
+        """Open (creating if needed) the tree of a configuration while serving (loop thread)."""
+        if config_id not in self._trees:
+            self._open_tree(config_id)
+            self._trees[config_id].reader_nodes = self._node_source(self._reader, self._trees[config_id])
+        return self._trees[config_id]
+
+    # -- configurations and tokens (loop thread) -------------------------------------------
+
+    def config_rows(self) -> list[tuple[str, str, str, str, str, bytes | None]]:
+        """``(id, body, created_at, updated_at, origin, owner)`` of every kept configuration; ``owner``
+        is the digest of the settings token that created it over the API, if one did."""
+        return [
+            (r[0], r[1], r[2], r[3], r[4], r[5])
+            for r in self._writer.execute(
+                "SELECT id, body, created_at, updated_at, origin, owner FROM configs ORDER BY created_at, id"
+            )
+        ]
+
+    def put_config(
+        self, config_id: str, body: str, created_at: str, updated_at: str, origin: str, owner: bytes | None
+    ) -> None:
+        """Insert or replace a configuration row."""
+        self._writer.execute(
+            "INSERT OR REPLACE INTO configs (id, body, created_at, updated_at, origin, owner)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (config_id, body, created_at, updated_at, origin, owner),
+        )
+
+    def delete_config(self, config_id: str) -> None:
+        """Forget a configuration (its records stay in its table, unreachable)."""
+        self._writer.execute("DELETE FROM configs WHERE id = ?", (config_id,))
+
+    def publish(self, tree: Tree, published_at: str) -> bool:
+        """Publish the tree's current root if it grew since the last publication (loop thread)."""
+        root = tree.frontier.root()
+        if root is None or tree.size <= tree.published_size:
+            return False
+        self._writer.execute(
+            "INSERT OR REPLACE INTO published_roots (tree_id, size, root_hash, published_at) VALUES (?, ?, ?, ?)",
+            (tree.tree_id, tree.size, root.hex(), published_at),
+        )
+        tree.published.append((tree.size, published_at))
+        return True
+
+    def lookup_token(self, digest: bytes, now: float) -> Grant | None:
+        """The grant of an active service token (or OAuth2 access token) with this digest."""
+        return lookup_token(self._writer, digest, now)
+
+    def grant_config(self, token_id: str, config_id: str) -> None:
+        """Give a service token access to a configuration."""
+        grant_config(self._writer, token_id, config_id)
 
     def trees(self) -> list[Tree]:
         """All open trees."""
@@ -366,6 +461,14 @@ class Store:
         with self._reader_lock:
             return range_hash(tree.reader_nodes, 0, size)
 
+    def root_with_proof(self, tree: Tree, size: int) -> tuple[bytes, list[str] | None]:
+        """Root of the first ``size`` leaves and the consistency proof from ``size - 1`` (worker thread)."""
+        assert tree.reader_nodes is not None
+        with self._reader_lock:
+            root = range_hash(tree.reader_nodes, 0, size)
+            proof = consistency_proof(tree.reader_nodes, size - 1, size) if size > 1 else None
+            return root, proof
+
     # -- reads (search worker thread) ------------------------------------------------------
 
     def _bound(self, tree: Tree, ts: str, size: int, inclusive: bool) -> int:
@@ -418,8 +521,12 @@ class Store:
             params.append(criteria.max_results)
             return [row[0] for row in self._reader.execute(sql, params)]
 
-    def fetch(self, tree: Tree, leaves: list[int], proof_size: int | None) -> list[tuple[StoredRecord, str | None]]:
-        """Records of ``leaves`` (in that order), with membership proofs when ``proof_size`` is given."""
+    def fetch(
+        self, tree: Tree, leaves: list[int], proof_size: int | None, published_size: int = 0
+    ) -> list[tuple[StoredRecord, str | None]]:
+        """Records of ``leaves`` (in that order), with membership proofs when ``proof_size`` is given:
+        against the published root (``published_size``) for the records it covers, else against
+        the root of ``proof_size`` records."""
         if not leaves:
             return []
         with self._reader_lock:
@@ -435,6 +542,7 @@ class Store:
                 proof = None
                 if proof_size is not None:
                     assert tree.reader_nodes is not None
-                    proof = membership_proof(tree.reader_nodes, leaf, proof_size)
+                    size = published_size if leaf < published_size else proof_size
+                    proof = membership_proof(tree.reader_nodes, leaf, size)
                 out.append((rows[leaf], proof))
             return out

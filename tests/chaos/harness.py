@@ -367,7 +367,9 @@ class Harness:
                 await create_topic(self.bootstrap, self.topic, 6)
             upstream_tmp = self.tmp / "upstream"
             upstream_tmp.mkdir()
-            upstream = stack.enter_context(local_audit(upstream_tmp, TOKEN, port=self.ports["local_audit"]))
+            upstream = stack.enter_context(
+                local_audit(upstream_tmp, TOKEN, "--enable-test-faults", port=self.ports["local_audit"])
+            )
             self.upstream_port = upstream.ports["local_audit"]
             self.ports["local_audit"] = free_port()  # the gateway's own (unused) embedded port
             self.config = gateway_config(self.tmp, self.upstream_port, self.bootstrap, self.topic, self.group)

@@ -60,7 +60,7 @@ async def test_ten_thousand_events_all_arrive_through_5xx_429_202_and_latency(tm
         "--fault-latency-ms",
         "200",
     ]
-    with local_audit(tmp_path, TOKEN, *faults) as upstream:
+    with local_audit(tmp_path, TOKEN, "--enable-test-faults", *faults) as upstream:
         cfg = write_config(tmp_path, upstream.url("local_audit"))
         with gateway(tmp_path, config=cfg, env={"UPSTREAM_TOKEN": TOKEN}) as gw:
             expected = [f"fault-{i}" for i in range(10_000)]
@@ -89,7 +89,7 @@ async def fetch_text(url: str) -> str:
 
 
 async def test_full_buffer_answers_429_and_memory_stays_bounded_while_upstream_is_stalled(tmp_path: Path) -> None:
-    with local_audit(tmp_path, TOKEN, "--fault-outage") as upstream:
+    with local_audit(tmp_path, TOKEN, "--enable-test-faults", "--fault-outage") as upstream:
         cfg = write_config(
             tmp_path,
             upstream.url("local_audit"),
@@ -131,7 +131,9 @@ async def test_full_buffer_answers_429_and_memory_stays_bounded_while_upstream_i
 
 
 async def test_sigterm_with_batches_in_flight_loses_no_event_answered_2xx(tmp_path: Path) -> None:
-    with local_audit(tmp_path, TOKEN, "--fault-latency-ms", "300", "--fault-202-every", "2") as upstream:
+    with local_audit(
+        tmp_path, TOKEN, "--enable-test-faults", "--fault-latency-ms", "300", "--fault-202-every", "2"
+    ) as upstream:
         cfg = write_config(tmp_path, upstream.url("local_audit"))
         gw: Proc
         with gateway(tmp_path, config=cfg, env={"UPSTREAM_TOKEN": TOKEN}) as gw:

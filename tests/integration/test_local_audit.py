@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pangea.exceptions as pe
+import pydantic
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -30,7 +31,7 @@ from pangea.services import Audit
 from pangea.services.audit.models import EventVerification, SearchOrder
 
 from gateway.local_audit.server import TOKEN_ENV, LocalAuditServer
-from gateway.local_audit.settings import DEFAULT_CONFIG_ID, AuditConfigSettings, LocalAuditSettings
+from gateway.local_audit.settings import DEFAULT_CONFIG_ID, AuditConfigSettings, FaultSettings, LocalAuditSettings
 
 T = TypeVar("T")
 PASS = EventVerification.PASS
@@ -133,7 +134,9 @@ async def test_sdk_logs_single_bulk_and_async_events_and_search_verifies_them(se
         assert all(r.envelope is None for r in bulk.result.results)
         bulk_v = await call(lambda: audit.log_bulk([{"message": f"bulk v {i}"} for i in range(3)], verbose=True))
         assert bulk_v.result is not None
-        assert [r.membership_verification for r in bulk_v.result.results] == [PASS] * 3
+        # AuditLogResponseV2 has envelope and hash only: no proof, so nothing to verify membership with.
+        assert [r.envelope is not None for r in bulk_v.result.results] == [True] * 3
+        assert [r.membership_verification for r in bulk_v.result.results] == [EventVerification.NONE] * 3
 
         accepted = await call(lambda: audit.log_bulk_async([{"message": f"async {i}"} for i in range(2)]))
         assert accepted.http_status == 202 and accepted.status == "Accepted"
@@ -422,10 +425,10 @@ async def test_a_failure_inside_the_write_rolls_back_and_answers_internal_error(
     def broken(*args: Any, **kwargs: Any) -> list[str]:
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(store, "membership_proofs", broken)  # fails after the rows are inserted
+    monkeypatch.setattr(store, "membership_proofs", broken)  # fails after the row is inserted
     async with http.post(
-        server.base_url + "/v2/log",
-        json={"events": events(4), "verbose": True},
+        server.base_url + "/v1/log",
+        json={"event": {"message": "lost"}, "verbose": True},
         headers={"Authorization": f"Bearer {server.token}"},
     ) as resp:
         text = await resp.text()
@@ -455,124 +458,148 @@ async def test_a_second_server_on_the_same_database_is_refused(server: LocalAudi
 # -- faults -----------------------------------------------------------------------------------
 
 
-async def set_faults(http: aiohttp.ClientSession, server: LocalAuditServer, **knobs: Any) -> dict[str, Any]:
-    status, body, _ = await post(http, server, "/_faults", knobs)
+@pytest.fixture
+async def faulty(tmp_path: Path) -> AsyncIterator[LocalAuditServer]:
+    """A server started with the test-only fault-injection endpoints."""
+    srv = LocalAuditServer(LocalAuditSettings(listen_port=0, db_path=tmp_path / "audit.db", enable_test_faults=True))
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+async def test_fault_endpoints_exist_only_with_the_test_flag(
+    server: LocalAuditServer, http: aiohttp.ClientSession
+) -> None:
+    status, body, _ = await post(http, server, "/_faults", {"outage": True})
+    assert status == 404 and body["status"] == "NotFound"
+    status, body = await get(http, server, "/_faults")
+    assert status == 404
+    status, _, _ = await post(http, server, "/v2/log", {"events": events(1)})
+    assert status == 200
+    with pytest.raises(pydantic.ValidationError, match="enable_test_faults"):
+        LocalAuditSettings(faults=FaultSettings(outage=True))
+
+
+async def set_faults(http: aiohttp.ClientSession, faulty: LocalAuditServer, **knobs: Any) -> dict[str, Any]:
+    status, body, _ = await post(http, faulty, "/_faults", knobs)
     assert status == 200, body
     return body["result"]  # type: ignore[no-any-return]
 
 
-async def stored(http: aiohttp.ClientSession, server: LocalAuditServer) -> int:
-    _, body = await get(http, server, "/_stats")
+async def stored(http: aiohttp.ClientSession, faulty: LocalAuditServer) -> int:
+    _, body = await get(http, faulty, "/_stats")
     return body["result"]["stored_events"]  # type: ignore[no-any-return]
 
 
 async def test_outage_answers_503_and_stores_nothing_until_lifted(
-    server: LocalAuditServer, http: aiohttp.ClientSession
+    faulty: LocalAuditServer, http: aiohttp.ClientSession
 ) -> None:
-    await set_faults(http, server, outage=True, retry_after_secs=4)
+    await set_faults(http, faulty, outage=True, retry_after_secs=4)
     for path, payload in [
         ("/v2/log", {"events": events(3)}),
         ("/v1/log", {"event": {"message": "m"}}),
         ("/v2/log_async", {"events": events(1)}),
         ("/v1/search", {}),
     ]:
-        status, body, headers = await post(http, server, path, payload)
+        status, body, headers = await post(http, faulty, path, payload)
         assert status == 503 and headers["Retry-After"] == "4"
         assert_envelope(body, "ServiceNotAvailable")
-    assert await stored(http, server) == 0
-    await set_faults(http, server, outage=False)
-    status, _, _ = await post(http, server, "/v2/log", {"events": events(3)})
-    assert status == 200 and await stored(http, server) == 3
-    _, stats = await get(http, server, "/_stats")
+    assert await stored(http, faulty) == 0
+    await set_faults(http, faulty, outage=False)
+    status, _, _ = await post(http, faulty, "/v2/log", {"events": events(3)})
+    assert status == 200 and await stored(http, faulty) == 3
+    _, stats = await get(http, faulty, "/_stats")
     assert stats["result"]["faults_injected"]["outage"] == 4
 
 
 async def test_429_ratio_answers_too_many_requests_with_retry_after(
-    server: LocalAuditServer, http: aiohttp.ClientSession
+    faulty: LocalAuditServer, http: aiohttp.ClientSession
 ) -> None:
-    await set_faults(http, server, error_429_ratio=1.0, retry_after_secs=7)
-    status, body, headers = await post(http, server, "/v2/log", {"events": events(2)})
+    await set_faults(http, faulty, error_429_ratio=1.0, retry_after_secs=7)
+    status, body, headers = await post(http, faulty, "/v2/log", {"events": events(2)})
     assert status == 429 and headers["Retry-After"] == "7"
     assert_envelope(body, "TooManyRequests")
-    with sdk(server) as audit, pytest.raises(pe.RateLimitException):
+    with sdk(faulty) as audit, pytest.raises(pe.RateLimitException):
         await call(lambda: audit.log(message="m"))
-    assert await stored(http, server) == 0
-    await set_faults(http, server, reset=True)
-    status, _, _ = await post(http, server, "/v2/log", {"events": events(2)})
+    assert await stored(http, faulty) == 0
+    await set_faults(http, faulty, reset=True)
+    status, _, _ = await post(http, faulty, "/v2/log", {"events": events(2)})
     assert status == 200
 
 
 async def test_5xx_ratio_fails_calls_with_server_errors_and_stores_nothing(
-    server: LocalAuditServer, http: aiohttp.ClientSession
+    faulty: LocalAuditServer, http: aiohttp.ClientSession
 ) -> None:
-    await set_faults(http, server, error_5xx_ratio=1.0, seed=5)
+    await set_faults(http, faulty, error_5xx_ratio=1.0, seed=5)
     seen = set()
     for _ in range(30):
-        status, body, _ = await post(http, server, "/v2/log", {"events": events(1)})
+        status, body, _ = await post(http, faulty, "/v2/log", {"events": events(1)})
         seen.add((status, body["status"]))
     assert seen == {(503, "ServiceNotAvailable"), (500, "InternalError"), (502, "InternalError")}
-    assert await stored(http, server) == 0
-    _, stats = await get(http, server, "/_stats")
+    assert await stored(http, faulty) == 0
+    _, stats = await get(http, faulty, "/_stats")
     assert stats["result"]["faults_injected"]["error_5xx"] == 30
 
 
-async def test_latency_knob_delays_answers(server: LocalAuditServer, http: aiohttp.ClientSession) -> None:
-    await set_faults(http, server, latency_ms=60)
+async def test_latency_knob_delays_answers(faulty: LocalAuditServer, http: aiohttp.ClientSession) -> None:
+    await set_faults(http, faulty, latency_ms=60)
     started = time.monotonic()
-    status, _, _ = await post(http, server, "/v2/log", {"events": events(1)})
+    status, _, _ = await post(http, faulty, "/v2/log", {"events": events(1)})
     assert status == 200 and time.monotonic() - started >= 0.05
-    _, stats = await get(http, server, "/_stats")
+    _, stats = await get(http, faulty, "/_stats")
     assert stats["result"]["faults_injected"]["latency"] == 1
 
 
 async def test_every_nth_log_call_is_accepted_then_resolves_at_request_location(
-    server: LocalAuditServer, http: aiohttp.ClientSession
+    faulty: LocalAuditServer, http: aiohttp.ClientSession
 ) -> None:
-    await set_faults(http, server, accept_every_nth=2, pending_polls=2)
-    status, _, _ = await post(http, server, "/v2/log", {"events": events(2)})
+    await set_faults(http, faulty, accept_every_nth=2, pending_polls=2)
+    status, _, _ = await post(http, faulty, "/v2/log", {"events": events(2)})
     assert status == 200
-    status, accepted, _ = await post(http, server, "/v2/log", {"events": events(3, actor="second")})
+    status, accepted, _ = await post(http, faulty, "/v2/log", {"events": events(3, actor="second")})
     assert status == 202
     assert_envelope(accepted, "Accepted")
     result = accepted["result"]
     assert set(result) == {"location", "retry_counter", "ttl_mins"}
-    assert result["location"] == f"{server.base_url}/request/{accepted['request_id']}"
-    assert await stored(http, server) == 5  # accepted events are stored already
+    assert result["location"] == f"{faulty.base_url}/request/{accepted['request_id']}"
+    assert await stored(http, faulty) == 5  # accepted events are stored already
 
     for counter in (1, 2):
-        status, body = await get(http, server, result["location"])
+        status, body = await get(http, faulty, result["location"])
         assert status == 202 and body["status"] == "Accepted" and body["result"]["retry_counter"] == counter
         assert body["request_id"] == accepted["request_id"]
-    status, final = await get(http, server, result["location"])
+    status, final = await get(http, faulty, result["location"])
     assert status == 200
     assert_envelope(final, "Success")
     assert final["request_id"] == accepted["request_id"]
     assert len(final["result"]["results"]) == 3
-    status, again = await get(http, server, result["location"])
+    status, again = await get(http, faulty, result["location"])
     assert status == 200 and again == final
 
-    with sdk(server) as audit:
+    with sdk(faulty) as audit:
         found = await call(lambda: audit.search("actor:second", verify_events=True))
         assert found.result is not None
         assert {e.hash for e in found.result.events} == {r["hash"] for r in final["result"]["results"]}
 
 
 async def test_sdk_polls_an_accepted_log_call_to_its_result(
-    server: LocalAuditServer, http: aiohttp.ClientSession
+    faulty: LocalAuditServer, http: aiohttp.ClientSession
 ) -> None:
-    await set_faults(http, server, accept_every_nth=1, pending_polls=0)
-    with sdk(server) as audit:
+    await set_faults(http, faulty, accept_every_nth=1, pending_polls=0)
+    with sdk(faulty) as audit:
         logged = await call(lambda: audit.log(message="via 202", verbose=True, verify=True))
         assert logged.status == "Success" and logged.http_status == 200
         assert logged.result is not None and logged.result.membership_verification == PASS
 
 
-async def test_fault_admin_needs_a_token_and_valid_knobs(server: LocalAuditServer, http: aiohttp.ClientSession) -> None:
-    status, body, _ = await post(http, server, "/_faults", {"outage": True}, token="")
+async def test_fault_admin_needs_a_token_and_valid_knobs(faulty: LocalAuditServer, http: aiohttp.ClientSession) -> None:
+    status, body, _ = await post(http, faulty, "/_faults", {"outage": True}, token="")
     assert status == 401
-    status, body, _ = await post(http, server, "/_faults", {"error_429_ratio": 3})
+    status, body, _ = await post(http, faulty, "/_faults", {"error_429_ratio": 3})
     assert status == 400 and body["result"]["errors"][0]["source"] == "/error_429_ratio"
-    status, body = await get(http, server, "/_faults")
+    status, body = await get(http, faulty, "/_faults")
     assert status == 200 and body["result"]["outage"] is False
 
 
@@ -680,6 +707,7 @@ async def test_cli_serve_runs_until_sigterm_and_logs_json_without_the_token(
         "127.0.0.1:0",
         "--db",
         str(db),
+        "--enable-test-faults",
         "--fault-429-ratio",
         "0",
         stdout=asyncio.subprocess.PIPE,

@@ -156,7 +156,7 @@ async def kill_and_restart(tmp: Path, bootstrap: str, topic: str, group: str, n:
     faults = ["--fault-5xx-ratio", "0.2", "--fault-429-ratio", "0.1", "--fault-retry-after-secs", "1"]
     faults += ["--fault-202-every", "4", "--fault-seed", "7"]
     await produce(bootstrap, topic, pangea_values(n), partitions=6)
-    with local_audit(tmp, TOKEN, *faults) as la:
+    with local_audit(tmp, TOKEN, "--enable-test-faults", *faults) as la:
         cfg = write_config(tmp, la.url("local_audit"), bootstrap, topic, group)
         async with aiohttp.ClientSession() as s:
             for k in range(kills):
@@ -198,7 +198,7 @@ async def test_two_gateways_split_the_partitions_and_the_survivor_takes_over(
     first, n = 600, 30_000
     await produce(kafka_bootstrap, topic, pangea_values(first, "warm"), partitions=6)
     # A slow upstream (small batches, 100 ms each) keeps the stream flowing while one gateway leaves.
-    with local_audit(tmp_path, TOKEN, "--fault-latency-ms", "100") as la:
+    with local_audit(tmp_path, TOKEN, "--enable-test-faults", "--fault-latency-ms", "100") as la:
         extra = "buffer: {max_events: 3000}\n"
         cfg = write_config(tmp_path, la.url("local_audit"), kafka_bootstrap, topic, group_id, extra)
         cfg.write_text(cfg.read_text().replace("max_events: 1000,", "max_events: 100,"))
@@ -278,7 +278,7 @@ async def test_a_stalled_upstream_pauses_the_consumer_and_rss_stays_bounded(
     n = 100_000
     big = [orjson.dumps({"event": {"message": f"m{i} " + "x" * 400, "actor": "rss"}}) for i in range(n)]
     await produce(kafka_bootstrap, topic, big, partitions=6)  # ~45 MB waiting in the topic
-    with local_audit(tmp_path, TOKEN, "--fault-outage") as la:
+    with local_audit(tmp_path, TOKEN, "--enable-test-faults", "--fault-outage") as la:
         cfg = write_config(
             tmp_path, la.url("local_audit"), kafka_bootstrap, topic, group_id, "buffer: {max_events: 5000}\n"
         )

@@ -85,7 +85,7 @@ def ports() -> dict[str, int]:
 def test_answers_come_at_durability_and_sigterm_leaves_the_rest_for_the_next_start(tmp_path: Path) -> None:
     up_dir = tmp_path / "upstream"
     up_dir.mkdir()
-    with local_audit(up_dir, TOKEN) as upstream:
+    with local_audit(up_dir, TOKEN, "--enable-test-faults") as upstream:
         faults(upstream, outage=True)  # the upstream is away: nothing can be delivered
         cfg = config(tmp_path, upstream)
         p = ports()
@@ -122,7 +122,7 @@ def test_answers_come_at_durability_and_sigterm_leaves_the_rest_for_the_next_sta
 def test_a_full_spool_answers_429_with_retry_after_and_is_not_ready(tmp_path: Path) -> None:
     up_dir = tmp_path / "upstream"
     up_dir.mkdir()
-    with local_audit(up_dir, TOKEN) as upstream:
+    with local_audit(up_dir, TOKEN, "--enable-test-faults") as upstream:
         faults(upstream, outage=True)
         gw = start_gateway(tmp_path, config=config(tmp_path, upstream, max_bytes=8192))
         try:
