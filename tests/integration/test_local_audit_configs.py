@@ -482,7 +482,8 @@ async def test_service_tokens_from_the_command_line_limit_configs_endpoints_fiel
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--configs", "pci_short"], "not configuration ids"),
+        (["--configs", "pci_Bad-Id"], "not configuration ids"),
+        (["--configs", "cfg_aaa"], "not configuration ids"),
         (["--configs", CONFIG_A, "--endpoints", "log,delete_everything"], "unknown endpoints"),
         (["--configs", CONFIG_A, "--restrict", "tenant_id"], "expected FIELD=VALUE"),
         (["--configs", CONFIG_A, "--expires-in", "soon"], "expected a duration"),
@@ -491,6 +492,22 @@ async def test_service_tokens_from_the_command_line_limit_configs_endpoints_fiel
 def test_token_create_refuses_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
     done = cli("token", "create", "--db", str(tmp_path / "a.db"), "--name", "x", *args)
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_the_issue_token_create_line_works_as_written(tmp_path: Path) -> None:
+    db = tmp_path / "audit.db"
+    done = cli(
+        "token", "create", "--db", str(db), "--name", "app-a", "--configs", "pci_aaa,pci_bbb",
+        "--endpoints", "log,search,root", "--restrict", "tenant_id=acme", "--expires-in", "30d",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    created = json.loads(done.stdout)
+    assert set(created) == {"id", "token", "expires_at"}
+    assert created["id"].startswith("pmt_") and created["token"].startswith("pts_")
+    listed = json.loads(cli("token", "list", "--db", str(db)).stdout)
+    assert [(t["name"], t["configs"], t["restrict"]) for t in listed] == [
+        ("app-a", ["pci_aaa", "pci_bbb"], {"tenant_id": ["acme"]})
+    ]
 
 
 def test_serve_refuses_fault_flags_without_the_test_flag(tmp_path: Path) -> None:
