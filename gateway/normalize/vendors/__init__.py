@@ -78,13 +78,28 @@ class Vendor:
     name: str
     decode: Decode
     to_event: Callable[[Any], tuple[dict[str, Any], str | None]]
+    subject: Callable[[Any], Any] | None = None
+    """The part of a record a source's ``map:`` reads and whose depth is limited (default: all of it)."""
 
 
 # The format modules import DecodeError and record_invalid from here, so they come last.
-from gateway.normalize.vendors import auth0, github, okta, pangea, raw, splunk_hec  # noqa: E402
+from gateway.normalize.vendors import (  # noqa: E402
+    auth0,
+    cloudtrail,
+    firehose,
+    github,
+    gitlab,
+    okta,
+    pangea,
+    raw,
+    splunk_hec,
+)
 from gateway.normalize.vendors import json as json_format  # noqa: E402
 
 VENDORS: dict[str, Vendor] = {
-    m.NAME: Vendor(m.NAME, m.decode, m.to_event) for m in (auth0, okta, github, splunk_hec, pangea, raw, json_format)
+    m.NAME: Vendor(m.NAME, m.decode, m.to_event)
+    for m in (auth0, okta, github, gitlab, splunk_hec, cloudtrail, pangea, raw, json_format)
 }
-"""Formats by name: ``auth0``, ``okta``, ``github``, ``splunk_hec``, ``pangea``, ``raw``, ``json``."""
+VENDORS[firehose.NAME] = firehose.vendor()
+"""Formats by name: ``auth0``, ``okta``, ``github``, ``gitlab``, ``splunk_hec``, ``cloudtrail``, ``firehose``
+(records of JSON; :func:`firehose.vendor` builds the others), ``pangea``, ``raw``, ``json``."""

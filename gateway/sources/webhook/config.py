@@ -9,12 +9,15 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gateway.configbase import StrictModel
 
-WebhookFormat = Literal["auth0", "okta", "github", "splunk_hec", "pangea", "json"]
+WebhookFormat = Literal["auth0", "okta", "github", "gitlab", "firehose", "splunk_hec", "pangea", "json"]
+FirehoseRecords = Literal["json", "cloudtrail", "cloudwatch_logs", "raw"]
 
 DEFAULT_PATHS: dict[str, str] = {
     "auth0": "/v1/log_stream",
     "okta": "/webhooks/okta",
     "github": "/webhooks/github",
+    "gitlab": "/webhooks/gitlab",
+    "firehose": "/webhooks/firehose",
     "splunk_hec": "/services/collector",
     "pangea": "",
     "json": "/webhooks/json",
@@ -43,7 +46,16 @@ class WebhookSourceConfig(StrictModel):
     """An HTTP route that accepts a vendor's (or the Pangea SDK's) event bodies."""
 
     type: Literal["webhook"] = Field(description="Source kind.")
-    format: WebhookFormat = Field(description="Body format: auth0, okta, github, splunk_hec, pangea, json.")
+    format: WebhookFormat = Field(
+        description="Body format: auth0, okta, github, gitlab, firehose, splunk_hec, pangea, json."
+    )
+    records: FirehoseRecords | None = Field(
+        default=None,
+        description=(
+            "Format `firehose` only: what each record's data holds: json (default), cloudtrail (events, EventBridge"
+            " envelopes or `Records[]` files), cloudwatch_logs (gzip subscription messages), raw (text)."
+        ),
+    )
     path: str | None = Field(
         default=None,
         description="Route path (format `pangea`: a prefix for /v1/log, /v2/log, /v2/log_async, /request/{id}).",
@@ -79,6 +91,12 @@ class WebhookSourceConfig(StrictModel):
 
             Mapping(value)  # raises ValueError("map.<field>: ...") on a bad spec
         return value
+
+    @model_validator(mode="after")
+    def _records_for_firehose(self) -> Self:
+        if self.records is not None and self.format != "firehose":
+            raise ValueError("records: only for format firehose")
+        return self
 
     @property
     def route_path(self) -> str:

@@ -22,7 +22,9 @@ def dumps(obj: Any) -> bytes:
 
 
 def test_vendor_registry_has_every_format_with_the_same_shape() -> None:
-    assert set(VENDORS) == {"auth0", "okta", "github", "splunk_hec", "pangea", "raw", "json"}
+    assert set(VENDORS) == {
+        "auth0", "okta", "github", "gitlab", "splunk_hec", "cloudtrail", "firehose", "pangea", "raw", "json"
+    }  # fmt: skip
     for name, vendor in VENDORS.items():
         assert vendor.name == name
         assert callable(vendor.decode)
