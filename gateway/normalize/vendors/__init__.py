@@ -24,9 +24,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.normalize.limits import clip
-from gateway.normalize.schema import EventInvalid
+from gateway.normalize.schema import EventInvalid, json_text
 
-__all__ = ["VENDORS", "Decode", "DecodeError", "Vendor", "record_invalid", "text_of"]
+__all__ = ["NEW_SIZE", "VENDORS", "Decode", "DecodeError", "Vendor", "new_with_ids", "record_invalid", "text_of"]
+
+NEW_SIZE = 32766
+"""Size of the standard schema's ``new`` field."""
 
 
 class DecodeError(Exception):
@@ -69,6 +72,32 @@ def put_clipped(event: dict[str, Any], field: str, text: str | None, size: int) 
     """Set ``event[field]`` to ``text`` clipped to ``size`` characters, unless there is no text."""
     if text is not None:
         event[field] = clip(text, size)
+
+
+def new_with_ids(detail: dict[str, Any], ids: dict[str, str | None], size: int = NEW_SIZE) -> str | None:
+    """``new``: compact JSON of ``detail`` plus the vendor's own ids (``{field: id}``), always whole.
+
+    The ids let an auditor find the stored record in the vendor's console, so they are never cut:
+    when the JSON would pass ``size`` characters it becomes ``{<ids>, "truncated": "<JSON of
+    detail, cut>"}``.  ``None`` when there is nothing to say.
+    """
+    kept = {k: v for k, v in ids.items() if v is not None}
+    obj = {**detail, **kept}
+    if not obj:
+        return None
+    text = json_text(obj)
+    if text is not None and len(text) <= size:
+        return text
+    rest = json_text(detail) or ""
+    if not kept:
+        return clip(rest, size)
+    budget = size - len(json_text(kept) or "") - 20
+    while budget > 0:
+        text = json_text({**kept, "truncated": clip(rest, budget)})
+        if text is not None and len(text) <= size:
+            return text
+        budget -= max(1, len(text or rest) - size)  # escapes made it longer: cut more
+    return clip(json_text(kept) or "", size)
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,10 @@ Mapping of a CloudTrail event to the standard schema:
 ``tenant_id``  ``recipientAccountId``
 ``message``    ``AWS <eventSource> <eventName> by <actor>`` plus ``: <errorCode>: <errorMessage>``
                on a failure
-``new``        compact JSON of ``eventID`` (the vendor's event id), ``eventSource``, ``eventName``,
-               ``eventType``, ``eventCategory``, ``awsRegion``, ``readOnly``, ``requestID``,
-               ``errorCode``, ``errorMessage``, ``resources``, ``requestParameters`` and
-               ``userIdentity`` (the last two dropped, in that order, if the text would pass
-               32766 characters)
+``new``        compact JSON of ``eventID`` (the vendor's event id, always whole), ``eventSource``,
+               ``eventName``, ``eventType``, ``eventCategory``, ``awsRegion``, ``readOnly``,
+               ``requestID``, ``errorCode``, ``errorMessage``, ``resources``,
+               ``requestParameters`` and ``userIdentity``
 =============  ==================================================================================
 
 The dedup id is ``eventID``.
@@ -37,8 +36,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from gateway.normalize.limits import clip, fit_name
-from gateway.normalize.schema import json_text
-from gateway.normalize.vendors import DecodeError, put_clipped, record_invalid, text_of
+from gateway.normalize.vendors import DecodeError, new_with_ids, put_clipped, record_invalid, text_of
 from gateway.normalize.vendors.json import documents
 
 __all__ = ["NAME", "decode", "events_of", "is_cloudtrail_event", "to_event"]
@@ -46,7 +44,6 @@ __all__ = ["NAME", "decode", "events_of", "is_cloudtrail_event", "to_event"]
 NAME = "cloudtrail"
 
 _NEW_KEYS: Final = (
-    "eventID",
     "eventSource",
     "eventName",
     "eventType",
@@ -60,7 +57,6 @@ _NEW_KEYS: Final = (
     "requestParameters",
     "userIdentity",
 )
-_DROPPABLE: Final = ("requestParameters", "userIdentity")
 # Request parameters that name what an API call acted on, most specific first.
 _TARGET_PARAMS: Final = (
     "userName",
@@ -140,13 +136,7 @@ def _failed(event: dict[str, Any]) -> bool:
 
 def _new(event: dict[str, Any]) -> str | None:
     detail = {k: event[k] for k in _NEW_KEYS if event.get(k) is not None}
-    text = json_text(detail)
-    for key in _DROPPABLE:
-        if text is None or len(text) <= 32766:
-            break
-        detail.pop(key, None)
-        text = json_text(detail)
-    return text
+    return new_with_ids(detail, {"eventID": text_of(event.get("eventID"))})
 
 
 def to_event(record: Any) -> tuple[dict[str, Any], str | None]:

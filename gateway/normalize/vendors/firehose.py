@@ -36,8 +36,16 @@ from typing import Any, Final, Literal
 import orjson
 
 from gateway.normalize.limits import clip
-from gateway.normalize.schema import json_text
-from gateway.normalize.vendors import DecodeError, Vendor, cloudtrail, raw, record_invalid, text_of
+from gateway.normalize.vendors import (
+    DecodeError,
+    Vendor,
+    cloudtrail,
+    new_with_ids,
+    put_clipped,
+    raw,
+    record_invalid,
+    text_of,
+)
 from gateway.normalize.vendors import json as json_format
 
 __all__ = ["NAME", "FirehoseRecord", "RecordsKind", "request_of", "vendor"]
@@ -222,9 +230,8 @@ def _log_event(record: FirehoseRecord) -> dict[str, Any]:
     group = text_of(log.get("logGroup"))
     if group is not None:
         ev["target"] = clip(group, 128)
-    new = json_text(log) if log else None
-    if new is not None:
-        ev["new"] = clip(new, 32766)
+    ids = {"id": text_of(log.get("id"))}
+    put_clipped(ev, "new", new_with_ids({k: v for k, v in log.items() if k != "id"}, ids), 32766)
     return ev
 
 

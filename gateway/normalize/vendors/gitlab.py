@@ -15,8 +15,9 @@ Mapping of a GitLab audit event to the standard schema:
 ``timestamp``  ``created_at``
 ``tenant_id``  ``entity_path`` (the group, project or user the event belongs to)
 ``message``    ``details.custom_message``, else ``GitLab <event_type> by <actor> on <target>``
-``new``        compact JSON of ``id`` (the vendor's event id), ``event_type``, ``entity_type``,
-               ``entity_id``, ``target_type``, ``target_id``, ``author_id`` and ``details``
+``new``        compact JSON of ``id`` (the vendor's event id, always whole), ``event_type``,
+               ``entity_type``, ``entity_id``, ``target_type``, ``target_id``, ``author_id`` and
+               ``details``
 =============  ==================================================================================
 
 The dedup id is ``id`` as text (``1284133`` and ``"1284133"`` are the same event).
@@ -28,8 +29,7 @@ from typing import Any, Final
 
 from gateway.normalize.limits import clip, fit_name
 from gateway.normalize.mapping import compile_paths, first
-from gateway.normalize.schema import json_text
-from gateway.normalize.vendors import put_clipped, record_invalid, text_of
+from gateway.normalize.vendors import new_with_ids, put_clipped, record_invalid, text_of
 from gateway.normalize.vendors.json import documents
 
 __all__ = ["NAME", "decode", "to_event"]
@@ -75,5 +75,6 @@ def to_event(record: Any) -> tuple[dict[str, Any], str | None]:
     custom = text_of(details.get("custom_message"))
     words = ["GitLab", name] + (["by", actor] if actor else []) + (["on", target] if target else [])
     ev["message"] = clip((custom.strip() if custom else "") or " ".join(words), 32766)
-    put_clipped(ev, "new", json_text({k: record[k] for k in _NEW_KEYS if record.get(k) is not None}), 32766)
+    detail = {k: record[k] for k in _NEW_KEYS if record.get(k) is not None}
+    put_clipped(ev, "new", new_with_ids(detail, {"id": event_id}), 32766)
     return ev, event_id
