@@ -26,7 +26,7 @@ from gateway.normalize.vendors import VENDORS, DecodeError, Vendor, firehose
 from gateway.normalize.vendors import github as github_vendor
 from gateway.sources.intake import Admission, Admitter, Candidate
 from gateway.sources.webhook.answers import answer, settle
-from gateway.sources.webhook.auth import check_header, check_hmac_sha256
+from gateway.sources.webhook.auth import SignatureVerifier, check_header, check_hmac_sha256
 from gateway.sources.webhook.body import read_body
 from gateway.sources.webhook.config import WebhookSourceConfig
 from gateway.sources.webhook.envelope import envelope, error_response, new_request_id, now_rfc3339
@@ -45,6 +45,8 @@ class VendorRoute:
         self.mapping = Mapping(config.map) if config.map else None
         # A map is the whole mapping where the format has none of its own (JSON records).
         self.map_only = config.format == "json" or (config.format == "firehose" and config.records in (None, "json"))
+        sig = config.auth.signature if config.auth is not None else None
+        self.verifier = SignatureVerifier(sig) if sig is not None else None
 
     def routes(self) -> list[web.RouteDef]:
         path = self.config.route_path
@@ -53,12 +55,23 @@ class VendorRoute:
             out.append(web.get(path, self.okta_verify))
         return out
 
-    def _authenticate(self, request: web.Request, raw: bytes | None) -> None:
-        """Header auth before the body is read (``raw`` None); an HMAC once it is."""
+    def _authenticate(self, request: web.Request, raw: bytes | None, held: list[bytes]) -> None:
+        """Header auth before the body is read (``raw`` None); an HMAC once it is.
+
+        A verified timestamped signature is reserved against replays; its key goes to ``held``
+        for :meth:`handle` to give back if the request fails.
+        """
         auth = self.config.auth
         if auth is None:
             return
-        if auth.hmac_sha256_secret is None:
+        if self.verifier is not None:
+            if raw is None:
+                self.verifier.present(request)
+            else:
+                key = self.verifier.verify(request, raw)
+                if key is not None:
+                    held.append(key)
+        elif auth.hmac_sha256_secret is None:
             if raw is None:
                 check_header(request, auth)
         elif raw is not None:
@@ -131,14 +144,34 @@ class VendorRoute:
         return await self.admitter.admit(cands)
 
     async def handle(self, request: web.Request) -> web.Response:
-        if self.config.format == "firehose":
-            return await self.handle_firehose(request)
+        """A POST: the vendor's delivery, answered in its shape."""
+        held: list[bytes] = []
+        try:
+            if self.config.format == "firehose":
+                resp = await self.handle_firehose(request, held)
+            else:
+                resp = await self.handle_vendor(request, held)
+        except BaseException:
+            self._release(held)
+            raise
+        if not 200 <= resp.status < 300:
+            # Not accepted: the sender may retry the same signed request; that is no replay.
+            self._release(held)
+        return resp
+
+    def _release(self, held: list[bytes]) -> None:
+        if self.verifier is not None:
+            for key in held:
+                self.verifier.release(key)
+
+    async def handle_vendor(self, request: web.Request, held: list[bytes]) -> web.Response:
+        """A delivery answered with the Pangea envelope (Okta: an empty 200)."""
         rid, rtime = new_request_id(), now_rfc3339()
         try:
             # An unauthenticated sender is refused before its body is read.
-            self._authenticate(request, None)
+            self._authenticate(request, None, held)
             raw = await read_body(request, self.config.max_body_bytes)
-            self._authenticate(request, raw)
+            self._authenticate(request, raw, held)
             if self.config.format == "github" and github_vendor.is_ping(request.headers.get("X-GitHub-Event", "")):
                 return envelope(200, "Success", "pong", {}, request_id=rid, request_time=rtime)
             adm = await self._admit(request, raw)
@@ -153,14 +186,14 @@ class VendorRoute:
             self.admitter.metrics.requests_refused.labels(self.name, reason).inc()
             return error_response(exc, request_id=rid, request_time=rtime)
 
-    async def handle_firehose(self, request: web.Request) -> web.Response:
+    async def handle_firehose(self, request: web.Request, held: list[bytes]) -> web.Response:
         """A Firehose delivery, answered in Firehose's shape (see the module docstring)."""
         # The header's id until the body is read; then the body's, which Firehose echoes back.
         rid = request.headers.get("X-Amz-Firehose-Request-Id", "")[: firehose.MAX_REQUEST_ID_CHARS]
         try:
-            self._authenticate(request, None)
+            self._authenticate(request, None, held)
             raw = await read_body(request, self.config.max_body_bytes)
-            self._authenticate(request, raw)
+            self._authenticate(request, raw, held)
             known = firehose.request_of(raw)
             if known is not None:
                 rid = known[0]
