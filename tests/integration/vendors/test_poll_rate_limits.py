@@ -1,0 +1,120 @@
+"""Issue 17: a pull source waits out the vendor's rate limits (injected clock and sleep).
+
+The poller runs in-process against the loopback :class:`VendorStub` (real HTTP, the vendor's
+recorded answers); its clock and sleep are injected, so a 60-second ``X-Rate-Limit-Reset`` costs
+nothing and the waits it chose are asserted exactly.  Delivery is a recording admitter that
+resolves every page as delivered (the delivery path itself is covered end to end in
+``test_poll_sources_e2e.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from gateway.acks import AckGroup
+from gateway.sources.intake import Admission, Candidate
+from gateway.sources.poll.config import PollSourceConfig
+from gateway.sources.poll.source import PollSource
+from gateway.telemetry.metrics import Metrics
+from tests.integration.vendors.poll_stub import Answer, VendorStub
+from tests.support.procs import REPO
+
+FIXTURES = REPO / "tests" / "fixtures" / "vendors"
+RESET_NOW = 1718097240.0  # the time of the recorded answers (their X-Rate-Limit-Reset is 1718097240/1718097300)
+
+
+class RecordingAdmitter:
+    """Takes the page's candidates and resolves them delivered at once."""
+
+    def __init__(self) -> None:
+        self.metrics = Metrics()
+        self.candidates: list[Candidate] = []
+
+    async def admit(self, candidates: list[Candidate], **_: Any) -> Admission:
+        self.candidates.extend(candidates)
+        return Admission(AckGroup(0), [], [], 0, len(candidates))
+
+
+def okta_source(
+    stub: VendorStub, tmp: Path, sleeps: list[float], stop_after: float
+) -> tuple[PollSource, RecordingAdmitter]:
+    config = PollSourceConfig(
+        type="poll",
+        vendor="okta_system_log",
+        url=stub.base,
+        token="00ExampleOktaApiTokenNotReal0000000000000",  # type: ignore[arg-type]
+        destination="default",
+        since="2024-06-11T09:00:00.000Z",
+        page_size=2,
+        interval_secs=15,
+    )
+    admitter = RecordingAdmitter()
+    source: PollSource
+
+    async def sleep(secs: float) -> None:
+        sleeps.append(secs)
+        if secs == stop_after:
+            source._stop.set()
+
+    source = PollSource("okta_log", config, admitter, tmp, clock=lambda: RESET_NOW, sleep=sleep)  # type: ignore[arg-type]
+    return source, admitter
+
+
+async def run(source: PollSource) -> None:
+    await source.start()
+    assert source._task is not None
+    await source._task
+    await source.stop(0)
+
+
+def uuids(admitter: RecordingAdmitter) -> list[str]:
+    return [c.dedup_key or "" for c in admitter.candidates]
+
+
+def expected_uuids() -> list[str]:
+    return [
+        e["uuid"]
+        for n in ("okta_logs_page1.json", "okta_logs_page2.json")
+        for e in json.loads((FIXTURES / n).read_bytes())
+    ]
+
+
+async def test_okta_429_is_waited_out_until_x_rate_limit_reset_and_the_page_is_read_again(tmp_path: Path) -> None:
+    with VendorStub(FIXTURES / "okta_logs_exchanges.json") as stub:
+        page1 = stub.exchanges[0]["request"]["url"]
+        stub.queue_first(page1, stub.exchange_answer(4))  # Okta's recorded 429: reset at 1718097300, no Retry-After
+        sleeps: list[float] = []
+        source, admitter = okta_source(stub, tmp_path, sleeps, stop_after=15)
+        await run(source)
+        assert sleeps == [60.0, 15]  # until the reset, then the interval once the log was read to its end
+        assert stub.count(page1) == 2
+        assert uuids(admitter) == expected_uuids()
+        assert admitter.metrics.poll_errors.labels("okta_log", "rate_limited")._value.get() == 1
+
+
+async def test_a_retry_after_header_is_honoured_over_the_reset_header(tmp_path: Path) -> None:
+    with VendorStub(FIXTURES / "okta_logs_exchanges.json") as stub:
+        page2 = stub.exchanges[1]["request"]["url"]
+        limited = stub.exchange_answer(4)
+        stub.queue_first(page2, Answer(429, [*limited.headers, ("Retry-After", "7")], limited.body))
+        sleeps: list[float] = []
+        source, admitter = okta_source(stub, tmp_path, sleeps, stop_after=15)
+        await run(source)
+        assert sleeps == [7.0, 15]
+        assert stub.count(page2) == 2 and uuids(admitter) == expected_uuids()  # nothing lost, nothing twice
+
+
+async def test_an_exhausted_remaining_count_waits_for_the_reset_before_the_next_request(tmp_path: Path) -> None:
+    with VendorStub(FIXTURES / "okta_logs_exchanges.json") as stub:
+        page1 = stub.exchanges[0]["request"]["url"]
+        good = stub.exchange_answer(1)
+        exhausted = {"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": str(int(RESET_NOW) + 30)}
+        stub.queue_first(page1, Answer(200, [(k, exhausted.get(k, v)) for k, v in good.headers], good.body))
+        sleeps: list[float] = []
+        source, admitter = okta_source(stub, tmp_path, sleeps, stop_after=15)
+        await run(source)
+        assert sleeps == [30.0, 15]  # page 2 waited for the reset; no 429 was needed
+        assert uuids(admitter) == expected_uuids()
+        assert admitter.metrics.poll_errors.labels("okta_log", "rate_limited")._value.get() == 0
