@@ -15,6 +15,8 @@ an operation may be retried is an attribute (``retriable``), never a second hier
     │   ├── RetriableUpstreamError  (retriable=True) 408, 429, 5xx but 501, network errors
     │   ├── RejectedUpstreamError   other 4xx: the events go to the dead-letter path
     │   └── UpstreamConfigError     AmbiguousConfigID / MissingConfigID / Unauthorized: fix the config
+    ├── PollError                   (retriable=True) a pull source's page not got or not usable; has a
+    │                               metric ``reason`` (gateway.sources.poll.source)
     └── ShutdownError               (retriable=True) the process is draining; try again elsewhere
 """
 

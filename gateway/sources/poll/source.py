@@ -221,10 +221,14 @@ class PollSource:
         self._session: aiohttp.ClientSession | None = None
         self._origin = _origin(config.url)
 
-    async def start(self) -> None:
+    async def open(self) -> None:
+        """Load the cursor (else the vendor's first URL) and open the HTTP session."""
         self.url = self.cursor.load() or self.api.first_url(self.config)
         timeout = aiohttp.ClientTimeout(total=self.config.request_timeout_secs)
         self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=True)
+
+    async def start(self) -> None:
+        await self.open()
         self._task = asyncio.create_task(self.run(), name=f"poll-{self.name}")
 
     async def stop_accepting(self) -> None:

@@ -13,10 +13,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.acks import AckGroup
 from gateway.sources.intake import Admission, Candidate
 from gateway.sources.poll.config import PollSourceConfig
-from gateway.sources.poll.source import PollSource
+from gateway.sources.poll.source import PollError, PollSource
 from gateway.telemetry.metrics import Metrics
 from tests.integration.vendors.poll_stub import Answer, VendorStub
 from tests.support.procs import REPO
@@ -38,7 +40,7 @@ class RecordingAdmitter:
 
 
 def okta_source(
-    stub: VendorStub, tmp: Path, sleeps: list[float], stop_after: float
+    stub: VendorStub, tmp: Path, sleeps: list[float], stop_after: float, **overrides: Any
 ) -> tuple[PollSource, RecordingAdmitter]:
     config = PollSourceConfig(
         type="poll",
@@ -49,6 +51,7 @@ def okta_source(
         since="2024-06-11T09:00:00.000Z",
         page_size=2,
         interval_secs=15,
+        **overrides,
     )
     admitter = RecordingAdmitter()
     source: PollSource
@@ -118,3 +121,71 @@ async def test_an_exhausted_remaining_count_waits_for_the_reset_before_the_next_
         assert sleeps == [30.0, 15]  # page 2 waited for the reset; no 429 was needed
         assert uuids(admitter) == expected_uuids()
         assert admitter.metrics.poll_errors.labels("okta_log", "rate_limited")._value.get() == 0
+
+
+HOSTILE_PAGES = {
+    "truncated": b'[{"uuid": "a", "eventType": "x"',
+    "an object, not an array": b'{"uuid": "a", "eventType": "x"}',
+    "a string": b'"events"',
+    "deep": b"[" * 100 + b"]" * 100,
+    "oversized": b"[" + b'"x",' * 300_000 + b'"x"]',
+    "empty body": b"",
+    "not UTF-8": b'["\xff\xfe"]',
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_PAGES))
+async def test_a_hostile_page_is_reported_and_neither_admitted_nor_skipped(tmp_path: Path, name: str) -> None:
+    with VendorStub(FIXTURES / "okta_logs_exchanges.json") as stub:
+        page1, page2 = (ex["request"]["url"] for ex in stub.exchanges[:2])
+        good = stub.exchange_answer(1)
+        stub.queue_first(page1, Answer(200, good.headers, HOSTILE_PAGES[name]))
+        source, admitter = okta_source(stub, tmp_path, [], stop_after=15, max_page_bytes=1024 * 1024)
+        await source.open()
+        try:
+            with pytest.raises(PollError) as info:
+                await source.poll_once()
+            assert info.value.reason == "malformed_page", info.value
+            assert admitter.candidates == [] and source.url == stub.url(page1)
+            assert not (tmp_path / "poll" / "okta_log.cursor.json").exists()
+            assert await source.poll_once() is True  # the page came good: read, not skipped
+            assert uuids(admitter) == expected_uuids()[:2] and source.url == stub.url(page2)
+        finally:
+            await source.stop(0)
+
+
+async def test_a_next_link_to_another_origin_is_refused_and_the_token_never_goes_there(tmp_path: Path) -> None:
+    with (
+        VendorStub(FIXTURES / "okta_logs_exchanges.json") as stub,
+        VendorStub(FIXTURES / "okta_logs_exchanges.json") as elsewhere,
+    ):
+        page1 = stub.exchanges[0]["request"]["url"]
+        good = stub.exchange_answer(1)
+        moved = [(k, v.replace(stub.base, elsewhere.base)) for k, v in good.headers]
+        stub.queue_first(page1, Answer(200, moved, good.body))
+        source, admitter = okta_source(stub, tmp_path, [], stop_after=15)
+        await source.open()
+        try:
+            with pytest.raises(PollError, match="another origin"):
+                await source.poll_once()
+            assert admitter.candidates == [] and elsewhere.asked == []
+        finally:
+            await source.stop(0)
+
+
+async def test_a_record_that_cannot_be_mapped_is_refused_alone_and_the_page_moves_on(tmp_path: Path) -> None:
+    with VendorStub(FIXTURES / "okta_logs_exchanges.json") as stub:
+        page1, page2 = (ex["request"]["url"] for ex in stub.exchanges[:2])
+        good = stub.exchange_answer(1)
+        records = [*json.loads(good.body), "not an event", {"uuid": "u-9", "eventType": ["wrong", "type"]}]
+        stub.queue_first(page1, Answer(200, good.headers, json.dumps(records).encode()))
+        source, admitter = okta_source(stub, tmp_path, [], stop_after=15)
+        await source.open()
+        try:
+            assert await source.poll_once() is True
+            refused = [c for c in admitter.candidates if c.fields is None]
+            assert [c.pointer for c in refused] == ["/2", "/3"] and all(c.errors for c in refused)
+            assert [c.dedup_key for c in admitter.candidates if c.fields is not None] == expected_uuids()[:2]
+            assert source.url == stub.url(page2)
+        finally:
+            await source.stop(0)
