@@ -46,6 +46,20 @@ sources:
     auth: {header: X-Amz-Firehose-Access-Key, value: "${FIREHOSE_ACCESS_KEY}"}
     destination: default
     max_body_bytes: 65536
+  app_json:
+    type: webhook
+    path: /webhooks/firehose-json
+    format: firehose
+    auth: {header: X-Amz-Firehose-Access-Key, value: "${FIREHOSE_ACCESS_KEY}"}
+    destination: default
+    map: {message: msg, actor: user.name, action: {const: app.event}}
+  app_raw:
+    type: webhook
+    path: /webhooks/firehose-raw
+    format: firehose
+    records: raw
+    auth: {header: X-Amz-Firehose-Access-Key, value: "${FIREHOSE_ACCESS_KEY}"}
+    destination: default
   gitlab:
     type: webhook
     path: /webhooks/gitlab
@@ -353,6 +367,34 @@ def test_firehose_an_unmappable_record_is_refused_alone_and_the_retry_stores_not
     # Firehose retries the whole batch: the stored record is not stored again.
     again = landed(gw, lambda: request(gw.url() + "/webhooks/firehose", body, firehose_headers(rid)))
     assert again == []
+
+
+def test_firehose_json_records_map_with_the_source_map_and_each_event_is_stored_once(gw: Proc) -> None:
+    rid = "3f1d7c2a-0000-4000-8000-00000000j501"
+    records = [
+        b'{"msg": "exported report", "user": {"name": "ana"}}',
+        b'{"msg": "line one", "user": {"name": "bo"}}\n{"msg": "line two", "user": {"name": "cy"}}\n',
+    ]
+    body = firehose_body(records, rid)
+    url = gw.url() + "/webhooks/firehose-json"
+    events = landed(gw, lambda: assert_firehose_ok(request(url, body, firehose_headers(rid)), rid))
+    assert_mapped(
+        events,
+        [
+            {"message": "exported report", "actor": "ana", "action": "app.event"},
+            {"message": "line one", "actor": "bo", "action": "app.event"},
+            {"message": "line two", "actor": "cy", "action": "app.event"},
+        ],
+    )
+    assert landed(gw, lambda: assert_firehose_ok(request(url, body, firehose_headers(rid)), rid)) == []
+
+
+def test_firehose_raw_records_become_messages(gw: Proc) -> None:
+    rid = "3f1d7c2a-0000-4000-8000-00000000r401"
+    body = firehose_body([b"sshd[812]: Accepted publickey for ops\n", "caf\u00e9 \u2603".encode()], rid)
+    url = gw.url() + "/webhooks/firehose-raw"
+    events = landed(gw, lambda: assert_firehose_ok(request(url, body, firehose_headers(rid)), rid))
+    assert sorted(e["message"] for e in events) == ["caf\u00e9 \u2603", "sshd[812]: Accepted publickey for ops"]
 
 
 # -- GitLab -------------------------------------------------------------------------------------------
