@@ -119,6 +119,7 @@ from gateway.normalize.vendors import (  # noqa: E402
     github,
     gitlab,
     okta,
+    onepassword,
     pangea,
     raw,
     splunk_hec,
@@ -127,8 +128,8 @@ from gateway.normalize.vendors import json as json_format  # noqa: E402
 
 VENDORS: dict[str, Vendor] = {
     m.NAME: Vendor(m.NAME, m.decode, m.to_event)
-    for m in (auth0, okta, github, gitlab, splunk_hec, cloudtrail, pangea, raw, json_format)
+    for m in (auth0, okta, github, gitlab, splunk_hec, cloudtrail, onepassword, pangea, raw, json_format)
 }
 VENDORS[firehose.NAME] = firehose.vendor()
-"""Formats by name: ``auth0``, ``okta``, ``github``, ``gitlab``, ``splunk_hec``, ``cloudtrail``, ``firehose``
-(records of JSON; :func:`firehose.vendor` builds the others), ``pangea``, ``raw``, ``json``."""
+"""Formats by name: ``auth0``, ``okta``, ``github``, ``gitlab``, ``splunk_hec``, ``cloudtrail``, ``onepassword``,
+``firehose`` (records of JSON; :func:`firehose.vendor` builds the others), ``pangea``, ``raw``, ``json``."""

@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gateway.configbase import StrictModel
 
-PollVendor = Literal["okta_system_log", "auth0_logs", "github_audit_log"]
+PollVendor = Literal["okta_system_log", "auth0_logs", "github_audit_log", "onepassword_audit_events"]
 
 
 class PollSourceConfig(StrictModel):
@@ -20,11 +20,14 @@ class PollSourceConfig(StrictModel):
         description=(
             "okta_system_log (GET /api/v1/logs, `SSWS` token), auth0_logs (GET /api/v2/logs checkpoints, Management"
             " API token with read:logs), github_audit_log (GET /enterprises/{enterprise}/audit-log, classic PAT with"
-            " read:audit_log)."
+            " read:audit_log), onepassword_audit_events (POST /api/v2/auditevents, Events Reporting token)."
         )
     )
     url: str = Field(
-        description="The vendor's base URL: `https://acme.okta.com`, `https://acme.us.auth0.com`, `https://api.github.com`."
+        description=(
+            "The vendor's base URL: `https://acme.okta.com`, `https://acme.us.auth0.com`, `https://api.github.com`,"
+            " `https://events.1password.com`."
+        )
     )
     token: SecretStr = Field(description="API token (sent as `SSWS <token>` to Okta, `Bearer <token>` otherwise).")
     destination: str = Field(description="Name of the destination (under `destinations`) its events go to.")
@@ -32,8 +35,8 @@ class PollSourceConfig(StrictModel):
     since: str | None = Field(
         default=None,
         description=(
-            "Where a source without a cursor starts: an RFC 3339 time (Okta `since`, GitHub `created:>=`) or an Auth0"
-            " log_id (`from`); unset: the vendor's default window."
+            "Where a source without a cursor starts: an RFC 3339 time (Okta `since`, GitHub `created:>=`, 1Password"
+            " `start_time`) or an Auth0 log_id (`from`); unset: the vendor's default window."
         ),
     )
     enterprise: str | None = Field(default=None, description="github_audit_log: the enterprise slug (required).")

@@ -13,11 +13,16 @@ Each vendor follows its own paging contract:
     ``GET /enterprises/<e>/audit-log?order=asc&per_page=N[&phrase=created:>=T]`` with a Bearer
     token; then the ``rel="next"`` member of the one ``link`` header (none at the end: the last
     page is asked again later).  Limits: ``x-ratelimit-*``, ``Retry-After``, ``403``/``429``.
+``onepassword_audit_events``
+    ``POST /api/v2/auditevents`` with a Bearer token and ``{"limit": N[, "start_time": T]}``, then
+    ``{"cursor": <the page's cursor>}``; more follows at once while ``has_more``.  Limits:
+    ``Retry-After``/``429`` (the Events API's own limits were not verified).
 
 The rules an audit trail needs: a page's events are admitted and their acks awaited; only when
-every one is resolved (delivered, or refused for good and dead-lettered) is the next page's URL
-written to ``<data-dir>/poll/<source>.cursor.json`` (atomically).  A crash re-reads at most the
-page in flight, whose delivered events the dedup window drops by the vendor's event id.  A page
+every one is resolved (delivered, or refused for good and dead-lettered) is the cursor (the next
+page's URL, or 1Password's cursor) written to ``<data-dir>/poll/<source>.cursor.json``
+(atomically).  A crash re-reads at most the page in flight, whose delivered events the dedup
+window drops by the vendor's event id.  A page
 that cannot be read (not JSON, not an array, too deep or large, a next link to another origin)
 is reported in ``gateway_poll_errors_total`` and ``/readyz`` and asked again, never skipped.  A
 ``429`` (or GitHub's ``403`` with a limit exhausted) waits ``Retry-After``, else until the reset
@@ -49,7 +54,7 @@ from gateway.acks import AckStatus
 from gateway.errors import GatewayError
 from gateway.normalize.limits import check_depth
 from gateway.normalize.schema import EventInvalid
-from gateway.normalize.vendors import auth0, okta, splunk_hec
+from gateway.normalize.vendors import auth0, okta, onepassword, splunk_hec
 from gateway.sources.intake import Admitter, Candidate
 from gateway.sources.poll.config import PollSourceConfig
 
@@ -73,13 +78,18 @@ class PollError(GatewayError):
 
 @dataclass(frozen=True)
 class VendorApi:
-    """One vendor's log API: its first URL, auth header, and how a record maps."""
+    """One vendor's log API: its first URL, auth header, and how a record maps.
+
+    ``cursor_body`` is set for an API paged by a cursor in a POSTed body (1Password): it builds
+    the body from the stored cursor (None: the first request); link-paged APIs store the URL.
+    """
 
     auth_scheme: str
     first_url: Callable[[PollSourceConfig], str]
     to_event: Callable[[Any], tuple[dict[str, Any], str | None]]
     event_time: Callable[[Any], float | None]
     headers: tuple[tuple[str, str], ...] = (("Accept", "application/json"),)
+    cursor_body: Callable[[PollSourceConfig, str | None], dict[str, Any]] | None = None
 
 
 def _rfc3339(value: Any) -> float | None:
@@ -118,6 +128,15 @@ def _github_first(c: PollSourceConfig) -> str:
     return f"{c.url}/enterprises/{enterprise}/audit-log?{query}"
 
 
+def _onepassword_body(c: PollSourceConfig, cursor: str | None) -> dict[str, Any]:
+    if cursor is not None:
+        return {"cursor": cursor}
+    body: dict[str, Any] = {"limit": c.page_size}
+    if c.since:
+        body["start_time"] = c.since
+    return body
+
+
 def _auth0_event(record: Any) -> tuple[dict[str, Any], str | None]:
     # A Management API log is the `data` of a log-stream record: one mapping for both.
     if not isinstance(record, dict):
@@ -142,6 +161,13 @@ VENDOR_APIS: dict[str, VendorApi] = {
         lambda r: _epoch_ms(r.get("@timestamp")),
         (("Accept", "application/vnd.github+json"), ("X-GitHub-Api-Version", "2022-11-28")),
     ),
+    "onepassword_audit_events": VendorApi(
+        "Bearer",
+        lambda c: f"{c.url}/api/v2/auditevents",
+        onepassword.to_event,
+        lambda r: _rfc3339(r.get("timestamp")),
+        cursor_body=_onepassword_body,
+    ),
 }
 
 
@@ -161,7 +187,7 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 
 class CursorFile:
-    """The URL of the next page to read, in ``<dir>/<source>.cursor.json``, replaced atomically."""
+    """Where to read next (a URL, or a vendor's cursor), in ``<dir>/<source>.cursor.json``, replaced atomically."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -173,14 +199,14 @@ class CursorFile:
             return None
         except (OSError, orjson.JSONDecodeError) as exc:
             raise GatewayError(f"unreadable poll cursor {self.path}: {exc}") from None
-        url = data.get("next_url") if isinstance(data, dict) else None
-        return url if isinstance(url, str) and url else None
+        value = data.get("cursor") if isinstance(data, dict) else None
+        return value if isinstance(value, str) and value else None
 
-    def save(self, url: str) -> None:
+    def save(self, value: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
-            f.write(orjson.dumps({"next_url": url, "saved_at": time.time()}))
+            f.write(orjson.dumps({"cursor": value, "saved_at": time.time()}))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
@@ -215,6 +241,8 @@ class PollSource:
         self.metrics = admitter.metrics
         self.last_error: str | None = None
         self.url: str = ""
+        self.position: str | None = None
+        """1Password's cursor (None: start a feed); link-paged APIs keep their place in ``url``."""
         self._not_before = 0.0
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -223,7 +251,11 @@ class PollSource:
 
     async def open(self) -> None:
         """Load the cursor (else the vendor's first URL) and open the HTTP session."""
-        self.url = self.cursor.load() or self.api.first_url(self.config)
+        saved = self.cursor.load()
+        if self.api.cursor_body is not None:
+            self.url, self.position = self.api.first_url(self.config), saved
+        else:
+            self.url = saved or self.api.first_url(self.config)
         timeout = aiohttp.ClientTimeout(total=self.config.request_timeout_secs)
         self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=True)
 
@@ -302,8 +334,18 @@ class PollSource:
         assert self._session is not None
         headers = dict(self.api.headers)
         headers["Authorization"] = f"{self.api.auth_scheme} {self.config.token.get_secret_value()}"
+        body = None
+        if self.api.cursor_body is not None:
+            body = orjson.dumps(self.api.cursor_body(self.config, self.position))
+            headers["Content-Type"] = "application/json"
         # encoded=True: the URL goes out byte for byte as the vendor wrote it (cursors are opaque).
-        async with self._session.get(yarl.URL(url, encoded=True), headers=headers, allow_redirects=False) as resp:
+        async with self._session.request(
+            "GET" if body is None else "POST",
+            yarl.URL(url, encoded=True),
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+        ) as resp:
             if resp.content_length is not None and resp.content_length > self.config.max_page_bytes:
                 raise PollError("malformed_page", f"page over {self.config.max_page_bytes} bytes")
             chunks: list[bytes] = []
@@ -332,26 +374,35 @@ class PollSource:
         if status != 200:
             raise PollError("http_error", f"HTTP {status}")
         try:
-            records = orjson.loads(body)
+            page = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise PollError("malformed_page", f"page is not JSON: {exc}") from None
-        if not isinstance(records, list):
-            raise PollError("malformed_page", f"page is a JSON {type(records).__name__}, not an array of events")
-        if not check_depth(records, MAX_DEPTH):
+        if not check_depth(page, MAX_DEPTH):
             raise PollError("malformed_page", f"page nests deeper than {MAX_DEPTH} levels")
-        nxt = next_link(headers.getall("Link", []))
-        if nxt is not None and _origin(nxt) != self._origin:
-            # The token goes with every request: never to a host it was not configured for.
-            raise PollError("malformed_page", "next link points to another origin")
+        if self.api.cursor_body is not None:
+            records, position, more = _cursor_page(page)
+        else:
+            if not isinstance(page, list):
+                raise PollError("malformed_page", f"page is a JSON {type(page).__name__}, not an array of events")
+            records = page
+            nxt = next_link(headers.getall("Link", []))
+            if nxt is not None and _origin(nxt) != self._origin:
+                # The token goes with every request: never to a host it was not configured for.
+                raise PollError("malformed_page", "next link points to another origin")
+            more = bool(records) and nxt is not None and nxt != url
 
         await self._deliver(records)
         self.metrics.poll_pages.labels(self.name).inc()
-        if nxt is not None and nxt != url:
+        if self.api.cursor_body is not None:
+            if position != self.position:
+                self.cursor.save(position)
+                self.position = position
+        elif nxt is not None and nxt != url:
             self.cursor.save(nxt)
             self.url = nxt
         times = [t for t in (self.api.event_time(r) for r in records if isinstance(r, dict)) if t is not None]
         self.metrics.poll_lag.labels(self.name).set(max(0.0, self.clock() - max(times)) if times else 0.0)
-        return bool(records) and nxt is not None and nxt != url
+        return more
 
     async def _deliver(self, records: list[Any]) -> None:
         cands: list[Candidate] = []
@@ -367,3 +418,13 @@ class PollSource:
         status = await adm.group.wait()
         if status == AckStatus.ERRORED:
             raise PollError("delivery", "the upstream did not take the page's events; the page will be read again")
+
+
+def _cursor_page(page: Any) -> tuple[list[Any], str, bool]:
+    """``(items, cursor, has_more)`` of a 1Password Events API page; anything else is malformed."""
+    if not isinstance(page, dict):
+        raise PollError("malformed_page", f"page is a JSON {type(page).__name__}, not an object")
+    items, cursor, more = page.get("items"), page.get("cursor"), page.get("has_more")
+    if not isinstance(items, list) or not isinstance(cursor, str) or not cursor or not isinstance(more, bool):
+        raise PollError("malformed_page", 'page needs "items" (array), "cursor" (string) and "has_more" (boolean)')
+    return items, cursor, more

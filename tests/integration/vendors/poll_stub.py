@@ -6,7 +6,8 @@ by its own, so the next links the gateway follows lead back to it: the paging co
 separate ``link`` headers, Auth0's self-linking empty page, GitHub's one ``link`` header and its
 end without ``rel="next"``) and the rate-limit headers are the vendor's own.  A test can queue
 other answers for a URL (a ``429``, a malformed page), hold a URL's answer until released, and
-read which URLs were asked and with which ``Authorization``.
+read which URLs were asked and with which ``Authorization``.  A POSTed JSON body (1Password's
+cursor requests) is part of what is asked: ``key(url, body)``.
 
 The server runs on its own event loop in a thread, because the gateway under test is a real
 process and the test code is synchronous.
@@ -54,15 +55,17 @@ class VendorStub:
         for ex in self.exchanges:
             if ex["response"]["status"] != 200:
                 continue  # error answers are queued by the tests that want them
-            self.answers[self.key(ex["request"]["url"])].append(self._answer(ex["response"]))
+            req = ex["request"]
+            self.answers[self.key(req["url"], req.get("body"))].append(self._answer(ex["response"]))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
 
-    def key(self, vendor_url: str) -> str:
-        """A URL as the stub is asked for it: path and query (the host is the stub's)."""
+    def key(self, vendor_url: str, body: Any = None) -> str:
+        """A request as the stub tells it apart: path and query (the host is the stub's), and the JSON body."""
         u = urlsplit(vendor_url)
-        return u.path + ("?" + u.query if u.query else "")
+        key = u.path + ("?" + u.query if u.query else "")
+        return key if body is None else key + "\n" + json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     def url(self, vendor_url: str) -> str:
         return self.base + self.key(vendor_url)
@@ -75,9 +78,9 @@ class VendorStub:
     def exchange_answer(self, step: int) -> Answer:
         return self._answer(self.exchanges[step - 1]["response"])
 
-    def queue_first(self, vendor_url: str, answer: Answer) -> None:
-        """Answer ``answer`` the next time ``vendor_url`` is asked (then as before)."""
-        self.answers[self.key(vendor_url)].insert(0, answer)
+    def queue_first(self, vendor_url: str, answer: Answer, body: Any = None) -> None:
+        """Answer ``answer`` the next time ``vendor_url`` (with ``body``) is asked (then as before)."""
+        self.answers[self.key(vendor_url, body)].insert(0, answer)
 
     def hold(self, vendor_url: str) -> threading.Event:
         """Keep ``vendor_url``'s next answer until the returned event is set."""
@@ -85,11 +88,17 @@ class VendorStub:
         self.held[self.key(vendor_url)] = gate
         return gate
 
-    def count(self, vendor_url: str) -> int:
-        return sum(1 for k, _ in self.asked if k == self.key(vendor_url))
+    def count(self, vendor_url: str, body: Any = None) -> int:
+        return sum(1 for k, _ in self.asked if k == self.key(vendor_url, body))
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         key = request.raw_path  # as sent, percent-encoding and all
+        if request.can_read_body:
+            try:
+                body = json.loads(await request.read())
+            except ValueError:
+                return web.Response(status=400, text="body is not JSON")
+            key += "\n" + json.dumps(body, sort_keys=True, separators=(",", ":"))
         self.asked.append((key, request.headers.get("Authorization", "")))
         gate = self.held.pop(key, None)
         if gate is not None:

@@ -189,3 +189,41 @@ async def test_a_record_that_cannot_be_mapped_is_refused_alone_and_the_page_move
             assert source.url == stub.url(page2)
         finally:
             await source.stop(0)
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        b'{"cursor": "c1", "has_more": false}',
+        b'{"cursor": "c1", "has_more": false, "items": {"uuid": "x"}}',
+        b'{"has_more": false, "items": []}',
+        b'{"cursor": 5, "has_more": false, "items": []}',
+        b'{"cursor": "c1", "has_more": "no", "items": []}',
+        b"[]",
+    ],
+)
+async def test_a_malformed_onepassword_page_is_reported_and_the_cursor_stays(tmp_path: Path, page: bytes) -> None:
+    with VendorStub(FIXTURES / "onepassword_auditevents_exchanges.json") as stub:
+        first = stub.exchanges[0]["request"]
+        stub.queue_first(first["url"], Answer(200, [("Content-Type", "application/json")], page), first["body"])
+        config = PollSourceConfig(
+            type="poll",
+            vendor="onepassword_audit_events",
+            url=stub.base,
+            token="t",  # type: ignore[arg-type]
+            destination="default",
+            since="2024-06-11T09:00:00Z",
+            page_size=2,
+        )
+        admitter = RecordingAdmitter()
+        source = PollSource("onepassword", config, admitter, tmp_path, clock=lambda: RESET_NOW)  # type: ignore[arg-type]
+        await source.open()
+        try:
+            with pytest.raises(PollError) as info:
+                await source.poll_once()
+            assert info.value.reason == "malformed_page" and admitter.candidates == [] and source.position is None
+            assert await source.poll_once() is True  # the same reset request, now answered well
+            assert source.position == stub.exchanges[1]["request"]["body"]["cursor"]
+            assert len(admitter.candidates) == 2
+        finally:
+            await source.stop(0)

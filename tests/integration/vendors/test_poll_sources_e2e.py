@@ -25,6 +25,7 @@ FIXTURES = REPO / "tests" / "fixtures" / "vendors"
 OKTA_TOKEN = "00ExampleOktaApiTokenNotReal0000000000000"
 AUTH0_TOKEN = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.EXAMPLE-management-api-token.not-a-real-signature"
 GITHUB_TOKEN = "ghp_EXAMPLE-classic-pat-not-a-real-token"
+ONEPASSWORD_TOKEN = "eyJhbGciOiJFUzI1NiIsImtpZCI6ImV4YW1wbGUifQ.EXAMPLE-events-reporting-token.not-a-real-signature"
 
 OKTA = """\
   okta_log:
@@ -54,6 +55,16 @@ GITHUB = """\
     url: {github}
     enterprise: acme-enterprise
     token: ${{GITHUB_AUDIT_TOKEN}}
+    destination: default
+    since: "2024-06-11T09:00:00Z"
+    page_size: 2
+"""
+ONEPASSWORD = """\
+  onepassword:
+    type: poll
+    vendor: onepassword_audit_events
+    url: {onepassword}
+    token: ${{ONEPASSWORD_EVENTS_TOKEN}}
     destination: default
     since: "2024-06-11T09:00:00Z"
     page_size: 2
@@ -107,6 +118,7 @@ def run_gateway(
         "OKTA_API_TOKEN": OKTA_TOKEN,
         "AUTH0_MGMT_TOKEN": AUTH0_TOKEN,
         "GITHUB_AUDIT_TOKEN": GITHUB_TOKEN,
+        "ONEPASSWORD_EVENTS_TOKEN": ONEPASSWORD_TOKEN,
     }
     return start_gateway(tmp, config=config, env=env, data_dir=data_dir)
 
@@ -121,7 +133,7 @@ def wait_stored(gw: Proc, n: int) -> list[dict[str, Any]]:
 
 
 def cursor_of(data_dir: Path, source: str) -> str:
-    url: str = json.loads((data_dir / "poll" / f"{source}.cursor.json").read_bytes())["next_url"]
+    url: str = json.loads((data_dir / "poll" / f"{source}.cursor.json").read_bytes())["cursor"]
     return url
 
 
@@ -180,6 +192,42 @@ def test_three_vendors_pages_land_mapped_and_each_cursor_rests_on_the_last_next_
             assert token not in gw.log()
     finally:
         gw.terminate()
+
+
+ONEPASSWORD_EXPECTED = [
+    row("it.admin@acme.example", "user.suspend", "M4RZ6TQ2KX7WNB3YA5PCHEJDLG", None, "192.0.2.15",
+        "VZSYVT2LGHTBWBQGUJAIZVRABM", "2024-06-11T09:16:52.827288Z",
+        "1Password suspend user by it.admin@acme.example on M4RZ6TQ2KX7WNB3YA5PCHEJDLG"),
+    row("it.admin@acme.example", "gm.grant", "sam.okafor@acme.example", None, "192.0.2.15",
+        "VZSYVT2LGHTBWBQGUJAIZVRABM", "2024-06-11T09:17:30.104511Z",
+        "1Password grant gm by it.admin@acme.example on sam.okafor@acme.example"),
+    row("it.admin@acme.example", "vault.delete", "JQK2PQRSTUVWXYZ234567ABCDE", None, "192.0.2.15",
+        "VZSYVT2LGHTBWBQGUJAIZVRABM", "2024-06-11T09:20:03.9Z",
+        "1Password delete vault by it.admin@acme.example on JQK2PQRSTUVWXYZ234567ABCDE"),
+]  # fmt: skip
+
+
+def test_onepassword_cursor_feed_lands_mapped_and_the_cursor_rests_on_the_last_one(tmp_path: Path) -> None:
+    with stub("onepassword_auditevents") as op:
+        reqs = [ex["request"] for ex in op.exchanges]
+        gw = run_gateway(tmp_path, ONEPASSWORD.replace("destination:", "interval_secs: 0.2\n    destination:"),
+                         onepassword=op.base)  # fmt: skip
+        try:
+            events = wait_stored(gw, 3)
+            wait_for(lambda: op.count(reqs[2]["url"], reqs[2]["body"]) >= 2, 30, "the tail polled again")
+            assert_mapped(stored(gw), ONEPASSWORD_EXPECTED)
+            assert sorted(json.loads(e["new"])["uuid"] for e in events) == sorted(
+                r["uuid"]
+                for n in (1, 2)
+                for r in json.loads((FIXTURES / f"onepassword_auditevents_page{n}.json").read_bytes())["items"]
+            )
+            # The reset request once, each cursor page once, then the same cursor again and again.
+            assert op.count(reqs[0]["url"], reqs[0]["body"]) == 1
+            assert op.count(reqs[1]["url"], reqs[1]["body"]) == 1
+            assert cursor_of(tmp_path / "data", "onepassword") == reqs[2]["body"]["cursor"]
+            assert {a for _, a in op.asked} == {f"Bearer {ONEPASSWORD_TOKEN}"}
+        finally:
+            gw.terminate()
 
 
 def test_sigkill_mid_page_and_restart_lose_nothing_and_reread_at_most_that_page(tmp_path: Path) -> None:

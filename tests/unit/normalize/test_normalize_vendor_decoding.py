@@ -23,7 +23,8 @@ def dumps(obj: Any) -> bytes:
 
 def test_vendor_registry_has_every_format_with_the_same_shape() -> None:
     assert set(VENDORS) == {
-        "auth0", "okta", "github", "gitlab", "splunk_hec", "cloudtrail", "firehose", "pangea", "raw", "json"
+        "auth0", "okta", "github", "gitlab", "splunk_hec", "cloudtrail", "onepassword", "firehose", "pangea", "raw",
+        "json"
     }  # fmt: skip
     for name, vendor in VENDORS.items():
         assert vendor.name == name
