@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from gateway.dedup import DedupWindow, ns_key
 from gateway.errors import AuthError
 from gateway.sources.webhook.config import SignatureAuth, WebhookAuth
 
@@ -59,16 +60,25 @@ class SignatureVerifier:
     """Checks :class:`SignatureAuth` signatures: HMAC, timestamp tolerance, replays, rotation.
 
     A signature is *seen* once its request is accepted: :meth:`verify` reserves it (a concurrent
-    replay is refused) and :meth:`release` gives it back when the request then fails, so that
-    the sender's retry of the same signed request is not taken for a replay.  Seen signatures
-    are kept in memory until their timestamp leaves the tolerance (a restart forgets them; the
-    events' own ids still de-duplicate).  Without ``{timestamp}`` in ``signed`` there is no
-    window, and no replay check.
+    replay is refused), :meth:`accepted` records it, and :meth:`release` gives it back when the
+    request fails, so that the sender's retry of the same signed request is not taken for a
+    replay.  Reservations are kept in memory until their timestamp leaves the tolerance; accepted
+    signatures are also recorded in ``store`` (the gateway's dedup window, kept in the data dir)
+    so that a restart does not reopen the window.  Without ``{timestamp}`` in ``signed`` there is
+    no window, and no replay check.
     """
 
-    def __init__(self, config: SignatureAuth, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: SignatureAuth,
+        clock: Callable[[], float] = time.time,
+        store: DedupWindow | None = None,
+        namespace: str = "",
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.store = store
+        self.namespace = namespace
         self._digest = _DIGESTS[config.algorithm]
         self._keys = [s.get_secret_value().encode() for s in config.secrets if s.get_secret_value()]
         self._timed = "{timestamp}" in config.signed
@@ -132,12 +142,20 @@ class SignatureVerifier:
         # The key names the signed payload, not one secret's signature: a replay carrying only
         # the previous secret's signature is the same request.
         key = hashlib.sha256(payload).digest()
-        if key in self._seen:
+        if key in self._seen or (self.store is not None and self.store.seen(self._store_key(key))):
             raise AuthError("signature already used (replay)")
         self._seen[key] = int(ts) + cfg.tolerance_secs
         if len(self._seen) > MAX_SEEN:
             self._seen.popitem(last=False)
         return key
+
+    def _store_key(self, key: bytes) -> str:
+        return ns_key(self.namespace, "signature:" + key.hex())
+
+    def accepted(self, key: bytes) -> None:
+        """Its request was accepted: remember the signature beyond a restart."""
+        if self.store is not None:
+            self.store.record(self._store_key(key))
 
     def release(self, key: bytes) -> None:
         """Forget a reserved signature: its request failed and the sender may retry it."""

@@ -46,7 +46,7 @@ class VendorRoute:
         # A map is the whole mapping where the format has none of its own (JSON records).
         self.map_only = config.format == "json" or (config.format == "firehose" and config.records in (None, "json"))
         sig = config.auth.signature if config.auth is not None else None
-        self.verifier = SignatureVerifier(sig) if sig is not None else None
+        self.verifier = SignatureVerifier(sig, store=admitter.dedup, namespace=name) if sig is not None else None
 
     def routes(self) -> list[web.RouteDef]:
         path = self.config.route_path
@@ -157,6 +157,9 @@ class VendorRoute:
         if not 200 <= resp.status < 300:
             # Not accepted: the sender may retry the same signed request; that is no replay.
             self._release(held)
+        elif self.verifier is not None:
+            for key in held:
+                self.verifier.accepted(key)
         return resp
 
     def _release(self, held: list[bytes]) -> None:

@@ -14,10 +14,12 @@ import hmac
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.integration.vendors.harness import TOKEN, Reply, healthy, record_count, request
+from tests.integration.vendors.harness import TOKEN, Reply, healthy, record_count, request, sdk, search_all
 from tests.integration.vendors.test_vendor_webhooks_e2e import assert_mapped, landed, row
 from tests.support.procs import REPO, Proc, start_gateway
 
@@ -190,3 +192,31 @@ def test_slack_preset_verifies_and_refuses_a_replay_and_a_stale_request(gw: Proc
     stale = {**headers, "X-Slack-Request-Timestamp": old}
     stale["X-Slack-Signature"] = "v0=" + sign(SLACK_SECRET, f"v0:{old}:".encode() + SLACK_BODY)
     assert_unauthorized(post(gw, "/webhooks/slack", SLACK_BODY, stale))
+
+
+def test_a_replay_after_a_restart_is_still_refused_inside_the_window(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(CONFIG)
+    env = {
+        "AUDIT_GATEWAY_LOCAL_TOKEN": TOKEN,
+        "WEBHOOK_SECRET": CURRENT,
+        "WEBHOOK_SECRET_PREVIOUS": PREVIOUS,
+        "SLACK_SIGNING_SECRET": SLACK_SECRET,
+    }
+    body = stripe_event(7)
+    headers = stripe_headers(body, CURRENT)
+    first = start_gateway(tmp_path, config=config, env=env)
+    try:
+        assert_ok(post(first, "/webhooks/stripe", body, headers))
+    finally:
+        first.terminate()
+    again = start_gateway(tmp_path, config=config, env=env)  # same data dir: the accepted signature is on disk
+    try:
+        assert_unauthorized(post(again, "/webhooks/stripe", body, headers))
+        assert [e["new"] for e in stored_events(again)] == ["evt_1PQRsTExampleAuditEvt07"]
+    finally:
+        again.terminate()
+
+
+def stored_events(gw: Proc) -> list[dict[str, Any]]:
+    return [e.envelope.event for e in search_all(sdk(gw.url("local_audit")))]
