@@ -68,6 +68,13 @@ class FirehoseRecord:
     log: dict[str, Any] | None = None
     """For ``kind == "log"``: the subscription message's logGroup/logStream/owner and the event id."""
 
+    @property
+    def pointer(self) -> str:
+        """Where the event is in the delivery: ``/records/<index>`` (``/<n>`` for the n-th of a record)."""
+        place = self.key.rpartition(":")[2]
+        index, _, n = place.partition(".")
+        return f"/records/{index}" + (f"/{n}" if n else "")
+
 
 def request_of(body: bytes) -> tuple[str, int] | None:
     """``(requestId, timestamp)`` of a delivery body, or None if the body does not carry them."""

@@ -140,7 +140,10 @@ class VendorRoute:
     async def _admit(self, request: web.Request, raw: bytes) -> Admission:
         """Decode, map, normalize and buffer; kept apart so the records are freed before the wait."""
         records = self._records(request, raw)
-        cands = [self._candidate(r, f"/{i}") for i, r in enumerate(records)]
+        cands = [
+            self._candidate(r, r.pointer if isinstance(r, firehose.FirehoseRecord) else f"/{i}")
+            for i, r in enumerate(records)
+        ]
         return await self.admitter.admit(cands)
 
     async def handle(self, request: web.Request) -> web.Response:

@@ -362,7 +362,7 @@ def test_firehose_an_unmappable_record_is_refused_alone_and_the_retry_stores_not
     replies: list[Any] = []
     events = landed(gw, lambda: replies.append(request(gw.url() + "/webhooks/firehose", body, firehose_headers(rid))))
     assert_firehose_refused(replies[0], 400, rid)
-    assert "/1" in replies[0].json()["errorMessage"]
+    assert "/records/1" in replies[0].json()["errorMessage"]
     assert [new_of(e)["eventID"] for e in events] == ["11111111-2222-4333-8444-555555555555"]
     # Firehose retries the whole batch: the stored record is not stored again.
     again = landed(gw, lambda: request(gw.url() + "/webhooks/firehose", body, firehose_headers(rid)))
