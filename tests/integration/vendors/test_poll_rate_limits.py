@@ -227,3 +227,34 @@ async def test_a_malformed_onepassword_page_is_reported_and_the_cursor_stays(tmp
             assert len(admitter.candidates) == 2
         finally:
             await source.stop(0)
+
+
+async def test_githubs_403_with_retry_after_is_a_rate_limit_and_a_plain_403_is_an_auth_error(tmp_path: Path) -> None:
+    with VendorStub(FIXTURES / "github_auditlog_exchanges.json") as stub:
+        page1 = stub.exchanges[0]["request"]["url"]
+        limited = [("content-type", "application/json"), ("retry-after", "42"), ("x-ratelimit-remaining", "0")]
+        stub.queue_first(page1, Answer(403, [("content-type", "application/json")], b'{"message": "Bad credentials"}'))
+        stub.queue_first(page1, Answer(403, limited, b'{"message": "API rate limit exceeded"}'))
+        config = PollSourceConfig(
+            type="poll",
+            vendor="github_audit_log",
+            url=stub.base,
+            enterprise="acme-enterprise",
+            token="ghp_EXAMPLE-classic-pat-not-a-real-token",  # type: ignore[arg-type]
+            destination="default",
+            since="2024-06-11T09:00:00Z",
+            page_size=2,
+        )
+        admitter = RecordingAdmitter()
+        source = PollSource("gh", config, admitter, tmp_path, clock=lambda: RESET_NOW)  # type: ignore[arg-type]
+        await source.open()
+        try:
+            with pytest.raises(PollError) as limited_error:
+                await source.poll_once()
+            assert limited_error.value.reason == "rate_limited" and limited_error.value.retry_after_secs == 42
+            with pytest.raises(PollError) as auth_error:
+                await source.poll_once()
+            assert auth_error.value.reason == "auth"
+            assert await source.poll_once() is True and len(admitter.candidates) == 2  # then the page, once
+        finally:
+            await source.stop(0)
