@@ -36,6 +36,7 @@ from gateway.sinks.deadletter.local import LocalDeadLetterStore
 from gateway.sinks.pangea.config import UpstreamConfig
 from gateway.sinks.pangea.sink import PangeaSink
 from gateway.sources.kafka.config import KafkaSourceConfig
+from gateway.sources.poll.config import PollSourceConfig
 from gateway.sources.webhook.config import WebhookSourceConfig
 from gateway.sources.webhook.source import WebhookServer, WebhookSource
 from gateway.telemetry.metrics import Metrics
@@ -88,6 +89,7 @@ class Gateway:
         self.destinations: dict[str, Destination] = {}
         self.webhook: WebhookServer | None = None
         self.kafka_sources: list[Any] = []
+        self.poll_sources: list[Any] = []
         self.admin: Any = None
         self.local_audit: Any = None
         self.deadletters: DeadLetterStore | None = None
@@ -209,6 +211,18 @@ class Gateway:
                 await ks.start()
                 self.kafka_sources.append(ks)
 
+        for n, s in self.config.sources.items():
+            if isinstance(s, PollSourceConfig):
+                from gateway.sources.intake import Admitter
+                from gateway.sources.poll.source import PollSource
+
+                admitter = Admitter(
+                    n, self.destinations[s.destination], self.metrics, self.deadletters, None, self.dedup
+                )
+                ps = PollSource(n, s, admitter, self.data_dir)
+                await ps.start()
+                self.poll_sources.append(ps)
+
         host, port = self.admin_listen
         self.admin = AdminServer(host, port, self.metrics, self.readiness)
         await self.admin.start()
@@ -237,6 +251,10 @@ class Gateway:
         for ks in self.kafka_sources:
             if ks.consumer is None:
                 reasons.append(f"{ks.name}: not connected to Kafka")
+        for ps in self.poll_sources:
+            why = ps.readiness()
+            if why:
+                reasons.append(f"{ps.name}: {why}")
         return reasons
 
     def request_stop(self) -> None:
@@ -262,6 +280,8 @@ class Gateway:
             await self.webhook.stop_accepting()
         for ks in self.kafka_sources:
             await ks.stop_accepting()
+        for ps in self.poll_sources:
+            await ps.stop_accepting()
         await asyncio.gather(*(d.stop(deadline) for d in self.destinations.values()))
         if self.webhook is not None:
             # Answers still waiting on acks get theirs now that every ack is resolved.
@@ -269,6 +289,8 @@ class Gateway:
             await self.webhook.stop()
         for ks in self.kafka_sources:
             await ks.stop(loop.time() + 5.0)
+        for ps in self.poll_sources:
+            await ps.stop(loop.time() + 5.0)
         for d in self.destinations.values():
             await d.sink.stop()
             aclose = getattr(d.buffer, "aclose", None)  # disk: close the file; kafka: stop the producer

@@ -26,6 +26,7 @@ from gateway.normalize.config import InlineSchemaConfig, SchemaPolicy
 from gateway.sinks.deadletter.config import DeadLetterConfig
 from gateway.sinks.pangea.config import UpstreamConfig
 from gateway.sources.kafka.config import KafkaSourceConfig
+from gateway.sources.poll.config import PollSourceConfig
 from gateway.sources.webhook.config import IntakeServerConfig, WebhookSourceConfig
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -65,7 +66,7 @@ class DestinationConfig(StrictModel):
     signing: SigningConfig | None = Field(default=None, description="Sign events locally before sending.")
 
 
-SourceConfig = Annotated[WebhookSourceConfig | KafkaSourceConfig, Field(discriminator="type")]
+SourceConfig = Annotated[WebhookSourceConfig | KafkaSourceConfig | PollSourceConfig, Field(discriminator="type")]
 
 
 class LocalAuditEmbedConfig(StrictModel):
@@ -147,7 +148,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("webhook", "kafka") and out.startswith("sources."):
+        elif part in ("webhook", "kafka", "poll") and out.startswith("sources."):
             continue  # the discriminator tag pydantic inserts; not a key the user wrote
         else:
             out += f".{part}" if out else str(part)

@@ -64,6 +64,8 @@ from gateway.sinks.pangea.config import UpstreamConfig
 from gateway.sinks.pangea.sink import PangeaSink
 from gateway.sources.intake import Admitter, Candidate
 from gateway.sources.kafka.config import KafkaSourceConfig
+from gateway.sources.poll.config import PollSourceConfig
+from gateway.sources.poll.source import VENDOR_APIS
 from gateway.sources.webhook.config import WebhookSourceConfig
 from gateway.sources.webhook.pangea_api import PangeaApi
 from gateway.sources.webhook.vendor_routes import VendorRoute
@@ -310,6 +312,10 @@ class Replayer:
                 out.append(Candidate(fields, f"/{i}", record, extras, dedup))
             return out
         record = orjson.loads(payload)  # one record, as intake dead-lettered it
+        if isinstance(src, PollSourceConfig):
+            # A pulled record, mapped as the poll source maps it.
+            fields, dedup = VENDOR_APIS[src.vendor].to_event(record)
+            return [Candidate(fields, "", record, dedup_key=dedup)]
         if src.format == "pangea":
             return [PangeaApi._candidate(record, "")]
         # The vendor route's own mapping: the format's to_event and the source's map.

@@ -30,6 +30,8 @@ an operation may be retried is an attribute (``retriable``), never a second hier
     ├── ReplayFailed                a dead letter the current configuration cannot replay (deadletter_cli)
     ├── ApiError                    the embedded local audit log's error answer (local_audit/server)
     ├── QueryError                  also a ValueError: a search query it cannot parse (local_audit/query)
+    ├── PollError                   (retriable=True) a pull source's page not got or not usable; has a
+    │                               metric ``reason`` (gateway.sources.poll.source)
     └── ShutdownError               (retriable=True) the process is draining; try again elsewhere
 
 Classes defined beside the code that raises them are listed with their module; private

@@ -173,3 +173,22 @@ class Metrics:
             ["source", "reason"],
             registry=r,
         )
+        # Pull sources (type: poll).
+        self.poll_lag = Gauge(
+            "gateway_poll_lag_seconds",
+            "Age of the newest event a pull source delivered (0 once a poll finds nothing new).",
+            ["source"],
+            registry=r,
+        )
+        self.poll_errors = Counter(
+            "gateway_poll_errors_total",
+            "Polls of a vendor API that failed, by reason (rate_limited, malformed_page, auth, http_error, ...).",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.poll_pages = Counter(
+            "gateway_poll_pages_total",
+            "Pages of a vendor API read and delivered.",
+            ["source"],
+            registry=r,
+        )

@@ -33,7 +33,7 @@ tests:
     expect:
       events:
         - {message: Success Login, actor: maria, action: s, status: success, source: 203.0.113.24,
-           timestamp: "2026-11-22T03:00:00.000000Z"}
+           timestamp: "2026-11-22T03:00:00.000000Z", new: '{"log_id":"1"}'}
   - name: mario logs in
     source: auth0
     body: [{"log_id": "2", "data": {"type": "s", "date": "2026-11-22T03:00:00Z", "user_name": "maria",
@@ -41,7 +41,7 @@ tests:
     expect:
       events:
         - {message: Success Login, actor: mario, action: s, status: success, source: 203.0.113.24,
-           timestamp: "2026-11-22T03:00:00.000000Z"}
+           timestamp: "2026-11-22T03:00:00.000000Z", new: '{"log_id":"2"}'}
 """
     )
     out = _run(str(tmp_path / "t.yaml"))

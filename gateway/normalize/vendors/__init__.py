@@ -25,9 +25,12 @@ from typing import Any, Protocol
 
 from gateway.errors import GatewayError
 from gateway.normalize.limits import clip
-from gateway.normalize.schema import EventInvalid
+from gateway.normalize.schema import EventInvalid, json_text
 
-__all__ = ["VENDORS", "Decode", "DecodeError", "Vendor", "record_invalid", "text_of"]
+__all__ = ["NEW_SIZE", "VENDORS", "Decode", "DecodeError", "Vendor", "new_with_ids", "record_invalid", "text_of"]
+
+NEW_SIZE = 32766
+"""Size of the standard schema's ``new`` field."""
 
 
 class DecodeError(GatewayError):
@@ -72,6 +75,32 @@ def put_clipped(event: dict[str, Any], field: str, text: str | None, size: int) 
         event[field] = clip(text, size)
 
 
+def new_with_ids(detail: dict[str, Any], ids: dict[str, str | None], size: int = NEW_SIZE) -> str | None:
+    """``new``: compact JSON of ``detail`` plus the vendor's own ids (``{field: id}``), always whole.
+
+    The ids let an auditor find the stored record in the vendor's console, so they are never cut:
+    when the JSON would pass ``size`` characters it becomes ``{<ids>, "truncated": "<JSON of
+    detail, cut>"}``.  ``None`` when there is nothing to say.
+    """
+    kept = {k: v for k, v in ids.items() if v is not None}
+    obj = {**detail, **kept}
+    if not obj:
+        return None
+    text = json_text(obj)
+    if text is not None and len(text) <= size:
+        return text
+    rest = json_text(detail) or ""
+    if not kept:
+        return clip(rest, size)
+    budget = size - len(json_text(kept) or "") - 20
+    while budget > 0:
+        text = json_text({**kept, "truncated": clip(rest, budget)})
+        if text is not None and len(text) <= size:
+            return text
+        budget -= max(1, len(text or rest) - size)  # escapes made it longer: cut more
+    return clip(json_text(kept) or "", size)
+
+
 @dataclass(frozen=True)
 class Vendor:
     """One format: its name and its two functions."""
@@ -79,13 +108,29 @@ class Vendor:
     name: str
     decode: Decode
     to_event: Callable[[Any], tuple[dict[str, Any], str | None]]
+    subject: Callable[[Any], Any] | None = None
+    """The part of a record a source's ``map:`` reads and whose depth is limited (default: all of it)."""
 
 
 # The format modules import DecodeError and record_invalid from here, so they come last.
-from gateway.normalize.vendors import auth0, github, okta, pangea, raw, splunk_hec  # noqa: E402
+from gateway.normalize.vendors import (  # noqa: E402
+    auth0,
+    cloudtrail,
+    firehose,
+    github,
+    gitlab,
+    okta,
+    onepassword,
+    pangea,
+    raw,
+    splunk_hec,
+)
 from gateway.normalize.vendors import json as json_format  # noqa: E402
 
 VENDORS: dict[str, Vendor] = {
-    m.NAME: Vendor(m.NAME, m.decode, m.to_event) for m in (auth0, okta, github, splunk_hec, pangea, raw, json_format)
+    m.NAME: Vendor(m.NAME, m.decode, m.to_event)
+    for m in (auth0, okta, github, gitlab, splunk_hec, cloudtrail, onepassword, pangea, raw, json_format)
 }
-"""Formats by name: ``auth0``, ``okta``, ``github``, ``splunk_hec``, ``pangea``, ``raw``, ``json``."""
+VENDORS[firehose.NAME] = firehose.vendor()
+"""Formats by name: ``auth0``, ``okta``, ``github``, ``gitlab``, ``splunk_hec``, ``cloudtrail``, ``onepassword``,
+``firehose`` (records of JSON; :func:`firehose.vendor` builds the others), ``pangea``, ``raw``, ``json``."""

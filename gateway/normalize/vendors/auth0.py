@@ -21,7 +21,9 @@ Mapping of ``data`` (the Auth0 log event) to the standard schema:
 ``message``    ``description``, else the event's name (``Success Logout``), else ``Auth0 event
                <code>``: never empty
 ``tenant_id``  ``tenant_name`` or ``tenant`` when present
-``new``        compact JSON of ``details`` when it is not empty (cut to 32766 characters)
+``new``        compact JSON of ``details`` (an object; anything else under ``details``) with
+               ``log_id``, the vendor's event id, added (always whole, see
+               :func:`~gateway.normalize.vendors.new_with_ids`)
 =============  ==================================================================================
 
 The dedup id is ``log_id`` (top level, else ``data.log_id``).
@@ -33,8 +35,7 @@ from typing import Any, Final
 
 from gateway.normalize.limits import clip, fit_name
 from gateway.normalize.mapping import compile_paths, first, get
-from gateway.normalize.schema import json_text
-from gateway.normalize.vendors import put_clipped, record_invalid, text_of
+from gateway.normalize.vendors import new_with_ids, put_clipped, record_invalid, text_of
 from gateway.normalize.vendors.json import enveloped
 
 __all__ = ["EVENT_NAMES", "NAME", "decode", "status_of", "to_event"]
@@ -232,9 +233,8 @@ def to_event(record: Any) -> tuple[dict[str, Any], str | None]:
     description = text_of(data.get("description"))
     message = description.strip() if description else ""
     ev["message"] = clip(message or EVENT_NAMES.get(code) or f"Auth0 event {code}", 32766)
-    details = data.get("details")
-    if details:
-        put_clipped(ev, "new", json_text(details), 32766)
-
     log_id = text_of(record.get("log_id")) or text_of(data.get("log_id"))
+    details = data.get("details")
+    detail = details if isinstance(details, dict) else ({"details": details} if details else {})
+    put_clipped(ev, "new", new_with_ids(detail, {"log_id": log_id}), 32766)
     return ev, log_id

@@ -25,9 +25,16 @@ Mapping to the standard schema:
 ``message``    ``GitHub <event> <action> by <actor> on <target>``
 ``old``        compact JSON of ``payload.changes`` (the previous values on ``edited`` events)
 ``new``        compact JSON of the payload without ``action``, ``sender``, ``repository``,
-               ``organization``, ``enterprise``, ``installation`` and ``changes``, when anything
-               is left (the event's own subject: the invitation, member, hook...)
+               ``organization``, ``enterprise``, ``installation`` and ``changes`` (the event's own
+               subject: the invitation, member, hook...), with the delivery's headers as received:
+               ``X-GitHub-Delivery`` (the vendor's delivery id) and ``X-GitHub-Event``, always
+               whole
 =============  ==================================================================================
+
+GitHub signs the body only: ``X-GitHub-Delivery`` and ``X-GitHub-Event`` are not authenticated.
+They are kept in the stored record as received so that an auditor sees what the action was
+derived from; a replay of a captured body under a new delivery id, or with another event name,
+cannot be told from a real delivery (the README says so).
 
 No ``timestamp`` (deliveries carry none; the upstream stamps ``received_at``), ``status`` or
 ``source``.  The dedup id is the delivery id.
@@ -43,7 +50,7 @@ import orjson
 from gateway.normalize.limits import clip, fit_name
 from gateway.normalize.mapping import compile_paths, first
 from gateway.normalize.schema import json_text
-from gateway.normalize.vendors import DecodeError, put_clipped, record_invalid, text_of
+from gateway.normalize.vendors import DecodeError, new_with_ids, put_clipped, record_invalid, text_of
 
 __all__ = ["NAME", "decode", "is_ping", "to_event"]
 
@@ -138,6 +145,5 @@ def to_event(record: Any) -> tuple[dict[str, Any], str | None]:
     if changes:
         put_clipped(ev, "old", json_text(changes), 32766)
     rest = {k: v for k, v in payload.items() if k not in _COMMON and v is not None}
-    if rest:
-        put_clipped(ev, "new", json_text(rest), 32766)
+    put_clipped(ev, "new", new_with_ids(rest, {"X-GitHub-Delivery": delivery, "X-GitHub-Event": event_name}), 32766)
     return ev, delivery

@@ -15,8 +15,9 @@ Mapping of a LogEvent to the standard schema:
 ``source``     ``client.ipAddress``
 ``timestamp``  ``published``
 ``message``    ``displayMessage``, else ``eventType``
-``new``        compact JSON of ``eventType``, ``severity``, ``outcome`` and ``target`` (the full
-               list, each reduced to id/type/alternateId/displayName) when there is any
+``new``        compact JSON of ``uuid`` (the vendor's event id, always whole), ``eventType``,
+               ``severity``, ``outcome`` and ``target`` (the full list, each reduced to
+               id/type/alternateId/displayName)
 =============  ==================================================================================
 
 The dedup id is ``uuid``.
@@ -27,8 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.normalize.limits import clip, fit_name
-from gateway.normalize.schema import json_text
-from gateway.normalize.vendors import DecodeError, put_clipped, record_invalid, text_of
+from gateway.normalize.vendors import DecodeError, new_with_ids, put_clipped, record_invalid, text_of
 from gateway.normalize.vendors.json import documents
 
 __all__ = ["NAME", "decode", "to_event"]
@@ -100,7 +100,7 @@ def to_event(record: Any) -> tuple[dict[str, Any], str | None]:
             detail[key] = record[key]
     if targets:
         detail["target"] = [{k: t[k] for k in _TARGET_KEYS if t.get(k) is not None} for t in targets]
-    if len(detail) > 1 or len(event_type) > 32:
-        put_clipped(ev, "new", json_text(detail), 32766)
-
-    return ev, text_of(record.get("uuid"))
+    uuid = text_of(record.get("uuid"))
+    if uuid is not None or len(detail) > 1 or len(event_type) > 32:
+        put_clipped(ev, "new", new_with_ids(detail, {"uuid": uuid}), 32766)
+    return ev, uuid

@@ -21,7 +21,8 @@ Mapping (``to_event``):
   ``org``, else ``business``; ``status`` = ``status_code`` when present; ``source`` =
   ``actor_ip``, else the envelope's ``host``, else its ``source``; ``timestamp`` = ``@timestamp``
   (ms), else ``created_at`` (ms), else ``time``; ``message`` = ``GitHub audit <action> by <actor>
-  on <target>``; ``new`` = compact JSON of the whole record; dedup id ``_document_id``;
+  on <target>``; ``new`` = compact JSON of the whole record (``_document_id`` always whole, see
+  :func:`~gateway.normalize.vendors.new_with_ids`); dedup id ``_document_id``;
 * any other event: ``message`` = the string, or compact JSON of the object (or other value);
   ``source`` = ``host``, else ``source``; ``timestamp`` = ``time``; no dedup id;
 * a raw-endpoint line: ``message`` = the line.
@@ -41,7 +42,7 @@ import orjson
 from gateway.normalize.limits import clip, fit_name
 from gateway.normalize.mapping import compile_paths, first
 from gateway.normalize.schema import as_number, epoch_to_rfc3339, json_text
-from gateway.normalize.vendors import DecodeError, put_clipped, record_invalid, text_of
+from gateway.normalize.vendors import DecodeError, new_with_ids, put_clipped, record_invalid, text_of
 
 __all__ = ["NAME", "decode", "decode_raw", "to_event"]
 
@@ -197,8 +198,11 @@ def _github_audit(record: dict[str, Any], event: dict[str, Any]) -> tuple[dict[s
     if target:
         words += ["on", target]
     ev["message"] = clip(" ".join(words), 32766)
-    put_clipped(ev, "new", json_text(event), 32766)
-    return ev, text_of(event.get("_document_id"))
+    doc_id = text_of(event.get("_document_id"))
+    # The whole record, its `_document_id` never cut (the vendor's event id, issue 17).
+    rest = {k: v for k, v in event.items() if k != "_document_id"}
+    put_clipped(ev, "new", new_with_ids(rest, {"_document_id": doc_id}), 32766)
+    return ev, doc_id
 
 
 def to_event(record: Any) -> tuple[dict[str, Any], str | None]:

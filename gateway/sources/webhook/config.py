@@ -9,16 +9,107 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gateway.configbase import StrictModel
 
-WebhookFormat = Literal["auth0", "okta", "github", "splunk_hec", "pangea", "json"]
+WebhookFormat = Literal["auth0", "okta", "github", "gitlab", "firehose", "splunk_hec", "pangea", "json"]
+FirehoseRecords = Literal["json", "cloudtrail", "cloudwatch_logs", "raw"]
 
 DEFAULT_PATHS: dict[str, str] = {
     "auth0": "/v1/log_stream",
     "okta": "/webhooks/okta",
     "github": "/webhooks/github",
+    "gitlab": "/webhooks/gitlab",
+    "firehose": "/webhooks/firehose",
     "splunk_hec": "/services/collector",
     "pangea": "",
     "json": "/webhooks/json",
 }
+
+
+SIGNATURE_PRESETS: dict[str, dict[str, Any]] = {
+    # stripe/stripe-python stripe/_webhook.py: HMAC-SHA256 hex of "<t>.<body>", any v1 may match, 300 s.
+    "stripe": {
+        "header": "Stripe-Signature",
+        "format": "t={timestamp},v1={signature}",
+        "signed": "{timestamp}.{body}",
+        "algorithm": "sha256",
+        "encoding": "hex",
+        "tolerance_secs": 300,
+    },
+    # Slack "Verifying requests from Slack": v0=HMAC-SHA256 hex of "v0:<ts>:<body>", 5 minutes.
+    "slack": {
+        "header": "X-Slack-Signature",
+        "format": "v0={signature}",
+        "timestamp_header": "X-Slack-Request-Timestamp",
+        "signed": "v0:{timestamp}:{body}",
+        "algorithm": "sha256",
+        "encoding": "hex",
+        "tolerance_secs": 300,
+    },
+}
+"""What ``preset:`` fills in (keys given beside it win)."""
+
+
+class SignatureAuth(StrictModel):
+    """An HMAC signature over the raw body (and a timestamp), with a replay window and key rotation.
+
+    ``format`` says where the signature (and the timestamp) sit in ``header``: either
+    comma-separated ``name={placeholder}`` items (Stripe: ``t={timestamp},v1={signature}``, where
+    the signature item may repeat, one per active secret) or one pattern for the whole value
+    (Slack: ``v0={signature}``).  ``signed`` is what is signed: ``{body}`` (the exact body bytes)
+    and, for a replay window, ``{timestamp}`` (Unix seconds, from ``format`` or ``timestamp_header``).
+    """
+
+    preset: Literal["stripe", "slack"] | None = Field(
+        default=None, description="Fill in the vendor's scheme (stripe, slack); keys given beside it win."
+    )
+    header: str = Field(description="Header carrying the signature (filled by `preset`).")
+    format: str = Field(
+        description=(
+            "Where the signature is in the header: `t={timestamp},v1={signature}`, `v0={signature}`..."
+            " (filled by `preset`)."
+        )
+    )
+    signed: str = Field(
+        description="What is signed, with `{body}` and `{timestamp}`: `{timestamp}.{body}` (filled by `preset`)."
+    )
+    timestamp_header: str | None = Field(
+        default=None, description="Header carrying the timestamp when `format` does not (Slack)."
+    )
+    algorithm: Literal["sha1", "sha256", "sha512"] = Field(default="sha256", description="HMAC hash.")
+    encoding: Literal["hex", "base64"] = Field(default="hex", description="How the signature is written.")
+    tolerance_secs: float = Field(
+        default=300.0,
+        gt=0,
+        description="Timestamps further than this from now answer 401; a signature seen within it: 401 (replay).",
+    )
+    secrets: list[SecretStr] = Field(
+        min_length=1,
+        description="Signing secrets, any may match (rotation: the new and the previous); empty values are ignored.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") in SIGNATURE_PRESETS:
+            return {**SIGNATURE_PRESETS[data["preset"]], **data}
+        return data
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> Self:
+        if self.format.count("{signature}") != 1:
+            raise ValueError("format: needs {signature} once")
+        if self.signed.count("{body}") != 1:
+            raise ValueError("signed: needs {body} once")
+        in_format = "{timestamp}" in self.format
+        if "{timestamp}" in self.signed and not in_format and self.timestamp_header is None:
+            raise ValueError("signed uses {timestamp}: put {timestamp} in format or give timestamp_header")
+        if "," in self.format:
+            for item in self.format.split(","):
+                name, eq, value = item.strip().partition("=")
+                if not eq or not name or value not in ("{timestamp}", "{signature}"):
+                    raise ValueError(f"format: item {item!r} must be name={{timestamp}} or name={{signature}}")
+        if not any(s.get_secret_value() for s in self.secrets):
+            raise ValueError("secrets: give at least one non-empty secret")
+        return self
 
 
 class WebhookAuth(StrictModel):
@@ -30,12 +121,16 @@ class WebhookAuth(StrictModel):
         default=None, description="GitHub-style `X-Hub-Signature-256` HMAC secret over the raw body."
     )
     splunk_token: SecretStr | None = Field(default=None, description="HEC token (`Authorization: Splunk <token>`).")
+    signature: SignatureAuth | None = Field(
+        default=None, description="A timestamped HMAC signature (Stripe, Slack, or described) with a replay window."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
-        kinds = [k for k in ("value", "hmac_sha256_secret", "splunk_token") if getattr(self, k) is not None]
+        names = ("value", "hmac_sha256_secret", "splunk_token", "signature")
+        kinds = [k for k in names if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError(f"give exactly one of value, hmac_sha256_secret, splunk_token (got {kinds or 'none'})")
+            raise ValueError(f"give exactly one of {', '.join(names)} (got {kinds or 'none'})")
         return self
 
 
@@ -43,7 +138,16 @@ class WebhookSourceConfig(StrictModel):
     """An HTTP route that accepts a vendor's (or the Pangea SDK's) event bodies."""
 
     type: Literal["webhook"] = Field(description="Source kind.")
-    format: WebhookFormat = Field(description="Body format: auth0, okta, github, splunk_hec, pangea, json.")
+    format: WebhookFormat = Field(
+        description="Body format: auth0, okta, github, gitlab, firehose, splunk_hec, pangea, json."
+    )
+    records: FirehoseRecords | None = Field(
+        default=None,
+        description=(
+            "Format `firehose` only: what each record's data holds: json (default), cloudtrail (events, EventBridge"
+            " envelopes or `Records[]` files), cloudwatch_logs (gzip subscription messages), raw (text)."
+        ),
+    )
     path: str | None = Field(
         default=None,
         description="Route path (format `pangea`: a prefix for /v1/log, /v2/log, /v2/log_async, /request/{id}).",
@@ -79,6 +183,14 @@ class WebhookSourceConfig(StrictModel):
 
             Mapping(value)  # raises ValueError("map.<field>: ...") on a bad spec
         return value
+
+    @model_validator(mode="after")
+    def _records_for_firehose(self) -> Self:
+        if self.records is not None and self.format != "firehose":
+            raise ValueError("records: only for format firehose")
+        if self.auth is not None and self.auth.signature is not None and self.format in ("pangea", "splunk_hec"):
+            raise ValueError(f"auth.signature: not for format {self.format} (it has its own token auth)")
+        return self
 
     @property
     def route_path(self) -> str:

@@ -186,12 +186,15 @@ AUTH0_EXPECTED = [
 ]  # fmt: skip
 
 
+AUTH0_BODIES = ("auth0_batch1_jsonarray.json", "auth0_batch2_jsonobject.json", "auth0_batch3_jsonlines.jsonl")
+
+
 def test_auth0_samples_in_all_three_content_formats_land_with_the_documented_mapping(gw: Proc) -> None:
     headers = fixture_headers("auth0_request_headers.json")
     assert headers["Authorization"] == AUTH0_AUTHORIZATION
 
     def send() -> None:
-        for name in ("auth0_batch1_jsonarray.json", "auth0_batch2_jsonobject.json", "auth0_batch3_jsonlines.jsonl"):
+        for name in AUTH0_BODIES:
             reply = request(gw.url() + "/v1/log_stream", fixture_bytes(name), headers)
             assert reply.status == 200, (name, reply.body)
             assert reply.json()["status"] == "Success"
@@ -200,6 +203,10 @@ def test_auth0_samples_in_all_three_content_formats_land_with_the_documented_map
     assert_mapped(events, AUTH0_EXPECTED)
     sapi = next(e for e in events if e["action"] == "sapi")
     assert json.loads(sapi["new"])["response"]["statusCode"] == 201
+    # Issue 17: each record keeps Auth0's log_id, so an auditor can find it in Auth0's console.
+    sent_ids = set(re.findall(rb'"log_id"\s*:\s*"([^"]+)"', b"".join(fixture_bytes(n) for n in AUTH0_BODIES)))
+    assert {json.loads(e["new"])["log_id"].encode() for e in events} == sent_ids
+    assert len(sent_ids) == len(events)
 
 
 def test_auth0_without_the_configured_authorization_is_refused_and_nothing_lands(gw: Proc) -> None:
@@ -264,6 +271,10 @@ def test_okta_event_hook_posts_answer_an_empty_200_and_land_with_the_documented_
     assert_mapped(events, OKTA_EXPECTED)
     group_add = next(e for e in events if e["action"] == "group.user_membership.add")
     assert [t["type"] for t in json.loads(group_add["new"])["target"]] == ["User", "UserGroup"]
+    # Issue 17: each record keeps Okta's uuid.
+    posts = [json.loads(fixture_bytes(n)) for n in ("okta_eventhook_post1.json", "okta_eventhook_post2.json")]
+    uuids = [e["uuid"] for p in posts for e in p["data"]["events"]]
+    assert sorted(json.loads(e["new"])["uuid"] for e in events) == sorted(uuids) and len(uuids) == len(events)
 
 
 def test_okta_post_with_a_wrong_secret_is_refused_and_nothing_lands(gw: Proc) -> None:
@@ -302,17 +313,25 @@ def test_github_ping_is_answered_2xx_and_creates_no_record(gw: Proc) -> None:
 
 
 def test_github_deliveries_are_verified_over_the_exact_bytes_and_land_with_the_readme_mapping(gw: Proc) -> None:
+    sent: dict[str, dict[str, str]] = {}
+
     def send() -> None:
         for n in (2, 3):
             body, headers = github_delivery(n)
             assert headers["X-Hub-Signature-256"] == github_signature(body)  # the sample's own signature
             reply = request(gw.url() + "/webhooks/github", body, headers)
             assert reply.status == 200, reply.body
+            sent[headers["X-GitHub-Delivery"]] = headers
 
     events = landed(gw, send)
     assert_mapped(events, GITHUB_EXPECTED)
     for ev in events:
         assert "timestamp" not in ev  # no event time in a delivery: the log's received_at stands
+        # Issue 17: the unsigned headers the action came from are bound to the record as received.
+        new = json.loads(ev["new"])
+        headers = sent[new["X-GitHub-Delivery"]]
+        assert new["X-GitHub-Event"] == headers["X-GitHub-Event"] == ev["action"].split(".")[0]
+    assert len({json.loads(e["new"])["X-GitHub-Delivery"] for e in events}) == 2
 
 
 def test_github_form_encoded_delivery_lands_like_the_json_one(gw: Proc) -> None:

@@ -22,7 +22,10 @@ def dumps(obj: Any) -> bytes:
 
 
 def test_vendor_registry_has_every_format_with_the_same_shape() -> None:
-    assert set(VENDORS) == {"auth0", "okta", "github", "splunk_hec", "pangea", "raw", "json"}
+    assert set(VENDORS) == {
+        "auth0", "okta", "github", "gitlab", "splunk_hec", "cloudtrail", "onepassword", "firehose", "pangea", "raw",
+        "json"
+    }  # fmt: skip
     for name, vendor in VENDORS.items():
         assert vendor.name == name
         assert callable(vendor.decode)
@@ -166,7 +169,8 @@ def test_github_edited_event_puts_previous_values_in_old() -> None:
     assert out["target"] == "o/r"
     assert out["tenant_id"] == "o"  # no organization: the repository owner
     assert json.loads(out["old"]) == {"name": {"from": "old-name"}}
-    assert "new" not in out
+    # Nothing left of the payload: `new` holds the delivery's headers as received.
+    assert json.loads(out["new"]) == {"X-GitHub-Delivery": "d-1", "X-GitHub-Event": "repository"}
 
 
 def test_github_bare_payload_maps_with_its_action_only() -> None:

@@ -127,7 +127,8 @@ def test_auth0_json_lines_skip_empty_user_id() -> None:
     assert events[3]["actor"] == "Acme Portal"  # feacft: no user at all, the application
     assert events[3]["target"] == "acme-prod.us.auth0.com"  # not the actor again
     assert events[4]["actor"] == "kQ3xV8pL2sN5rT9wY1zA4bC6dE8fG0hJ"  # w: only a client_id
-    assert "new" not in events[4]  # details {} is not worth sending
+    # details {} is not worth sending; the vendor's event id is, always.
+    assert json.loads(events[4]["new"]) == {"log_id": "90020240612101414555500000000000000001223372036854775820"}
     assert events[5]["target"] == "https://api.acme.example"  # fsa: the audience
 
 
