@@ -26,6 +26,14 @@ spool refuses with :class:`~gateway.errors.BufferFull` (429 + Retry-After), a fa
 (disk full: ``SQLITE_FULL``, I/O error) with :class:`SpoolUnavailable` (503 + Retry-After).
 Neither drops anything already accepted.  Recently written events are also kept in memory
 (up to ``memory_bytes``) so forwarding does not read them back; older ones are read from disk.
+
+A full disk.  Delivered events are forgotten in memory at once (never taken again in this
+process) and their deletes are committed even when new writes cannot be (see
+:mod:`gateway.buffer.spool`: deletes alone, then with the reserve given back).  Should even
+that fail, nothing more is taken for sending until the deletes commit: a delivery that cannot
+be recorded would be sent again after a restart.  While writes fail for a full disk,
+:attr:`DiskBuffer.refusal` says so (``/readyz``); every put tries again, and the first that
+commits (or a commit freeing delivered records) clears it: intake recovers without a restart.
 """
 
 from __future__ import annotations
@@ -129,7 +137,7 @@ class DiskBuffer:
         self.interval = config.fsync_interval_ms / 1000.0
         self.memory_bytes = config.memory_bytes
         self._retry_after = retry_after_secs
-        self._spool = Spool(path)
+        self._spool = Spool(path, reserve_bytes=config.reserve_bytes)
         stats = self._spool.stats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"spool-{destination}")
         # In the spool file (committed, not yet deleted), in events and bytes.
@@ -160,6 +168,9 @@ class DiskBuffer:
         self._requeue: dict[int, asyncio.TimerHandle] = {}
         self._closed = False
         self._shut = False
+        self._disk_full = False  # the last write of new events failed for a full disk
+        self._stuck = False  # deliveries cannot be recorded: take nothing more until they are
+        self._unstuck = asyncio.Event()
         self._wake = asyncio.Event()
         self._idle = False
         self._readable = asyncio.Event()
@@ -194,6 +205,13 @@ class DiskBuffer:
         if self.max_events is not None:
             ratio = max(ratio, (self._events + self._pending_events) / self.max_events)
         return ratio
+
+    @property
+    def refusal(self) -> str | None:
+        """Why intake refuses every request right now (``/readyz``), or None."""
+        if self._stuck:
+            return "spool disk full: deliveries cannot be recorded"
+        return "spool disk full" if self._disk_full else None
 
     def _fits(self, n: int, size: int) -> bool:
         held = self._events + self._pending_events
@@ -295,17 +313,42 @@ class DiskBuffer:
         try:
             await self._run(self._spool.write, records, deletes, progress)
         except SpoolError as exc:
-            self._deletes = deletes + self._deletes
-            self._dirty.update(i for i, _ in progress)
+            self._unfinished(deletes, progress, exc)
             self._failed(batch, exc)
             return
         except BaseException:
-            self._deletes = deletes + self._deletes
-            self._dirty.update(i for i, _ in progress)
+            self._unfinished(deletes, progress, None)
             self._failed(batch, SpoolError("spool write interrupted", disk_full=False))
             raise
         self._next_id += len(records)
+        self._finished(deletes or progress)
         self._committed(batch, records, groups)
+
+    def _unfinished(self, deletes: list[int], progress: Progress, exc: SpoolError | None) -> None:
+        """A commit failed: its deletes and progress go again with the next, unless they made it alone."""
+        if exc is not None and exc.finished:
+            self._finished(True)
+            return
+        if deletes or progress:
+            self._deletes = deletes + self._deletes
+            self._dirty.update(i for i, _ in progress)
+            if exc is not None and exc.disk_full and not self._stuck:
+                self._stuck = True
+                self._unstuck.clear()
+                log.error(
+                    "disk full: deliveries cannot be recorded; nothing more is sent until they are",
+                    extra={"destination": self.destination, "records": len(deletes)},
+                )
+
+    def _finished(self, recorded: object) -> None:
+        """Deliveries were committed: room was made, and taking may go on."""
+        if not recorded:
+            return
+        self._disk_full = False  # the next put tells whether that was enough room
+        if self._stuck:
+            self._stuck = False
+            self._unstuck.set()
+            log.info("spool records deliveries again", extra={"destination": self.destination})
 
     def _progress(self) -> Progress:
         """``(record id, done flags)`` of the partly delivered records changed since the last commit."""
@@ -318,6 +361,8 @@ class DiskBuffer:
         self._pending_events -= n
         self._pending_bytes -= sum(w.size for w in batch)
         self._room.set()
+        if batch and exc.disk_full:
+            self._disk_full = True
         if batch:
             log.error(
                 "spool write failed; requests refused with 503",
@@ -337,6 +382,8 @@ class DiskBuffer:
                 )
 
     def _committed(self, batch: list[_PendingWrite], records: list[Record], groups: list[list[Event]]) -> None:
+        if records:
+            self._disk_full = False
         size = sum(w.size for w in batch)
         n = sum(len(g) for g in groups)
         self._pending_events -= n
@@ -376,6 +423,10 @@ class DiskBuffer:
         if not self._shut:
             self._ensure_committer()  # it also commits the deletes of what is taken
         async with self._take_lock:
+            while self._stuck and not self._closed:
+                await self._unstuck.wait()
+            if self._stuck:
+                return []  # closing: what is left stays on disk
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout_secs
             while self._ready_events < max_events and self._ready_bytes < max_bytes and not self._closed:
@@ -512,6 +563,7 @@ class DiskBuffer:
     def close(self) -> None:
         """No more puts; writes already accepted are still committed; take stops once nothing is ready."""
         self._closed = True
+        self._unstuck.set()
         self._readable.set()
         self._room.set()
         self._wake.set()
@@ -554,6 +606,11 @@ class DiskBuffer:
             self._spool.write(records, deletes, progress)
         except SpoolError as exc:
             self._failed(batch, exc)
+            if (deletes or progress) and not exc.finished:
+                log.error(
+                    "spool closed with deliveries it could not record; they are sent again at the next start",
+                    extra={"destination": self.destination, "records": len(deletes), "error": str(exc)},
+                )
         else:
             self._next_id += len(records)
             self._committed(batch, records, groups)
