@@ -1,0 +1,270 @@
+"""A full disk under the spool (issue 12, case 2).
+
+Mostly a real full filesystem: a 6 MiB tmpfs mounted for the test (the tests run as root, as
+CI does), so SQLite gets the same ``SQLITE_FULL`` / ENOSPC it gets on a full production
+volume, for the database, its WAL and everything else in the directory.  One test uses
+SQLite's own ``PRAGMA max_page_count`` instead (a full *database*, with room on the disk).
+
+The end-to-end scenario: an upstream outage fills the disk until intake answers 503; the
+upstream comes back; intake recovers by itself (no restart) and ``/readyz`` follows; every
+event answered 2xx is stored upstream once; a restart replays nothing that was delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import errno
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.acks import AckStatus
+from gateway.buffer.config import BufferConfig
+from gateway.buffer.disk import DiskBuffer, SpoolUnavailable
+from gateway.buffer.spool import RESERVE_NAME, Record, Spool, SpoolError
+from gateway.telemetry.metrics import Metrics
+from tests.integration.spool.test_disk_buffer import disk, make_events, messages, spooled_rows, take_all
+from tests.integration.spool.test_spool_gateway import TOKEN, config, faults, ports, post, stored, wait_stored
+from tests.support.procs import Proc, local_audit, start_gateway
+
+FS_SIZE = "6m"
+MESSAGE = "x" * 2000  # ~2 KB per event: a few hundred requests fill the filesystem
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 6 MiB tmpfs: a filesystem that really fills up."""
+    mnt = tmp_path / "small-fs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={FS_SIZE}", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def disk_config(**kw: object) -> BufferConfig:
+    return BufferConfig.model_validate({"type": "disk", "max_bytes": 1 << 30, **kw})
+
+
+def fill_up(directory: Path) -> Path:
+    """Take every byte the filesystem has left (as another process writing there would)."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        while True:
+            os.write(fd, bytes(512))
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+def free_bytes(directory: Path) -> int:
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+def fill_spool(spool: Spool) -> int:
+    """Write records until the disk is full; the number written."""
+    rid = 0
+    while True:
+        try:
+            spool.write([Record(rid + 1, "src", [os.urandom(2000) for _ in range(10)], [None] * 10)], [])
+        except SpoolError as exc:
+            assert exc.disk_full
+            return rid
+        rid += 1
+
+
+def test_deliveries_commit_on_a_full_filesystem_by_giving_the_reserve_back_then_the_room_returns(
+    small_fs: Path,
+) -> None:
+    spool = Spool(small_fs / "spool", reserve_bytes=2 * 1024 * 1024)
+    assert (small_fs / "spool" / RESERVE_NAME).stat().st_size == 2 * 1024 * 1024
+    written = fill_spool(spool)
+    assert written > 0
+    filler = fill_up(small_fs)  # not one byte left for the WAL to grow by
+    assert free_bytes(small_fs) == 0
+
+    spool.write([], list(range(1, written + 1)))  # every record delivered: they must go
+
+    assert spool.stats().records == 0
+    # The freed pages went back to the filesystem and the reserve is in place again.
+    assert (small_fs / "spool" / RESERVE_NAME).stat().st_size == 2 * 1024 * 1024 and spool.reserved
+    assert free_bytes(small_fs) > 1024 * 1024
+    filler.unlink()
+    spool.write([Record(1, "src", [b"after"], [None])], [])  # and the spool writes again
+    spool.close()
+    again = Spool(small_fs / "spool")
+    assert [r.items for r in again.read(0, 10)[0]] == [[b"after"]]
+    again.close()
+
+
+async def test_a_write_refused_for_a_full_database_still_records_the_deliveries_it_carried(tmp_path: Path) -> None:
+    buf = disk(tmp_path, max_bytes=1 << 30)
+    await buf.put(make_events(5))
+    taken = await take_all(buf, 5)
+    db = buf._spool.connection
+    pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+    db.execute(f"PRAGMA max_page_count={pages}")  # SQLite's own SQLITE_FULL: the database cannot grow
+    for t in taken:
+        t.ack.resolve(AckStatus.DELIVERED)
+    # The deletes ride with the next write, which cannot commit: they are committed alone.
+    with pytest.raises(SpoolUnavailable):
+        await buf.put(make_events(200, tag="big", size=2000))
+    assert spooled_rows(tmp_path / "spool") == 0
+    assert buf.refusal == "spool disk full"
+    db.execute("PRAGMA max_page_count=1073741823")
+    await buf.put(make_events(3, tag="later"))
+    assert buf.refusal is None
+    await buf.aclose()
+    again = disk(tmp_path)
+    assert messages(await take_all(again, 3)) == ["later-0", "later-1", "later-2"]
+    await again.aclose()
+
+
+async def test_nothing_more_is_sent_while_deliveries_cannot_be_recorded(small_fs: Path) -> None:
+    other = small_fs / "other-data"
+    other.write_bytes(bytes(1024 * 1024))  # someone else's megabyte, deleted later
+    buf = DiskBuffer("default", small_fs / "spool", disk_config(reserve_bytes=0), Metrics())
+    accepted = 0
+    with pytest.raises(SpoolUnavailable):
+        while True:
+            await buf.put(make_events(10, tag=f"p{accepted}", size=2000))
+            accepted += 10
+    filler = fill_up(small_fs)
+    first = await buf.take(10, 10_000_000, 0.01)
+    assert first
+    for t in first:
+        t.ack.resolve(AckStatus.DELIVERED)
+    for _ in range(200):  # the committer tries the deletes within DELETE_FLUSH_SECS
+        if buf.refusal != "spool disk full":  # as the failed puts left it
+            break
+        await asyncio.sleep(0.02)
+    assert buf.refusal == "spool disk full: deliveries cannot be recorded"
+    nxt = asyncio.create_task(buf.take(1, 10_000_000, 0.01))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not nxt.done()  # sending more would only make more deliveries that cannot be recorded
+    filler.unlink()  # room returns: the deletes commit, and sending goes on
+    other.unlink()
+    assert len(await asyncio.wait_for(nxt, 10)) == 1
+    assert buf.refusal is None
+    await buf.aclose()
+    assert spooled_rows(small_fs / "spool") == accepted - len(first)
+
+
+def readyz(gw: Proc) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(gw.url("admin") + "/readyz", timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def metric(gw: Proc, line_start: str) -> float:
+    with urllib.request.urlopen(gw.url("admin") + "/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(line_start + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def send(gw: Proc, tag: str) -> tuple[int, list[str], dict[str, str]]:
+    """One SDK request of 10 events; the messages it carried."""
+    msgs = [f"{tag}-{i}-{MESSAGE}" for i in range(10)]
+    status, _, headers = post(gw.url() + "/v2/log", {"events": [{"event": {"message": m}} for m in msgs]})
+    return status, msgs, headers
+
+
+def send_until_accepted(gw: Proc, tag: str, timeout: float = 30) -> list[str]:
+    """A sender retrying on 503 (honouring nothing more than a short back-off)."""
+    end = time.monotonic() + timeout
+    while True:
+        status, msgs, _ = send(gw, tag)
+        if status == 200:
+            return msgs
+        assert status == 503 and time.monotonic() < end, status
+        time.sleep(0.1)
+
+
+def test_a_full_disk_recovers_by_itself_and_a_restart_replays_nothing_delivered(tmp_path: Path, small_fs: Path) -> None:
+    up_dir = tmp_path / "upstream"
+    up_dir.mkdir()
+    db = up_dir / "local-audit.db"
+    with local_audit(up_dir, TOKEN) as upstream:
+        faults(upstream, outage=True)
+        cfg = config(tmp_path, upstream, path=str(small_fs / "spool"), max_bytes=64 * 1024 * 1024)
+        p = ports()
+        gw = start_gateway(tmp_path, config=cfg, ports=p)
+        answered: list[str] = []  # every message answered 2xx
+        try:
+            # 1. The outage fills the filesystem: intake answers 503 + Retry-After, /readyz says why.
+            refused = None
+            for n in range(2000):
+                status, msgs, headers = send(gw, f"outage{n}")
+                if status == 200:
+                    answered += msgs
+                    continue
+                refused = (status, headers)
+                break
+            assert refused is not None, "the filesystem never filled"
+            assert refused[0] == 503 and int(refused[1]["Retry-After"]) >= 1, refused
+            assert answered
+            status, body = readyz(gw)
+            assert status == 503 and any("disk full" in r for r in body["reasons"]), body
+
+            # 2. The upstream comes back; a client keeps sending (and retrying on 503).  Intake
+            # recovers by itself, without a restart.
+            faults(upstream, reset=True)
+            recovered = False
+            end = time.monotonic() + 60
+            n = 0
+            while time.monotonic() < end and not recovered:
+                status, msgs, _ = send(gw, f"after{n}")
+                n += 1
+                if status == 200:
+                    answered += msgs
+                    recovered = True
+                else:
+                    assert status == 503
+                    time.sleep(0.1)  # the client's back-off, not a test wait
+            assert recovered, "intake still refuses everything after the upstream came back"
+            # More traffic goes through (the disk is small: a sender may still meet a 503 while
+            # deliveries free room, and retries it, as it must).
+            for k in range(20):
+                answered += send_until_accepted(gw, f"more{k}")
+            got = wait_stored(db, len(answered))
+            assert sorted(got) == sorted(answered)
+            end = time.monotonic() + 30
+            while readyz(gw)[0] != 200 and time.monotonic() < end:
+                time.sleep(0.1)
+            assert readyz(gw) == (200, {"status": "ready"})
+            assert gw.terminate() == 0
+        finally:
+            gw.kill()
+
+        # 3. A restart replays nothing: what was delivered is gone from the spool for good.
+        gw = start_gateway(tmp_path, config=cfg, ports=p)
+        try:
+            assert metric(gw, 'gateway_buffer_events{destination="default"}') == 0
+            answered += send_until_accepted(gw, "marker")
+            got = wait_stored(db, len(answered))
+            assert gw.terminate() == 0
+        finally:
+            gw.kill()
+        assert "spool replays what was left" not in gw.log()
+        dups = {m[:20]: c for m, c in collections.Counter(stored(db)).items() if c > 1}
+        assert not dups, f"stored more than once: {dups}"
+        assert sorted(stored(db)) == sorted(answered)
