@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 from gateway.acks import Ack, AckStatus
 from gateway.buffer.config import BufferConfig
 from gateway.buffer.spool import Record, Spool, SpoolError
-from gateway.errors import BufferFull
+from gateway.errors import BufferFull, GatewayError
 from gateway.event import Event
 from gateway.telemetry.metrics import Metrics
 
@@ -137,7 +137,10 @@ class DiskBuffer:
         self.interval = config.fsync_interval_ms / 1000.0
         self.memory_bytes = config.memory_bytes
         self._retry_after = retry_after_secs
-        self._spool = Spool(path, reserve_bytes=config.reserve_bytes)
+        try:
+            self._spool = Spool(path, reserve_bytes=config.reserve_bytes)
+        except SpoolError as exc:
+            raise GatewayError(f"spool for destination {destination!r} cannot be opened: {exc}") from exc
         stats = self._spool.stats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"spool-{destination}")
         # In the spool file (committed, not yet deleted), in events and bytes.

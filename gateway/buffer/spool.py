@@ -104,8 +104,11 @@ class SpoolStats:
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """SQLITE_FULL (disk or ``max_page_count`` reached) and ENOSPC-like I/O errors."""
-    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+    """SQLITE_FULL (disk or ``max_page_count`` reached) and ENOSPC-like I/O errors.
+
+    SQLITE_IOERR_SHMSIZE is what a WAL-mode open meets when it cannot size its ``-shm`` file.
+    """
+    if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_SHMSIZE):
         return True
     text = str(exc).lower()
     return "disk is full" in text or "no space" in text
@@ -163,10 +166,10 @@ class Spool:
         self.reserved = False
         """Whether the reserve file is in place (always True when ``reserve_bytes`` is 0)."""
         self._room_made_at = float("-inf")
+        self._db: sqlite3.Connection
         self.make_reserve()
         try:
-            self._db = self._open(self.path, cache_kib)
-            healthy = self._healthy()
+            healthy = self._open_with_room()
         except sqlite3.DatabaseError:
             healthy = False
             self._db = None  # type: ignore[assignment]
@@ -174,6 +177,29 @@ class Spool:
             if self._db is not None:
                 self._db.close()
             self._salvage()
+
+    def _open_with_room(self) -> bool:
+        """Open the file and check it; whether it is healthy.
+
+        A full disk is not damage (a WAL-mode open creates the ``-wal`` and ``-shm`` files, the
+        first read needs them): the open is tried again with the reserve given back, and then
+        raises SpoolError rather than let a sound file be set aside as damaged.
+        """
+        for attempt in (1, 2):
+            try:
+                self._db = self._open(self.path, self._cache_kib)
+                try:
+                    return self._healthy()
+                except sqlite3.DatabaseError:
+                    self._db.close()
+                    raise
+            except sqlite3.DatabaseError as exc:
+                if not is_disk_full(exc):
+                    raise
+                if attempt == 2 or not self.release_reserve():
+                    raise SpoolError(f"spool cannot be opened: {exc}", disk_full=True) from exc
+                log.warning("disk full: spool reserve given back to open the spool", extra={"path": str(self.path)})
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _open(path: Path, cache_kib: int) -> sqlite3.Connection:
@@ -198,9 +224,13 @@ class Spool:
             db.executescript(_SCHEMA)
             (vacuum_mode,) = db.execute("PRAGMA auto_vacuum").fetchone()
             if vacuum_mode == 0 and db.execute("SELECT 1 FROM spool LIMIT 1").fetchone() is None:
-                # A file made before auto_vacuum was set: converting it takes a VACUUM, cheap while empty.
-                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-                db.execute("VACUUM")
+                # A file made before auto_vacuum was set: converting it takes a VACUUM, cheap while
+                # empty.  Not possible on a full disk: then it is done at a later start.
+                try:
+                    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                    db.execute("VACUUM")
+                except sqlite3.OperationalError as exc:
+                    log.warning("spool not converted to auto_vacuum", extra={"path": str(path), "error": str(exc)})
         except sqlite3.DatabaseError:
             db.close()
             raise
@@ -229,7 +259,9 @@ class Spool:
     def _healthy(self) -> bool:
         try:
             row = self._db.execute("PRAGMA quick_check").fetchone()
-        except sqlite3.DatabaseError:
+        except sqlite3.DatabaseError as exc:
+            if is_disk_full(exc):
+                raise  # no room to read it, not damage
             return False
         return bool(row) and row[0] == "ok"
 

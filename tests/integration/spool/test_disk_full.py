@@ -111,6 +111,41 @@ def test_deliveries_commit_on_a_full_filesystem_by_giving_the_reserve_back_then_
     again.close()
 
 
+def spool_with_records(directory: Path, n: int) -> None:
+    spool = Spool(directory, reserve_bytes=1024 * 1024)
+    spool.write([Record(i, "src", [os.urandom(2000) for _ in range(10)], [None] * 10) for i in range(1, n + 1)], [])
+    spool.close()
+
+
+def test_a_start_on_a_full_disk_opens_the_spool_with_the_reserve_and_replays_it(small_fs: Path) -> None:
+    spool_with_records(small_fs / "spool", 80)  # 1.6 MB: delivered, they make room for the reserve again
+    fill_up(small_fs)  # a WAL-mode open needs room for its -shm and -wal files
+
+    spool = Spool(small_fs / "spool", reserve_bytes=1024 * 1024)
+
+    assert spool.stats().records == 80
+    assert [p.name for p in (small_fs / "spool").iterdir() if "corrupt" in p.name] == []
+    spool.write([], list(range(1, 81)))  # delivered: recorded, and the reserve is made again
+    assert spool.stats().records == 0 and spool.reserved
+    spool.close()
+
+
+def test_a_full_disk_at_start_without_a_reserve_is_an_error_not_damage(small_fs: Path) -> None:
+    spool_with_records(small_fs / "spool", 40)
+    (small_fs / "spool" / RESERVE_NAME).unlink()
+    filler = fill_up(small_fs)
+
+    with pytest.raises(SpoolError) as info:
+        Spool(small_fs / "spool")
+    assert info.value.disk_full
+    # The file was not taken for damaged and set aside: once there is room it is all there.
+    assert [p.name for p in (small_fs / "spool").iterdir() if "corrupt" in p.name] == []
+    filler.unlink()
+    spool = Spool(small_fs / "spool")
+    assert spool.stats().records == 40
+    spool.close()
+
+
 async def test_a_write_refused_for_a_full_database_still_records_the_deliveries_it_carried(tmp_path: Path) -> None:
     buf = disk(tmp_path, max_bytes=1 << 30)
     await buf.put(make_events(5))
