@@ -63,6 +63,8 @@ DELETE_FLUSH_SECS = 0.2
 RETAKE_DELAY_SECS = 0.5
 """An ERRORED event is offered again after this long (the sink has already backed off)."""
 WRITE_RETRY_SECS = 1.0
+ROOM_PROBE_SECS = 1.0
+"""While writes fail for a full disk and nothing else happens, room is looked for this often."""
 KEY_BITS = 16
 MAX_RECORD_EVENTS = 1 << KEY_BITS
 """An event's ack key is ``record_id << KEY_BITS | index``; a record holds at most this many events."""
@@ -285,8 +287,13 @@ class DiskBuffer:
         while not self._shut:
             if not self._pending and not self._deletes and not self._dirty:
                 self._idle = True
-                await self._wake.wait()
+                if self._disk_full:
+                    await self._probe_room()
+                else:
+                    await self._wake.wait()
                 self._idle = False
+                if not self._wake.is_set():
+                    continue
             self._wake.clear()
             if not self._pending and (self._deletes or self._dirty):
                 # Deletes alone: give a write the chance to carry them (one fsync for both).
@@ -324,8 +331,26 @@ class DiskBuffer:
             self._failed(batch, SpoolError("spool write interrupted", disk_full=False))
             raise
         self._next_id += len(records)
-        self._finished(deletes or progress)
+        self._finished(bool(deletes or progress))
         self._committed(batch, records, groups)
+
+    async def _probe_room(self) -> None:
+        """Idle after a write failed for a full disk: look for room every ``ROOM_PROBE_SECS``.
+
+        Without it ``/readyz`` would stay not ready until the next put, which a load balancer
+        heeding ``/readyz`` may never send.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), ROOM_PROBE_SECS)
+        if self._wake.is_set() or self._shut:
+            return  # work to do: the write itself will tell
+        try:
+            room = await self._run(self._spool.has_room)
+        except RuntimeError:  # the executor was shut down meanwhile
+            return
+        if room and self._disk_full:
+            self._disk_full = False
+            log.info("spool has room again", extra={"destination": self.destination})
 
     def _unfinished(self, deletes: list[int], progress: Progress, exc: SpoolError | None) -> None:
         """A commit failed: its deletes and progress go again with the next, unless they made it alone."""
@@ -343,7 +368,7 @@ class DiskBuffer:
                     extra={"destination": self.destination, "records": len(deletes)},
                 )
 
-    def _finished(self, recorded: object) -> None:
+    def _finished(self, recorded: bool) -> None:
         """Deliveries were committed: room was made, and taking may go on."""
         if not recorded:
             return

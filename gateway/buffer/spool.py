@@ -63,6 +63,8 @@ WAL_AUTOCHECKPOINT_PAGES = 256
 """1 MiB of 4 KiB pages: the most a checkpoint must grow the file by, well under the reserve."""
 MAKE_ROOM_INTERVAL_SECS = 1.0
 """A write refused for a full disk tries to make room (see ``Spool._make_room``) at most this often."""
+ROOM_PROBE_BYTES = 1024 * 1024
+"""Room that :meth:`Spool.has_room` wants to see besides the reserve."""
 VACUUM_STEP_PAGES = 256
 """Free pages given back per step, each followed by a truncating checkpoint (bounds the WAL)."""
 
@@ -449,6 +451,21 @@ class Spool:
             return False
         self.reserved = True
         return True
+
+    def has_room(self) -> bool:
+        """Whether a write stands a chance (a probe, no write of the spool's own): the reserve is
+        held and the filesystem, or the file's free pages, have ``ROOM_PROBE_BYTES`` besides."""
+        if not self.make_reserve():
+            return False
+        st = os.statvfs(self.path.parent)
+        if st.f_bavail * st.f_frsize >= ROOM_PROBE_BYTES:
+            return True
+        try:
+            (free,) = self._db.execute("PRAGMA freelist_count").fetchone()
+            (size,) = self._db.execute("PRAGMA page_size").fetchone()
+        except sqlite3.Error:
+            return False
+        return bool(free * size >= ROOM_PROBE_BYTES)
 
     def release_reserve(self) -> bool:
         """Give the reserve file's room back to the filesystem; False when there was none."""

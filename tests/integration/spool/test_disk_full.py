@@ -29,6 +29,7 @@ import pytest
 
 from gateway.acks import AckStatus
 from gateway.bench import metric_sum
+from gateway.buffer import disk as disk_module
 from gateway.buffer.config import BufferConfig
 from gateway.buffer.disk import DiskBuffer, SpoolUnavailable
 from gateway.buffer.spool import RESERVE_NAME, Record, Spool, SpoolError
@@ -199,6 +200,27 @@ async def test_nothing_more_is_sent_while_deliveries_cannot_be_recorded(small_fs
     assert buf.refusal is None
     await buf.aclose()
     assert spooled_rows(small_fs / "spool") == accepted - len(first)
+
+
+async def test_readiness_comes_back_when_room_does_without_waiting_for_a_request(
+    small_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(disk_module, "ROOM_PROBE_SECS", 0.02)
+    buf = DiskBuffer("default", small_fs / "spool", disk_config(reserve_bytes=1024 * 1024), Metrics())
+    filler = fill_up(small_fs)  # someone else filled the disk; the spool holds nothing
+    with pytest.raises(SpoolUnavailable):
+        await buf.put(make_events(10, size=2000))
+    assert buf.refusal == "spool disk full"
+    filler.unlink()
+    # No request comes (a load balancer heeding /readyz sends none): the spool finds the room itself.
+    for _ in range(500):
+        if buf.refusal is None:
+            break
+        await asyncio.sleep(0.01)
+    assert buf.refusal is None
+    await buf.put(make_events(10, tag="later", size=2000))
+    await buf.aclose()
+    assert spooled_rows(small_fs / "spool") == 10
 
 
 def readyz(gw: Proc) -> tuple[int, dict[str, Any]]:
