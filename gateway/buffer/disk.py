@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -65,6 +66,8 @@ RETAKE_DELAY_SECS = 0.5
 WRITE_RETRY_SECS = 1.0
 ROOM_PROBE_SECS = 1.0
 """While writes fail for a full disk and nothing else happens, room is looked for this often."""
+FAILED_LOG_SECS = 10.0
+"""Failed spool writes are logged at most this often (with the count of events refused meanwhile)."""
 KEY_BITS = 16
 MAX_RECORD_EVENTS = 1 << KEY_BITS
 """An event's ack key is ``record_id << KEY_BITS | index``; a record holds at most this many events."""
@@ -174,6 +177,8 @@ class DiskBuffer:
         self._closed = False
         self._shut = False
         self._disk_full = False  # the last write of new events failed for a full disk
+        self._failure_logged_at = float("-inf")
+        self._unlogged_failures = 0  # events refused since the last "spool write failed" line
         self._stuck = False  # deliveries cannot be recorded: take nothing more until they are
         self._unstuck = asyncio.Event()
         self._wake = asyncio.Event()
@@ -392,10 +397,22 @@ class DiskBuffer:
         if batch and exc.disk_full:
             self._disk_full = True
         if batch:
-            log.error(
-                "spool write failed; requests refused with 503",
-                extra={"destination": self.destination, "events": n, "disk_full": exc.disk_full, "error": str(exc)},
-            )
+            # A full disk fails every request: one line per FAILED_LOG_SECS with the count, not one
+            # per request (the log may well be on the same full disk).
+            self._unlogged_failures += n
+            now = time.monotonic()
+            if now - self._failure_logged_at >= FAILED_LOG_SECS:
+                log.error(
+                    "spool write failed; requests refused with 503",
+                    extra={
+                        "destination": self.destination,
+                        "events": self._unlogged_failures,
+                        "disk_full": exc.disk_full,
+                        "error": str(exc),
+                    },
+                )
+                self._failure_logged_at = now
+                self._unlogged_failures = 0
         why = "disk is full" if exc.disk_full else "cannot write"
         for w in batch:
             self._pending_ids.difference_update(map(id, w.events))

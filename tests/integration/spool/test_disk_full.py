@@ -171,6 +171,22 @@ async def test_a_write_refused_for_a_full_database_still_records_the_deliveries_
     await again.aclose()
 
 
+async def test_a_full_disk_is_logged_once_with_a_count_not_once_per_request(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    buf = disk(tmp_path, max_bytes=1 << 30)
+    await buf.put(make_events(5))
+    db = buf._spool.connection
+    db.execute(f"PRAGMA max_page_count={int(db.execute('PRAGMA page_count').fetchone()[0])}")
+    for i in range(20):
+        with pytest.raises(SpoolUnavailable):
+            await buf.put(make_events(50, tag=f"r{i}", size=2000))
+    lines = [r for r in caplog.records if r.getMessage() == "spool write failed; requests refused with 503"]
+    assert len(lines) == 1 and lines[0].__dict__["events"] == 50 and lines[0].__dict__["disk_full"]
+    db.execute("PRAGMA max_page_count=1073741823")
+    await buf.aclose()
+
+
 async def test_nothing_more_is_sent_while_deliveries_cannot_be_recorded(small_fs: Path) -> None:
     other = small_fs / "other-data"
     other.write_bytes(bytes(1024 * 1024))  # someone else's megabyte, deleted later
