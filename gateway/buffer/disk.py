@@ -33,7 +33,9 @@ process) and their deletes are committed even when new writes cannot be (see
 that fail, nothing more is taken for sending until the deletes commit: a delivery that cannot
 be recorded would be sent again after a restart.  While writes fail for a full disk,
 :attr:`DiskBuffer.refusal` says so (``/readyz``); every put tries again, and the first that
-commits (or a commit freeing delivered records) clears it: intake recovers without a restart.
+commits clears it — as does a commit freeing delivered records, or, with no traffic at all,
+a probe finding room (every ``ROOM_PROBE_SECS``): intake recovers without a restart.  Failed
+writes are logged once per ``FAILED_LOG_SECS`` with a count.
 """
 
 from __future__ import annotations
