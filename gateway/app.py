@@ -248,6 +248,9 @@ class Gateway:
                 reasons.append(f"{name}: {why}")
             if dest.buffer.fill_ratio >= 1.0:
                 reasons.append(f"{name}: buffer full")
+            refusal = getattr(dest.buffer, "refusal", None)  # disk: intake refuses everything (disk full)
+            if refusal:
+                reasons.append(f"{name}: {refusal}")
         for ks in self.kafka_sources:
             if ks.consumer is None:
                 reasons.append(f"{ks.name}: not connected to Kafka")

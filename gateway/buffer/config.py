@@ -42,6 +42,15 @@ class BufferConfig(StrictModel):
         ge=0,
         description="Disk only: spooled bytes also kept in memory for sending, so they need not be read back.",
     )
+    reserve_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=0,
+        description=(
+            "Disk only: room held in a file next to the spool (`spool.reserve`) and given back when the disk "
+            "is full, so deliveries can still be recorded (and are never sent again after a restart); new "
+            "events are refused (503) while it cannot be held. 0: no reserve."
+        ),
+    )
     topic: str | None = Field(default=None, description="Kafka only: the topic accepted events are produced to.")
     bootstrap_servers: KafkaOnlyServers = None
     security: KafkaOnlySecurity = Field(default_factory=KafkaSecurity)

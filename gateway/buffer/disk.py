@@ -26,6 +26,16 @@ spool refuses with :class:`~gateway.errors.BufferFull` (429 + Retry-After), a fa
 (disk full: ``SQLITE_FULL``, I/O error) with :class:`SpoolUnavailable` (503 + Retry-After).
 Neither drops anything already accepted.  Recently written events are also kept in memory
 (up to ``memory_bytes``) so forwarding does not read them back; older ones are read from disk.
+
+A full disk.  Delivered events are forgotten in memory at once (never taken again in this
+process) and their deletes are committed even when new writes cannot be (see
+:mod:`gateway.buffer.spool`: deletes alone, then with the reserve given back).  Should even
+that fail, nothing more is taken for sending until the deletes commit: a delivery that cannot
+be recorded would be sent again after a restart.  While writes fail for a full disk,
+:attr:`DiskBuffer.refusal` says so (``/readyz``); every put tries again, and the first that
+commits clears it — as does a commit freeing delivered records, or, with no traffic at all,
+a probe finding room (every ``ROOM_PROBE_SECS``): intake recovers without a restart.  Failed
+writes are logged once per ``FAILED_LOG_SECS`` with a count.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +53,7 @@ from typing import Any, TypeVar
 from gateway.acks import Ack, AckStatus
 from gateway.buffer.config import BufferConfig
 from gateway.buffer.spool import Record, Spool, SpoolError
-from gateway.errors import BufferFull
+from gateway.errors import BufferFull, GatewayError
 from gateway.event import Event
 from gateway.telemetry.metrics import Metrics
 
@@ -55,6 +66,10 @@ DELETE_FLUSH_SECS = 0.2
 RETAKE_DELAY_SECS = 0.5
 """An ERRORED event is offered again after this long (the sink has already backed off)."""
 WRITE_RETRY_SECS = 1.0
+ROOM_PROBE_SECS = 1.0
+"""While writes fail for a full disk and nothing else happens, room is looked for this often."""
+FAILED_LOG_SECS = 10.0
+"""Failed spool writes are logged at most this often (with the count of events refused meanwhile)."""
 KEY_BITS = 16
 MAX_RECORD_EVENTS = 1 << KEY_BITS
 """An event's ack key is ``record_id << KEY_BITS | index``; a record holds at most this many events."""
@@ -129,7 +144,10 @@ class DiskBuffer:
         self.interval = config.fsync_interval_ms / 1000.0
         self.memory_bytes = config.memory_bytes
         self._retry_after = retry_after_secs
-        self._spool = Spool(path)
+        try:
+            self._spool = Spool(path, reserve_bytes=config.reserve_bytes)
+        except SpoolError as exc:
+            raise GatewayError(f"spool for destination {destination!r} cannot be opened: {exc}") from exc
         stats = self._spool.stats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"spool-{destination}")
         # In the spool file (committed, not yet deleted), in events and bytes.
@@ -160,6 +178,11 @@ class DiskBuffer:
         self._requeue: dict[int, asyncio.TimerHandle] = {}
         self._closed = False
         self._shut = False
+        self._disk_full = False  # the last write of new events failed for a full disk
+        self._failure_logged_at = float("-inf")
+        self._unlogged_failures = 0  # events refused since the last "spool write failed" line
+        self._stuck = False  # deliveries cannot be recorded: take nothing more until they are
+        self._unstuck = asyncio.Event()
         self._wake = asyncio.Event()
         self._idle = False
         self._readable = asyncio.Event()
@@ -194,6 +217,13 @@ class DiskBuffer:
         if self.max_events is not None:
             ratio = max(ratio, (self._events + self._pending_events) / self.max_events)
         return ratio
+
+    @property
+    def refusal(self) -> str | None:
+        """Why intake refuses every request right now (``/readyz``), or None."""
+        if self._stuck:
+            return "spool disk full: deliveries cannot be recorded"
+        return "spool disk full" if self._disk_full else None
 
     def _fits(self, n: int, size: int) -> bool:
         held = self._events + self._pending_events
@@ -264,8 +294,13 @@ class DiskBuffer:
         while not self._shut:
             if not self._pending and not self._deletes and not self._dirty:
                 self._idle = True
-                await self._wake.wait()
+                if self._disk_full:
+                    await self._probe_room()
+                else:
+                    await self._wake.wait()
                 self._idle = False
+                if not self._wake.is_set():
+                    continue
             self._wake.clear()
             if not self._pending and (self._deletes or self._dirty):
                 # Deletes alone: give a write the chance to carry them (one fsync for both).
@@ -295,17 +330,60 @@ class DiskBuffer:
         try:
             await self._run(self._spool.write, records, deletes, progress)
         except SpoolError as exc:
-            self._deletes = deletes + self._deletes
-            self._dirty.update(i for i, _ in progress)
+            self._unfinished(deletes, progress, exc)
             self._failed(batch, exc)
             return
         except BaseException:
-            self._deletes = deletes + self._deletes
-            self._dirty.update(i for i, _ in progress)
+            self._unfinished(deletes, progress, None)
             self._failed(batch, SpoolError("spool write interrupted", disk_full=False))
             raise
         self._next_id += len(records)
+        self._finished(bool(deletes or progress))
         self._committed(batch, records, groups)
+
+    async def _probe_room(self) -> None:
+        """Idle after a write failed for a full disk: look for room every ``ROOM_PROBE_SECS``.
+
+        Without it ``/readyz`` would stay not ready until the next put, which a load balancer
+        heeding ``/readyz`` may never send.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), ROOM_PROBE_SECS)
+        if self._wake.is_set() or self._shut:
+            return  # work to do: the write itself will tell
+        try:
+            room = await self._run(self._spool.has_room)
+        except RuntimeError:  # the executor was shut down meanwhile
+            return
+        if room and self._disk_full:
+            self._disk_full = False
+            log.info("spool has room again", extra={"destination": self.destination})
+
+    def _unfinished(self, deletes: list[int], progress: Progress, exc: SpoolError | None) -> None:
+        """A commit failed: its deletes and progress go again with the next, unless they made it alone."""
+        if exc is not None and exc.finished:
+            self._finished(True)
+            return
+        if deletes or progress:
+            self._deletes = deletes + self._deletes
+            self._dirty.update(i for i, _ in progress)
+            if exc is not None and exc.disk_full and not self._stuck:
+                self._stuck = True
+                self._unstuck.clear()
+                log.error(
+                    "disk full: deliveries cannot be recorded; nothing more is sent until they are",
+                    extra={"destination": self.destination, "records": len(deletes)},
+                )
+
+    def _finished(self, recorded: bool) -> None:
+        """Deliveries were committed: room was made, and taking may go on."""
+        if not recorded:
+            return
+        self._disk_full = False  # the next put tells whether that was enough room
+        if self._stuck:
+            self._stuck = False
+            self._unstuck.set()
+            log.info("spool records deliveries again", extra={"destination": self.destination})
 
     def _progress(self) -> Progress:
         """``(record id, done flags)`` of the partly delivered records changed since the last commit."""
@@ -318,11 +396,25 @@ class DiskBuffer:
         self._pending_events -= n
         self._pending_bytes -= sum(w.size for w in batch)
         self._room.set()
+        if batch and exc.disk_full:
+            self._disk_full = True
         if batch:
-            log.error(
-                "spool write failed; requests refused with 503",
-                extra={"destination": self.destination, "events": n, "disk_full": exc.disk_full, "error": str(exc)},
-            )
+            # A full disk fails every request: one line per FAILED_LOG_SECS with the count, not one
+            # per request (the log may well be on the same full disk).
+            self._unlogged_failures += n
+            now = time.monotonic()
+            if now - self._failure_logged_at >= FAILED_LOG_SECS:
+                log.error(
+                    "spool write failed; requests refused with 503",
+                    extra={
+                        "destination": self.destination,
+                        "events": self._unlogged_failures,
+                        "disk_full": exc.disk_full,
+                        "error": str(exc),
+                    },
+                )
+                self._failure_logged_at = now
+                self._unlogged_failures = 0
         why = "disk is full" if exc.disk_full else "cannot write"
         for w in batch:
             self._pending_ids.difference_update(map(id, w.events))
@@ -337,6 +429,8 @@ class DiskBuffer:
                 )
 
     def _committed(self, batch: list[_PendingWrite], records: list[Record], groups: list[list[Event]]) -> None:
+        if records:
+            self._disk_full = False
         size = sum(w.size for w in batch)
         n = sum(len(g) for g in groups)
         self._pending_events -= n
@@ -376,6 +470,10 @@ class DiskBuffer:
         if not self._shut:
             self._ensure_committer()  # it also commits the deletes of what is taken
         async with self._take_lock:
+            while self._stuck and not self._closed:
+                await self._unstuck.wait()
+            if self._stuck:
+                return []  # closing: what is left stays on disk
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout_secs
             while self._ready_events < max_events and self._ready_bytes < max_bytes and not self._closed:
@@ -512,6 +610,7 @@ class DiskBuffer:
     def close(self) -> None:
         """No more puts; writes already accepted are still committed; take stops once nothing is ready."""
         self._closed = True
+        self._unstuck.set()
         self._readable.set()
         self._room.set()
         self._wake.set()
@@ -554,6 +653,11 @@ class DiskBuffer:
             self._spool.write(records, deletes, progress)
         except SpoolError as exc:
             self._failed(batch, exc)
+            if (deletes or progress) and not exc.finished:
+                log.error(
+                    "spool closed with deliveries it could not record; they are sent again at the next start",
+                    extra={"destination": self.destination, "records": len(deletes), "error": str(exc)},
+                )
         else:
             self._next_id += len(records)
             self._committed(batch, records, groups)
