@@ -318,17 +318,25 @@ def _connect(db: Path) -> sqlite3.Connection:
     return conn
 
 
+def _with_db(db: Path, action: Callable[[sqlite3.Connection], int]) -> int:
+    try:
+        conn = _connect(db)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"local-audit: cannot open {db}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return action(conn)
+    finally:
+        conn.close()
+
+
 def _token_create(args: argparse.Namespace) -> int:
     restrict: dict[str, list[str]] = {}
     for name, value in args.restrict:
         restrict.setdefault(name, []).append(value)
     expires_at = None if args.expires_in is None else time.time() + args.expires_in
-    try:
-        conn = _connect(args.db)
-    except (OSError, sqlite3.Error) as exc:
-        print(f"local-audit: cannot open {args.db}: {exc}", file=sys.stderr)
-        return 1
-    try:
+
+    def act(conn: sqlite3.Connection) -> int:
         created = create_token(
             conn,
             name=args.name,
@@ -337,41 +345,29 @@ def _token_create(args: argparse.Namespace) -> int:
             restrict=restrict,
             expires_at=expires_at,
         )
-    finally:
-        conn.close()
-    print(orjson.dumps(created).decode(), flush=True)
-    return 0
+        print(orjson.dumps(created).decode(), flush=True)
+        return 0
+
+    return _with_db(args.db, act)
 
 
 def _token_list(args: argparse.Namespace) -> int:
-    try:
-        conn = _connect(args.db)
-    except (OSError, sqlite3.Error) as exc:
-        print(f"local-audit: cannot open {args.db}: {exc}", file=sys.stderr)
-        return 1
-    try:
-        tokens = list_tokens(conn)
-    finally:
-        conn.close()
-    print(orjson.dumps(tokens).decode(), flush=True)
-    return 0
+    def act(conn: sqlite3.Connection) -> int:
+        print(orjson.dumps(list_tokens(conn)).decode(), flush=True)
+        return 0
+
+    return _with_db(args.db, act)
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
-    try:
-        conn = _connect(args.db)
-    except (OSError, sqlite3.Error) as exc:
-        print(f"local-audit: cannot open {args.db}: {exc}", file=sys.stderr)
-        return 1
-    try:
-        revoked = revoke_token(conn, args.id)
-    finally:
-        conn.close()
-    if not revoked:
-        print(f"local-audit: no active token {args.id}", file=sys.stderr)
-        return 1
-    print(orjson.dumps({"id": args.id, "revoked": True}).decode(), flush=True)
-    return 0
+    def act(conn: sqlite3.Connection) -> int:
+        if not revoke_token(conn, args.id):
+            print(f"local-audit: no active token {args.id}", file=sys.stderr)
+            return 1
+        print(orjson.dumps({"id": args.id, "revoked": True}).decode(), flush=True)
+        return 0
+
+    return _with_db(args.db, act)
 
 
 # -- OAuth2 clients --------------------------------------------------------------------------
@@ -429,18 +425,6 @@ def _register_clients(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     rotate.add_argument("--db", type=Path, required=True, metavar="FILE", help="the local audit log's database")
     rotate.add_argument("client_id", help="the client's id (psa_...)")
     rotate.set_defaults(func=_client_rotate)
-
-
-def _with_db(db: Path, action: Callable[[sqlite3.Connection], int]) -> int:
-    try:
-        conn = _connect(db)
-    except (OSError, sqlite3.Error) as exc:
-        print(f"local-audit: cannot open {db}: {exc}", file=sys.stderr)
-        return 1
-    try:
-        return action(conn)
-    finally:
-        conn.close()
 
 
 def _client_create(args: argparse.Namespace) -> int:

@@ -36,6 +36,26 @@ def _cell(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def event_item(rec: StoredRecord, proof: str | None, published_size: int) -> dict[str, Any]:
+    """A stored record as the spec's search-result event: envelope, hash, published, leaf index, proof.
+
+    Under a published root its proof is against that root, and ``leaf_index`` lets the SDK check
+    the roots of sizes ``leaf_index`` and ``leaf_index + 1``; the spec leaves ``leaf_index`` null
+    for unpublished records.
+    """
+    published = rec.leaf < published_size
+    item: dict[str, Any] = {
+        "envelope": orjson.Fragment(rec.envelope.encode()),
+        "hash": rec.hash.hex(),
+        "published": published,
+    }
+    if published:
+        item["leaf_index"] = rec.leaf
+    if proof is not None:
+        item["membership_proof"] = proof
+    return item
+
+
 def render(
     fmt: DownloadFormat,
     leaves: list[int],
@@ -55,20 +75,11 @@ def render(
             writer.writerow([*header, "membership_proof"] if verbose else header)
         for lo in range(0, len(leaves), _CHUNK):
             for rec, proof in fetch(leaves[lo : lo + _CHUNK]):
-                published = rec.leaf < published_size
                 if fmt == "json":
-                    item: dict[str, Any] = {
-                        "envelope": orjson.Fragment(rec.envelope.encode()),
-                        "hash": rec.hash.hex(),
-                        "published": published,
-                    }
-                    if published:
-                        item["leaf_index"] = rec.leaf
-                    if proof is not None:
-                        item["membership_proof"] = proof
-                    text.write(orjson.dumps(item).decode())
+                    text.write(orjson.dumps(event_item(rec, proof, published_size)).decode())
                     text.write("\n")
                     continue
+                published = rec.leaf < published_size
                 envelope = orjson.loads(rec.envelope)
                 event = envelope.get("event", {})
                 row = [

@@ -74,7 +74,7 @@ from gateway.local_audit.configs import (
     runtime_settings,
     version_errors,
 )
-from gateway.local_audit.exports import DownloadFormat, render
+from gateway.local_audit.exports import DownloadFormat, event_item, render
 from gateway.local_audit.faults import FaultDecision, FaultInjector
 from gateway.local_audit.hashing import envelope_bytes, format_timestamp, utc_now
 from gateway.local_audit.query import QueryError, Term, is_rfc3339, parse_duration, parse_query, parse_time
@@ -1060,23 +1060,7 @@ class LocalAuditServer:
 
     @staticmethod
     def _event_items(records: list[tuple[StoredRecord, str | None]], published_size: int) -> list[dict[str, Any]]:
-        items = []
-        for rec, proof in records:
-            published = rec.leaf < published_size
-            item: dict[str, Any] = {
-                "envelope": orjson.Fragment(rec.envelope.encode()),
-                "hash": rec.hash.hex(),
-                # Under a published root: its proof is against that root (result.root), and
-                # leaf_index lets the SDK check the roots of sizes leaf_index and leaf_index + 1.
-                # The spec leaves leaf_index null for unpublished records.
-                "published": published,
-            }
-            if published:
-                item["leaf_index"] = rec.leaf
-            if proof is not None:
-                item["membership_proof"] = proof
-            items.append(item)
-        return items
+        return [event_item(rec, proof, published_size) for rec, proof in records]
 
     async def _published_root(self, request: web.Request, tree: Tree, size: int) -> dict[str, Any] | None:
         """AuditRoot of ``size`` records with ``url`` and ``published_at`` if a published root covers it."""
