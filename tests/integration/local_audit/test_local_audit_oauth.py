@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from gateway.acks import Ack, AckStatus
 from gateway.batching import Batch
 from gateway.event import Event
-from gateway.local_audit.server import TOKEN_ENV, LocalAuditServer
+from gateway.local_audit.server import LocalAuditServer
 from gateway.local_audit.settings import DEFAULT_CONFIG_ID, LocalAuditSettings
 from gateway.sinks.pangea.config import OAuth2Config, UpstreamConfig
 from gateway.sinks.pangea.sink import PangeaSink
@@ -40,11 +40,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(autouse=True)
-def _no_token_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(TOKEN_ENV, raising=False)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -81,12 +76,6 @@ async def server(tmp_path: Path, clock: Clock) -> AsyncIterator[LocalAuditServer
         yield srv
     finally:
         await srv.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def basic(client: dict[str, str], secret: str | None = None) -> dict[str, str]:

@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +31,7 @@ from pangea.services.audit.models import DownloadFormat, EventVerification, Sear
 from pangea.services.audit.util import verify_envelope_hash
 
 import gateway.local_audit.server as server_module
-from gateway.local_audit.server import TOKEN_ENV, LocalAuditServer
+from gateway.local_audit.server import LocalAuditServer
 from gateway.local_audit.settings import DEFAULT_CONFIG_ID, LocalAuditSettings
 from gateway.local_audit.tokens import create_token
 from tests.support.procs import REPO, local_audit
@@ -49,27 +49,6 @@ CUSTOM_SCHEMA: dict[str, Any] = {
         {"id": "tenant_id", "type": "string", "size": 16, "partitioned": True},
     ]
 }
-
-
-@pytest.fixture(autouse=True)
-def _no_token_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(TOKEN_ENV, raising=False)
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[LocalAuditServer]:
-    srv = LocalAuditServer(LocalAuditSettings(listen_port=0, db_path=tmp_path / "audit.db"))
-    await srv.start()
-    try:
-        yield srv
-    finally:
-        await srv.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @contextmanager
@@ -742,7 +721,7 @@ async def test_downloads_of_another_configurations_results_and_unknown_links_are
 
 # -- log streams ----------------------------------------------------------------------------------
 
-AUTH0_BODY = Path(__file__).resolve().parents[1] / "fixtures" / "vendors" / "auth0_batch2_jsonobject.json"
+AUTH0_BODY = Path(__file__).resolve().parents[2] / "fixtures" / "vendors" / "auth0_batch2_jsonobject.json"
 
 
 async def test_sdk_log_stream_stores_auth0_records_as_standard_events(server: LocalAuditServer) -> None:

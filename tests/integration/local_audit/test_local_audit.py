@@ -41,27 +41,6 @@ CONFIG_C = "pci_" + "c" * 32
 CUSTOM = "pci_" + "d" * 32
 
 
-@pytest.fixture(autouse=True)
-def _no_token_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(TOKEN_ENV, raising=False)
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[LocalAuditServer]:
-    srv = LocalAuditServer(LocalAuditSettings(listen_port=0, db_path=tmp_path / "audit.db"))
-    await srv.start()
-    try:
-        yield srv
-    finally:
-        await srv.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 @contextmanager
 def sdk(server: LocalAuditServer, token: str | None = None, **kwargs: Any) -> Iterator[Audit]:
     """An SDK client for the server; its HTTP session is closed on exit."""
