@@ -176,6 +176,7 @@ async def post_load(
     per_request: int,
     make_body: Callable[[int, int], bytes] = request_body,
     unique: bool = False,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, int, list[float]]:
     """``concurrency`` workers POST ``per_request``-event bodies to ``url`` for ``seconds``.
 
@@ -190,6 +191,7 @@ async def post_load(
     stop_at = time.monotonic() + seconds
     bodies = [] if unique else [make_body(per_request, i) for i in range(16)]
     seq = int(time.time() * 1000) % 10**8 * 10  # new ids per call, so rounds do not repeat a body
+    send_headers = {"Content-Type": "application/json", **(headers or {})}
 
     async def worker(w: int) -> None:
         nonlocal answered, errors, seq
@@ -201,7 +203,7 @@ async def post_load(
             else:
                 body = bodies[i % len(bodies)]
             t0 = time.perf_counter()
-            async with s.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+            async with s.post(url, data=body, headers=send_headers) as r:
                 await r.read()
                 ok = r.status == 200
             latencies.append(time.perf_counter() - t0)
@@ -224,8 +226,12 @@ async def _load(
     pid: int,
     make_body: Callable[[int, int], bytes] = request_body,
     unique: bool = False,
+    headers: dict[str, str] | None = None,
+    other_pid: int | None = None,
 ) -> dict[str, Any]:
-    """One measured run against ``url``; the process ``pid`` is the one whose CPU and RSS count."""
+    """One measured run against ``url``; the process ``pid`` is the one whose CPU and RSS count.
+
+    ``other_pid``: a second process (the upstream) whose CPU per event is reported too."""
     peak = 0
     stop_at = time.monotonic() + seconds
 
@@ -238,18 +244,20 @@ async def _load(
     conn = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=conn) as s:
         cpu0 = cpu_secs(pid)
+        other0 = cpu_secs(other_pid) if other_pid else 0.0
         t0 = time.monotonic()
         (sent, errors, latencies), _ = await asyncio.gather(
-            post_load(s, url, seconds, concurrency, per_request, make_body, unique), sampler()
+            post_load(s, url, seconds, concurrency, per_request, make_body, unique, headers), sampler()
         )
         elapsed = time.monotonic() - t0
         cpu = cpu_secs(pid) - cpu0
+        other = cpu_secs(other_pid) - other0 if other_pid else 0.0
     latencies.sort()
 
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else 0.0
 
-    return {
+    out: dict[str, Any] = {
         "events_per_sec": round(sent / elapsed),
         "events": sent,
         "requests": len(latencies),
@@ -259,6 +267,9 @@ async def _load(
         "cpu_us_per_event": round(cpu * 1e6 / sent, 2) if sent else None,
         "peak_rss_mib": round(peak / 1024, 1),
     }
+    if other_pid:
+        out["upstream_cpu_us_per_event"] = round(other * 1e6 / sent, 2) if sent else None
+    return out
 
 
 async def _rss_per_event(url: str, admin: str, la_url: str, pid: int, events: int) -> dict[str, Any]:
@@ -421,6 +432,7 @@ async def _compare(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         gw = await pair.start()
         bare = await pair.start_bare()
         contenders = {"gateway": (pair.base, gw), "bare": (pair.bare_base, bare)}
+        upstream_pid = pair.procs[0].pid  # the stub or the local audit log, shared by both
         kinds = list(BODIES) if args.body == "both" else [args.body]
         for kind in kinds:  # warm-up: code paths, connection pools, caches
             path, make = BODIES[kind]
@@ -435,7 +447,14 @@ async def _compare(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 for name in order:
                     base, proc = contenders[name]
                     run = await _load(
-                        base + path, args.seconds, args.concurrency, args.events_per_request, proc.pid, make, True
+                        base + path,
+                        args.seconds,
+                        args.concurrency,
+                        args.events_per_request,
+                        proc.pid,
+                        make,
+                        True,
+                        other_pid=upstream_pid,
                     )
                     rounds[kind][name].append(run)
         peaks = {name: peak_rss_mib(proc.pid) for name, (_b, proc) in contenders.items()}
@@ -446,12 +465,14 @@ async def _compare(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         summary: dict[str, Any] = {}
         for name, runs in by_name.items():
             cpu = [x["cpu_us_per_event"] for x in runs if x["cpu_us_per_event"] is not None]
+            up = [x["upstream_cpu_us_per_event"] for x in runs if x.get("upstream_cpu_us_per_event") is not None]
             summary[name] = {
                 "events_per_sec": round(_median([x["events_per_sec"] for x in runs])),
                 "rounds_events_per_sec": [x["events_per_sec"] for x in runs],
                 "p50_ms": round(_median([x["p50_ms"] for x in runs]), 1),
                 "p99_ms": round(_median([x["p99_ms"] for x in runs]), 1),
                 "cpu_us_per_event": round(_median(cpu), 2) if cpu else None,
+                "upstream_cpu_us_per_event": round(_median(up), 2) if up else None,
                 "errors": sum(x["errors"] for x in runs),
                 "peak_rss_mib": peaks[name],
             }
@@ -488,6 +509,11 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{cpu:>10} {c['peak_rss_mib']:>13}  {', '.join(f'{x:,}' for x in c['rounds_events_per_sec'])}"
             )
         lines.append(f"{'':<7} {'ratio':<9} {'':>6} per round: {', '.join(str(x) for x in s['rounds_ratio'])}")
+        up = [s[n]["upstream_cpu_us_per_event"] for n in ("gateway", "bare")]
+        if all(x is not None for x in up):
+            lines.append(
+                f"{'':<7} {'upstream':<9} {'':>6} CPU us/event while serving the gateway {up[0]}, the bare pipe {up[1]}"
+            )
     return "\n".join(lines)
 
 
