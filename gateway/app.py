@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from gateway.config import (
 )
 from gateway.dedup import DedupWindow
 from gateway.destinations import build_schema, build_signer
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, StartupError, os_reason
 from gateway.pipeline import Destination
 from gateway.sinks.deadletter.base import DeadLetterStore
 from gateway.sinks.deadletter.local import LocalDeadLetterStore
@@ -71,6 +72,50 @@ class RunOptions:
     local_audit_listen: str | None = None
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where the gateway listens and keeps its state: the flags, else the file, else the defaults."""
+
+    listen: tuple[str, int]
+    admin_listen: tuple[str, int]
+    local_audit_listen: tuple[str, int]
+    data_dir: Path
+
+
+def placement(config: GatewayConfig, opts: RunOptions) -> Placement:
+    """Resolve the addresses and the data directory; raises ConfigError for an address not HOST:PORT."""
+    return Placement(
+        listen=split_listen(opts.listen or config.listen or DEFAULT_LISTEN),
+        admin_listen=split_listen(opts.admin_listen or config.admin_listen or DEFAULT_ADMIN_LISTEN),
+        local_audit_listen=split_listen(
+            opts.local_audit_listen or config.local_audit.listen or DEFAULT_LOCAL_AUDIT_LISTEN
+        ),
+        data_dir=Path(opts.data_dir or config.data_dir or DEFAULT_DATA_DIR),
+    )
+
+
+def exposure_problems(config: GatewayConfig, host: str) -> list[GatewayError]:
+    """Beyond loopback, every webhook source must authenticate its senders: one error per source that does not."""
+    if is_loopback(host):
+        return []
+    return [
+        ConfigError(
+            f"listening on {host} beyond loopback requires inbound auth on every webhook source",
+            f"sources.{name}.auth",
+        )
+        for name, src in config.sources.items()
+        if isinstance(src, WebhookSourceConfig) and src.auth is None
+    ]
+
+
+async def listening(host: str, port: int, start: Callable[[], Awaitable[None]]) -> None:
+    """Run ``start`` (which binds ``host:port``); a bind failure becomes one StartupError line."""
+    try:
+        await start()
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {os_reason(exc)}") from None
+
+
 class Gateway:
     """The running gateway: embedded local audit log (optional), destinations, sources, admin."""
 
@@ -80,12 +125,11 @@ class Gateway:
         opts = options or RunOptions()
         self.config = config
         self.metrics = metrics or Metrics()
-        self.listen = split_listen(opts.listen or config.listen or DEFAULT_LISTEN)
-        self.admin_listen = split_listen(opts.admin_listen or config.admin_listen or DEFAULT_ADMIN_LISTEN)
-        self.local_audit_listen = split_listen(
-            opts.local_audit_listen or config.local_audit.listen or DEFAULT_LOCAL_AUDIT_LISTEN
-        )
-        self.data_dir = Path(opts.data_dir or config.data_dir or DEFAULT_DATA_DIR)
+        place = placement(config, opts)
+        self.listen = place.listen
+        self.admin_listen = place.admin_listen
+        self.local_audit_listen = place.local_audit_listen
+        self.data_dir = place.data_dir
         self.destinations: dict[str, Destination] = {}
         self.webhook: WebhookServer | None = None
         self.kafka_sources: list[Any] = []
@@ -96,18 +140,9 @@ class Gateway:
         self.dedup: DedupWindow | None = None
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._check_exposure()
-
-    def _check_exposure(self) -> None:
-        host = self.listen[0]
-        if is_loopback(host):
-            return
-        for name, src in self.config.sources.items():
-            if isinstance(src, WebhookSourceConfig) and src.auth is None:
-                raise ConfigError(
-                    f"listening on {host} beyond loopback requires inbound auth on every webhook source",
-                    f"sources.{name}.auth",
-                )
+        exposed = exposure_problems(config, self.listen[0])
+        if exposed:
+            raise exposed[0]
 
     async def _upstream(self) -> UpstreamConfig:
         if self.config.upstream is not None:
@@ -119,7 +154,7 @@ class Gateway:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         settings = LocalAuditSettings(listen_host=host, listen_port=port, db_path=self.data_dir / "local-audit.db")
         self.local_audit = LocalAuditServer(settings)
-        await self.local_audit.start()
+        await listening(host, port, self.local_audit.start)
         log.info("embedded local audit log started", extra={"url": self.local_audit.base_url})
         return UpstreamConfig(url=self.local_audit.base_url, token=SecretStr(self.local_audit.token))
 
@@ -202,7 +237,7 @@ class Gateway:
             host, port = self.listen
             max_body = max(h.config.max_body_bytes for h in hooks)
             self.webhook = WebhookServer(host, port, hooks, client_max_size=max_body, settings=self.config.intake)
-            await self.webhook.start()
+            await listening(host, port, self.webhook.start)
         for n, s in self.config.sources.items():
             if isinstance(s, KafkaSourceConfig):
                 from gateway.sources.kafka.source import KafkaSource
@@ -225,7 +260,7 @@ class Gateway:
 
         host, port = self.admin_listen
         self.admin = AdminServer(host, port, self.metrics, self.readiness)
-        await self.admin.start()
+        await listening(host, port, self.admin.start)
         log.info(
             "gateway started",
             extra={
