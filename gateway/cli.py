@@ -156,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(bench=argv[:1] == ["bench"])
     args = parser.parse_args(argv)
+    from gateway.telemetry.logging import setup_logging
+
+    # One log schema for every command (time, level, logger, message); `run`, `local-audit serve`
+    # and `test` set their own level.
+    setup_logging("warning")
     try:
         code: int = args.func(args)
         return code
