@@ -1,9 +1,11 @@
-"""The admin listener: /metrics, /healthz (alive) and /readyz (able to deliver)."""
+"""The admin listener: /metrics, /healthz (alive), /readyz (able to deliver), /status (figures as JSON)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -12,20 +14,31 @@ from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.redact import redact
 
 ReadinessCheck = Callable[[], Awaitable[list[str]]]
+StatusReport = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class AdminServer:
     """Serves metrics and probes.  ``readiness`` returns the reasons for not being ready."""
 
-    def __init__(self, host: str, port: int, metrics: Metrics, readiness: ReadinessCheck) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        metrics: Metrics,
+        readiness: ReadinessCheck,
+        status: StatusReport | None = None,
+    ) -> None:
         self.host = host
         self._port = port
         self.metrics = metrics
         self.readiness = readiness
+        self.status = status
         self.app = web.Application()
         self.app.add_routes(
             [web.get("/metrics", self._metrics), web.get("/healthz", self._healthz), web.get("/readyz", self._readyz)]
         )
+        if status is not None:
+            self.app.add_routes([web.get("/status", self._status)])
         self._listener: Listener | None = None
         self.draining = False
 
@@ -42,6 +55,14 @@ class AdminServer:
             # Reasons carry statuses and error codes only; the mask is the net under that rule.
             return web.json_response({"status": "not ready", "reasons": [redact(r) for r in reasons]}, status=503)
         return web.json_response({"status": "ready"})
+
+    async def _status(self, _request: web.Request) -> web.Response:
+        assert self.status is not None
+        report = await self.status()
+        if self.draining:
+            report["status"] = "draining"
+        # Figures and names only; the mask is the net, as for /readyz.
+        return web.Response(body=redact(orjson.dumps(report).decode()), content_type="application/json")
 
     @property
     def port(self) -> int:

@@ -12,13 +12,16 @@ import contextlib
 import ipaddress
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from pydantic import SecretStr
 
+from gateway import version
 from gateway.buffer.base import Buffer
 from gateway.buffer.memory import MemoryBuffer
 from gateway.config import (
@@ -41,6 +44,7 @@ from gateway.sources.poll.config import PollSourceConfig
 from gateway.sources.webhook.config import WebhookSourceConfig
 from gateway.sources.webhook.source import WebhookServer, WebhookSource
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.stats import figures
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +120,37 @@ async def listening(host: str, port: int, start: Callable[[], Awaitable[None]]) 
         raise StartupError(f"cannot listen on {host}:{port}: {os_reason(exc)}") from None
 
 
+access_log_lines = logging.getLogger("gateway.access")
+
+
+@web.middleware
+async def access_log(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """``access_log: true``: one line per intake request.  The path only: a query may carry a token."""
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        access_log_lines.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                "remote": request.remote,
+                "bytes_in": request.content_length,
+            },
+        )
+
+
 class Gateway:
     """The running gateway: embedded local audit log (optional), destinations, sources, admin."""
 
@@ -140,6 +175,7 @@ class Gateway:
         self.dedup: DedupWindow | None = None
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._started_at = time.monotonic()
         exposed = exposure_problems(config, self.listen[0])
         if exposed:
             raise exposed[0]
@@ -237,6 +273,9 @@ class Gateway:
             host, port = self.listen
             max_body = max(h.config.max_body_bytes for h in hooks)
             self.webhook = WebhookServer(host, port, hooks, client_max_size=max_body, settings=self.config.intake)
+            if self.config.access_log:
+                # outermost: it sees the status the source's own middleware answered with
+                self.webhook.app.middlewares.insert(0, access_log)
             await listening(host, port, self.webhook.start)
         for n, s in self.config.sources.items():
             if isinstance(s, KafkaSourceConfig):
@@ -259,8 +298,10 @@ class Gateway:
                 self.poll_sources.append(ps)
 
         host, port = self.admin_listen
-        self.admin = AdminServer(host, port, self.metrics, self.readiness)
+        self.admin = AdminServer(host, port, self.metrics, self.readiness, self.status)
         await listening(host, port, self.admin.start)
+        if self.config.stats_interval_secs > 0:
+            self._tasks.append(asyncio.create_task(self._log_stats(self.config.stats_interval_secs)))
         log.info(
             "gateway started",
             extra={
@@ -270,6 +311,32 @@ class Gateway:
                 "sources": sorted(self.config.sources),
             },
         )
+
+    async def status(self) -> dict[str, Any]:
+        """``GET /status``: readiness, and the stats line's figures with each destination's upstream
+        health and buffer use."""
+        reasons = await self.readiness()
+        report = figures(self.metrics.registry, list(self.config.sources), list(self.destinations))
+        for name, row in report["destinations"].items():
+            dest = self.destinations[name]
+            row["upstream"] = await dest.sink.check() or "ok"
+            row["buffer_use"] = round(dest.buffer.fill_ratio, 4)
+        return {
+            "status": "not ready" if reasons else "ready",
+            "reasons": reasons,
+            "version": version(),
+            "uptime_secs": round(time.monotonic() - self._started_at, 1),
+            **report,
+        }
+
+    async def _log_stats(self, interval_secs: float) -> None:
+        """The periodic stats line: totals since start, per source and destination."""
+        while True:
+            await asyncio.sleep(interval_secs)
+            report = figures(self.metrics.registry, list(self.config.sources), list(self.destinations))
+            for name, row in report["destinations"].items():
+                row["buffer_use"] = round(self.destinations[name].buffer.fill_ratio, 4)
+            log.info("stats", extra=report)
 
     @property
     def intake_port(self) -> int:

@@ -87,6 +87,18 @@ class GatewayConfig(StrictModel):
     data_dir: Path | None = Field(default=None, description="State directory; --data-dir wins.")
     shutdown_timeout_secs: float = Field(default=30.0, gt=0, description="SIGTERM: longest wait for the flush.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+    access_log: bool = Field(
+        default=False,
+        description="Log one line per intake request (method, path without query, status, duration, remote).",
+    )
+    stats_interval_secs: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "Log a stats line (events in, out, retrying, dead-lettered per source and destination) this often;"
+            " 0: never."
+        ),
+    )
     upstream: UpstreamConfig | None = Field(
         default=None, description="The audit log; omitted: the embedded local audit log."
     )
