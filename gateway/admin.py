@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.httpserver import ADMIN_MAX_CONNECTIONS, Listener
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.redact import redact
+from gateway.telemetry.tap import STAGES, TAP, Watcher
 
 ReadinessCheck = Callable[[], Awaitable[list[str]]]
 StatusReport = Callable[[], Awaitable[dict[str, Any]]]
@@ -39,6 +40,7 @@ class AdminServer:
         )
         if status is not None:
             self.app.add_routes([web.get("/status", self._status)])
+        self.app.add_routes([web.get("/tap", self._tap)])
         self._listener: Listener | None = None
         self.draining = False
 
@@ -63,6 +65,34 @@ class AdminServer:
             report["status"] = "draining"
         # Figures and names only; the mask is the net, as for /readyz.
         return web.Response(body=redact(orjson.dumps(report).decode()), content_type="application/json")
+
+    async def _tap(self, request: web.Request) -> web.StreamResponse:
+        """``GET /tap?source=&destination=&stage=&limit=``: events as JSON lines while they pass."""
+        q = request.query
+        stage = q.get("stage")
+        if stage is not None and stage not in STAGES:
+            return self._render_error(400, f"stage: one of {', '.join(STAGES)}")
+        try:
+            limit = int(q["limit"]) if "limit" in q else None
+        except ValueError:
+            return self._render_error(400, "limit: a whole number")
+        if self.draining:
+            return self._render_error(503, "draining")
+        watcher = TAP.watch(Watcher(q.get("source"), q.get("destination"), stage))
+        try:
+            resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await resp.prepare(request)
+            sent = 0
+            while limit is None or sent < limit:
+                line = await watcher.queue.get()
+                if line is None:
+                    break
+                await resp.write(line)
+                sent += 1
+            await resp.write_eof()
+            return resp
+        finally:
+            TAP.unwatch(watcher)
 
     @property
     def port(self) -> int:
@@ -89,6 +119,7 @@ class AdminServer:
         await self._listener.start()
 
     async def stop(self) -> None:
+        TAP.end_all()  # a tap stream never ends by itself: end it, or the listener waits on it
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None

@@ -45,6 +45,7 @@ from gateway.sources.webhook.config import WebhookSourceConfig
 from gateway.sources.webhook.source import WebhookServer, WebhookSource
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.stats import figures
+from gateway.telemetry.tap import TAP
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,7 @@ class Gateway:
     async def start(self) -> None:
         from gateway.admin import AdminServer
 
+        TAP.configure(self.config.tap.redact_fields)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         upstream = await self._upstream()
         dl = self.config.deadletter
@@ -326,6 +328,7 @@ class Gateway:
             "reasons": reasons,
             "version": version(),
             "uptime_secs": round(time.monotonic() - self._started_at, 1),
+            "taps": TAP.watching,
             **report,
         }
 

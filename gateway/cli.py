@@ -93,6 +93,38 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tap(args: argparse.Namespace) -> int:
+    """Print the events a running gateway's admin port streams on ``GET /tap``, one JSON line each."""
+    import aiohttp
+
+    from gateway.errors import StartupError
+
+    given = (("source", args.source), ("destination", args.destination), ("stage", args.stage))
+    query = {k: v for k, v in given if v is not None}
+    if args.limit is not None:
+        query["limit"] = str(args.limit)
+    url = f"http://{args.admin}/tap"
+
+    async def main() -> int:
+        # No total timeout: a quiet stream waits for the next event as long as it takes.
+        timeout = aiohttp.ClientTimeout(total=None, connect=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            try:
+                async with session.get(url, params=query) as resp:
+                    if resp.status != 200:
+                        body = await resp.text()
+                        raise StartupError(f"{url}: HTTP {resp.status}: {body[:200]}")
+                    async for line in resp.content:
+                        sys.stdout.write(line.decode())
+                        sys.stdout.flush()
+            except aiohttp.ClientConnectionError as exc:
+                reason = os_reason(exc) if isinstance(exc, OSError) and exc.errno else type(exc).__name__
+                raise StartupError(f"cannot connect to the admin port {args.admin}: {reason}") from None
+        return 0
+
+    return asyncio.run(main())
+
+
 def _placement_flags(parser: argparse.ArgumentParser) -> None:
     """The flags ``run`` and ``check-config`` share: check-config checks what run would use."""
     parser.add_argument("--listen", help=f"intake HOST:PORT (default {DEFAULT_LISTEN})")
@@ -135,6 +167,20 @@ def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
         help="also call the upstream with the configured credential and connect to each Kafka broker",
     )
     check.set_defaults(func=_cmd_check_config)
+
+    tap = sub.add_parser(
+        "tap",
+        help="print events passing through a running gateway as JSON lines (secrets redacted)",
+        description="Watch events pass, sampled (a slow reader skips events), from the admin port's GET /tap.",
+    )
+    tap.add_argument(
+        "--admin", default=DEFAULT_ADMIN_LISTEN, help=f"the gateway's admin HOST:PORT ({DEFAULT_ADMIN_LISTEN})"
+    )
+    tap.add_argument("--source", help="only this source's events")
+    tap.add_argument("--destination", help="only this destination's events")
+    tap.add_argument("--stage", choices=["received", "normalized", "delivered", "rejected"], help="only this stage")
+    tap.add_argument("--limit", type=int, help="stop after this many events")
+    tap.set_defaults(func=_cmd_tap)
 
     from gateway import deadletter_cli, maptest
     from gateway.local_audit import cli as local_audit_cli

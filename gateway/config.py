@@ -77,6 +77,15 @@ class LocalAuditEmbedConfig(StrictModel):
     listen: str | None = Field(default=None, description="HOST:PORT; default 127.0.0.1:8090 (or --local-audit-listen).")
 
 
+class TapConfig(StrictModel):
+    """What `audit-gateway tap` shows (GET /tap on the admin port)."""
+
+    redact_fields: list[str] = Field(
+        default_factory=list,
+        description="Event fields (dotted paths: `actor`, `new.password`) tap shows as `***`; secrets always are.",
+    )
+
+
 class GatewayConfig(StrictModel):
     """The whole gateway."""
 
@@ -99,6 +108,7 @@ class GatewayConfig(StrictModel):
             " 0: never."
         ),
     )
+    tap: TapConfig = Field(default_factory=TapConfig, description="`audit-gateway tap` settings.")
     upstream: UpstreamConfig | None = Field(
         default=None, description="The audit log; omitted: the embedded local audit log."
     )
