@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
+import hashlib
 import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +24,24 @@ from gateway import version
 from gateway.buffer.base import Buffer
 from gateway.buffer.memory import MemoryBuffer
 from gateway.config import (
-    DEFAULT_ADMIN_LISTEN,
-    DEFAULT_DATA_DIR,
-    DEFAULT_LISTEN,
-    DEFAULT_LOCAL_AUDIT_LISTEN,
+    DestinationConfig,
     GatewayConfig,
+    load_config,
 )
 from gateway.dedup import DedupWindow
 from gateway.destinations import build_schema, build_signer
-from gateway.errors import ConfigError, GatewayError, StartupError, os_reason
+from gateway.errors import GatewayError, StartupError, os_reason
 from gateway.pipeline import Destination
+from gateway.preflight import (
+    Placement,
+    RunOptions,
+    exposure_problems,
+    is_loopback,
+    placement,
+    preflight,
+    raise_problems,
+    split_listen,
+)
 from gateway.sinks.deadletter.base import DeadLetterStore
 from gateway.sinks.deadletter.local import LocalDeadLetterStore
 from gateway.sinks.pangea.config import UpstreamConfig
@@ -44,73 +51,13 @@ from gateway.sources.poll.config import PollSourceConfig
 from gateway.sources.webhook.config import WebhookSourceConfig
 from gateway.sources.webhook.source import WebhookServer, WebhookSource
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.redact import register_config
 from gateway.telemetry.stats import figures
 from gateway.telemetry.tap import TAP
 
+__all__ = ["Gateway", "Placement", "RunOptions", "is_loopback", "placement", "split_listen"]
+
 log = logging.getLogger(__name__)
-
-
-def split_listen(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) → (host, port)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"listen address {value!r} is not HOST:PORT")
-    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - an explicit ":PORT" means all interfaces
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Command-line settings; each wins over the config file's value."""
-
-    listen: str | None = None
-    admin_listen: str | None = None
-    data_dir: Path | None = None
-    local_audit_listen: str | None = None
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where the gateway listens and keeps its state: the flags, else the file, else the defaults."""
-
-    listen: tuple[str, int]
-    admin_listen: tuple[str, int]
-    local_audit_listen: tuple[str, int]
-    data_dir: Path
-
-
-def placement(config: GatewayConfig, opts: RunOptions) -> Placement:
-    """Resolve the addresses and the data directory; raises ConfigError for an address not HOST:PORT."""
-    return Placement(
-        listen=split_listen(opts.listen or config.listen or DEFAULT_LISTEN),
-        admin_listen=split_listen(opts.admin_listen or config.admin_listen or DEFAULT_ADMIN_LISTEN),
-        local_audit_listen=split_listen(
-            opts.local_audit_listen or config.local_audit.listen or DEFAULT_LOCAL_AUDIT_LISTEN
-        ),
-        data_dir=Path(opts.data_dir or config.data_dir or DEFAULT_DATA_DIR),
-    )
-
-
-def exposure_problems(config: GatewayConfig, host: str) -> list[GatewayError]:
-    """Beyond loopback, every webhook source must authenticate its senders: one error per source that does not."""
-    if is_loopback(host):
-        return []
-    return [
-        ConfigError(
-            f"listening on {host} beyond loopback requires inbound auth on every webhook source",
-            f"sources.{name}.auth",
-        )
-        for name, src in config.sources.items()
-        if isinstance(src, WebhookSourceConfig) and src.auth is None
-    ]
 
 
 async def listening(host: str, port: int, start: Callable[[], Awaitable[None]]) -> None:
@@ -152,6 +99,20 @@ async def access_log(
         )
 
 
+_RESTART_ONLY = (
+    "listen",
+    "admin_listen",
+    "data_dir",
+    "local_audit",
+    "intake",
+    "buffer",
+    "dedup",
+    "deadletter",
+    "stats_interval_secs",
+)
+"""Settings of the process, not of the pipeline: a reload that changes one is refused."""
+
+
 class Gateway:
     """The running gateway: embedded local audit log (optional), destinations, sources, admin."""
 
@@ -176,6 +137,11 @@ class Gateway:
         self.dedup: DedupWindow | None = None
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._refreshers: dict[str, asyncio.Task[None]] = {}
+        self._reload_lock = asyncio.Lock()
+        self._config_path = opts.config_path
+        self._options = opts
+        self.upstream: UpstreamConfig | None = None
         self._started_at = time.monotonic()
         exposed = exposure_problems(config, self.listen[0])
         if exposed:
@@ -243,65 +209,24 @@ class Gateway:
         if self.config.dedup.enabled:
             self.dedup = DedupWindow(self.data_dir / "dedup.db", self.config.dedup, self.metrics)
             await self.dedup.start()
+        self.upstream = upstream
         for name, dc in self.config.destinations.items():
-            refresh = asyncio.Event()
-            sink = PangeaSink(
-                name, dc.config_id, upstream, self.metrics, self.deadletters, on_invalid_schema=refresh.set
-            )
-            await sink.start()
-            schema = await build_schema(dc, sink.fetch_schema)
-            dest = Destination(
-                name,
-                dc,
-                self._buffer(name),
-                sink,
-                schema,
-                self.metrics,
-                upstream.max_in_flight,
-                build_signer(dc),
-                keeps_undelivered=self.config.buffer.type == "disk",
-            )
-            dest.start()
-            self.destinations[name] = dest
-            if dc.schema_ == "upstream":
-                self._tasks.append(asyncio.create_task(self._refresh_schema(dest, sink, refresh)))
-
-        hooks = [
-            WebhookSource(n, s, self.destinations, self.metrics, self.deadletters, dedup=self.dedup)
-            for n, s in self.config.sources.items()
-            if isinstance(s, WebhookSourceConfig)
-        ]
+            self.destinations[name] = await self._start_destination(name, dc)
+        hooks = self._webhook_sources(self.config, self.destinations)
         if hooks:
-            host, port = self.listen
-            max_body = max(h.config.max_body_bytes for h in hooks)
-            self.webhook = WebhookServer(host, port, hooks, client_max_size=max_body, settings=self.config.intake)
-            if self.config.access_log:
-                # outermost: it sees the status the source's own middleware answered with
-                self.webhook.app.middlewares.insert(0, access_log)
-            await listening(host, port, self.webhook.start)
+            self.webhook = self._webhook_server(self.config, hooks)
+            await listening(*self.listen, self.webhook.start)
         for n, s in self.config.sources.items():
-            if isinstance(s, KafkaSourceConfig):
-                from gateway.sources.kafka.source import KafkaSource
-
-                ks = KafkaSource(n, s, self.destinations[s.destination], self.metrics, self.deadletters)
-                await ks.start()
-                self.kafka_sources.append(ks)
-
-        for n, s in self.config.sources.items():
-            if isinstance(s, PollSourceConfig):
-                from gateway.sources.intake import Admitter
-                from gateway.sources.poll.source import PollSource
-
-                admitter = Admitter(
-                    n, self.destinations[s.destination], self.metrics, self.deadletters, None, self.dedup
-                )
-                ps = PollSource(n, s, admitter, self.data_dir)
-                await ps.start()
-                self.poll_sources.append(ps)
+            if isinstance(s, KafkaSourceConfig | PollSourceConfig):
+                await self._start_pulling(n, s, self.destinations)
 
         host, port = self.admin_listen
         self.admin = AdminServer(host, port, self.metrics, self.readiness, self.status)
         await listening(host, port, self.admin.start)
+        if self._options.watch_config and self._config_path is not None:
+            self._tasks.append(
+                asyncio.create_task(self._watch_config(self._config_path, self._options.watch_interval_secs))
+            )
         if self.config.stats_interval_secs > 0:
             self._tasks.append(asyncio.create_task(self._log_stats(self.config.stats_interval_secs)))
         log.info(
@@ -313,6 +238,215 @@ class Gateway:
                 "sources": sorted(self.config.sources),
             },
         )
+
+    async def _start_destination(self, name: str, dc: DestinationConfig) -> Destination:
+        """A destination's sink (started), schema, buffer; its schema refresh task when fetched upstream."""
+        assert self.upstream is not None and self.deadletters is not None
+        upstream = self.upstream
+        refresh = asyncio.Event()
+        sink = PangeaSink(name, dc.config_id, upstream, self.metrics, self.deadletters, on_invalid_schema=refresh.set)
+        await sink.start()
+        try:
+            schema = await build_schema(dc, sink.fetch_schema)
+        except BaseException:
+            await sink.stop()
+            raise
+        dest = Destination(
+            name,
+            dc,
+            self._buffer(name),
+            sink,
+            schema,
+            self.metrics,
+            upstream.max_in_flight,
+            build_signer(dc),
+            keeps_undelivered=self.config.buffer.type == "disk",
+        )
+        dest.start()
+        if dc.schema_ == "upstream":
+            self._refreshers[name] = asyncio.create_task(self._refresh_schema(dest, sink, refresh))
+        return dest
+
+    async def _stop_destination(self, dest: Destination, deadline: float) -> None:
+        """Flush ``dest`` until ``deadline`` (every ack resolved), then close its sink and buffer."""
+        task = self._refreshers.pop(dest.name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await dest.stop(deadline)
+        await dest.sink.stop()
+        aclose = getattr(dest.buffer, "aclose", None)  # disk: close the file; kafka: stop the producer
+        if aclose is not None:
+            await aclose()
+
+    def _webhook_sources(self, config: GatewayConfig, destinations: dict[str, Destination]) -> list[WebhookSource]:
+        return [
+            WebhookSource(n, s, destinations, self.metrics, self.deadletters, dedup=self.dedup)  # type: ignore[arg-type]
+            for n, s in config.sources.items()
+            if isinstance(s, WebhookSourceConfig)
+        ]
+
+    def _webhook_server(self, config: GatewayConfig, hooks: list[WebhookSource]) -> WebhookServer:
+        host, port = self.listen
+        max_body = max([h.config.max_body_bytes for h in hooks] + [1024**2])
+        server = WebhookServer(host, port, hooks, client_max_size=max_body, settings=config.intake)
+        if config.access_log:
+            # outermost: it sees the status the source's own middleware answered with
+            server.app.middlewares.insert(0, access_log)
+        return server
+
+    async def _start_pulling(
+        self, name: str, src: KafkaSourceConfig | PollSourceConfig, destinations: dict[str, Destination]
+    ) -> None:
+        """Start a Kafka or pull source feeding ``destinations[src.destination]``."""
+        assert self.deadletters is not None
+        if isinstance(src, KafkaSourceConfig):
+            from gateway.sources.kafka.source import KafkaSource
+
+            ks = KafkaSource(name, src, destinations[src.destination], self.metrics, self.deadletters)
+            await ks.start()
+            self.kafka_sources.append(ks)
+            return
+        from gateway.sources.intake import Admitter
+        from gateway.sources.poll.source import PollSource
+
+        admitter = Admitter(name, destinations[src.destination], self.metrics, self.deadletters, None, self.dedup)
+        ps = PollSource(name, src, admitter, self.data_dir)
+        await ps.start()
+        self.poll_sources.append(ps)
+
+    # -- reload --------------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """SIGHUP: read the configuration file again and switch to it (see :meth:`reload_from_file`)."""
+
+        async def reload() -> None:
+            await self.reload_from_file()
+
+        self._tasks.append(asyncio.create_task(reload()))
+
+    async def reload_from_file(self) -> bool:
+        """Load, check and apply the configuration file; a bad one is refused with one log line
+        naming the key path, and the running configuration stays.  True when applied."""
+        if self._config_path is None:
+            log.warning("configuration reload: running the built-in default, no file to read")
+            return False
+        try:
+            config = load_config(self._config_path)
+            raise_problems(preflight(config, self._options))
+        except GatewayError as exc:
+            self.metrics.config_reloads.labels("refused").inc()
+            log.error("configuration reload refused; the running configuration stays", extra={"error": str(exc)})
+            return False
+        return await self.reload(config)
+
+    async def reload(self, config: GatewayConfig) -> bool:
+        """Switch to ``config`` without closing a listening port or losing an acknowledged event.
+
+        The new destinations are built beside the running ones (a destination whose settings and
+        upstream did not change is kept as it is, with its buffer); the intake listener hands
+        new connections to the new routes while the old ones finish their requests; Kafka and
+        pull sources that did not change keep running, the others stop (committing what was
+        delivered) before their replacements start; destinations no longer wanted drain.
+        Settings of the process itself (listeners, data directory, buffer, dedup, dead letters)
+        change only on restart: such a configuration is refused.
+        """
+        async with self._reload_lock:
+            if self._stopping.is_set():
+                return False
+            old = self.config
+            fixed = [k for k in _RESTART_ONLY if getattr(config, k) != getattr(old, k)]
+            if fixed:
+                self.metrics.config_reloads.labels("refused").inc()
+                log.error(
+                    "configuration reload refused; the running configuration stays",
+                    extra={"error": f"{', '.join(fixed)}: changes only on restart"},
+                )
+                return False
+            register_config(config)
+            same_upstream = config.upstream == old.upstream
+            kept = {
+                n: d
+                for n, d in self.destinations.items()
+                if same_upstream and n in config.destinations and config.destinations[n] == old.destinations[n]
+            }
+            destinations: dict[str, Destination] = dict(kept)
+            loop = asyncio.get_running_loop()
+            try:
+                for n, dc in config.destinations.items():
+                    if n not in destinations:
+                        destinations[n] = await self._start_destination(n, dc)
+                hooks = self._webhook_sources(config, destinations)
+                server = self._webhook_server(config, hooks) if hooks or self.webhook is not None else None
+                old_runner = None
+                if server is not None and self.webhook is not None:
+                    old_runner = await server.take_over(self.webhook)
+                elif server is not None:
+                    await listening(*self.listen, server.start)
+            except BaseException as exc:
+                for n, d in destinations.items():
+                    if n not in kept:
+                        await self._stop_destination(d, loop.time())
+                self.metrics.config_reloads.labels("failed").inc()
+                log.error(
+                    "configuration reload failed; the running configuration stays",
+                    extra={"error": str(exc) if isinstance(exc, GatewayError) else type(exc).__name__},
+                )
+                if not isinstance(exc, Exception):
+                    raise
+                return False
+            # From here on new requests reach the new routes.
+            retired = [d for n, d in self.destinations.items() if kept.get(n) is not d]
+            old_pull = [
+                p
+                for p in [*self.kafka_sources, *self.poll_sources]
+                if config.sources.get(p.name) != old.sources.get(p.name) or p.config.destination not in kept
+            ]
+            self.kafka_sources = [p for p in self.kafka_sources if p not in old_pull]
+            self.poll_sources = [p for p in self.poll_sources if p not in old_pull]
+            self.config, self.destinations, self.webhook = config, destinations, server
+            TAP.configure(config.tap.redact_fields)
+            deadline = loop.time() + config.shutdown_timeout_secs
+            for p in old_pull:
+                await p.stop_accepting()
+            # Every event the old generation took is delivered (or resolved) before it goes.
+            await asyncio.gather(*(self._stop_destination(d, deadline) for d in retired))
+            if old_runner is not None:
+                # Idle keep-alive connections close now, busy ones once answered (acks resolved).
+                await old_runner.cleanup()
+            for p in old_pull:
+                await p.stop(loop.time() + 5.0)
+            running = {p.name for p in [*self.kafka_sources, *self.poll_sources]}
+            for n, s in config.sources.items():
+                if isinstance(s, KafkaSourceConfig | PollSourceConfig) and n not in running:
+                    await self._start_pulling(n, s, destinations)
+            self.metrics.config_reloads.labels("ok").inc()
+            log.info(
+                "configuration reloaded",
+                extra={
+                    "destinations": sorted(destinations),
+                    "sources": sorted(config.sources),
+                    "kept_destinations": sorted(kept),
+                },
+            )
+            return True
+
+    async def _watch_config(self, path: Path, interval_secs: float) -> None:
+        """``run --watch-config``: reload when the file's content changes."""
+
+        def digest() -> bytes | None:
+            try:
+                return hashlib.sha256(path.read_bytes()).digest()
+            except OSError:
+                return None
+
+        seen = digest()
+        while True:
+            await asyncio.sleep(interval_secs)
+            now = digest()
+            if now is not None and now != seen:
+                seen = now
+                await self.reload_from_file()
 
     async def status(self) -> dict[str, Any]:
         """``GET /status``: readiness, and the stats line's figures with each destination's upstream
@@ -372,18 +506,21 @@ class Gateway:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         await self._stopping.wait()
         log.info("shutdown requested; draining", extra={"timeout_secs": self.config.shutdown_timeout_secs})
         await self.stop()
 
     async def stop(self) -> None:
+        await self._reload_lock.acquire()  # never while a reload swaps the pipeline; none after
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.shutdown_timeout_secs
         if self.admin is not None:
             self.admin.draining = True
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._refreshers.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.webhook is not None:
             await self.webhook.stop_accepting()
         for ks in self.kafka_sources:

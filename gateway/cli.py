@@ -23,7 +23,7 @@ from gateway.config import (
 from gateway.errors import ConfigError, GatewayError, os_reason
 
 if TYPE_CHECKING:
-    from gateway.app import RunOptions
+    from gateway.preflight import RunOptions
 
 __all__ = ["DEFAULT_ADMIN_LISTEN", "DEFAULT_DATA_DIR", "DEFAULT_LISTEN", "DEFAULT_LOCAL_AUDIT_LISTEN", "main"]
 
@@ -68,13 +68,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_options(args: argparse.Namespace) -> RunOptions:
-    from gateway.app import RunOptions
+    from gateway.preflight import RunOptions
 
+    config = getattr(args, "config", None)
     return RunOptions(
         listen=args.listen,
         admin_listen=args.admin_listen,
         data_dir=Path(args.data_dir) if args.data_dir else None,
         local_audit_listen=args.local_audit_listen,
+        config_path=Path(config) if config else None,
+        watch_config=getattr(args, "watch_config", False),
     )
 
 
@@ -150,6 +153,11 @@ def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the gateway")
     run.add_argument("--config", help="YAML configuration; omitted: the built-in default")
     _placement_flags(run)
+    run.add_argument(
+        "--watch-config",
+        action="store_true",
+        help="reload the configuration when its file changes (SIGHUP always reloads it)",
+    )
     run.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="wins over the configuration's log_level"
     )

@@ -20,17 +20,94 @@ credential and opens a TCP connection to each Kafka broker.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from gateway.app import RunOptions, exposure_problems, placement
-from gateway.config import GatewayConfig
+from gateway.config import (
+    DEFAULT_ADMIN_LISTEN,
+    DEFAULT_DATA_DIR,
+    DEFAULT_LISTEN,
+    DEFAULT_LOCAL_AUDIT_LISTEN,
+    GatewayConfig,
+)
 from gateway.errors import ConfigError, GatewayError, StartupError, os_reason
+from gateway.sources.webhook.config import WebhookSourceConfig
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) → (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"listen address {value!r} is not HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - an explicit ":PORT" means all interfaces
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Command-line settings; each wins over the config file's value."""
+
+    listen: str | None = None
+    admin_listen: str | None = None
+    data_dir: Path | None = None
+    local_audit_listen: str | None = None
+    config_path: Path | None = None
+    """The file read again on SIGHUP (and watched with ``watch_config``); None: the built-in default."""
+    watch_config: bool = False
+    """Reload when the file's content changes (checked every ``watch_interval_secs``)."""
+    watch_interval_secs: float = 1.0
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the gateway listens and keeps its state: the flags, else the file, else the defaults."""
+
+    listen: tuple[str, int]
+    admin_listen: tuple[str, int]
+    local_audit_listen: tuple[str, int]
+    data_dir: Path
+
+
+def placement(config: GatewayConfig, opts: RunOptions) -> Placement:
+    """Resolve the addresses and the data directory; raises ConfigError for an address not HOST:PORT."""
+    return Placement(
+        listen=split_listen(opts.listen or config.listen or DEFAULT_LISTEN),
+        admin_listen=split_listen(opts.admin_listen or config.admin_listen or DEFAULT_ADMIN_LISTEN),
+        local_audit_listen=split_listen(
+            opts.local_audit_listen or config.local_audit.listen or DEFAULT_LOCAL_AUDIT_LISTEN
+        ),
+        data_dir=Path(opts.data_dir or config.data_dir or DEFAULT_DATA_DIR),
+    )
+
+
+def exposure_problems(config: GatewayConfig, host: str) -> list[GatewayError]:
+    """Beyond loopback, every webhook source must authenticate its senders: one error per source that does not."""
+    if is_loopback(host):
+        return []
+    return [
+        ConfigError(
+            f"listening on {host} beyond loopback requires inbound auth on every webhook source",
+            f"sources.{name}.auth",
+        )
+        for name, src in config.sources.items()
+        if isinstance(src, WebhookSourceConfig) and src.auth is None
+    ]
+
 
 _RELOADED_FILES = frozenset({"upstream.token_file"})
 """Files re-read while running; their absence at start is not fatal (see the module doc)."""
