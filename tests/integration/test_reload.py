@@ -126,17 +126,13 @@ async def reload_and_wait(http: aiohttp.ClientSession, gw: Proc, result: str) ->
         await asyncio.sleep(0.05)
 
 
-async def test_five_reloads_under_webhook_and_kafka_load_lose_nothing_acknowledged_and_close_no_port(
-    tmp_path: Path, kafka_bootstrap: str
-) -> None:
-    topic = f"reload.{uuid.uuid4().hex[:10]}"
-    await create_topic(kafka_bootstrap, topic, 3)
-    group = f"reload-{uuid.uuid4().hex[:8]}"
-    cfg = tmp_path / "gateway.yaml"
+async def run_load_and_reloads(
+    gw: Proc, cfg: Path, kafka_bootstrap: str, topic: str, group: str, tmp_path: Path
+) -> tuple[set[str], set[str], Load]:
+    """Steady load, the five reloads, then every Kafka event stored: (stored messages, the added
+    source's acknowledged tags, the load)."""
     plain = config_text(kafka_bootstrap, topic, group, extra=False)
     with_extra = config_text(kafka_bootstrap, topic, group, extra=True)
-    cfg.write_text(plain)
-    gw = start_gateway(tmp_path, config=cfg)
     load = Load(gw, kafka_bootstrap, topic)
     tasks = [
         asyncio.create_task(load.webhook("/v1/log_stream", "hook")),
@@ -162,15 +158,28 @@ async def test_five_reloads_under_webhook_and_kafka_load_lose_nothing_acknowledg
     finally:
         load.stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+    db = tmp_path / "data" / "local-audit.db"
+    end = time.monotonic() + 60
+    while not load.produced <= set(stored_messages(db)):
+        assert time.monotonic() < end, "Kafka events not delivered"
+        await asyncio.sleep(0.1)
+    return set(stored_messages(db)), hook2_acked, load
+
+
+async def test_five_reloads_under_webhook_and_kafka_load_lose_nothing_acknowledged_and_close_no_port(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    topic = f"reload.{uuid.uuid4().hex[:10]}"
+    await create_topic(kafka_bootstrap, topic, 3)
+    group = f"reload-{uuid.uuid4().hex[:8]}"
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text(config_text(kafka_bootstrap, topic, group, extra=False))
+    gw = start_gateway(tmp_path, config=cfg)
     try:
-        db = tmp_path / "data" / "local-audit.db"
-        end = time.monotonic() + 60
-        while not load.produced <= set(stored_messages(db)):
-            assert time.monotonic() < end, "Kafka events not delivered"
-            await asyncio.sleep(0.1)
-        stored = set(stored_messages(db))
-    finally:
+        stored, hook2_acked, load = await run_load_and_reloads(gw, cfg, kafka_bootstrap, topic, group, tmp_path)
         assert gw.terminate() == 0
+    finally:
+        gw.kill()  # (a no-op once it exited)
     assert load.refused_connections == 0
     assert load.other_errors == []
     assert hook2_acked, "the added source never took an event"
