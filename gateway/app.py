@@ -323,6 +323,7 @@ class Gateway:
         async def reload() -> None:
             await self.reload_from_file()
 
+        self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(asyncio.create_task(reload()))
 
     async def reload_from_file(self) -> bool:
@@ -363,13 +364,25 @@ class Gateway:
                     extra={"error": f"{', '.join(fixed)}: changes only on restart"},
                 )
                 return False
-            register_config(config)
             same_upstream = config.upstream == old.upstream
             kept = {
                 n: d
                 for n, d in self.destinations.items()
                 if same_upstream and n in config.destinations and config.destinations[n] == old.destinations[n]
             }
+            rebuilt = sorted(n for n in config.destinations if n in self.destinations and n not in kept)
+            if rebuilt and config.buffer.type != "memory":
+                # Its spool (or topic) is the old one's: two buffers cannot own it at once.
+                self.metrics.config_reloads.labels("refused").inc()
+                log.error(
+                    "configuration reload refused; the running configuration stays",
+                    extra={
+                        "error": f"destinations.{rebuilt[0]}: a destination on a {config.buffer.type} buffer"
+                        " (or its upstream) changes only on restart"
+                    },
+                )
+                return False
+            register_config(config)
             destinations: dict[str, Destination] = dict(kept)
             loop = asyncio.get_running_loop()
             try:

@@ -220,3 +220,33 @@ async def test_watch_config_reloads_when_the_file_changes(tmp_path: Path) -> Non
     finally:
         assert ports_gw.terminate() == 0
     assert any("watch-after" in m for m in stored_messages(tmp_path / "data" / "local-audit.db"))
+
+
+async def test_a_reload_changing_a_destination_on_a_disk_buffer_or_a_process_setting_is_refused(
+    tmp_path: Path,
+) -> None:
+    base = (
+        "buffer: {type: disk}\n"
+        "destinations: {audit: {schema: standard}}\n"
+        "sources: {a: {type: webhook, format: auth0, path: /v1/log_stream, destination: audit}}\n"
+    )
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text(base)
+    gw = start_gateway(tmp_path, config=cfg)
+    try:
+        async with aiohttp.ClientSession() as http:
+            cfg.write_text(base.replace("{schema: standard}", "{schema: standard, batch: {timeout_secs: 1s}}"))
+            await reload_and_wait(http, gw, "refused")
+            cfg.write_text(base + "intake: {body_timeout_secs: 5s}\n")
+            await reload_and_wait(http, gw, "refused")
+            async with http.post(gw.url() + "/v1/log_stream", data=auth0_record("after-refusals")) as resp:
+                assert resp.status == 200  # the running configuration serves on
+        assert gw.terminate() == 0
+    finally:
+        gw.kill()
+    errors = [orjson.loads(line)["error"] for line in gw.log().splitlines() if "reload refused" in line]
+    assert errors == [
+        "destinations.audit: a destination on a disk buffer (or its upstream) changes only on restart",
+        "intake: changes only on restart",
+    ]
+    assert any("after-refusals" in m for m in stored_messages(tmp_path / "data" / "local-audit.db"))
