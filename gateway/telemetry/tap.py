@@ -6,6 +6,8 @@ One process-wide :data:`TAP` hub.  The pipeline calls it at a few points, once p
 * ``received`` / ``normalized`` / ``rejected``: :meth:`TapHub.admission`, from admission
   (``gateway.sources.intake.Admitter.admit``): the records as read, the events as normalized,
   the ones refused at intake with their errors;
+* ``received`` / ``normalized`` of a Kafka source: :meth:`TapHub.consumed`, from
+  ``gateway.sources.kafka.source.KafkaSource`` once a fetched batch is mapped;
 * ``delivered``: :meth:`TapHub.delivered`, from the sink once the upstream stored a batch.
 
 Each watcher (``GET /tap`` on the admin port) has a bounded queue: when it falls behind, events
@@ -35,6 +37,11 @@ QUEUE_LINES = 1000
 class _Candidate(Protocol):
     original: Any
     errors: list[dict[str, str]]
+
+
+class _Record(Protocol):
+    @property
+    def value(self) -> bytes | None: ...
 
 
 class _Event(Protocol):
@@ -115,6 +122,19 @@ class TapHub:
                 for cand in invalid:
                     record = _record(cand.original)
                     self._offer(w, self._line("rejected", source, destination, record, errors=cand.errors))
+
+    def consumed(
+        self, source: str, destination: str, records: Iterable[Iterable[_Record]], events: Sequence[_Event]
+    ) -> None:
+        """One batch of Kafka messages (by partition): their values received, their events normalized."""
+        for w in list(self._watchers):
+            if w.wants("received", source, destination):
+                for batch in records:
+                    for rec in batch:
+                        self._offer(w, self._line("received", source, destination, _record(rec.value)))
+            if w.wants("normalized", source, destination):
+                for ev in events:
+                    self._offer(w, self._line("normalized", source, destination, _event_of(ev.item)))
 
     def delivered(self, destination: str, events: Sequence[_Event]) -> None:
         """Events the upstream stored."""

@@ -92,3 +92,35 @@ def test_tap_prints_an_event_posted_at_each_stage_with_secrets_and_restricted_fi
     assert normalized["actor"] == "***" and stored["actor"] == "***"
     assert [json.loads(line)["stage"] for line in delivered_out.splitlines()] == ["delivered"]
     assert "tok_TAP_SECRET" not in out + delivered_out and "alice@example.com" not in out.split("\n", 1)[1]
+
+
+async def test_tap_prints_a_kafka_record_as_received_and_normalized(tmp_path: Path, kafka_bootstrap: str) -> None:
+    import asyncio
+    import uuid
+
+    from tests.kafka_broker import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, create_topic, produce
+
+    topic = f"tap.{uuid.uuid4().hex[:10]}"
+    await create_topic(kafka_bootstrap, topic, 1)
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text(
+        "destinations: {audit: {schema: standard}}\n"
+        "sources:\n"
+        f"  k: {{type: kafka, bootstrap_servers: '{kafka_bootstrap}', topics: [{topic}], group_id: tap-{topic},"
+        f" format: pangea, destination: audit, session_timeout_ms: {SESSION_TIMEOUT_MS},"
+        f" heartbeat_interval_ms: {HEARTBEAT_INTERVAL_MS}, drain_timeout_secs: 2}}\n"
+        "tap: {redact_fields: [actor]}\n"
+    )
+    with gateway(tmp_path, config=cfg) as gw:
+        tap = start_tap(gw.ports["admin"], "--source", "k", "--limit", "2")
+        await asyncio.to_thread(wait_watching, gw.url("admin"), 1, tap)
+        await produce(kafka_bootstrap, topic, [b'{"event": {"message": "from kafka", "actor": "mallory"}}'])
+        out, err = await asyncio.to_thread(tap.communicate, timeout=60)
+    assert tap.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(x["stage"], x["source"], x["destination"]) for x in lines] == [
+        ("received", "k", "audit"),
+        ("normalized", "k", "audit"),
+    ]
+    assert lines[0]["event"] == {"event": {"message": "from kafka", "actor": "mallory"}}
+    assert lines[1]["event"]["message"] == "from kafka" and lines[1]["event"]["actor"] == "***"
