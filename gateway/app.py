@@ -139,6 +139,7 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._refreshers: dict[str, asyncio.Task[None]] = {}
         self._reload_lock = asyncio.Lock()
+        self._closing = False
         self._config_path = opts.config_path
         self._options = opts
         self.upstream: UpstreamConfig | None = None
@@ -353,7 +354,7 @@ class Gateway:
         change only on restart: such a configuration is refused.
         """
         async with self._reload_lock:
-            if self._stopping.is_set():
+            if self._stopping.is_set() or self._closing:
                 return False
             old = self.config
             fixed = [k for k in _RESTART_ONLY if getattr(config, k) != getattr(old, k)]
@@ -525,7 +526,14 @@ class Gateway:
         await self.stop()
 
     async def stop(self) -> None:
-        await self._reload_lock.acquire()  # never while a reload swaps the pipeline; none after
+        """Drain and close everything (once; a second call returns at once)."""
+        if self._closing:
+            return
+        self._closing = True  # no reload starts from now on
+        async with self._reload_lock:  # and none is half done
+            await self._stop()
+
+    async def _stop(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.shutdown_timeout_secs
         if self.admin is not None:
