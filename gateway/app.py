@@ -9,28 +9,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
+import hashlib
 import logging
 import signal
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from pydantic import SecretStr
 
+from gateway import version
 from gateway.buffer.base import Buffer
 from gateway.buffer.memory import MemoryBuffer
 from gateway.config import (
-    DEFAULT_ADMIN_LISTEN,
-    DEFAULT_DATA_DIR,
-    DEFAULT_LISTEN,
-    DEFAULT_LOCAL_AUDIT_LISTEN,
+    DestinationConfig,
     GatewayConfig,
+    load_config,
 )
 from gateway.dedup import DedupWindow
 from gateway.destinations import build_schema, build_signer
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import GatewayError, StartupError, os_reason
 from gateway.pipeline import Destination
+from gateway.preflight import (
+    Placement,
+    RunOptions,
+    exposure_problems,
+    is_loopback,
+    placement,
+    preflight,
+    raise_problems,
+    split_listen,
+)
 from gateway.sinks.deadletter.base import DeadLetterStore
 from gateway.sinks.deadletter.local import LocalDeadLetterStore
 from gateway.sinks.pangea.config import UpstreamConfig
@@ -40,35 +51,66 @@ from gateway.sources.poll.config import PollSourceConfig
 from gateway.sources.webhook.config import WebhookSourceConfig
 from gateway.sources.webhook.source import WebhookServer, WebhookSource
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.redact import register_config
+from gateway.telemetry.stats import figures
+from gateway.telemetry.tap import TAP
+
+__all__ = ["Gateway", "Placement", "RunOptions", "is_loopback", "placement", "split_listen"]
 
 log = logging.getLogger(__name__)
 
 
-def split_listen(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) → (host, port)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"listen address {value!r} is not HOST:PORT")
-    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - an explicit ":PORT" means all interfaces
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+async def listening(host: str, port: int, start: Callable[[], Awaitable[None]]) -> None:
+    """Run ``start`` (which binds ``host:port``); a bind failure becomes one StartupError line."""
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        await start()
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {os_reason(exc)}") from None
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """Command-line settings; each wins over the config file's value."""
+access_log_lines = logging.getLogger("gateway.access")
 
-    listen: str | None = None
-    admin_listen: str | None = None
-    data_dir: Path | None = None
-    local_audit_listen: str | None = None
+
+@web.middleware
+async def access_log(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """``access_log: true``: one line per intake request.  The path only: a query may carry a token."""
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        access_log_lines.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                "remote": request.remote,
+                "bytes_in": request.content_length,
+            },
+        )
+
+
+_RESTART_ONLY = (
+    "listen",
+    "admin_listen",
+    "data_dir",
+    "local_audit",
+    "intake",
+    "buffer",
+    "dedup",
+    "deadletter",
+    "stats_interval_secs",
+)
+"""Settings of the process, not of the pipeline: a reload that changes one is refused."""
 
 
 class Gateway:
@@ -80,12 +122,11 @@ class Gateway:
         opts = options or RunOptions()
         self.config = config
         self.metrics = metrics or Metrics()
-        self.listen = split_listen(opts.listen or config.listen or DEFAULT_LISTEN)
-        self.admin_listen = split_listen(opts.admin_listen or config.admin_listen or DEFAULT_ADMIN_LISTEN)
-        self.local_audit_listen = split_listen(
-            opts.local_audit_listen or config.local_audit.listen or DEFAULT_LOCAL_AUDIT_LISTEN
-        )
-        self.data_dir = Path(opts.data_dir or config.data_dir or DEFAULT_DATA_DIR)
+        place = placement(config, opts)
+        self.listen = place.listen
+        self.admin_listen = place.admin_listen
+        self.local_audit_listen = place.local_audit_listen
+        self.data_dir = place.data_dir
         self.destinations: dict[str, Destination] = {}
         self.webhook: WebhookServer | None = None
         self.kafka_sources: list[Any] = []
@@ -96,18 +137,16 @@ class Gateway:
         self.dedup: DedupWindow | None = None
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._check_exposure()
-
-    def _check_exposure(self) -> None:
-        host = self.listen[0]
-        if is_loopback(host):
-            return
-        for name, src in self.config.sources.items():
-            if isinstance(src, WebhookSourceConfig) and src.auth is None:
-                raise ConfigError(
-                    f"listening on {host} beyond loopback requires inbound auth on every webhook source",
-                    f"sources.{name}.auth",
-                )
+        self._refreshers: dict[str, asyncio.Task[None]] = {}
+        self._reload_lock = asyncio.Lock()
+        self._closing = False
+        self._config_path = opts.config_path
+        self._options = opts
+        self.upstream: UpstreamConfig | None = None
+        self._started_at = time.monotonic()
+        exposed = exposure_problems(config, self.listen[0])
+        if exposed:
+            raise exposed[0]
 
     async def _upstream(self) -> UpstreamConfig:
         if self.config.upstream is not None:
@@ -119,7 +158,7 @@ class Gateway:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         settings = LocalAuditSettings(listen_host=host, listen_port=port, db_path=self.data_dir / "local-audit.db")
         self.local_audit = LocalAuditServer(settings)
-        await self.local_audit.start()
+        await listening(host, port, self.local_audit.start)
         log.info("embedded local audit log started", extra={"url": self.local_audit.base_url})
         return UpstreamConfig(url=self.local_audit.base_url, token=SecretStr(self.local_audit.token))
 
@@ -155,6 +194,7 @@ class Gateway:
     async def start(self) -> None:
         from gateway.admin import AdminServer
 
+        TAP.configure(self.config.tap.redact_fields)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         upstream = await self._upstream()
         dl = self.config.deadletter
@@ -170,62 +210,26 @@ class Gateway:
         if self.config.dedup.enabled:
             self.dedup = DedupWindow(self.data_dir / "dedup.db", self.config.dedup, self.metrics)
             await self.dedup.start()
+        self.upstream = upstream
         for name, dc in self.config.destinations.items():
-            refresh = asyncio.Event()
-            sink = PangeaSink(
-                name, dc.config_id, upstream, self.metrics, self.deadletters, on_invalid_schema=refresh.set
-            )
-            await sink.start()
-            schema = await build_schema(dc, sink.fetch_schema)
-            dest = Destination(
-                name,
-                dc,
-                self._buffer(name),
-                sink,
-                schema,
-                self.metrics,
-                upstream.max_in_flight,
-                build_signer(dc),
-                keeps_undelivered=self.config.buffer.type == "disk",
-            )
-            dest.start()
-            self.destinations[name] = dest
-            if dc.schema_ == "upstream":
-                self._tasks.append(asyncio.create_task(self._refresh_schema(dest, sink, refresh)))
-
-        hooks = [
-            WebhookSource(n, s, self.destinations, self.metrics, self.deadletters, dedup=self.dedup)
-            for n, s in self.config.sources.items()
-            if isinstance(s, WebhookSourceConfig)
-        ]
+            self.destinations[name] = await self._start_destination(name, dc)
+        hooks = self._webhook_sources(self.config, self.destinations)
         if hooks:
-            host, port = self.listen
-            max_body = max(h.config.max_body_bytes for h in hooks)
-            self.webhook = WebhookServer(host, port, hooks, client_max_size=max_body, settings=self.config.intake)
-            await self.webhook.start()
+            self.webhook = self._webhook_server(self.config, hooks)
+            await listening(*self.listen, self.webhook.start)
         for n, s in self.config.sources.items():
-            if isinstance(s, KafkaSourceConfig):
-                from gateway.sources.kafka.source import KafkaSource
-
-                ks = KafkaSource(n, s, self.destinations[s.destination], self.metrics, self.deadletters)
-                await ks.start()
-                self.kafka_sources.append(ks)
-
-        for n, s in self.config.sources.items():
-            if isinstance(s, PollSourceConfig):
-                from gateway.sources.intake import Admitter
-                from gateway.sources.poll.source import PollSource
-
-                admitter = Admitter(
-                    n, self.destinations[s.destination], self.metrics, self.deadletters, None, self.dedup
-                )
-                ps = PollSource(n, s, admitter, self.data_dir)
-                await ps.start()
-                self.poll_sources.append(ps)
+            if isinstance(s, KafkaSourceConfig | PollSourceConfig):
+                await self._start_pulling(n, s, self.destinations)
 
         host, port = self.admin_listen
-        self.admin = AdminServer(host, port, self.metrics, self.readiness)
-        await self.admin.start()
+        self.admin = AdminServer(host, port, self.metrics, self.readiness, self.status)
+        await listening(host, port, self.admin.start)
+        if self._options.watch_config and self._config_path is not None:
+            self._tasks.append(
+                asyncio.create_task(self._watch_config(self._config_path, self._options.watch_interval_secs))
+            )
+        if self.config.stats_interval_secs > 0:
+            self._tasks.append(asyncio.create_task(self._log_stats(self.config.stats_interval_secs)))
         log.info(
             "gateway started",
             extra={
@@ -235,6 +239,255 @@ class Gateway:
                 "sources": sorted(self.config.sources),
             },
         )
+
+    async def _start_destination(self, name: str, dc: DestinationConfig) -> Destination:
+        """A destination's sink (started), schema, buffer; its schema refresh task when fetched upstream."""
+        assert self.upstream is not None and self.deadletters is not None
+        upstream = self.upstream
+        refresh = asyncio.Event()
+        sink = PangeaSink(name, dc.config_id, upstream, self.metrics, self.deadletters, on_invalid_schema=refresh.set)
+        await sink.start()
+        try:
+            schema = await build_schema(dc, sink.fetch_schema)
+        except BaseException:
+            await sink.stop()
+            raise
+        dest = Destination(
+            name,
+            dc,
+            self._buffer(name),
+            sink,
+            schema,
+            self.metrics,
+            upstream.max_in_flight,
+            build_signer(dc),
+            keeps_undelivered=self.config.buffer.type == "disk",
+        )
+        dest.start()
+        if dc.schema_ == "upstream":
+            self._refreshers[name] = asyncio.create_task(self._refresh_schema(dest, sink, refresh))
+        return dest
+
+    async def _stop_destination(self, dest: Destination, deadline: float) -> None:
+        """Flush ``dest`` until ``deadline`` (every ack resolved), then close its sink and buffer."""
+        task = self._refreshers.pop(dest.name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await dest.stop(deadline)
+        await dest.sink.stop()
+        aclose = getattr(dest.buffer, "aclose", None)  # disk: close the file; kafka: stop the producer
+        if aclose is not None:
+            await aclose()
+
+    def _webhook_sources(self, config: GatewayConfig, destinations: dict[str, Destination]) -> list[WebhookSource]:
+        return [
+            WebhookSource(n, s, destinations, self.metrics, self.deadletters, dedup=self.dedup)  # type: ignore[arg-type]
+            for n, s in config.sources.items()
+            if isinstance(s, WebhookSourceConfig)
+        ]
+
+    def _webhook_server(self, config: GatewayConfig, hooks: list[WebhookSource]) -> WebhookServer:
+        host, port = self.listen
+        max_body = max([h.config.max_body_bytes for h in hooks] + [1024**2])
+        server = WebhookServer(host, port, hooks, client_max_size=max_body, settings=config.intake)
+        if config.access_log:
+            # outermost: it sees the status the source's own middleware answered with
+            server.app.middlewares.insert(0, access_log)
+        return server
+
+    async def _start_pulling(
+        self, name: str, src: KafkaSourceConfig | PollSourceConfig, destinations: dict[str, Destination]
+    ) -> None:
+        """Start a Kafka or pull source feeding ``destinations[src.destination]``."""
+        assert self.deadletters is not None
+        if isinstance(src, KafkaSourceConfig):
+            from gateway.sources.kafka.source import KafkaSource
+
+            ks = KafkaSource(name, src, destinations[src.destination], self.metrics, self.deadletters)
+            await ks.start()
+            self.kafka_sources.append(ks)
+            return
+        from gateway.sources.intake import Admitter
+        from gateway.sources.poll.source import PollSource
+
+        admitter = Admitter(name, destinations[src.destination], self.metrics, self.deadletters, None, self.dedup)
+        ps = PollSource(name, src, admitter, self.data_dir)
+        await ps.start()
+        self.poll_sources.append(ps)
+
+    # -- reload --------------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """SIGHUP: read the configuration file again and switch to it (see :meth:`reload_from_file`)."""
+
+        async def reload() -> None:
+            await self.reload_from_file()
+
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._tasks.append(asyncio.create_task(reload()))
+
+    async def reload_from_file(self) -> bool:
+        """Load, check and apply the configuration file; a bad one is refused with one log line
+        naming the key path, and the running configuration stays.  True when applied."""
+        if self._config_path is None:
+            log.warning("configuration reload: running the built-in default, no file to read")
+            return False
+        try:
+            config = load_config(self._config_path)
+            raise_problems(preflight(config, self._options))
+        except GatewayError as exc:
+            self.metrics.config_reloads.labels("refused").inc()
+            log.error("configuration reload refused; the running configuration stays", extra={"error": str(exc)})
+            return False
+        return await self.reload(config)
+
+    async def reload(self, config: GatewayConfig) -> bool:
+        """Switch to ``config`` without closing a listening port or losing an acknowledged event.
+
+        The new destinations are built beside the running ones (a destination whose settings and
+        upstream did not change is kept as it is, with its buffer); the intake listener hands
+        new connections to the new routes while the old ones finish their requests; Kafka and
+        pull sources that did not change keep running, the others stop (committing what was
+        delivered) before their replacements start; destinations no longer wanted drain.
+        Settings of the process itself (listeners, data directory, buffer, dedup, dead letters)
+        change only on restart: such a configuration is refused.
+        """
+        async with self._reload_lock:
+            if self._stopping.is_set() or self._closing:
+                return False
+            old = self.config
+            fixed = [k for k in _RESTART_ONLY if getattr(config, k) != getattr(old, k)]
+            if fixed:
+                self.metrics.config_reloads.labels("refused").inc()
+                log.error(
+                    "configuration reload refused; the running configuration stays",
+                    extra={"error": f"{', '.join(fixed)}: changes only on restart"},
+                )
+                return False
+            same_upstream = config.upstream == old.upstream
+            kept = {
+                n: d
+                for n, d in self.destinations.items()
+                if same_upstream and n in config.destinations and config.destinations[n] == old.destinations[n]
+            }
+            rebuilt = sorted(n for n in config.destinations if n in self.destinations and n not in kept)
+            if rebuilt and config.buffer.type != "memory":
+                # Its spool (or topic) is the old one's: two buffers cannot own it at once.
+                self.metrics.config_reloads.labels("refused").inc()
+                log.error(
+                    "configuration reload refused; the running configuration stays",
+                    extra={
+                        "error": f"destinations.{rebuilt[0]}: a destination on a {config.buffer.type} buffer"
+                        " (or its upstream) changes only on restart"
+                    },
+                )
+                return False
+            register_config(config)
+            destinations: dict[str, Destination] = dict(kept)
+            loop = asyncio.get_running_loop()
+            try:
+                for n, dc in config.destinations.items():
+                    if n not in destinations:
+                        destinations[n] = await self._start_destination(n, dc)
+                hooks = self._webhook_sources(config, destinations)
+                server = self._webhook_server(config, hooks) if hooks or self.webhook is not None else None
+                old_runner = None
+                if server is not None and self.webhook is not None:
+                    old_runner = await server.take_over(self.webhook)
+                elif server is not None:
+                    await listening(*self.listen, server.start)
+            except BaseException as exc:
+                for n, d in destinations.items():
+                    if n not in kept:
+                        await self._stop_destination(d, loop.time())
+                self.metrics.config_reloads.labels("failed").inc()
+                log.error(
+                    "configuration reload failed; the running configuration stays",
+                    extra={"error": str(exc) if isinstance(exc, GatewayError) else type(exc).__name__},
+                )
+                if not isinstance(exc, Exception):
+                    raise
+                return False
+            # From here on new requests reach the new routes.
+            retired = [d for n, d in self.destinations.items() if kept.get(n) is not d]
+            old_pull = [
+                p
+                for p in [*self.kafka_sources, *self.poll_sources]
+                if config.sources.get(p.name) != old.sources.get(p.name) or p.config.destination not in kept
+            ]
+            self.kafka_sources = [p for p in self.kafka_sources if p not in old_pull]
+            self.poll_sources = [p for p in self.poll_sources if p not in old_pull]
+            self.config, self.destinations, self.webhook = config, destinations, server
+            TAP.configure(config.tap.redact_fields)
+            deadline = loop.time() + config.shutdown_timeout_secs
+            for p in old_pull:
+                await p.stop_accepting()
+            # Every event the old generation took is delivered (or resolved) before it goes.
+            await asyncio.gather(*(self._stop_destination(d, deadline) for d in retired))
+            if old_runner is not None:
+                # Idle keep-alive connections close now, busy ones once answered (acks resolved).
+                await old_runner.cleanup()
+            for p in old_pull:
+                await p.stop(loop.time() + 5.0)
+            running = {p.name for p in [*self.kafka_sources, *self.poll_sources]}
+            for n, s in config.sources.items():
+                if isinstance(s, KafkaSourceConfig | PollSourceConfig) and n not in running:
+                    await self._start_pulling(n, s, destinations)
+            self.metrics.config_reloads.labels("ok").inc()
+            log.info(
+                "configuration reloaded",
+                extra={
+                    "destinations": sorted(destinations),
+                    "sources": sorted(config.sources),
+                    "kept_destinations": sorted(kept),
+                },
+            )
+            return True
+
+    async def _watch_config(self, path: Path, interval_secs: float) -> None:
+        """``run --watch-config``: reload when the file's content changes."""
+
+        def digest() -> bytes | None:
+            try:
+                return hashlib.sha256(path.read_bytes()).digest()
+            except OSError:
+                return None
+
+        seen = digest()
+        while True:
+            await asyncio.sleep(interval_secs)
+            now = digest()
+            if now is not None and now != seen:
+                seen = now
+                await self.reload_from_file()
+
+    async def status(self) -> dict[str, Any]:
+        """``GET /status``: readiness, and the stats line's figures with each destination's upstream
+        health and buffer use."""
+        reasons = await self.readiness()
+        report = figures(self.metrics.registry, list(self.config.sources), list(self.destinations))
+        for name, row in report["destinations"].items():
+            dest = self.destinations[name]
+            row["upstream"] = await dest.sink.check() or "ok"
+            row["buffer_use"] = round(dest.buffer.fill_ratio, 4)
+        return {
+            "status": "not ready" if reasons else "ready",
+            "reasons": reasons,
+            "version": version(),
+            "uptime_secs": round(time.monotonic() - self._started_at, 1),
+            "taps": TAP.watching,
+            **report,
+        }
+
+    async def _log_stats(self, interval_secs: float) -> None:
+        """The periodic stats line: totals since start, per source and destination."""
+        while True:
+            await asyncio.sleep(interval_secs)
+            report = figures(self.metrics.registry, list(self.config.sources), list(self.destinations))
+            for name, row in report["destinations"].items():
+                row["buffer_use"] = round(self.destinations[name].buffer.fill_ratio, 4)
+            log.info("stats", extra=report)
 
     @property
     def intake_port(self) -> int:
@@ -267,18 +520,28 @@ class Gateway:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         await self._stopping.wait()
         log.info("shutdown requested; draining", extra={"timeout_secs": self.config.shutdown_timeout_secs})
         await self.stop()
 
     async def stop(self) -> None:
+        """Drain and close everything (once; a second call returns at once)."""
+        if self._closing:
+            return
+        self._closing = True  # no reload starts from now on
+        async with self._reload_lock:  # and none is half done
+            await self._stop()
+
+    async def _stop(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.shutdown_timeout_secs
         if self.admin is not None:
             self.admin.draining = True
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._refreshers.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.webhook is not None:
             await self.webhook.stop_accepting()
         for ks in self.kafka_sources:

@@ -9,13 +9,15 @@ value or a line of the file: a token may be what is on it.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from types import UnionType
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
 from gateway.buffer.config import BufferConfig
@@ -75,6 +77,15 @@ class LocalAuditEmbedConfig(StrictModel):
     listen: str | None = Field(default=None, description="HOST:PORT; default 127.0.0.1:8090 (or --local-audit-listen).")
 
 
+class TapConfig(StrictModel):
+    """What `audit-gateway tap` shows (GET /tap on the admin port)."""
+
+    redact_fields: list[str] = Field(
+        default_factory=list,
+        description="Event fields (dotted paths: `actor`, `new.password`) tap shows as `***`; secrets always are.",
+    )
+
+
 class GatewayConfig(StrictModel):
     """The whole gateway."""
 
@@ -85,6 +96,19 @@ class GatewayConfig(StrictModel):
     data_dir: Path | None = Field(default=None, description="State directory; --data-dir wins.")
     shutdown_timeout_secs: float = Field(default=30.0, gt=0, description="SIGTERM: longest wait for the flush.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+    access_log: bool = Field(
+        default=False,
+        description="Log one line per intake request (method, path without query, status, duration, remote).",
+    )
+    stats_interval_secs: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "Log a stats line (events in, out, retrying, dead-lettered per source and destination) this often;"
+            " 0: never."
+        ),
+    )
+    tap: TapConfig = Field(default_factory=TapConfig, description="`audit-gateway tap` settings.")
     upstream: UpstreamConfig | None = Field(
         default=None, description="The audit log; omitted: the embedded local audit log."
     )
@@ -122,7 +146,9 @@ class GatewayConfig(StrictModel):
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _substitute(value: Any, path: str, env: dict[str, str]) -> Any:
+def _substitute(value: Any, path: str, env: dict[str, str], missing: list[str]) -> Any:
+    """``${VAR}`` substituted in every string; each variable not set goes into ``missing``
+    (``key.path: environment variable X is not set``), so all of them are reported at once."""
     if isinstance(value, str):
 
         def repl(m: re.Match[str]) -> str:
@@ -133,13 +159,14 @@ def _substitute(value: Any, path: str, env: dict[str, str]) -> Any:
                 return env[name]
             if default is not None:
                 return default
-            raise ConfigError(f"environment variable {name} is not set", path or "<root>")
+            missing.append(f"{path or '<root>'}: environment variable {name} is not set")
+            return ""
 
         return _VAR.sub(repl, value)
     if isinstance(value, dict):
-        return {k: _substitute(v, f"{path}.{k}" if path else str(k), env) for k, v in value.items()}
+        return {k: _substitute(v, f"{path}.{k}" if path else str(k), env, missing) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+        return [_substitute(v, f"{path}[{i}]", env, missing) for i, v in enumerate(value)]
     return value
 
 
@@ -168,17 +195,97 @@ def _describe(err: ErrorDetails) -> str:
     return msg
 
 
+def _tagged(model: type[BaseModel], tag: str) -> bool:
+    field = model.model_fields.get("type")
+    return field is not None and tag in get_args(field.annotation)
+
+
+def _member(annotation: Any, loc: tuple[int | str, ...]) -> Any:
+    """The model inside ``X | None``, ``dict[str, X]``, ``list[X]``, ``Annotated[A | B, ...]``;
+    of a union, the member whose ``type`` tag is in ``loc``."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+            continue
+        if origin in (dict, list):
+            # the next location part is the key or index: the model is the value type
+            return _Keyed(get_args(annotation)[-1])
+        if origin in (Union, UnionType):
+            members = [a for a in get_args(annotation) if a is not type(None)]
+            if len(members) == 1:
+                annotation = members[0]
+                continue
+            for m in members:
+                if (
+                    isinstance(m, type)
+                    and issubclass(m, BaseModel)
+                    and any(isinstance(p, str) and _tagged(m, p) for p in loc)
+                ):
+                    return m
+            return None
+        return annotation
+
+
+class _Keyed:
+    """A ``dict``/``list`` step of :func:`_did_you_mean`: the next location part is a key, skipped."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    model: Any = GatewayConfig
+    parts = list(loc[:-1])
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        if isinstance(model, _Keyed):
+            model = _member(model.value, loc)
+            i += 1
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return ""
+        if isinstance(part, str) and part in model.model_fields:
+            model = _member(model.model_fields[part].annotation, loc)
+        elif not (isinstance(part, str) and _tagged(model, part)):
+            return ""
+        i += 1
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return ""
+    wrong = str(loc[-1])
+    close = difflib.get_close_matches(wrong, list(model.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _hint(err: ErrorDetails) -> str:
+    """What would have been right: the closest known key for an unknown one, the unit syntax."""
+    loc = err["loc"]
+    if err["type"] == "extra_forbidden" and loc:
+        return _did_you_mean(loc)
+    key = str(loc[-1]) if loc else ""
+    if err["type"] in ("int_parsing", "float_parsing"):
+        if key.endswith("_bytes"):
+            return " (bytes, or a size with a unit: 64KiB, 1GiB)"
+        if key.endswith("_secs"):
+            return " (seconds, or a duration with a unit: 500ms, 30s, 5m)"
+    return ""
+
+
 def parse_config(data: Any, env: dict[str, str] | None = None) -> GatewayConfig:
     """Validate a parsed YAML document; raises ConfigError naming every bad key path (never its value)."""
     if not isinstance(data, dict):
         raise ConfigError("the configuration must be a mapping")
-    data = _substitute(data, "", dict(os.environ) if env is None else env)
+    missing: list[str] = []
+    data = _substitute(data, "", dict(os.environ) if env is None else env, missing)
+    if missing:
+        raise ConfigError("; ".join(missing))
     try:
         return GatewayConfig.model_validate(data)
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False):
-            lines.append(f"{_loc(err['loc']) or '<root>'}: {_describe(err)}")
+            lines.append(f"{_loc(err['loc']) or '<root>'}: {_describe(err)}{_hint(err)}")
         raise ConfigError("; ".join(lines)) from None
 
 

@@ -5,6 +5,8 @@ an operation may be retried is an attribute (``retriable``), never a second hier
 
     GatewayError (retriable=False)
     ├── ConfigError                 invalid configuration; names the key path
+    ├── StartupError                the process cannot start: a port taken, a file it cannot read, a
+    │                               directory it cannot write; names what and where (exit code 1)
     ├── IntakeError                 a request a source refuses (has an HTTP status and Pangea status)
     │   ├── AuthError               401 Unauthorized: missing or wrong inbound credentials
     │   ├── ValidationFailed        400 ValidationError: carries Pangea-style ``errors``
@@ -41,6 +43,7 @@ checks that every exception class of the package is here and derives from ``Gate
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -65,6 +68,11 @@ class ConfigError(GatewayError):
     def __init__(self, message: str, path: str = "") -> None:
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
+
+
+class StartupError(GatewayError):
+    """What the configuration names cannot be used on this machine: ``cannot listen on
+    127.0.0.1:8080: address already in use``, a file that is missing, a directory not writable."""
 
 
 class IntakeError(GatewayError):
@@ -174,3 +182,10 @@ class UpstreamCredentialsRefused(UpstreamError):
 
 class ShutdownError(GatewayError):
     retriable = True
+
+
+def os_reason(exc: OSError) -> str:
+    """``address already in use``, ``no such file or directory``: the errno's text, lower case."""
+    if exc.errno is not None:
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__

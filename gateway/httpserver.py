@@ -272,6 +272,16 @@ class Listener:
         for sock in self._sockets:
             loop.add_reader(sock.fileno(), self._accept, sock)
 
+    async def swap_app(self, app: web.Application) -> web.AppRunner | None:
+        """Serve the connections accepted from now on with ``app``, on the same listening sockets
+        (a configuration reload: the port never closes).  Returns the previous runner: its
+        connections are served by the previous app until the caller cleans it up (which closes
+        idle ones at once and busy ones once answered)."""
+        runner = web.AppRunner(app, handle_signals=False, **self.handler_args)
+        await runner.setup()
+        old, self._runner = self._runner, runner
+        return old
+
     async def stop(self) -> None:
         """Stop listening, then close the connections (idle ones at once, busy ones after their answer)."""
         loop = asyncio.get_running_loop()

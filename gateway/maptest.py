@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import difflib
-import logging
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from gateway.errors import ConfigError
 from gateway.sinks.deadletter.config import DeadLetterConfig
 from gateway.sinks.pangea.config import UpstreamConfig
 from gateway.sources.webhook.config import WebhookSourceConfig
+from gateway.telemetry.logging import setup_logging
 
 _TOKEN = "pts_audit_gateway_test"  # noqa: S105 - the in-process upstream's token, on loopback only
 
@@ -297,7 +297,7 @@ async def run_file(path: Path, out: Any = sys.stdout) -> tuple[int, int]:
 
 def _cmd(args: argparse.Namespace) -> int:
     # The gateways the cases start log at warning and above only; their output is the cases'.
-    logging.basicConfig(level=logging.ERROR if not args.verbose else logging.INFO)
+    setup_logging("info" if args.verbose else "error")
 
     async def main() -> tuple[int, int]:
         passed = failed = 0

@@ -16,7 +16,6 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ import pydantic
 import yaml
 
 from gateway.local_audit import oauth
-from gateway.local_audit.hashing import format_timestamp
 from gateway.local_audit.query import parse_duration
 from gateway.local_audit.server import LocalAuditServer
 from gateway.local_audit.settings import (
@@ -35,8 +33,9 @@ from gateway.local_audit.settings import (
     load_configs_file,
 )
 from gateway.local_audit.tokens import ENDPOINTS, RESTRICTABLE_FIELD, create_token, list_tokens, revoke_token
+from gateway.telemetry.logging import JsonFormatter
 
-__all__ = ["JsonLogFormatter", "build_settings", "parse_listen", "register", "serve"]
+__all__ = ["build_settings", "parse_listen", "register", "serve"]
 
 DEFAULT_LISTEN = "127.0.0.1:8090"
 
@@ -157,32 +156,12 @@ def build_settings(args: argparse.Namespace) -> LocalAuditSettings:
     return LocalAuditSettings.model_validate(data)
 
 
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg and the record's ``extra`` fields."""
-
-    _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": format_timestamp(datetime.fromtimestamp(record.created, UTC)),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in self._STANDARD and not key.startswith("_"):
-                out[key] = value
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
-
-
 def _setup_logging(level: str) -> None:
     logger = logging.getLogger("gateway.local_audit")
     logger.setLevel(level.upper())
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonLogFormatter())
+        handler.setFormatter(JsonFormatter())  # the one log schema: time, level, logger, message
         logger.addHandler(handler)
 
 

@@ -26,6 +26,7 @@ from gateway.normalize.schema import EventInvalid
 from gateway.pipeline import Destination
 from gateway.sinks.deadletter.base import DeadLetter, DeadLetterStore
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.tap import TAP
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,8 @@ class Admitter:
         """
         self._m_received.inc(len(candidates))
         valid, invalid = self.prepare(candidates)
+        if TAP.active:  # tap points received, normalized, rejected (issue 16): one call per batch
+            TAP.admission(self.source, self.destination.name, candidates, valid, invalid)
         # --- dedup hook (issue 4): duplicates resolve DELIVERED and are not submitted ---
         tracker = self.dedup.tracker(self.source, request_key, retried_keys) if self.dedup is not None else None
         group = AckGroup(len(valid), keep_results=keep_results, on_done=tracker.done if tracker else None)

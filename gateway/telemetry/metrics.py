@@ -133,6 +133,14 @@ class Metrics:
             ["source", "reason"],
             registry=r,
         )
+        self.config_reloads = Counter(
+            "gateway_config_reloads_total",
+            "Configuration reloads (SIGHUP, run --watch-config), by result: ok; refused (invalid, or a setting"
+            " that changes only on restart); failed (could not be built). The running configuration stays"
+            " unless ok.",
+            ["result"],
+            registry=r,
+        )
         self.duplicates = Counter(
             "gateway_duplicates_dropped_total",
             "Events dropped as duplicates of an already accepted id.",

@@ -23,6 +23,13 @@ REQUIRED = {
     "gateway_upstream_retries_total": set(),
     "gateway_upstream_polls_total": set(),
     "gateway_kafka_consumer_lag": {"topic", "partition"},
+    # issue 16: dead letters, refusals, drops, retrying, reloads
+    "gateway_deadletters_total": {"reason"},
+    "gateway_intake_requests_refused_total": {"reason"},
+    "gateway_connections_refused_total": {"reason"},
+    "gateway_events_dropped_total": {"reason"},
+    "gateway_upstream_in_flight_requests": {"destination"},
+    "gateway_config_reloads_total": {"result"},
 }
 TARGET_LABELS = {"job", "instance"}  # added by Prometheus at scrape time
 

@@ -140,8 +140,9 @@ def start_gateway(
     ports: dict[str, int] | None = None,
     data_dir: Path | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    extra_args: list[str] | None = None,
 ) -> Proc:
-    """``audit-gateway run`` on free loopback ports; waits for /healthz."""
+    """``audit-gateway run`` on free loopback ports (and ``extra_args``); waits for /healthz."""
     ports = ports or {"intake": free_port(), "admin": free_port(), "local_audit": free_port()}
     args = [
         "run",
@@ -152,6 +153,7 @@ def start_gateway(
     ]  # fmt: skip
     if config is not None:
         args += ["--config", str(config)]
+    args += extra_args or []
     log_path = tmp / f"gateway-{ports['admin']}.log"
     p = spawn(args, log_path, env, preexec_fn)
     proc = Proc(p, log_path, ports)

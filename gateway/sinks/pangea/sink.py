@@ -77,6 +77,7 @@ from gateway.sinks.pangea.request_builder import (
 from gateway.sinks.pangea.retry import Verdict, backoff_secs, classify, retry_reason
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.redact import redact
+from gateway.telemetry.tap import TAP
 
 __all__ = ["CONFIG_ERROR_STATUSES", "PangeaSink"]
 
@@ -329,6 +330,9 @@ class PangeaSink:
             lambda: self._results(answer, len(pending)),
         )
         self._metrics.events_forwarded.labels(self.destination).inc(len(pending))
+        if TAP.active:  # tap point delivered (issue 16): one call per batch
+            events = batch.events if len(pending) == len(batch) else [batch.events[i] for i in pending]
+            TAP.delivered(self.destination, events)
         self._problem = None
         if self._probe_result is not None:
             # A failed probe's answer is stale now: the next check probes again.

@@ -69,6 +69,7 @@ from gateway.sources.kafka.offsets import PartitionTracker
 from gateway.sources.kafka.records import install as install_decoded_records
 from gateway.sources.kafka.records import records_as_decoded
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.tap import TAP
 
 log = logging.getLogger(__name__)
 
@@ -351,6 +352,8 @@ class KafkaSource:
                 self._restart_partitions(data)
                 await asyncio.sleep(1.0)
                 continue
+            if TAP.active:  # tap points received, normalized (issue 16): one call per batch
+                TAP.consumed(self.name, self.destination.name, data.values(), events)
             if events:
                 try:
                     await self._submit(events)

@@ -192,6 +192,17 @@ class WebhookServer:
     def _on_refused(self) -> None:
         self.metrics.connections_refused.labels("intake", "max_connections").inc()
 
+    async def take_over(self, old: WebhookServer) -> web.AppRunner | None:
+        """Serve on ``old``'s listening socket from now on (a configuration reload): connections
+        accepted from now on reach this server's routes.  Returns ``old``'s runner, still serving
+        its connections; cleaning it up closes them once answered.  ``old`` no longer owns the
+        socket: stopping it leaves the port open."""
+        listener, old._listener = old._listener, None
+        if listener is None:
+            raise RuntimeError("the previous intake server is not listening")
+        self._listener = listener
+        return await listener.swap_app(self.app)
+
     async def stop_accepting(self) -> None:
         self._accepting = False
 

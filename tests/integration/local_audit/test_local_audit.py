@@ -714,7 +714,9 @@ async def test_cli_serve_runs_until_sigterm_and_logs_json_without_the_token(
     assert proc.returncode == 0
     lines = [json.loads(line) for line in stderr.decode().splitlines() if line.strip()]
     assert {line["logger"] for line in lines} == {"gateway.local_audit"}
-    assert any(line["msg"] == "local audit log listening" for line in lines)
+    assert any(line["message"] == "local audit log listening" for line in lines)
+    # the one log schema of every command (issue 16)
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines), lines
     assert token not in stderr.decode()
 
 
