@@ -23,6 +23,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from gateway.runtime import EVENT_LOOPS
+
 BENCH_TOKEN = "pts_bench_token"  # noqa: S105 - a throwaway token for processes on loopback
 
 
@@ -323,6 +325,8 @@ class _Pair:
         self.admin = f"http://127.0.0.1:{ad_port}"
         self.bare_base = f"http://127.0.0.1:{free_port()}"
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.event_loop = ""
+        """The event loop the gateway logged that it runs on (``run --event-loop``)."""
 
     async def _start_upstream(self) -> None:
         tmp = self.tmp
@@ -367,12 +371,14 @@ class _Pair:
             [
                 "run", "--config", str(cfg), "--listen", self.base.removeprefix("http://"),
                 "--admin-listen", self.admin.removeprefix("http://"), "--data-dir", str(tmp / "data"),
+                "--event-loop", args.event_loop,
             ],
             tmp / "gw.log",
             self.env,
         )  # fmt: skip
         self.procs.append(gw)
         await wait_answering(self.admin + "/healthz", gw)
+        self.event_loop = logged_event_loop(tmp / "gw.log")
         return gw
 
     async def start_bare(self) -> subprocess.Popen[bytes]:
@@ -392,6 +398,14 @@ class _Pair:
             if p.poll() is None:
                 p.send_signal(sig)
             p.wait(60)
+
+
+def logged_event_loop(log: Path) -> str:
+    """The event loop a gateway's log says it runs on (its ``event loop`` line at start)."""
+    for line in log.read_bytes().splitlines():
+        if line.startswith(b"{") and b'"event loop"' in line:
+            return str(orjson.loads(line).get("event_loop", "?"))
+    return "?"
 
 
 def _spawn_module(module: str, args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -441,7 +455,7 @@ async def _compare(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         peaks = {name: peak_rss_mib(proc.pid) for name, (_b, proc) in contenders.items()}
     finally:
         pair.stop()
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"event_loop": pair.event_loop}
     for kind, by_name in rounds.items():
         summary: dict[str, Any] = {}
         for name, runs in by_name.items():
@@ -470,7 +484,8 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"audit-gateway bench: {result['rounds']} interleaved rounds of {result['seconds']:g} s, "
         f"{result['events_per_request']}-event bodies, {result['concurrency']} connections, "
-        f"upstream {result['upstream']}, {result['buffer']} buffer, {result['cpus']} CPUs (medians)",
+        f"upstream {result['upstream']}, {result['buffer']} buffer, gateway on {result['event_loop']}, "
+        f"{result['cpus']} CPUs (medians)",
         "",
         f"{'body':<7} {'contender':<9} {'ratio':>6} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'CPU us/ev':>10} {'peak RSS MiB':>13}  rounds (events/s)",
@@ -553,6 +568,12 @@ def register(sub: Any) -> None:
     p.add_argument("--buffer-events", type=int, default=200_000, help="buffer capacity in events")
     p.add_argument(
         "--rss-per-event", type=int, default=0, metavar="N", help="also buffer N events against a stalled upstream"
+    )
+    p.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="auto",
+        help="the gateway's event loop (`run --event-loop`); the bare pipe always runs on asyncio's own",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
     p.set_defaults(func=_cmd)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import logging
 import sys
@@ -31,12 +30,15 @@ def _load(path: str | None) -> GatewayConfig:
 def _cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import Gateway, RunOptions
     from gateway.httpserver import raise_fd_limit
+    from gateway.runtime import event_loop_factory, run_on
     from gateway.telemetry.logging import setup_logging
     from gateway.telemetry.redact import register_config
 
     config = _load(args.config)
+    loop_name, loop_factory = event_loop_factory(args.event_loop)
     register_config(config)  # before the first log line: every configured secret is masked
     setup_logging(args.log_level or config.log_level)
+    logging.getLogger(__name__).info("event loop", extra={"event_loop": loop_name, "requested": args.event_loop})
     # Every connection holds a descriptor; the intake cap is sized from this limit (httpserver).
     logging.getLogger(__name__).info("file descriptor limit", extra={"nofile": raise_fd_limit()})
     opts = RunOptions(
@@ -61,7 +63,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         gc.set_threshold(10_000, 50, 100)
         await gw.run_until_stopped()
 
-    asyncio.run(main())
+    run_on(loop_factory, main())
     return 0
 
 
@@ -72,6 +74,18 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     Gateway(config)  # listen/auth exposure checks live there
     print("ok")
     return 0
+
+
+def _add_run_runtime_args(run: argparse.ArgumentParser) -> None:
+    """``run``'s process settings: the event loop (issue 18)."""
+    from gateway.runtime import EVENT_LOOPS
+
+    run.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="auto",
+        help="auto (default): uvloop when installed (the 'uvloop' extra), else asyncio's own loop",
+    )
 
 
 def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
@@ -97,6 +111,7 @@ def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
     run.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="wins over the configuration's log_level"
     )
+    _add_run_runtime_args(run)
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")

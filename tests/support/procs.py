@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,8 +140,12 @@ def start_gateway(
     ports: dict[str, int] | None = None,
     data_dir: Path | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    run_args: Sequence[str] = (),
 ) -> Proc:
-    """``audit-gateway run`` on free loopback ports; waits for /healthz."""
+    """``audit-gateway run`` on free loopback ports; waits for /healthz.
+
+    ``run_args``: further ``run`` options (``--event-loop uvloop``).
+    """
     ports = ports or {"intake": free_port(), "admin": free_port(), "local_audit": free_port()}
     args = [
         "run",
@@ -152,6 +156,7 @@ def start_gateway(
     ]  # fmt: skip
     if config is not None:
         args += ["--config", str(config)]
+    args += run_args
     log_path = tmp / f"gateway-{ports['admin']}.log"
     p = spawn(args, log_path, env, preexec_fn)
     proc = Proc(p, log_path, ports)
