@@ -69,6 +69,12 @@ class RunOptions:
     admin_listen: str | None = None
     data_dir: Path | None = None
     local_audit_listen: str | None = None
+    upstream: UpstreamConfig | None = None
+    """Delivers here instead of an embedded local audit log when the config has no ``upstream:``
+    (a ``run --workers`` worker: the supervisor's embedded log, gateway/workers.py)."""
+    worker: int | None = None
+    """A ``run --workers`` worker's index: an explicit ``buffer.path`` gets ``/worker-<i>``, and
+    poll sources run in worker 0 only."""
 
 
 class Gateway:
@@ -78,6 +84,7 @@ class Gateway:
         self, config: GatewayConfig, options: RunOptions | None = None, metrics: Metrics | None = None
     ) -> None:
         opts = options or RunOptions()
+        self.options = opts
         self.config = config
         self.metrics = metrics or Metrics()
         self.listen = split_listen(opts.listen or config.listen or DEFAULT_LISTEN)
@@ -112,6 +119,12 @@ class Gateway:
     async def _upstream(self) -> UpstreamConfig:
         if self.config.upstream is not None:
             return self.config.upstream
+        if self.options.upstream is not None:
+            return self.options.upstream
+        return await self.embedded_upstream()
+
+    async def embedded_upstream(self) -> UpstreamConfig:
+        """Start the embedded local audit log (:attr:`local_audit`; the caller stops it); its URL and token."""
         from gateway.local_audit.server import LocalAuditServer
         from gateway.local_audit.settings import LocalAuditSettings
 
@@ -134,7 +147,10 @@ class Gateway:
             return KafkaBuffer(name, b, self.metrics, local_sources=kafka_sources)
         from gateway.buffer.disk import DiskBuffer
 
-        path = (b.path or self.data_dir / "spool") / name
+        root = b.path or self.data_dir / "spool"
+        if b.path is not None and self.options.worker is not None:
+            root = root / f"worker-{self.options.worker}"  # workers never share a spool (data_dir is theirs)
+        path = root / name
         return DiskBuffer(name, path, b, self.metrics)
 
     async def _refresh_schema(self, dest: Destination, sink: PangeaSink, wake: asyncio.Event) -> None:
@@ -212,7 +228,7 @@ class Gateway:
                 self.kafka_sources.append(ks)
 
         for n, s in self.config.sources.items():
-            if isinstance(s, PollSourceConfig):
+            if isinstance(s, PollSourceConfig) and self.options.worker in (None, 0):
                 from gateway.sources.intake import Admitter
                 from gateway.sources.poll.source import PollSource
 
