@@ -191,3 +191,34 @@ def test_two_workers_share_one_port_and_one_consumer_group_and_a_sigkilled_worke
     # Each worker had its own state directory.
     assert sorted(p.name for p in (tmp_path / "data").glob("worker-*")) == ["worker-0", "worker-1"]
     assert re.search(r'"message":"worker exited","worker":1,"exit_code":0', gw.log())
+
+
+def test_each_worker_has_its_own_spool_under_an_explicit_buffer_path(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    cfg = tmp_path / "disk.yaml"
+    cfg.write_text(
+        f"""
+buffer: {{type: disk, path: {spool}, fsync_interval_ms: 5}}
+destinations:
+  default:
+    schema: standard
+    batch: {{max_events: 50, timeout_secs: 0.02}}
+sources:
+  sdk:
+    type: webhook
+    format: pangea
+    destination: default
+"""
+    )
+    gw = start_gateway(tmp_path, config=cfg, env={"AUDIT_GATEWAY_LOCAL_TOKEN": TOKEN}, run_args=["--workers", "2"])
+    try:
+        sender = Sender(gw.ports["intake"], "d")
+        sender.run(100)
+        assert len(sender.acked) == 100 and sender.failed == 0
+    finally:
+        code = gw.terminate()
+    assert code == 0, gw.log()[-3000:]
+    # Two spools, one per worker, never one shared by both processes.
+    assert sorted(p.name for p in spool.iterdir()) == ["worker-0", "worker-1"]
+    assert all((spool / w / "default").exists() for w in ("worker-0", "worker-1"))
+    assert sender.acked <= set(stored_messages(tmp_path / "data" / "local-audit.db"))
