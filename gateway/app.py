@@ -151,6 +151,12 @@ class Gateway:
     async def _upstream(self) -> UpstreamConfig:
         if self.config.upstream is not None:
             return self.config.upstream
+        if self._options.upstream is not None:
+            return self._options.upstream
+        return await self.embedded_upstream()
+
+    async def embedded_upstream(self) -> UpstreamConfig:
+        """Start the embedded local audit log (:attr:`local_audit`; the caller stops it); its URL and token."""
         from gateway.local_audit.server import LocalAuditServer
         from gateway.local_audit.settings import LocalAuditSettings
 
@@ -173,7 +179,10 @@ class Gateway:
             return KafkaBuffer(name, b, self.metrics, local_sources=kafka_sources)
         from gateway.buffer.disk import DiskBuffer
 
-        path = (b.path or self.data_dir / "spool") / name
+        root = b.path or self.data_dir / "spool"
+        if b.path is not None and self._options.worker is not None:
+            root = root / f"worker-{self._options.worker}"  # workers never share a spool (data_dir is theirs)
+        path = root / name
         return DiskBuffer(name, path, b, self.metrics)
 
     async def _refresh_schema(self, dest: Destination, sink: PangeaSink, wake: asyncio.Event) -> None:
@@ -218,7 +227,11 @@ class Gateway:
             self.webhook = self._webhook_server(self.config, hooks)
             await listening(*self.listen, self.webhook.start)
         for n, s in self.config.sources.items():
-            if isinstance(s, KafkaSourceConfig | PollSourceConfig):
+            if isinstance(s, KafkaSourceConfig) or (
+                # Pull sources run in one worker only (worker 0) under `run --workers`: two
+                # pollers of one cursor would read every page twice.
+                isinstance(s, PollSourceConfig) and self._options.worker in (None, 0)
+            ):
                 await self._start_pulling(n, s, self.destinations)
 
         host, port = self.admin_listen

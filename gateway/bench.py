@@ -23,6 +23,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from gateway.runtime import EVENT_LOOPS
+
 BENCH_TOKEN = "pts_bench_token"  # noqa: S105 - a throwaway token for processes on loopback
 
 
@@ -39,6 +41,31 @@ def cpu_secs(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (a ``run --workers`` supervisor's workers), from /proc."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def tree_cpu_secs(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants: a gateway's, with all of its workers."""
+    return sum(cpu_secs(p) for p in process_tree(pid))
+
+
+def tree_rss_kib(pid: int) -> int:
+    """Resident KiB of ``pid`` and its live descendants."""
+    return sum(rss_kib(p) for p in process_tree(pid))
 
 
 def rss_kib(pid: int) -> int:
@@ -238,19 +265,19 @@ async def _load(
     async def sampler() -> None:
         nonlocal peak
         while time.monotonic() < stop_at:
-            peak = max(peak, rss_kib(pid))
+            peak = max(peak, tree_rss_kib(pid))
             await asyncio.sleep(0.1)
 
     conn = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=conn) as s:
-        cpu0 = cpu_secs(pid)
+        cpu0 = tree_cpu_secs(pid)
         other0 = cpu_secs(other_pid) if other_pid else 0.0
         t0 = time.monotonic()
         (sent, errors, latencies), _ = await asyncio.gather(
             post_load(s, url, seconds, concurrency, per_request, make_body, unique, headers), sampler()
         )
         elapsed = time.monotonic() - t0
-        cpu = cpu_secs(pid) - cpu0
+        cpu = tree_cpu_secs(pid) - cpu0
         other = cpu_secs(other_pid) - other0 if other_pid else 0.0
     latencies.sort()
 
@@ -279,7 +306,7 @@ async def _rss_per_event(url: str, admin: str, la_url: str, pid: int, events: in
         ) as r:
             r.raise_for_status()
         await asyncio.sleep(0.5)
-        before = rss_kib(pid)
+        before = tree_rss_kib(pid)
         body_n = 100
         # The stalled route answers 503 once its short ack timeout passes; the events stay
         # queued for the stalled upstream (a 202 would promise what a restart loses).
@@ -299,7 +326,7 @@ async def _rss_per_event(url: str, admin: str, la_url: str, pid: int, events: in
             if buffered >= events * 0.99:
                 break
             await asyncio.sleep(0.2)
-        after = rss_kib(pid)
+        after = tree_rss_kib(pid)
     return {
         "buffered_events": int(buffered),
         "rss_delta_mib": round((after - before) / 1024, 1),
@@ -334,6 +361,8 @@ class _Pair:
         self.admin = f"http://127.0.0.1:{ad_port}"
         self.bare_base = f"http://127.0.0.1:{free_port()}"
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.event_loop = ""
+        """The event loop the gateway logged that it runs on (``run --event-loop``)."""
 
     async def _start_upstream(self) -> None:
         tmp = self.tmp
@@ -378,12 +407,14 @@ class _Pair:
             [
                 "run", "--config", str(cfg), "--listen", self.base.removeprefix("http://"),
                 "--admin-listen", self.admin.removeprefix("http://"), "--data-dir", str(tmp / "data"),
+                "--event-loop", args.event_loop, "--workers", str(args.workers),
             ],
             tmp / "gw.log",
             self.env,
         )  # fmt: skip
         self.procs.append(gw)
         await wait_answering(self.admin + "/healthz", gw)
+        self.event_loop = logged_event_loop(tmp / "gw.log")
         return gw
 
     async def start_bare(self) -> subprocess.Popen[bytes]:
@@ -405,20 +436,30 @@ class _Pair:
             p.wait(60)
 
 
+def logged_event_loop(log: Path) -> str:
+    """The event loop a gateway's log says it runs on (its ``event loop`` line at start)."""
+    for line in log.read_bytes().splitlines():
+        if line.startswith(b"{") and b'"event loop"' in line:
+            return str(orjson.loads(line).get("event_loop", "?"))
+    return "?"
+
+
 def _spawn_module(module: str, args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with log.open("ab") as f:
         return subprocess.Popen([sys.executable, "-m", module, *args], stdout=f, stderr=subprocess.STDOUT, env=env)
 
 
 def peak_rss_mib(pid: int) -> float:
-    """A live process's peak resident set size (VmHWM), in MiB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return 0.0
+    """Peak resident set size (VmHWM) of a live process and its live descendants (summed), in MiB."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return round(total / 1024, 1)
 
 
 def _median(values: list[float]) -> float:
@@ -460,7 +501,7 @@ async def _compare(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         peaks = {name: peak_rss_mib(proc.pid) for name, (_b, proc) in contenders.items()}
     finally:
         pair.stop()
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"event_loop": pair.event_loop}
     for kind, by_name in rounds.items():
         summary: dict[str, Any] = {}
         for name, runs in by_name.items():
@@ -491,7 +532,9 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"audit-gateway bench: {result['rounds']} interleaved rounds of {result['seconds']:g} s, "
         f"{result['events_per_request']}-event bodies, {result['concurrency']} connections, "
-        f"upstream {result['upstream']}, {result['buffer']} buffer, {result['cpus']} CPUs (medians)",
+        f"upstream {result['upstream']}, {result['buffer']} buffer, gateway on {result['event_loop']} "
+        f"x {result['workers']} worker(s), "
+        f"{result['cpus']} CPUs (medians)",
         "",
         f"{'body':<7} {'contender':<9} {'ratio':>6} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'CPU us/ev':>10} {'peak RSS MiB':>13}  rounds (events/s)",
@@ -526,6 +569,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "upstream": args.upstream,
         "buffer": args.buffer,
+        "workers": args.workers,
         "cpus": os.cpu_count(),
     }
     if args.buffer == "disk":
@@ -579,6 +623,17 @@ def register(sub: Any) -> None:
     p.add_argument("--buffer-events", type=int, default=200_000, help="buffer capacity in events")
     p.add_argument(
         "--rss-per-event", type=int, default=0, metavar="N", help="also buffer N events against a stalled upstream"
+    )
+    p.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="auto",
+        help="the gateway's event loop (`run --event-loop`); the bare pipe always runs on asyncio's own",
+    )
+    p.add_argument(
+        "--workers",
+        default="1",
+        help="the gateway's `run --workers` (CPU and RSS then count the supervisor and every worker)",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
     p.set_defaults(func=_cmd)

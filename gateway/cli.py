@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway import version
 from gateway.config import (
@@ -25,6 +26,9 @@ from gateway.errors import ConfigError, GatewayError, os_reason
 if TYPE_CHECKING:
     from gateway.preflight import RunOptions
 
+if TYPE_CHECKING:
+    from gateway.runtime import LoopFactory
+
 __all__ = ["DEFAULT_ADMIN_LISTEN", "DEFAULT_DATA_DIR", "DEFAULT_LISTEN", "DEFAULT_LOCAL_AUDIT_LISTEN", "main"]
 
 
@@ -36,17 +40,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import Gateway
     from gateway.httpserver import raise_fd_limit
     from gateway.preflight import preflight, raise_problems
+    from gateway.runtime import event_loop_factory, run_on
     from gateway.telemetry.logging import setup_logging
     from gateway.telemetry.redact import register_config
+    from gateway.workers import resolve_workers
 
     config = _load(args.config)
     opts = _run_options(args)
-    # The checks check-config runs too, before anything is built: one line for every problem.
-    raise_problems(preflight(config, opts))
+    if args.worker_index is None:
+        # The checks check-config runs too, before anything is built: one line for every problem.
+        # (A worker of `run --workers` skips them: its supervisor ran them, and the intake port
+        # is already bound by the other workers, on purpose.)
+        raise_problems(preflight(config, opts))
+    loop_name, loop_factory = event_loop_factory(args.event_loop)
+    workers = resolve_workers(args.workers)
     register_config(config)  # before the first log line: every configured secret is masked
     setup_logging(args.log_level or config.log_level)
+    logging.getLogger(__name__).info("event loop", extra={"event_loop": loop_name, "requested": args.event_loop})
     # Every connection holds a descriptor; the intake cap is sized from this limit (httpserver).
     logging.getLogger(__name__).info("file descriptor limit", extra={"nofile": raise_fd_limit()})
+    if args.worker_index is not None:
+        opts = dataclasses.replace(opts, **_worker_options(args))
+    if workers > 1:
+        return _run_supervisor(args, config, opts, workers, loop_factory)
 
     async def main() -> None:
         gw = Gateway(config, opts)
@@ -63,8 +79,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
         gc.set_threshold(10_000, 50, 100)
         await gw.run_until_stopped()
 
-    asyncio.run(main())
+    run_on(loop_factory, main())
     return 0
+
+
+def _worker_options(args: argparse.Namespace) -> dict[str, Any]:
+    """A ``run --workers`` worker's own :class:`RunOptions` (none for a gateway on its own)."""
+    if args.worker_index is None:
+        return {}
+    from gateway.httpserver import share_listening_ports
+    from gateway.workers import worker_upstream
+
+    share_listening_ports()
+    return {"worker": args.worker_index, "upstream": worker_upstream()}
+
+
+def _run_supervisor(
+    args: argparse.Namespace, config: GatewayConfig, opts: Any, workers: int, loop_factory: LoopFactory
+) -> int:
+    """``run --workers N`` (N > 1): the supervisor of gateway/workers.py; its exit code."""
+    from gateway.app import Gateway
+    from gateway.runtime import run_on
+    from gateway.workers import Supervisor, SupervisorSpec
+
+    gw = Gateway(config, opts)  # resolves the addresses and checks their exposure; never started
+    worker_args = ["--event-loop", args.event_loop]
+    if args.config:
+        worker_args += ["--config", args.config]
+    if args.log_level:
+        worker_args += ["--log-level", args.log_level]
+    code = 1
+
+    async def main() -> None:
+        nonlocal code
+        # Without `upstream:` one embedded local audit log, here, for every worker.
+        upstream = None if config.upstream is not None else await gw.embedded_upstream()
+        try:
+            spec = SupervisorSpec(workers, worker_args, gw.listen, gw.admin_listen, gw.data_dir, upstream)
+            code = await Supervisor(spec).run()
+        finally:
+            if gw.local_audit is not None:
+                await gw.local_audit.stop()
+
+    run_on(loop_factory, main())
+    return code
 
 
 def _run_options(args: argparse.Namespace) -> RunOptions:
@@ -141,6 +199,24 @@ def _placement_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_run_runtime_args(run: argparse.ArgumentParser) -> None:
+    """``run``'s process settings: the event loop and the worker processes (issue 18)."""
+    from gateway.runtime import EVENT_LOOPS
+
+    run.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="auto",
+        help="auto (default): uvloop when installed (the 'uvloop' extra), else asyncio's own loop",
+    )
+    run.add_argument(
+        "--workers",
+        default="1",
+        help="worker processes sharing the intake port; auto: the CPUs this process may use (default 1)",
+    )
+    run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the supervisor for its workers
+
+
 def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
     """The command line; ``bench``: with the ``bench`` command's arguments (imports :mod:`gateway.bench`)."""
     parser = argparse.ArgumentParser(
@@ -161,6 +237,7 @@ def build_parser(*, bench: bool = False) -> argparse.ArgumentParser:
     run.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="wins over the configuration's log_level"
     )
+    _add_run_runtime_args(run)
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser(

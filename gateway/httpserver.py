@@ -211,6 +211,19 @@ class _Handler(RequestHandler):
         return resp
 
 
+_share_ports = False
+
+
+def share_listening_ports() -> None:
+    """From now on every :class:`Listener` binds with ``SO_REUSEPORT``.
+
+    Called once at start in a ``run --workers`` worker: the workers listen on one intake port
+    and the kernel spreads new connections over them (gateway/workers.py).
+    """
+    global _share_ports
+    _share_ports = True
+
+
 ACCEPT_RETRY_SECS = 1.0
 """After ``accept()`` ran out of descriptors: how long the listening socket is left alone."""
 
@@ -268,7 +281,7 @@ class Listener:
         self._limiter = AcceptErrorLimiter.install(loop)
         self._runner = web.AppRunner(self.app, handle_signals=False, **self.handler_args)
         await self._runner.setup()
-        self._sockets = _bind(self.host, self._port, self.backlog)
+        self._sockets = _bind(self.host, self._port, self.backlog, reuse_port=_share_ports)
         for sock in self._sockets:
             loop.add_reader(sock.fileno(), self._accept, sock)
 
@@ -374,8 +387,11 @@ class Listener:
         return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
-def _bind(host: str, port: int, backlog: int) -> list[socket.socket]:
-    """Listening sockets on every address ``host`` resolves to, as ``loop.create_server`` binds them."""
+def _bind(host: str, port: int, backlog: int, *, reuse_port: bool = False) -> list[socket.socket]:
+    """Listening sockets on every address ``host`` resolves to, as ``loop.create_server`` binds them.
+
+    ``reuse_port``: with ``SO_REUSEPORT``, so that other processes can listen on the same port.
+    """
     socks: list[socket.socket] = []
     seen: set[tuple[int, Any]] = set()
     try:
@@ -388,6 +404,8 @@ def _bind(host: str, port: int, backlog: int) -> list[socket.socket]:
             sock = socket.socket(family, type_, proto)
             socks.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(addr)

@@ -38,6 +38,7 @@ from gateway.config import (
     GatewayConfig,
 )
 from gateway.errors import ConfigError, GatewayError, StartupError, os_reason
+from gateway.sinks.pangea.config import UpstreamConfig
 from gateway.sources.webhook.config import WebhookSourceConfig
 
 
@@ -71,6 +72,12 @@ class RunOptions:
     watch_config: bool = False
     """Reload when the file's content changes (checked every ``watch_interval_secs``)."""
     watch_interval_secs: float = 1.0
+    upstream: UpstreamConfig | None = None
+    """Delivers here instead of an embedded local audit log when the config has no ``upstream:``
+    (a ``run --workers`` worker: the supervisor's embedded log, gateway/workers.py)."""
+    worker: int | None = None
+    """A ``run --workers`` worker's index: an explicit ``buffer.path`` gets ``/worker-<i>``, and
+    poll sources run in worker 0 only."""
 
 
 @dataclass(frozen=True)

@@ -70,9 +70,12 @@ def lookup(record: Any, path: str) -> Any:
     return get(record, compile_path(path))
 
 
+_SIZED = (str, list, dict)  # a tuple: `str | list | dict` would build a union object on every call
+
+
 def is_empty(value: Any) -> bool:
     """``None``, ``""``, ``[]`` and ``{}`` are empty; ``0`` and ``False`` are values."""
-    return value is None or (isinstance(value, str | list | dict) and not value)
+    return value is None or (isinstance(value, _SIZED) and not value)
 
 
 def compile_paths(*paths: str) -> tuple[Path, ...]:

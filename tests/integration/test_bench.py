@@ -23,6 +23,8 @@ def test_bench_reports_gateway_and_bare_pipe_side_by_side_for_both_body_kinds() 
     )
     result = orjson.loads(out.stdout)
     assert result["rounds"] == 2 and result["upstream"] == "stub" and result["buffer"] == "memory"
+    # `--event-loop auto` (the default) on a machine with uvloop installed (the test extra has it)
+    assert result["event_loop"] == "uvloop"
     for kind in ("auth0", "v2log"):
         s = result[kind]
         for name in ("gateway", "bare"):
@@ -37,6 +39,7 @@ def test_bench_reports_gateway_and_bare_pipe_side_by_side_for_both_body_kinds() 
     table = format_table(result)
     lines = table.splitlines()
     assert lines[0].startswith("audit-gateway bench: 2 interleaved rounds of 0.5 s")
+    assert "gateway on uvloop" in lines[0]
     rows = [ln.split() for ln in lines if ln.startswith(("auth0", "v2log"))]
     assert [(r[0], r[1]) for r in rows] == [
         ("auth0", "gateway"),

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.procs import gateway, start_gateway, stored_messages
+from tests.support.procs import Proc, gateway, start_gateway, stored_messages
 
 TOKEN = "pts_conn_cap_local_token"
 SECRET = "Bearer s3cr3t-0f-th3-s3nd3r-9d7c"
@@ -73,12 +73,29 @@ def own_nofile() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+EVENT_LOOPS = ["asyncio", "uvloop"]
+"""Both loops `run --event-loop` offers (issue 18): the cap and the safe answers hold on each."""
+
+
+def assert_runs_on(gw: Proc, event_loop: str) -> None:
+    """The gateway logged at start that it runs on ``event_loop``."""
+    lines = [json.loads(ln) for ln in gw.log().splitlines() if ln.startswith("{") and '"event loop"' in ln]
+    assert [ln["event_loop"] for ln in lines] == [event_loop], gw.log()[:2000]
+
+
+@pytest.mark.parametrize("event_loop", EVENT_LOOPS)
 def test_a_connection_flood_beyond_the_fd_limit_refuses_at_once_logs_little_and_recovers(
-    tmp_path: Path, own_nofile: None
+    tmp_path: Path, own_nofile: None, event_loop: str
 ) -> None:
-    gw = start_gateway(tmp_path, env={"AUDIT_GATEWAY_LOCAL_TOKEN": TOKEN}, preexec_fn=low_nofile)
+    gw = start_gateway(
+        tmp_path,
+        env={"AUDIT_GATEWAY_LOCAL_TOKEN": TOKEN},
+        preexec_fn=low_nofile,
+        run_args=["--event-loop", event_loop],
+    )
     slow: list[socket.socket] = []
     try:
+        assert_runs_on(gw, event_loop)
         intake, admin = gw.ports["intake"], gw.ports["admin"]
         status, body = log_event(intake, "before the flood")
         assert status == 200, body
@@ -154,8 +171,10 @@ def raw_exchange(port: int, data: bytes) -> bytes:
         return out
 
 
-def test_malformed_http_gets_the_pangea_envelope_without_the_request_bytes(tmp_path: Path) -> None:
-    with gateway(tmp_path, env={"AUDIT_GATEWAY_LOCAL_TOKEN": TOKEN}) as gw:
+@pytest.mark.parametrize("event_loop", EVENT_LOOPS)
+def test_malformed_http_gets_the_pangea_envelope_without_the_request_bytes(tmp_path: Path, event_loop: str) -> None:
+    with gateway(tmp_path, env={"AUDIT_GATEWAY_LOCAL_TOKEN": TOKEN}, run_args=["--event-loop", event_loop]) as gw:
+        assert_runs_on(gw, event_loop)
         port = gw.ports["intake"]
         for data in MALFORMED:
             answer = raw_exchange(port, data)

@@ -40,6 +40,7 @@ import contextlib
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -355,7 +356,9 @@ def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> sub
         )
 
 
-def _start_contender(kind: str, tmp: Path, bootstrap: str, topic: str, group: str, url: str) -> subprocess.Popen[bytes]:
+def _start_contender(
+    kind: str, tmp: Path, bootstrap: str, topic: str, group: str, url: str, event_loop: str = "auto"
+) -> subprocess.Popen[bytes]:
     me = str(Path(__file__).resolve())
     log = tmp / f"{kind}.log"
     if kind == "gateway":
@@ -365,7 +368,7 @@ def _start_contender(kind: str, tmp: Path, bootstrap: str, topic: str, group: st
             [
                 "-m", "gateway", "run", "--config", str(cfg),
                 "--listen", f"127.0.0.1:{free_port()}", "--admin-listen", f"127.0.0.1:{free_port()}",
-                "--data-dir", str(tmp / f"data-{group}"),
+                "--data-dir", str(tmp / f"data-{group}"), "--event-loop", event_loop,
             ],
             log,
         )  # fmt: skip
@@ -381,7 +384,8 @@ async def _bench_one(
     await create_topic(bootstrap, topic, 6)
     await _produce(bootstrap, topic, args.events)
     await session.post(stub + "/_reset")
-    proc = _start_contender(kind, tmp, bootstrap, topic, f"bench-{kind}-{uuid.uuid4().hex[:6]}", stub)
+    group = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
+    proc = _start_contender(kind, tmp, bootstrap, topic, group, stub, args.event_loop)
     try:
         first = await _wait_count(session, stub, 1, proc, args.timeout)  # the group is joined
         cpu0 = cpu_secs(proc.pid)
@@ -438,6 +442,8 @@ async def _orchestrate(args: argparse.Namespace, bootstrap: str, tmp: Path) -> d
             results[kind] = {
                 **by_rate[len(by_rate) // 2],
                 "events_per_sec_runs": [r["events_per_sec"] for r in runs[kind]],
+                "cpu_us_per_event_runs": [r["cpu_us_per_event"] for r in runs[kind]],
+                "cpu_us_per_event_median": statistics.median(r["cpu_us_per_event"] for r in runs[kind]),
             }
         rate = {kind: results[kind]["events_per_sec"] for kind in kinds}
         results["gateway_vs_bare"] = round(rate["gateway"] / rate["bare"], 2)
@@ -452,7 +458,17 @@ async def _orchestrate(args: argparse.Namespace, bootstrap: str, tmp: Path) -> d
             )
             results[f"gateway_vs_{other}_per_round"] = ratios
             results[f"gateway_vs_{other}_per_round_median"] = ratios[len(ratios) // 2]
-        results["machine"] = {"cpus": os.cpu_count(), "events": args.events, "rounds": args.repeat}
+            # CPU per event, gateway over the other (below 1: the gateway spends less per event).
+            results[f"gateway_vs_{other}_cpu"] = round(
+                results["gateway"]["cpu_us_per_event_median"] / max(1e-9, results[other]["cpu_us_per_event_median"]),
+                2,
+            )
+        results["machine"] = {
+            "cpus": os.cpu_count(),
+            "events": args.events,
+            "rounds": args.repeat,
+            "gateway_event_loop": args.event_loop,
+        }
         return results
     finally:
         stub_proc.send_signal(signal.SIGTERM)
@@ -476,6 +492,9 @@ def main() -> int:
     p.add_argument("--quix", action="store_true", help="also run a quixstreams pipeline")
     p.add_argument("--timeout", type=float, default=300.0, help="longest wait for one phase")
     p.add_argument("--repeat", type=int, default=1, help="rounds; each contender's median run is reported")
+    p.add_argument(
+        "--event-loop", choices=["auto", "asyncio", "uvloop"], default="auto", help="the gateway's `run --event-loop`"
+    )
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,8 +141,10 @@ def start_gateway(
     data_dir: Path | None = None,
     preexec_fn: Callable[[], None] | None = None,
     extra_args: list[str] | None = None,
+    run_args: Sequence[str] = (),
 ) -> Proc:
-    """``audit-gateway run`` on free loopback ports (and ``extra_args``); waits for /healthz."""
+    """``audit-gateway run`` on free loopback ports (and ``extra_args``, ``run_args``: further ``run``
+    options such as ``--event-loop uvloop``); waits for /healthz."""
     ports = ports or {"intake": free_port(), "admin": free_port(), "local_audit": free_port()}
     args = [
         "run",
@@ -153,7 +155,7 @@ def start_gateway(
     ]  # fmt: skip
     if config is not None:
         args += ["--config", str(config)]
-    args += extra_args or []
+    args += [*(extra_args or []), *run_args]
     log_path = tmp / f"gateway-{ports['admin']}.log"
     p = spawn(args, log_path, env, preexec_fn)
     proc = Proc(p, log_path, ports)

@@ -60,11 +60,14 @@ class Decode(Protocol):
     def __call__(self, body: bytes, content_type: str | None = None) -> list[Any]: ...
 
 
+_NUMBERS = (int, float)  # a tuple: `int | float` would build a union object on every call (hot path)
+
+
 def text_of(value: Any) -> str | None:
     """A non-empty string as is, a number as its text, anything else (``""``, objects...) ``None``."""
     if isinstance(value, str):
         return value or None
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, _NUMBERS) and not isinstance(value, bool):
         return str(value)
     return None
 
