@@ -101,7 +101,7 @@ class Admitter:
             try:
                 if cand.extras:
                     # Signed by the client: normalization may not change a byte of it.
-                    normalized = dest.schema.normalize_signed(cand.fields)
+                    normalized = dest.schema.normalize_signed(cand.fields, cand.extras)
                     item = encode_item(normalized, cand.extras)
                 elif check is None:
                     item = encode(cand.fields)
