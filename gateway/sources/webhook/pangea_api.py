@@ -7,7 +7,8 @@ its events are as safe as a 200 from ``/v2/log`` would make them (written to the
 the Kafka buffer, or, with the memory buffer, accepted by the upstream); until then the
 request waits, and it is answered 503 + ``Retry-After`` if ``ack_timeout_secs`` passes first
 (or 400 when events were refused).  A body's ``config_id`` picks the destination configured
-with that id.
+with that id.  A full buffer is answered 503 + ``Retry-After`` here, not 429: the SDK retries
+a 503 by itself (see :func:`sdk_retriable`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import orjson
 from aiohttp import web
 
 from gateway.acks import AckStatus
-from gateway.errors import IntakeError, ValidationFailed
+from gateway.errors import BufferFull, GatewayUnavailable, IntakeError, ValidationFailed
 from gateway.normalize.limits import check_depth
 from gateway.normalize.vendors.pangea import signature_of
 from gateway.sources.intake import Admission, Admitter, Candidate
-from gateway.sources.webhook.answers import answer, settle
+from gateway.sources.webhook.answers import RETRY_AFTER_SECS, answer, settle
 from gateway.sources.webhook.auth import check_header
 from gateway.sources.webhook.body import read_body
 from gateway.sources.webhook.config import WebhookSourceConfig
@@ -44,6 +45,20 @@ def retried_ids(request: web.Request) -> list[str]:
     """Request ids of earlier attempts of this request (``X-Pangea-Retried-Request-Ids``), for dedup."""
     raw = request.headers.get(RETRIED_HEADER, "")
     return [r.strip() for r in raw.split(",") if r.strip()][:32]
+
+
+def sdk_retriable(exc: IntakeError) -> IntakeError:
+    """``exc`` as the SDK routes answer it: backpressure (429 elsewhere) as 503 + Retry-After.
+
+    pangea-sdk retries 500, 502, 503 and 504 by itself, never 429: an app logging through
+    the gateway would otherwise see its call fail whenever the buffer is full, where a 503
+    makes it wait and resend (with ``X-Pangea-Retried-Request-Ids``, so nothing is doubled).
+    Vendor routes keep 429, the convention of their senders.
+    """
+    if not isinstance(exc, BufferFull) or exc.http_status != 429:
+        return exc
+    retry_after = exc.retry_after_secs if exc.retry_after_secs is not None else RETRY_AFTER_SECS
+    return GatewayUnavailable(exc.message, errors=exc.errors, retry_after_secs=retry_after)
 
 
 class PendingAsync:
@@ -180,7 +195,7 @@ class PangeaApi:
             resp: web.Response = await handler(request, rid, rtime)
         except IntakeError as exc:
             self.admitter.metrics.requests_refused.labels(self.name, type(exc).__name__).inc()
-            resp = error_response(exc, request_id=rid, request_time=rtime)
+            resp = error_response(sdk_retriable(exc), request_id=rid, request_time=rtime)
         # dedup (issue 4): the SDK names the ids of earlier attempts when it retries a request
         resp.headers[REQUEST_ID_HEADER] = rid
         return resp
