@@ -194,7 +194,7 @@ class Gateway:
                 self._tasks.append(asyncio.create_task(self._refresh_schema(dest, sink, refresh)))
 
         hooks = [
-            WebhookSource(n, s, self.destinations, self.metrics, self.deadletters, dedup=self.dedup)
+            WebhookSource(n, s, self.destinations, self.metrics, self.deadletters, dedup=self.dedup, upstream=upstream)
             for n, s in self.config.sources.items()
             if isinstance(s, WebhookSourceConfig)
         ]

@@ -17,11 +17,12 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 
 from gateway.acks import AckStatus
-from gateway.errors import BufferFull, GatewayUnavailable, IntakeError, ValidationFailed
+from gateway.errors import BufferFull, ConfigScopeRefused, GatewayUnavailable, IntakeError, ValidationFailed
 from gateway.normalize.limits import check_depth
 from gateway.normalize.vendors.pangea import signature_of
 from gateway.sources.intake import Admission, Admitter, Candidate
@@ -30,6 +31,7 @@ from gateway.sources.webhook.auth import check_header
 from gateway.sources.webhook.body import read_body
 from gateway.sources.webhook.config import WebhookSourceConfig
 from gateway.sources.webhook.envelope import envelope, error_response, new_request_id, now_rfc3339
+from gateway.sources.webhook.read_proxy import CONFIG_SCOPED, IDEMPOTENT, PROXIED_PATHS, ReadProxy, scoped_body
 
 _V1_KEYS = frozenset({"event", "verbose", "signature", "public_key", "config_id", "prev_root", "return_hash"})
 _V2_KEYS = frozenset({"events", "verbose", "config_id", "prev_root"})
@@ -82,11 +84,14 @@ class PangeaApi:
         config: WebhookSourceConfig,
         admitter: Admitter,
         by_config_id: dict[str, Admitter],
+        proxy: ReadProxy | None = None,
     ) -> None:
+        """``proxy``: where the read and management calls go (none: those routes are not served)."""
         self.name = name
         self.config = config
         self.admitter = admitter
         self.by_config_id = by_config_id
+        self.proxy = proxy
         self._pending: OrderedDict[str, PendingAsync] = OrderedDict()
 
     def routes(self) -> list[web.RouteDef]:
@@ -96,7 +101,58 @@ class PangeaApi:
             web.post(f"{p}/v2/log", self.v2_log),
             web.post(f"{p}/v2/log_async", self.v2_log_async),
             web.get(f"{p}/request/{{request_id}}", self.get_request),
+            *(web.post(f"{p}{path}", self._passed(path)) for path in (PROXIED_PATHS if self.proxy else ())),
         ]
+
+    async def close(self) -> None:
+        """Close the read proxy's connections."""
+        if self.proxy is not None:
+            await self.proxy.close()
+
+    def _passed(self, path: str) -> Any:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await self._pass(request, "POST", path)
+
+        return handler
+
+    async def _pass(self, request: web.Request, method: str, path: str) -> web.StreamResponse:
+        """A read or management call, sent upstream (see :mod:`~gateway.sources.webhook.read_proxy`)."""
+        assert self.proxy is not None
+        try:
+            check_header(request, self.config.auth)
+            body: bytes | None = None
+            if method == "POST":
+                body = await read_body(request, self.config.max_body_bytes)
+                if path in CONFIG_SCOPED:
+                    scoped = scoped_body(body, self.admitter.destination.config.config_id, self._config_ids())
+                    if isinstance(scoped, str):
+                        raise ConfigScopeRefused(f"The token has no access to configuration {scoped}")
+                    body = scoped
+        except IntakeError as exc:
+            self.admitter.metrics.requests_refused.labels(self.name, type(exc).__name__).inc()
+            return error_response(exc)
+        idempotent = method == "GET" or path in IDEMPOTENT
+        try:
+            return await self.proxy.forward(
+                request, method, path, body, idempotent=idempotent, retried_ids=retried_ids(request)
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            # No answer at all: a 503 the SDK retries by itself.
+            return envelope(
+                503,
+                "ServiceNotAvailable",
+                "the upstream audit log did not answer; retry later",
+                None,
+                headers={"Retry-After": str(RETRY_AFTER_SECS)},
+            )
+
+    def _config_ids(self) -> set[str]:
+        """The configurations this source writes to: the only ones it may read."""
+        ids = set(self.by_config_id)
+        own = self.admitter.destination.config.config_id
+        if own:
+            ids.add(own)
+        return ids
 
     async def _body(self, request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
         check_header(request, self.config.auth)
@@ -133,16 +189,8 @@ class PangeaApi:
         if config_id is None or config_id == self.admitter.destination.config.config_id:
             return self.admitter
         if not isinstance(config_id, str) or config_id not in self.by_config_id:
-            raise ValidationFailed(
-                "unknown config_id",
-                errors=[
-                    {
-                        "code": "MissingConfigIDScope",
-                        "detail": "no destination has this config_id",
-                        "source": "/config_id",
-                    }
-                ],
-            )
+            # 403, as the audit service answers a token without access to that configuration
+            raise ConfigScopeRefused(f"The token has no access to configuration {config_id}")
         return self.by_config_id[config_id]
 
     @staticmethod
@@ -272,7 +320,7 @@ class PangeaApi:
             self._pending.popitem(last=False)
         self._pending[rid] = pending
 
-    async def get_request(self, request: web.Request) -> web.Response:
+    async def get_request(self, request: web.Request) -> web.StreamResponse:
         rid = request.match_info["request_id"]
         try:
             check_header(request, self.config.auth)
@@ -280,6 +328,8 @@ class PangeaApi:
             return error_response(exc)
         pending = self._pending.get(rid)
         if pending is None:
+            if self.proxy is not None:  # a search, export... the upstream answered 202 to
+                return await self._pass(request, "GET", f"/request/{rid}")
             return envelope(404, "NotFound", "no such request", None)
         # Remembered only once settled (see v2_log_async): the result is final.
         return answer(
