@@ -103,7 +103,7 @@ class Gateway:
         if is_loopback(host):
             return
         for name, src in self.config.sources.items():
-            if isinstance(src, WebhookSourceConfig) and src.auth is None:
+            if isinstance(src, WebhookSourceConfig) and src.auth is None and not src.callers:
                 raise ConfigError(
                     f"listening on {host} beyond loopback requires inbound auth on every webhook source",
                     f"sources.{name}.auth",

@@ -109,6 +109,10 @@ class GatewayConfig(StrictModel):
         for name, src in self.sources.items():
             if src.destination not in self.destinations:
                 raise ValueError(f"sources.{name}.destination: unknown destination {src.destination!r}")
+            for i, caller in enumerate(getattr(src, "callers", None) or []):
+                for d in caller.destinations:
+                    if d not in self.destinations:
+                        raise ValueError(f"sources.{name}.callers.{i}.destinations: unknown destination {d!r}")
         paths: dict[str, str] = {}
         for name, src in self.sources.items():
             if isinstance(src, WebhookSourceConfig):

@@ -11,6 +11,7 @@ an operation may be retried is an attribute (``retriable``), never a second hier
     │   ├── ForbiddenFieldValue     403: a field value the route's restrictions forbid
     │   ├── ConfigScopeRefused      403 MissingConfigIDScope: a config_id the caller may not use
     │   ├── AmbiguousConfig         400 AmbiguousConfigID: no config_id, and the caller may use several
+    │   ├── EndpointRefused         403 Unauthorized: an endpoint the caller's token may not call
     │   ├── PayloadTooLarge         413: body over ``max_body_bytes``
     │   ├── RequestTimeout          408: the body did not arrive in time (sources/webhook/body)
     │   ├── BodyIncomplete          400: the body stopped before its end (sources/webhook/body)
@@ -114,6 +115,13 @@ class AmbiguousConfig(IntakeError):
 
     http_status = 400
     pangea_status = "AmbiguousConfigID"
+
+
+class EndpointRefused(IntakeError):
+    """An endpoint the caller may not call: 403 Unauthorized, as the audit service answers its tokens."""
+
+    http_status = 403
+    pangea_status = "Unauthorized"
 
 
 class PayloadTooLarge(IntakeError):

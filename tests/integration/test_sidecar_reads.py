@@ -35,7 +35,8 @@ def post(url: str, body: dict[str, Any], token: str = TOKEN) -> tuple[int, dict[
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read()), dict(r.headers)
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read()), dict(e.headers)
+        with e:
+            return e.code, json.loads(e.read()), dict(e.headers)
 
 
 def test_reads_through_the_gateway_answer_as_the_audit_log_does(tmp_path: Path) -> None:

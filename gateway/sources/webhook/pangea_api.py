@@ -29,14 +29,24 @@ from gateway.sources.intake import Admission, Admitter, Candidate
 from gateway.sources.webhook.answers import RETRY_AFTER_SECS, answer, settle
 from gateway.sources.webhook.auth import check_header
 from gateway.sources.webhook.body import read_body
+from gateway.sources.webhook.callers import Caller, Callers
 from gateway.sources.webhook.config import WebhookSourceConfig
 from gateway.sources.webhook.envelope import envelope, error_response, new_request_id, now_rfc3339
-from gateway.sources.webhook.read_proxy import CONFIG_SCOPED, IDEMPOTENT, PROXIED_PATHS, ReadProxy, scoped_body
+from gateway.sources.webhook.read_proxy import (
+    CONFIG_SCOPED,
+    IDEMPOTENT,
+    PROXIED_PATHS,
+    ReadProxy,
+    config_id_of,
+    with_config_id,
+)
 
 _V1_KEYS = frozenset({"event", "verbose", "signature", "public_key", "config_id", "prev_root", "return_hash"})
 _V2_KEYS = frozenset({"events", "verbose", "config_id", "prev_root"})
 _ITEM_KEYS = frozenset({"event", "signature", "public_key"})
 MAX_EVENTS = 1000
+_BY_CONFIG_ID = frozenset({"/v1beta/config", "/v1beta/config/update", "/v1beta/config/delete"})
+"""Management calls naming a configuration by ``id``: only those the gateway (or caller) serves."""
 ASYNC_TTL_MINS = 60
 MAX_PENDING_ASYNC = 10_000
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -85,13 +95,16 @@ class PangeaApi:
         admitter: Admitter,
         by_config_id: dict[str, Admitter],
         proxy: ReadProxy | None = None,
+        callers: Callers | None = None,
     ) -> None:
-        """``proxy``: where the read and management calls go (none: those routes are not served)."""
+        """``proxy``: where the read and management calls go (none: those routes are not served);
+        ``callers``: who may call, and where each may write and read (none: ``config.auth``)."""
         self.name = name
         self.config = config
         self.admitter = admitter
         self.by_config_id = by_config_id
         self.proxy = proxy
+        self.callers = callers
         self._pending: OrderedDict[str, PendingAsync] = OrderedDict()
 
     def routes(self) -> list[web.RouteDef]:
@@ -119,15 +132,11 @@ class PangeaApi:
         """A read or management call, sent upstream (see :mod:`~gateway.sources.webhook.read_proxy`)."""
         assert self.proxy is not None
         try:
-            check_header(request, self.config.auth)
+            caller = self._identify(request, path)
             body: bytes | None = None
             if method == "POST":
                 body = await read_body(request, self.config.max_body_bytes)
-                if path in CONFIG_SCOPED:
-                    scoped = scoped_body(body, self.admitter.destination.config.config_id, self._config_ids())
-                    if isinstance(scoped, str):
-                        raise ConfigScopeRefused(f"The token has no access to configuration {scoped}")
-                    body = scoped
+                body = self._scoped(body, path, caller)
         except IntakeError as exc:
             self.admitter.metrics.requests_refused.labels(self.name, type(exc).__name__).inc()
             return error_response(exc)
@@ -146,7 +155,43 @@ class PangeaApi:
                 headers={"Retry-After": str(RETRY_AFTER_SECS)},
             )
 
-    def _config_ids(self) -> set[str]:
+    def _identify(self, request: web.Request, path: str) -> Caller | None:
+        """The caller (``callers:``), allowed to call ``path``; None when ``auth`` decides alone."""
+        if self.callers is None:
+            check_header(request, self.config.auth)
+            return None
+        caller = self.callers.identify(request)
+        caller.check_endpoint(path)
+        return caller
+
+    def _scoped(self, body: bytes, path: str, caller: Caller | None) -> bytes:
+        """A read's body, its configuration one the caller may read (``config_id`` added when implied)."""
+        if path not in CONFIG_SCOPED and path not in _BY_CONFIG_ID:
+            return body
+        is_object, given = config_id_of(body)
+        if not is_object:
+            return body  # the upstream words the error; nothing is read
+        if path in _BY_CONFIG_ID:  # a configuration by its `id`: one the caller may use
+            _, wanted = _member(body, "id")
+            if wanted is not None and wanted not in self._config_ids(caller):
+                raise ConfigScopeRefused(f"The token has no access to configuration {wanted}")
+            return body
+        if caller is not None:
+            implied = caller.admitter(given).destination.config.config_id
+        elif given is None:
+            implied = self.admitter.destination.config.config_id
+        elif isinstance(given, str) and given in self._config_ids(None):
+            implied = given
+        else:
+            raise ConfigScopeRefused(f"The token has no access to configuration {given}")
+        return with_config_id(body, implied) if given is None and implied else body
+
+    def _config_ids(self, caller: Caller | None = None) -> set[str]:
+        if caller is not None:
+            return {c for a in caller.admitters if (c := a.destination.config.config_id)}
+        return self._all_config_ids()
+
+    def _all_config_ids(self) -> set[str]:
         """The configurations this source writes to: the only ones it may read."""
         ids = set(self.by_config_id)
         own = self.admitter.destination.config.config_id
@@ -155,7 +200,6 @@ class PangeaApi:
         return ids
 
     async def _body(self, request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
-        check_header(request, self.config.auth)
         raw = await read_body(request, self.config.max_body_bytes)
         try:
             body = orjson.loads(raw)
@@ -184,8 +228,10 @@ class PangeaApi:
             )
         return body
 
-    def _admitter(self, body: dict[str, Any]) -> Admitter:
+    def _admitter(self, body: dict[str, Any], caller: Caller | None) -> Admitter:
         config_id = body.get("config_id")
+        if caller is not None:
+            return caller.admitter(config_id)
         if config_id is None or config_id == self.admitter.destination.config.config_id:
             return self.admitter
         if not isinstance(config_id, str) or config_id not in self.by_config_id:
@@ -248,14 +294,16 @@ class PangeaApi:
         resp.headers[REQUEST_ID_HEADER] = rid
         return resp
 
-    async def _admit(self, request: web.Request, rid: str, *, single: bool) -> tuple[Admission, bool]:
+    async def _admit(self, request: web.Request, rid: str, path: str) -> tuple[Admission, bool]:
         """Parse, normalize and buffer a log call's events; returns (admission, verbose).
 
         Kept apart from the waiting so the parsed body is freed before the wait: a request
         waiting on the upstream then holds only its acks and pointers.
         """
+        caller = self._identify(request, path)
+        single = path == "/v1/log"
         body = await self._body(request, _V1_KEYS if single else _V2_KEYS)
-        admitter = self._admitter(body)
+        admitter = self._admitter(body, caller)
         verbose = bool(body.get("verbose"))
         cands = [self._candidate({k: body[k] for k in _ITEM_KEYS if k in body}, "")] if single else self._events(body)
         adm = await admitter.admit(
@@ -270,7 +318,7 @@ class PangeaApi:
 
     async def v1_log(self, request: web.Request) -> web.Response:
         async def handle(request: web.Request, rid: str, rtime: str) -> web.Response:
-            adm, verbose = await self._admit(request, rid, single=True)
+            adm, verbose = await self._admit(request, rid, "/v1/log")
             status = await settle(adm, self.config.ack_timeout_secs)
             results = adm.group.results or []
             result = _shape(results[0], verbose) if results and results[0] is not None else {}
@@ -280,7 +328,7 @@ class PangeaApi:
 
     async def v2_log(self, request: web.Request) -> web.Response:
         async def handle(request: web.Request, rid: str, rtime: str) -> web.Response:
-            adm, verbose = await self._admit(request, rid, single=False)
+            adm, verbose = await self._admit(request, rid, "/v2/log")
             status = await settle(adm, self.config.ack_timeout_secs)
             return answer(status, adm, _bulk_result(adm, verbose), request_id=rid, request_time=rtime)
 
@@ -288,7 +336,7 @@ class PangeaApi:
 
     async def v2_log_async(self, request: web.Request) -> web.Response:
         async def handle(request: web.Request, rid: str, rtime: str) -> web.Response:
-            adm, verbose = await self._admit(request, rid, single=False)
+            adm, verbose = await self._admit(request, rid, "/v2/log_async")
             # 202 promises what a 2xx from /v2/log does, so it waits for the same acks: the
             # events durable in the spool or Kafka buffer, or (memory buffer) accepted upstream.
             # A memory buffer loses what a stop or a crash catches in it; a 202 given before the
@@ -323,7 +371,7 @@ class PangeaApi:
     async def get_request(self, request: web.Request) -> web.StreamResponse:
         rid = request.match_info["request_id"]
         try:
-            check_header(request, self.config.auth)
+            self._identify(request, "/request")
         except IntakeError as exc:
             return error_response(exc)
         pending = self._pending.get(rid)
@@ -339,6 +387,14 @@ class PangeaApi:
             request_id=rid,
             request_time=pending.request_time,
         )
+
+
+def _member(body: bytes, name: str) -> tuple[bool, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False, None
+    return (True, parsed.get(name)) if isinstance(parsed, dict) else (False, None)
 
 
 def _shape(result: Any, verbose: bool) -> dict[str, Any]:

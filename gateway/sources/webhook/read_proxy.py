@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 import aiohttp
@@ -41,7 +41,15 @@ from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CONFIG_SCOPED", "IDEMPOTENT", "MAX_ATTEMPTS", "PROXIED_PATHS", "ReadProxy", "scoped_body"]
+__all__ = [
+    "CONFIG_SCOPED",
+    "IDEMPOTENT",
+    "MAX_ATTEMPTS",
+    "PROXIED_PATHS",
+    "ReadProxy",
+    "config_id_of",
+    "with_config_id",
+]
 
 IDEMPOTENT: Final = frozenset(
     {
@@ -169,24 +177,19 @@ async def _stream_back(request: web.Request, resp: aiohttp.ClientResponse) -> we
     return out
 
 
-def scoped_body(body: bytes, default_config_id: str | None, allowed: Collection[str]) -> bytes | str:
-    """``body`` with ``config_id`` set to ``default_config_id`` when it names none; a ``str``
-    (the offending value, for the error) when it names one outside ``allowed``.
-
-    A body that is not a JSON object is returned as it is: the upstream words that error.
-    """
+def config_id_of(body: bytes) -> tuple[bool, Any]:
+    """(whether ``body`` is a JSON object, its ``config_id`` member or None)."""
     try:
         parsed: Any = orjson.loads(body) if body.strip() else {}
     except orjson.JSONDecodeError:
-        return body
+        return False, None
     if not isinstance(parsed, dict):
-        return body
-    given = parsed.get("config_id")
-    if given is None:
-        if default_config_id is None:
-            return body
-        parsed["config_id"] = default_config_id
-        return orjson.dumps(parsed)
-    if not isinstance(given, str) or given not in allowed:
-        return str(given)
-    return body
+        return False, None
+    return True, parsed.get("config_id")
+
+
+def with_config_id(body: bytes, config_id: str) -> bytes:
+    """``body`` (a JSON object, possibly empty) with ``config_id`` set."""
+    parsed: dict[str, Any] = orjson.loads(body) if body.strip() else {}
+    parsed["config_id"] = config_id
+    return orjson.dumps(parsed)

@@ -17,6 +17,7 @@ from gateway.sinks.deadletter.base import DeadLetterStore
 from gateway.sinks.pangea.config import UpstreamConfig
 from gateway.sources.intake import Admitter
 from gateway.sources.webhook.body import BODY_TIMEOUT_SECS
+from gateway.sources.webhook.callers import Callers
 from gateway.sources.webhook.config import IntakeServerConfig, WebhookSourceConfig
 from gateway.sources.webhook.envelope import envelope
 from gateway.sources.webhook.hec_routes import HecRoute
@@ -59,7 +60,16 @@ class WebhookSource:
                 if d.config.config_id
             }
             proxy = ReadProxy(upstream, metrics) if upstream is not None else None
-            self.handler = PangeaApi(name, config, admitter, by_id, proxy)
+            callers = None
+            if config.callers is not None:
+
+                def caller_admitter(dest_name: str, limits: dict[str, list[str]] | None) -> Admitter:
+                    # A caller's own restrictions, else the source's.
+                    own = restrictions.checker(limits) if limits is not None else check
+                    return Admitter(name, destinations[dest_name], metrics, deadletters, own, dedup)
+
+                callers = Callers(config.callers, caller_admitter)
+            self.handler = PangeaApi(name, config, admitter, by_id, proxy, callers)
         elif config.format == "splunk_hec":
             self.handler = HecRoute(name, config, admitter)
         else:
