@@ -19,6 +19,8 @@ class Batch:
 
     destination: str
     events: list[Event]
+    credential: str | None = None
+    """Every event's :attr:`~gateway.event.Event.credential` (batches are formed per credential)."""
     ack: BatchAck = field(init=False)
 
     def __post_init__(self) -> None:
@@ -41,6 +43,17 @@ class Batch:
         if verbose:
             tail += b',"verbose":true'
         return head + b",".join(items) + tail + b"}"
+
+    @staticmethod
+    def split(destination: str, events: list[Event]) -> list[Batch]:
+        """``events`` as batches of one credential each (one batch, in the common case)."""
+        first = events[0].credential
+        if all(e.credential == first for e in events):
+            return [Batch(destination, events, first)]
+        groups: dict[str | None, list[Event]] = {}
+        for e in events:
+            groups.setdefault(e.credential, []).append(e)
+        return [Batch(destination, group, cred) for cred, group in groups.items()]
 
     def resolve_all(self, status: AckStatus, detail: object = None) -> None:
         self.ack.resolve(status, [detail] * len(self.events) if detail is not None else None)

@@ -35,6 +35,9 @@ class Event(msgspec.Struct, eq=False, gc=False):
     """Source-given id (Auth0 ``log_id``, Okta ``uuid``...) for de-duplication, if any."""
     want_envelope: bool = False
     """The source wants the upstream's envelope back (a verbose SDK call)."""
+    credential: str | None = None
+    """``Authorization`` to deliver it with instead of the gateway's own (a pass-through caller's
+    token, issue 14); memory only: a buffer that stores items does not keep it."""
 
     @property
     def size(self) -> int:

@@ -124,11 +124,18 @@ class WebhookAuth(StrictModel):
     signature: SignatureAuth | None = Field(
         default=None, description="A timestamped HMAC signature (Stripe, Slack, or described) with a replay window."
     )
+    pass_through: bool = Field(
+        default=False,
+        description=(
+            "Format `pangea`: the caller's own bearer token is sent upstream with its calls, and the upstream"
+            " decides what it may read (and, once the delivery side carries it, write)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
-        names = ("value", "hmac_sha256_secret", "splunk_token", "signature")
-        kinds = [k for k in names if getattr(self, k) is not None]
+        names = ("value", "hmac_sha256_secret", "splunk_token", "signature", "pass_through")
+        kinds = [k for k in names if getattr(self, k) not in (None, False)]
         if len(kinds) != 1:
             raise ValueError(f"give exactly one of {', '.join(names)} (got {kinds or 'none'})")
         return self
@@ -227,6 +234,8 @@ class WebhookSourceConfig(StrictModel):
             raise ValueError("records: only for format firehose")
         if self.auth is not None and self.auth.signature is not None and self.format in ("pangea", "splunk_hec"):
             raise ValueError(f"auth.signature: not for format {self.format} (it has its own token auth)")
+        if self.auth is not None and self.auth.pass_through and self.format != "pangea":
+            raise ValueError("auth.pass_through: only for format pangea")
         if self.callers is not None:
             if self.format != "pangea":
                 raise ValueError("callers: only for format pangea")

@@ -13,6 +13,7 @@ a 503 by itself (see :func:`sdk_retriable`).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from typing import Any
@@ -22,7 +23,14 @@ import orjson
 from aiohttp import web
 
 from gateway.acks import AckStatus
-from gateway.errors import BufferFull, ConfigScopeRefused, GatewayUnavailable, IntakeError, ValidationFailed
+from gateway.errors import (
+    AuthError,
+    BufferFull,
+    ConfigScopeRefused,
+    GatewayUnavailable,
+    IntakeError,
+    ValidationFailed,
+)
 from gateway.normalize.limits import check_depth
 from gateway.normalize.vendors.pangea import signature_of
 from gateway.sources.intake import Admission, Admitter, Candidate
@@ -49,6 +57,9 @@ _BY_CONFIG_ID = frozenset({"/v1beta/config", "/v1beta/config/update", "/v1beta/c
 """Management calls naming a configuration by ``id``: only those the gateway (or caller) serves."""
 ASYNC_TTL_MINS = 60
 MAX_PENDING_ASYNC = 10_000
+SCOPE_TTL_SECS = 60.0
+"""How long the upstream's word on a pass-through token's configurations is kept."""
+MAX_SCOPES = 10_000
 REQUEST_ID_HEADER = "X-Request-Id"
 RETRIED_HEADER = "X-Pangea-Retried-Request-Ids"
 
@@ -105,6 +116,8 @@ class PangeaApi:
         self.by_config_id = by_config_id
         self.proxy = proxy
         self.callers = callers
+        self.pass_through = config.auth is not None and config.auth.pass_through
+        self._scopes: OrderedDict[tuple[bytes, str], tuple[float, tuple[int, str, str]]] = OrderedDict()
         self._pending: OrderedDict[str, PendingAsync] = OrderedDict()
 
     def routes(self) -> list[web.RouteDef]:
@@ -143,7 +156,13 @@ class PangeaApi:
         idempotent = method == "GET" or path in IDEMPOTENT
         try:
             return await self.proxy.forward(
-                request, method, path, body, idempotent=idempotent, retried_ids=retried_ids(request)
+                request,
+                method,
+                path,
+                body,
+                idempotent=idempotent,
+                authorization=request.headers["Authorization"] if self.pass_through else None,
+                retried_ids=retried_ids(request),
             )
         except (aiohttp.ClientError, TimeoutError, OSError):
             # No answer at all: a 503 the SDK retries by itself.
@@ -157,6 +176,11 @@ class PangeaApi:
 
     def _identify(self, request: web.Request, path: str) -> Caller | None:
         """The caller (``callers:``), allowed to call ``path``; None when ``auth`` decides alone."""
+        if self.pass_through:
+            given = request.headers.get("Authorization", "")
+            if not given.startswith("Bearer ") or not given[7:].strip():
+                raise AuthError("a bearer token is required (it is sent upstream with the call)")
+            return None
         if self.callers is None:
             check_header(request, self.config.auth)
             return None
@@ -166,8 +190,8 @@ class PangeaApi:
 
     def _scoped(self, body: bytes, path: str, caller: Caller | None) -> bytes:
         """A read's body, its configuration one the caller may read (``config_id`` added when implied)."""
-        if path not in CONFIG_SCOPED and path not in _BY_CONFIG_ID:
-            return body
+        if self.pass_through or (path not in CONFIG_SCOPED and path not in _BY_CONFIG_ID):
+            return body  # pass-through: the caller's own token is sent, the upstream decides
         is_object, given = config_id_of(body)
         if not is_object:
             return body  # the upstream words the error; nothing is read
@@ -303,7 +327,8 @@ class PangeaApi:
         caller = self._identify(request, path)
         single = path == "/v1/log"
         body = await self._body(request, _V1_KEYS if single else _V2_KEYS)
-        admitter = self._admitter(body, caller)
+        credential = request.headers["Authorization"] if self.pass_through else None
+        admitter = await self._pass_through_admitter(body, credential) if credential else self._admitter(body, caller)
         verbose = bool(body.get("verbose"))
         cands = [self._candidate({k: body[k] for k in _ITEM_KEYS if k in body}, "")] if single else self._events(body)
         adm = await admitter.admit(
@@ -312,9 +337,72 @@ class PangeaApi:
             want_envelope=verbose,
             request_key=rid,
             retried_keys=retried_ids(request),
-            pointer_template="" if single else "/events/{}/event",
+            pointer_template="/event" if single else "/events/{}/event",
+            credential=credential,
         )
         return adm, verbose
+
+    async def _pass_through_admitter(self, body: dict[str, Any], authorization: str) -> Admitter:
+        """The destination of a pass-through write, decided as the upstream decides for the token.
+
+        The caller's token is asked ``/v1/schema`` (cached for :data:`SCOPE_TTL_SECS`): the
+        upstream's own answer says whether it may use the configuration named, or which one
+        it means when none is (its ``AmbiguousConfigID``, ``MissingConfigIDScope`` and
+        ``Unauthorized`` are answered as they are).  Its events then go upstream with it.
+        """
+        served = {a.destination.config.config_id: a for a in (self.admitter, *self.by_config_id.values())}
+        config_id = body.get("config_id")
+        if config_id is not None:
+            admitter = served.get(config_id) if isinstance(config_id, str) else None
+            if admitter is None:
+                raise ConfigScopeRefused(f"The token has no access to configuration {config_id}")
+            refusal = await self._scope(authorization, config_id, required=False)
+            if refusal is not None:
+                raise refusal
+            return admitter
+        refusal = await self._scope(authorization, None, required=True)
+        if refusal is not None:
+            raise refusal
+        mine = [a for cid, a in served.items() if cid and await self._scope(authorization, cid, required=False) is None]
+        if len(mine) != 1:
+            raise ConfigScopeRefused("The token has access to no configuration this gateway serves")
+        return mine[0]
+
+    async def _scope(self, authorization: str, config_id: str | None, *, required: bool) -> IntakeError | None:
+        """None when the upstream lets ``authorization`` use ``config_id`` (None: its only one),
+        else the refusal to answer.  ``required``: an answer that cannot tell (the token may not
+        call /v1/schema) is a refusal too; otherwise it is left to the delivery to find out."""
+        assert self.proxy is not None
+        key = (hashlib.sha256(authorization.encode("utf-8", "surrogateescape")).digest(), config_id or "")
+        now = time.monotonic()
+        cached = self._scopes.get(key)
+        if cached is not None and cached[0] > now:
+            status, pangea_status, summary = cached[1]
+        else:
+            body = orjson.dumps({"config_id": config_id} if config_id else {})
+            try:
+                status, pangea_status, summary = await self.proxy.probe("/v1/schema", body, authorization)
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                status, pangea_status, summary = 503, "", ""
+            if status < 500 and status != 429:
+                self._scopes[key] = (now + SCOPE_TTL_SECS, (status, pangea_status, summary))
+                while len(self._scopes) > MAX_SCOPES:
+                    self._scopes.popitem(last=False)
+        if status == 200:
+            return None
+        if status >= 500 or status == 429:
+            return GatewayUnavailable("the upstream audit log is busy; retry later", retry_after_secs=RETRY_AFTER_SECS)
+        if status == 403 and pangea_status == "Unauthorized":  # no /v1/schema scope: cannot tell
+            if not required:
+                return None
+            return ValidationFailed(
+                "this token must name config_id: the gateway cannot ask the upstream which configuration it means",
+                errors=[{"code": "MissingConfigID", "detail": "config_id is required", "source": "/config_id"}],
+            )
+        refusal = IntakeError(summary or "refused by the upstream audit log")
+        refusal.http_status = status
+        refusal.pangea_status = pangea_status or "ValidationError"
+        return refusal
 
     async def v1_log(self, request: web.Request) -> web.Response:
         async def handle(request: web.Request, rid: str, rtime: str) -> web.Response:

@@ -76,6 +76,7 @@ CONFIG_SCOPED: Final = frozenset({"/v1/search", "/v1/root", "/v1/export", "/v1/s
 MAX_ATTEMPTS: Final = 3
 """Attempts of an idempotent call: the app waits on it, and the SDK retries a 5xx itself too."""
 _CHUNK: Final = 64 * 1024
+_PROBE_MAX: Final = 256 * 1024
 _PASSED_HEADERS: Final = ("Content-Type", "Content-Disposition", "Retry-After", "X-Request-Id")
 
 
@@ -158,6 +159,25 @@ class ReadProxy:
             finally:
                 resp.release()
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+
+    async def probe(self, path: str, body: bytes, authorization: str) -> tuple[int, str, str]:
+        """One small call for the gateway itself (not streamed): (HTTP status, Pangea status, summary).
+
+        Raises :class:`aiohttp.ClientError` / :class:`TimeoutError` when no answer came.
+        """
+        session, _ = self._client()
+        headers = request_headers(authorization, (), json_body=True)
+        async with session.post(join_url(self.upstream.url, path), data=body, headers=headers) as resp:
+            raw = await resp.content.read(_PROBE_MAX)
+            self.metrics.upstream_requests.labels(path.strip("/"), str(resp.status)).inc()
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            return resp.status, "", ""
+        status, summary = parsed.get("status"), parsed.get("summary")
+        return resp.status, status if isinstance(status, str) else "", summary if isinstance(summary, str) else ""
 
 
 async def _stream_back(request: web.Request, resp: aiohttp.ClientResponse) -> web.StreamResponse:
