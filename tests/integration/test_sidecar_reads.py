@@ -20,7 +20,7 @@ from pangea.config import PangeaConfig
 from pangea.services import Audit
 from pangea.services.audit.models import DownloadFormat, EventVerification, SearchOrder
 
-from tests.support.procs import gateway
+from tests.support.procs import gateway, local_audit
 
 TOKEN = "pts_sidecar_reads_token"
 
@@ -37,6 +37,13 @@ def post(url: str, body: dict[str, Any], token: str = TOKEN) -> tuple[int, dict[
     except urllib.error.HTTPError as e:
         with e:
             return e.code, json.loads(e.read()), dict(e.headers)
+
+
+def calls_by_endpoint(upstream_url: str) -> dict[str, int]:
+    req = urllib.request.Request(upstream_url + "/_stats", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        calls: dict[str, int] = json.loads(r.read())["result"]["calls_by_endpoint"]
+    return calls
 
 
 def test_reads_through_the_gateway_answer_as_the_audit_log_does(tmp_path: Path) -> None:
@@ -92,3 +99,33 @@ def test_reads_through_the_gateway_answer_as_the_audit_log_does(tmp_path: Path) 
         # a configuration the gateway does not serve cannot be read through it
         status, body, _ = post(gw.url() + "/v1/search", {"query": "", "config_id": "pci_not_served_here"})
         assert (status, body["status"]) == (403, "MissingConfigIDScope")
+
+
+def test_idempotent_reads_are_retried_with_the_sinks_classifier_and_others_sent_once(tmp_path: Path) -> None:
+    up_dir = tmp_path / "upstream"
+    up_dir.mkdir()
+    with local_audit(up_dir, TOKEN, "--enable-test-faults", "--fault-outage") as upstream:
+        cfg = tmp_path / "gateway.yaml"
+        cfg.write_text(
+            f"""
+upstream:
+  url: {upstream.url("local_audit")}
+  token: {TOKEN}
+  retry: {{initial_backoff_secs: 0.01, max_backoff_secs: 0.05}}
+destinations:
+  default: {{}}
+sources:
+  sdk: {{type: webhook, format: pangea, destination: default}}
+"""
+        )
+        with gateway(tmp_path, config=cfg) as gw:
+            before = calls_by_endpoint(upstream.url("local_audit"))
+            status, body, _ = post(gw.url() + "/v1/root", {})
+            # The upstream's own answer, unchanged, once its retries are spent...
+            assert (status, body["status"]) == (503, "ServiceNotAvailable")
+            status, body, _ = post(gw.url() + "/v1/export", {})
+            assert (status, body["status"]) == (503, "ServiceNotAvailable")
+            after = calls_by_endpoint(upstream.url("local_audit"))
+    calls = {k: after.get(k, 0) - before.get(k, 0) for k in ("v1/root", "v1/export")}
+    # ...the idempotent read sent MAX_ATTEMPTS times, the export (it starts a job) once.
+    assert calls == {"v1/root": 3, "v1/export": 1}
