@@ -132,12 +132,14 @@ class Admitter:
         retried_keys: Sequence[str] = (),
         pointer_template: str = "/{}",
         credential: str | None = None,
+        v1_members: bytes | None = None,
     ) -> Admission:
         """Buffer the valid candidates (raises BufferFull, admitting none) and report the rest.
 
         ``request_key`` / ``retried_keys``: this request's id and those of earlier attempts of
         the same request (``X-Pangea-Retried-Request-Ids``), for de-duplication.
         ``credential``: the ``Authorization`` to deliver these events with (a pass-through caller's).
+        ``v1_members``: deliver each alone to ``/v1/log`` with these members (see ``Event``).
         """
         self._m_received.inc(len(candidates))
         valid, invalid = self.prepare(candidates)
@@ -145,7 +147,7 @@ class Admitter:
         tracker = self.dedup.tracker(self.source, request_key, retried_keys) if self.dedup is not None else None
         group = AckGroup(len(valid), keep_results=keep_results, on_done=tracker.done if tracker else None)
         events = [
-            Event(item, group.ack(n), self.source, cand.dedup_key, want_envelope, credential)
+            Event(item, group.ack(n), self.source, cand.dedup_key, want_envelope, v1_members, credential)
             for n, (_i, item, cand) in enumerate(valid)
         ]
         if tracker is not None:

@@ -94,3 +94,21 @@ def test_the_sdks_logging_calls_get_the_same_outcome_through_the_gateway_as_dire
     assert stamps["offset signed=True"] == "2026-12-02T13:48:52.000123+02:00"
     assert stamps["offset whole second signed=True"] == "2026-12-02T13:48:52.000000+02:00"
     assert stamps["utc whole second signed=True"] == "2026-12-02T11:48:52.000000Z"
+
+
+def test_log_with_verify_gives_the_same_membership_and_consistency_results_as_directly(tmp_path: Path) -> None:
+    with gateway(tmp_path, env={"AUDIT_GATEWAY_LOCAL_TOKEN": TOKEN}) as gw:
+        via = Audit("any", config=PangeaConfig(base_url_template=gw.url()))
+        direct = Audit(TOKEN, config=PangeaConfig(base_url_template=gw.url("local_audit")))
+
+        def verifications(audit: Audit, tag: str) -> list[tuple[Any, Any]]:
+            out = []
+            for i in range(3):  # the 2nd and 3rd send prev_root: the root the previous answer gave
+                r = audit.log(f"verified {i}", actor=tag, verbose=True, verify=True)
+                assert r.result is not None and r.result.envelope is not None
+                out.append((r.result.membership_verification, r.result.consistency_verification))
+            return out
+
+        got, want = verifications(via, "via"), verifications(direct, "direct")
+    assert got == want
+    assert got[1:] == [(EventVerification.PASS, EventVerification.PASS)] * 2

@@ -236,7 +236,10 @@ class PangeaSink:
                 return
             events = batch.events if len(pending) == n else [batch.events[i] for i in pending]
             verbose = any(map(_wants_envelope, events))
-            body = batch.body(self.config_id, verbose=verbose, events=events)
+            # A verbose SDK log() goes alone to /v1/log: only its answer carries the proofs.
+            v1 = batch.v1_body(self.config_id)
+            path = "/v1/log" if v1 is not None else self._path
+            body = v1 if v1 is not None else batch.body(self.config_id, verbose=verbose, events=events)
             if not observed:
                 self._metrics.batch_events.labels(self.destination).observe(n)
                 self._metrics.batch_bytes.labels(self.destination).observe(len(body))
@@ -246,7 +249,7 @@ class PangeaSink:
             error: BaseException | None = None
             bound = _MAX_ANSWER_BYTES + 2 * len(body)
             try:
-                answer = await self._request("POST", self._path, self._path, body, retried_ids, max_answer_bytes=bound)
+                answer = await self._request("POST", path, path, body, retried_ids, max_answer_bytes=bound)
                 if answer.status != 200:  # a 200's request id is not needed, nor its body parsed
                     _note_request_id(answer, retried_ids)
                 if answer.status == 202:
@@ -259,6 +262,9 @@ class PangeaSink:
                 return
 
             if answer is not None and answer.status == 200:
+                if v1 is not None and answer.pangea_status == "Success" and isinstance(answer.result, dict):
+                    self._deliver_results(batch, pending, answer, single=True)
+                    return
                 if answer.stored_all(len(pending)):
                     self._deliver_results(batch, pending, answer)
                     return
@@ -331,14 +337,14 @@ class PangeaSink:
             assert answer is not None
             pending = await self._rejected(batch, pending, answer, caller=batch.credential is not None)
 
-    def _deliver_results(self, batch: Batch, pending: list[int], answer: Answer) -> None:
+    def _deliver_results(self, batch: Batch, pending: list[int], answer: Answer, *, single: bool = False) -> None:
         # pending holds distinct ascending indexes: as many as the batch is every one of them.
         # The results are read only if a receiver keeps them: not for Kafka offsets, spool rows.
         # (answer.stored_all checked that there is one per event.)
         batch.ack.resolve_many(
             None if len(pending) == len(batch) else pending,
             AckStatus.DELIVERED,
-            lambda: self._results(answer, len(pending)),
+            (lambda: [answer.result]) if single else (lambda: self._results(answer, len(pending))),
         )
         self._metrics.events_forwarded.labels(self.destination).inc(len(pending))
         self._problem = None

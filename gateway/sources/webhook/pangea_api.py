@@ -339,6 +339,7 @@ class PangeaApi:
             retried_keys=retried_ids(request),
             pointer_template="/event" if single else "/events/{}/event",
             credential=credential,
+            v1_members=_v1_members(body) if single and verbose else None,
         )
         return adm, verbose
 
@@ -475,6 +476,17 @@ class PangeaApi:
             request_id=rid,
             request_time=pending.request_time,
         )
+
+
+def _v1_members(body: dict[str, Any]) -> bytes:
+    """What a verbose /v1/log call sends beside its event: ``verbose`` and its ``prev_root``,
+    so the answer carries ``unpublished_root``, ``membership_proof`` and ``consistency_proof``
+    (the SDK's ``log(verify=True)`` checks them)."""
+    out = b',"verbose":true'
+    prev_root = body.get("prev_root")
+    if isinstance(prev_root, str):
+        out += b',"prev_root":' + orjson.dumps(prev_root)
+    return out
 
 
 def _member(body: bytes, name: str) -> tuple[bool, Any]:
