@@ -112,3 +112,18 @@ def test_log_with_verify_gives_the_same_membership_and_consistency_results_as_di
         got, want = verifications(via, "via"), verifications(direct, "direct")
     assert got == want
     assert got[1:] == [(EventVerification.PASS, EventVerification.PASS)] * 2
+
+
+def test_log_stream_through_the_gateway_as_directly(tmp_path: Path) -> None:
+    def stream(tag: str) -> dict[str, Any]:
+        data = {"date": "2026-12-02T11:48:52.193Z", "type": "s", "description": f"stream {tag}", "user_id": tag}
+        return {"logs": [{"log_id": f"log-{tag}", "data": data}]}
+
+    with gateway(tmp_path, env={"AUDIT_GATEWAY_LOCAL_TOKEN": TOKEN}) as gw:
+        via = Audit("any", config=PangeaConfig(base_url_template=gw.url()))
+        direct = Audit(TOKEN, config=PangeaConfig(base_url_template=gw.url("local_audit")))
+        got, want = via.log_stream(stream("via")), direct.log_stream(stream("direct"))
+        assert (got.http_status, got.status) == (want.http_status, want.status) == (200, "Success")
+        found = direct.search('message:"stream"', verify_events=False)
+        assert found.result is not None
+        assert len(found.result.events) == 2
