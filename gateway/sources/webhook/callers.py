@@ -1,7 +1,9 @@
 """Who calls a ``format: pangea`` source, and what each caller may do (``callers:``, issue 14).
 
 A caller is identified by its bearer token (compared in constant time against every caller's,
-so timing tells nothing).  Its destinations decide the configuration of each call, as the
+so timing tells nothing).  A ``token_file`` is re-read when it changes (a rotated Kubernetes
+Secret), by the same :class:`~gateway.sinks.pangea.auth.TokenFile` the upstream token uses.
+Its destinations decide the configuration of each call, as the
 audit service decides it for its own service tokens:
 
 * ``config_id`` given: it must be that of one of the caller's destinations, else
@@ -23,10 +25,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gateway.errors import AmbiguousConfig, AuthError, ConfigError, ConfigScopeRefused, EndpointRefused
+from gateway.errors import AmbiguousConfig, AuthError, ConfigError, ConfigScopeRefused, EndpointRefused, GatewayError
+from gateway.sinks.pangea.auth import Credentials, StaticToken, TokenFile
 from gateway.sources.intake import Admitter
 from gateway.sources.webhook.auth import header_bytes
 from gateway.sources.webhook.config import CallerConfig
+from gateway.telemetry.metrics import Metrics
 
 __all__ = ["ENDPOINT_GROUPS", "Caller", "Callers"]
 
@@ -54,7 +58,8 @@ class Caller:
     """One configured caller, ready to serve."""
 
     index: int
-    token: bytes
+    token: Credentials
+    """Its ``Authorization`` value (``Bearer <token>``), from the configuration or its file."""
     admitters: tuple[Admitter, ...]
     """One per destination it may use (with its restrictions), in the order configured."""
     endpoints: frozenset[str] | None
@@ -87,42 +92,50 @@ class Callers:
     """The callers of one source; :meth:`identify` finds a request's."""
 
     def __init__(
-        self, configs: list[CallerConfig], admitter: Callable[[str, dict[str, list[str]] | None], Admitter]
+        self,
+        configs: list[CallerConfig],
+        admitter: Callable[[str, dict[str, list[str]] | None], Admitter],
+        metrics: Metrics | None = None,
     ) -> None:
         """``admitter(destination name, restrictions)`` builds the admitter of one destination."""
         self._callers: list[Caller] = []
         for i, c in enumerate(configs):
+            token: Credentials
             if c.token is not None:
-                token = c.token.get_secret_value()
+                token = StaticToken(c.token)
             else:
                 assert c.token_file is not None
-                token = _read_token(c.token_file, f"callers.{i}.token_file")
+                _read_token(c.token_file, f"callers.{i}.token_file")  # fail at start, not on a call
+                token = TokenFile(c.token_file, metrics)
             self._callers.append(
                 Caller(
                     i,
-                    f"Bearer {token}".encode(),
+                    token,
                     tuple(admitter(d, c.restrictions) for d in c.destinations),
                     frozenset(c.endpoints) if c.endpoints is not None else None,
                 )
             )
 
-    def identify(self, request: web.Request) -> Caller:
+    async def identify(self, request: web.Request) -> Caller:
         """The caller whose token the request's ``Authorization`` carries; 401 for none."""
         given = header_bytes(request.headers.get("Authorization", ""))
         found: Caller | None = None
         for caller in self._callers:  # every one compared: the time taken names none
-            if hmac.compare_digest(given, caller.token) and found is None:
+            try:
+                expected = (await caller.token.authorization()).encode()
+            except GatewayError:  # its file vanished before it was ever read: no match
+                continue
+            if hmac.compare_digest(given, expected) and found is None:
                 found = caller
         if found is None:
             raise AuthError("missing or invalid credentials")
         return found
 
 
-def _read_token(path: Path, where: str) -> str:
+def _read_token(path: Path, where: str) -> None:
     try:
         token = path.read_text().strip()
     except OSError as exc:
         raise ConfigError(f"cannot read the token file: {exc.strerror or exc}", where) from None
     if not token:
         raise ConfigError("the token file is empty", where)
-    return token

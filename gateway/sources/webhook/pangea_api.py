@@ -145,7 +145,7 @@ class PangeaApi:
         """A read or management call, sent upstream (see :mod:`~gateway.sources.webhook.read_proxy`)."""
         assert self.proxy is not None
         try:
-            caller = self._identify(request, path)
+            caller = await self._identify(request, path)
             body: bytes | None = None
             if method == "POST":
                 body = await read_body(request, self.config.max_body_bytes)
@@ -174,7 +174,7 @@ class PangeaApi:
                 headers={"Retry-After": str(RETRY_AFTER_SECS)},
             )
 
-    def _identify(self, request: web.Request, path: str) -> Caller | None:
+    async def _identify(self, request: web.Request, path: str) -> Caller | None:
         """The caller (``callers:``), allowed to call ``path``; None when ``auth`` decides alone."""
         if self.pass_through:
             given = request.headers.get("Authorization", "")
@@ -184,7 +184,7 @@ class PangeaApi:
         if self.callers is None:
             check_header(request, self.config.auth)
             return None
-        caller = self.callers.identify(request)
+        caller = await self.callers.identify(request)
         caller.check_endpoint(path)
         return caller
 
@@ -324,7 +324,7 @@ class PangeaApi:
         Kept apart from the waiting so the parsed body is freed before the wait: a request
         waiting on the upstream then holds only its acks and pointers.
         """
-        caller = self._identify(request, path)
+        caller = await self._identify(request, path)
         single = path == "/v1/log"
         body = await self._body(request, _V1_KEYS if single else _V2_KEYS)
         credential = request.headers["Authorization"] if self.pass_through else None
@@ -460,7 +460,7 @@ class PangeaApi:
     async def get_request(self, request: web.Request) -> web.StreamResponse:
         rid = request.match_info["request_id"]
         try:
-            self._identify(request, "/request")
+            await self._identify(request, "/request")
         except IntakeError as exc:
             return error_response(exc)
         pending = self._pending.get(rid)

@@ -68,7 +68,7 @@ class WebhookSource:
                     own = restrictions.checker(limits) if limits is not None else check
                     return Admitter(name, destinations[dest_name], metrics, deadletters, own, dedup)
 
-                callers = Callers(config.callers, caller_admitter)
+                callers = Callers(config.callers, caller_admitter, metrics)
             self.handler = PangeaApi(name, config, admitter, by_id, proxy, callers)
         elif config.format == "splunk_hec":
             self.handler = HecRoute(name, config, admitter)
