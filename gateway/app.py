@@ -295,7 +295,7 @@ class Gateway:
 
     def _webhook_sources(self, config: GatewayConfig, destinations: dict[str, Destination]) -> list[WebhookSource]:
         return [
-            WebhookSource(n, s, destinations, self.metrics, self.deadletters, dedup=self.dedup)  # type: ignore[arg-type]
+            WebhookSource(n, s, destinations, self.metrics, self.deadletters, dedup=self.dedup, upstream=self.upstream)  # type: ignore[arg-type]
             for n, s in config.sources.items()
             if isinstance(s, WebhookSourceConfig)
         ]

@@ -19,6 +19,8 @@ class Batch:
 
     destination: str
     events: list[Event]
+    credential: str | None = None
+    """Every event's :attr:`~gateway.event.Event.credential` (batches are formed per credential)."""
     ack: BatchAck = field(init=False)
 
     def __post_init__(self) -> None:
@@ -41,6 +43,30 @@ class Batch:
         if verbose:
             tail += b',"verbose":true'
         return head + b",".join(items) + tail + b"}"
+
+    @staticmethod
+    def split(destination: str, events: list[Event]) -> list[Batch]:
+        """``events`` as batches of one credential each (one batch, in the common case)."""
+        first = events[0].credential
+        if all(e.credential == first and e.v1_members is None for e in events):
+            return [Batch(destination, events, first)]
+        groups: dict[str | None, list[Event]] = {}
+        alone: list[Batch] = []  # /v1/log calls: one event each
+        for e in events:
+            if e.v1_members is not None:
+                alone.append(Batch(destination, [e], e.credential))
+            else:
+                groups.setdefault(e.credential, []).append(e)
+        return [Batch(destination, group, cred) for cred, group in groups.items()] + alone
+
+    def v1_body(self, config_id: str | None) -> bytes | None:
+        """The ``/v1/log`` body of a batch of one event with ``v1_members``; None for others."""
+        tail = self.events[0].v1_members if len(self.events) == 1 else None
+        if tail is None:
+            return None
+        if config_id is not None:
+            tail += b',"config_id":' + orjson.dumps(config_id)
+        return self.events[0].item[:-1] + tail + b"}"
 
     def resolve_all(self, status: AckStatus, detail: object = None) -> None:
         self.ack.resolve(status, [detail] * len(self.events) if detail is not None else None)

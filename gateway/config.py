@@ -133,6 +133,16 @@ class GatewayConfig(StrictModel):
         for name, src in self.sources.items():
             if src.destination not in self.destinations:
                 raise ValueError(f"sources.{name}.destination: unknown destination {src.destination!r}")
+            for i, caller in enumerate(getattr(src, "callers", None) or []):
+                for d in caller.destinations:
+                    if d not in self.destinations:
+                        raise ValueError(f"sources.{name}.callers.{i}.destinations: unknown destination {d!r}")
+        for name, src in self.sources.items():
+            auth = getattr(src, "auth", None)
+            if auth is not None and auth.pass_through and self.buffer.type != "memory":
+                # A stored event keeps its item only: delivered later, it would go with the
+                # gateway's credential, not its caller's.
+                raise ValueError(f"sources.{name}.auth.pass_through: needs buffer type memory")
         paths: dict[str, str] = {}
         for name, src in self.sources.items():
             if isinstance(src, WebhookSourceConfig):

@@ -11,6 +11,9 @@ an operation may be retried is an attribute (``retriable``), never a second hier
     │   ├── AuthError               401 Unauthorized: missing or wrong inbound credentials
     │   ├── ValidationFailed        400 ValidationError: carries Pangea-style ``errors``
     │   ├── ForbiddenFieldValue     403: a field value the route's restrictions forbid
+    │   ├── ConfigScopeRefused      403 MissingConfigIDScope: a config_id the caller may not use
+    │   ├── AmbiguousConfig         400 AmbiguousConfigID: no config_id, and the caller may use several
+    │   ├── EndpointRefused         403 Unauthorized: an endpoint the caller's token may not call
     │   ├── PayloadTooLarge         413: body over ``max_body_bytes``
     │   ├── RequestTimeout          408: the body did not arrive in time (sources/webhook/body)
     │   ├── BodyIncomplete          400: the body stopped before its end (sources/webhook/body)
@@ -106,6 +109,27 @@ class ValidationFailed(IntakeError):
 class ForbiddenFieldValue(IntakeError):
     http_status = 403
     pangea_status = "ForbiddenFieldValue"
+
+
+class ConfigScopeRefused(IntakeError):
+    """A ``config_id`` the caller may not use: 403 MissingConfigIDScope, as the audit service answers."""
+
+    http_status = 403
+    pangea_status = "MissingConfigIDScope"
+
+
+class AmbiguousConfig(IntakeError):
+    """No ``config_id`` from a caller who may use several configurations: 400 AmbiguousConfigID."""
+
+    http_status = 400
+    pangea_status = "AmbiguousConfigID"
+
+
+class EndpointRefused(IntakeError):
+    """An endpoint the caller may not call: 403 Unauthorized, as the audit service answers its tokens."""
+
+    http_status = 403
+    pangea_status = "Unauthorized"
 
 
 class PayloadTooLarge(IntakeError):

@@ -35,6 +35,13 @@ class Event(msgspec.Struct, eq=False, gc=False):
     """Source-given id (Auth0 ``log_id``, Okta ``uuid``...) for de-duplication, if any."""
     want_envelope: bool = False
     """The source wants the upstream's envelope back (a verbose SDK call)."""
+    v1_members: bytes | None = None
+    """Members to send with it alone in a ``/v1/log`` call (``,"verbose":true,"prev_root":...``):
+    a verbose SDK ``log()`` whose answer must carry the proofs only ``/v1/log`` gives
+    (``unpublished_root``, ``membership_proof``, ``consistency_proof`` from its ``prev_root``)."""
+    credential: str | None = None
+    """``Authorization`` to deliver it with instead of the gateway's own (a pass-through caller's
+    token, issue 14); memory only: a buffer that stores items does not keep it."""
 
     @property
     def size(self) -> int:

@@ -91,15 +91,15 @@ class Destination:
             events = await self.buffer.take(b.max_events, b.max_bytes, b.timeout_secs)
             if not events:
                 return  # closed and empty
-            batch = Batch(self.name, events)
-            self._inflight.add(batch)
-            try:
-                await self.sink.send(batch)
-            except Exception:  # a sink bug must not lose the acks or kill the worker
-                log.exception("sink failed on a batch", extra={"destination": self.name})
-                batch.resolve_all(AckStatus.ERRORED, "internal error")
-            finally:
-                self._inflight.discard(batch)
+            for batch in Batch.split(self.name, events):  # one credential per upstream request
+                self._inflight.add(batch)
+                try:
+                    await self.sink.send(batch)
+                except Exception:  # a sink bug must not lose the acks or kill the worker
+                    log.exception("sink failed on a batch", extra={"destination": self.name})
+                    batch.resolve_all(AckStatus.ERRORED, "internal error")
+                finally:
+                    self._inflight.discard(batch)
 
     async def stop(self, deadline: float) -> None:
         """Flush until the buffer is empty or ``deadline``; then give up on the rest, counted and logged.

@@ -112,7 +112,8 @@ def exposure_problems(config: GatewayConfig, host: str) -> list[GatewayError]:
             f"sources.{name}.auth",
         )
         for name, src in config.sources.items()
-        if isinstance(src, WebhookSourceConfig) and src.auth is None
+        # `callers:` authenticates every caller by its own token.
+        if isinstance(src, WebhookSourceConfig) and src.auth is None and not src.callers
     ]
 
 

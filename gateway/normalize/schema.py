@@ -20,7 +20,8 @@ Per field type, what is accepted (``null`` is always the same as an absent field
 ``boolean``
     booleans; the strings ``"true"``/``"false"`` (any case).
 ``datetime``
-    RFC 3339 date-times (``T``, ``t`` or a space between date and time; any offset) and epoch
+    RFC 3339 date-times (``T``, ``t`` or a space between date and time; any offset, and none
+    taken as UTC, as the audit service takes it) and epoch
     numbers or numeric strings, whose unit is told by magnitude: below 1e11 seconds, below 1e14
     milliseconds, below 1e17 microseconds, else nanoseconds.  Sent as UTC in the SDK's spelling,
     ``2024-06-11T08:15:12.345000Z`` (microseconds, ``Z``).
@@ -47,6 +48,7 @@ import orjson
 from gateway.errors import GatewayError
 from gateway.normalize.config import FieldType, SchemaFieldConfig, SchemaPolicy
 from gateway.normalize.fastpath import FastPath
+from gateway.normalize.signing import signature_verifies
 
 __all__ = [
     "STANDARD_FIELDS",
@@ -103,8 +105,10 @@ _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**63 - 1
 _INT_RE: Final = re.compile(r"[+-]?[0-9]{1,19}")
 _NUM_RE: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+# The zone offset is optional: a date-time without one is taken as UTC, as the audit service
+# does (the SDK sends ``datetime.now()`` so: ``2026-12-02T11:48:38.708025``).
 _RFC3339_RE: Final = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
 )
 _UTC_DT_RE: Final = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]+))?[Zz]")
 _UNIT_FACTORS: Final[dict[str, int | None]] = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
@@ -292,6 +296,20 @@ def _parse_datetime_general(value: Any) -> str | None:
         return None
 
 
+def _sdk_datetime_text(value: Any, canonical: str) -> str:
+    """``value`` as pangea-sdk's ``format_datetime`` spells it when signing: microseconds, the
+    offset kept (``+00:00`` as ``Z``); ``canonical`` (its UTC text) for what is not offset text."""
+    if not isinstance(value, str):
+        return canonical
+    try:
+        dt = datetime.fromisoformat(value.strip().upper())
+    except ValueError:
+        return canonical
+    if dt.tzinfo is None:
+        return canonical
+    return dt.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
@@ -430,14 +448,65 @@ class Schema:
             raise EventInvalid(errors)
         return out
 
-    def normalize_signed(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Validate an event that arrived with a client signature: refuse any change normalization makes.
+    def normalize_signed(self, event: dict[str, Any], extras: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Validate an event that arrived with a client signature; return the form to send.
 
-        A signature covers the event as the client sent it, so its fields must already be what
-        :meth:`normalize` would send (no coercion, truncation, folding or dropping; ``null``
-        members are allowed to go, as the SDK drops them before signing).
+        What is stored must be what was signed, or the signature fails to verify when the
+        event is read back.  With ``extras`` (the record's ``signature`` and ``public_key``) the
+        signature is checked over the forms the event could be sent in, in this order:
+
+        1. the normalized event (:meth:`normalize`): the SDK signs date-times in its canonical
+           spelling (``…:52.000000Z``) but sends whole seconds as ``…:52Z`` and naive ones
+           without an offset, so this is what it signed;
+        2. the event as received (``null`` members dropped, as the SDK drops them before
+           signing), passed through byte-identical: e.g. an offset kept, ``…+02:00``;
+        3. the event with its date-times in the SDK's signing spelling, offset kept
+           (``…:52.000000+02:00``, what the SDK signs for a whole-second offset date-time).
+
+        Forms 2 and 3 are tried only when they differ from 1 in date-times alone (other
+        fields must already be in their sent form).  No form verifying, the event is refused
+        (``BadState``): the gateway never forwards an event whose signature would then fail.
+        Without a readable ed25519 key it cannot verify, and accepts only an event that
+        normalization leaves unchanged.
         """
         out = self.normalize(event)
+        signature = extras.get("signature") if extras else None
+        public_key = extras.get("public_key") if extras else None
+        changed = self._changes(event, out)
+        if signature is None or public_key is None:
+            if changed:
+                raise EventInvalid(changed)
+            return out
+        forms = [out]
+        # Only date-times differ: the client may have signed another spelling of them.
+        respelled = bool(changed) and all(self._spec.get(e["source"][1:], (None,))[0] == _DT for e in changed)
+        if respelled:
+            sent = {k: v for k, v in event.items() if v is not None}
+            forms.append(sent)
+            sdk = {k: (_sdk_datetime_text(v, out[k]) if self._spec[k][0] == _DT else v) for k, v in sent.items()}
+            if sdk != sent and sdk != out:
+                forms.append(sdk)
+        for form in forms:
+            ok = signature_verifies(form, signature, public_key)
+            if ok is None:  # a key this gateway cannot read: only the unchanged event is safe
+                if changed:
+                    raise EventInvalid(changed)
+                return out
+            if ok:
+                return form
+        raise EventInvalid(
+            (changed if not respelled else [])
+            or [
+                {
+                    "code": "BadState",
+                    "detail": "the event's signature does not verify over it with its public_key",
+                    "source": "",
+                }
+            ]
+        )
+
+    def _changes(self, event: dict[str, Any], out: dict[str, Any]) -> list[dict[str, str]]:
+        """``BadState`` errors naming each member that normalization changed, added or dropped."""
         changed = [
             _err("BadState", k, f"'{k}' would be changed by normalization, which would break the event's signature")
             for k, v in event.items()
@@ -448,9 +517,7 @@ class Schema:
             for k in out
             if event.get(k) is None
         ]
-        if changed:
-            raise EventInvalid(changed)
-        return out
+        return changed
 
     # -- slow paths ---------------------------------------------------------------------------
 

@@ -22,13 +22,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.errors import ConfigError
 
-__all__ = ["Signer", "canonical_event"]
+__all__ = ["Signer", "canonical_event", "signature_verifies"]
 
 _PUBLIC_KEY_MAX = 256  # AuditLogRequestV2.public_key maxLength
 
@@ -50,6 +50,68 @@ def _canonical_json(value: Any) -> str:
 def canonical_event(event: Mapping[str, Any]) -> dict[str, Any]:
     """The event as the SDK sends and signs it: ``None`` members dropped, object values as JSON text."""
     return {k: (_canonical_json(v) if isinstance(v, dict) else v) for k, v in event.items() if v is not None}
+
+
+_KEY_CACHE_MAX = 256
+_key_cache: dict[str, ed25519.Ed25519PublicKey | None] = {}
+"""``public_key`` text -> its ed25519 key (None: not one this module can read); an app sends
+the same key with every event, and parsing PEM costs more than verifying."""
+
+
+def _public_key(public_key: str) -> ed25519.Ed25519PublicKey | None:
+    """The ed25519 key a ``public_key`` value names, read as the SDK's ``Verifier`` reads it."""
+    try:
+        return _key_cache[public_key]
+    except KeyError:
+        pass
+    text = public_key
+    try:
+        info = json.loads(public_key)
+    except ValueError:
+        info = None
+    if isinstance(info, dict):
+        if str(info.get("algorithm", "ED25519")).upper() != "ED25519" or not isinstance(info.get("key"), str):
+            info = None
+        else:
+            text = info["key"]
+    key: Any = None
+    try:
+        if text.startswith("----"):
+            key = serialization.load_pem_public_key(text.encode("utf-8"))
+        elif text.startswith("ssh-"):
+            key = serialization.load_ssh_public_key(text.encode("utf-8"))
+        else:
+            # Older SDKs sent the raw key as base64 (the SDK verifies with its last 32 bytes).
+            raw = base64.b64decode(text.encode("ascii"), validate=True)
+            key = ed25519.Ed25519PublicKey.from_public_bytes(raw[-32:])
+    except (ValueError, TypeError, UnsupportedAlgorithm, UnicodeEncodeError):
+        key = None
+    found = key if isinstance(key, ed25519.Ed25519PublicKey) else None
+    if len(_key_cache) >= _KEY_CACHE_MAX:
+        _key_cache.clear()
+    _key_cache[public_key] = found
+    return found
+
+
+def signature_verifies(event: Mapping[str, Any], signature: Any, public_key: Any) -> bool | None:
+    """Whether ``signature`` verifies over ``event`` as the SDK checks it (its canonical JSON).
+
+    ``None`` when ``public_key`` is not an ed25519 key this module can read (an algorithm or
+    key form it does not know): the caller cannot tell, and must not change the event.
+    A signature that is not base64 of 64 bytes does not verify (``False``).
+    """
+    if not isinstance(public_key, str) or not isinstance(signature, str):
+        return None
+    key = _public_key(public_key)
+    if key is None:
+        return None
+    try:
+        sig = base64.b64decode(signature.encode("ascii"), validate=True)
+        data = _canonical_json(event).encode("utf-8")
+        key.verify(sig, data)
+    except (InvalidSignature, ValueError, TypeError, UnicodeEncodeError):
+        return False
+    return True
 
 
 class Signer:

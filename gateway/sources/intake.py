@@ -102,7 +102,7 @@ class Admitter:
             try:
                 if cand.extras:
                     # Signed by the client: normalization may not change a byte of it.
-                    normalized = dest.schema.normalize_signed(cand.fields)
+                    normalized = dest.schema.normalize_signed(cand.fields, cand.extras)
                     item = encode_item(normalized, cand.extras)
                 elif check is None:
                     item = encode(cand.fields)
@@ -132,11 +132,15 @@ class Admitter:
         request_key: str | None = None,
         retried_keys: Sequence[str] = (),
         pointer_template: str = "/{}",
+        credential: str | None = None,
+        v1_members: bytes | None = None,
     ) -> Admission:
         """Buffer the valid candidates (raises BufferFull, admitting none) and report the rest.
 
         ``request_key`` / ``retried_keys``: this request's id and those of earlier attempts of
         the same request (``X-Pangea-Retried-Request-Ids``), for de-duplication.
+        ``credential``: the ``Authorization`` to deliver these events with (a pass-through caller's).
+        ``v1_members``: deliver each alone to ``/v1/log`` with these members (see ``Event``).
         """
         self._m_received.inc(len(candidates))
         valid, invalid = self.prepare(candidates)
@@ -146,7 +150,7 @@ class Admitter:
         tracker = self.dedup.tracker(self.source, request_key, retried_keys) if self.dedup is not None else None
         group = AckGroup(len(valid), keep_results=keep_results, on_done=tracker.done if tracker else None)
         events = [
-            Event(item, group.ack(n), self.source, cand.dedup_key, want_envelope)
+            Event(item, group.ack(n), self.source, cand.dedup_key, want_envelope, v1_members, credential)
             for n, (_i, item, cand) in enumerate(valid)
         ]
         if tracker is not None:

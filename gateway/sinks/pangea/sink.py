@@ -40,6 +40,7 @@ stripped, so a source re-points it at its own request); ERRORED a short reason s
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -103,6 +104,12 @@ _MAX_REASON_CHARS = 300
 _MAX_ANSWER_BYTES = 1 << 20
 """Answers are read up to this bound (plus twice the request body for a log call, whose verbose
 answer echoes its events); a larger one is not read: for a 200 it proves nothing was stored."""
+
+
+_CALLER_AUTHORIZATION: contextvars.ContextVar[str | None] = contextvars.ContextVar("caller_authorization", default=None)
+"""The ``Authorization`` of the batch this task is sending when it is a caller's (issue 14,
+pass-through): set by :meth:`PangeaSink.send` for the send's duration, read by ``_request``.
+A context variable, so batches sent concurrently by other workers keep their own."""
 
 
 @dataclass(slots=True)
@@ -196,6 +203,7 @@ class PangeaSink:
 
     async def send(self, batch: Batch) -> None:
         """Deliver ``batch``; returns when every ack is resolved.  Re-raises only cancellation."""
+        caller = _CALLER_AUTHORIZATION.set(batch.credential)
         try:
             if self._session is None or self._credentials is None:
                 batch.resolve_all(AckStatus.ERRORED, "sink not running")
@@ -207,6 +215,8 @@ class PangeaSink:
         except Exception:
             log.exception("sink error on a batch", extra={"destination": self.destination})
             batch.resolve_all(AckStatus.ERRORED, "internal error")
+        finally:
+            _CALLER_AUTHORIZATION.reset(caller)
         if batch.ack.open_count:  # a bug if so; the contract says every ack is resolved
             log.error("batch left with open acks", extra={"destination": self.destination})
             batch.resolve_all(AckStatus.ERRORED, "internal error")
@@ -216,7 +226,9 @@ class PangeaSink:
         pending = list(range(n))  # batch indexes still to deliver; body position j ↔ pending[j]
         retried_ids: list[str] = []  # request ids of earlier attempts, for the upstream to de-duplicate
         failures = 0  # retriable failures so far (backoff exponent, max_attempts)
-        refreshed = False  # one credential refresh per batch on a 401
+        # A caller's credential (pass-through) is the caller's to fix: refused, its events are
+        # rejected back to it; never a refresh, a pause or a readiness problem of the gateway's.
+        refreshed = batch.credential is not None  # one credential refresh per batch on a 401
         observed = False
         retry_cfg = self.upstream.retry
         while pending:
@@ -225,7 +237,10 @@ class PangeaSink:
                 return
             events = batch.events if len(pending) == n else [batch.events[i] for i in pending]
             verbose = any(map(_wants_envelope, events))
-            body = batch.body(self.config_id, verbose=verbose, events=events)
+            # A verbose SDK log() goes alone to /v1/log: only its answer carries the proofs.
+            v1 = batch.v1_body(self.config_id)
+            path = "/v1/log" if v1 is not None else self._path
+            body = v1 if v1 is not None else batch.body(self.config_id, verbose=verbose, events=events)
             if not observed:
                 self._metrics.batch_events.labels(self.destination).observe(n)
                 self._metrics.batch_bytes.labels(self.destination).observe(len(body))
@@ -235,7 +250,7 @@ class PangeaSink:
             error: BaseException | None = None
             bound = _MAX_ANSWER_BYTES + 2 * len(body)
             try:
-                answer = await self._request("POST", self._path, self._path, body, retried_ids, max_answer_bytes=bound)
+                answer = await self._request("POST", path, path, body, retried_ids, max_answer_bytes=bound)
                 if answer.status != 200:  # a 200's request id is not needed, nor its body parsed
                     _note_request_id(answer, retried_ids)
                 if answer.status == 202:
@@ -248,6 +263,9 @@ class PangeaSink:
                 return
 
             if answer is not None and answer.status == 200:
+                if v1 is not None and answer.pangea_status == "Success" and isinstance(answer.result, dict):
+                    self._deliver_results(batch, pending, answer, single=True)
+                    return
                 if answer.stored_all(len(pending)):
                     self._deliver_results(batch, pending, answer)
                     return
@@ -277,7 +295,7 @@ class PangeaSink:
                 if answer.status == 200:
                     verdict, reason = Verdict.RETRY, "invalid_answer"
                     what += " without a Success envelope holding one result per event sent"
-                elif _is_credential_refusal(answer):
+                elif _is_credential_refusal(answer) and batch.credential is None:
                     verdict, reason, refused = Verdict.RETRY, "credentials", True
                 else:
                     verdict, reason = classify(answer.status, None), retry_reason(answer.status, None)
@@ -318,16 +336,16 @@ class PangeaSink:
                 return
 
             assert answer is not None
-            pending = await self._rejected(batch, pending, answer)
+            pending = await self._rejected(batch, pending, answer, caller=batch.credential is not None)
 
-    def _deliver_results(self, batch: Batch, pending: list[int], answer: Answer) -> None:
+    def _deliver_results(self, batch: Batch, pending: list[int], answer: Answer, *, single: bool = False) -> None:
         # pending holds distinct ascending indexes: as many as the batch is every one of them.
         # The results are read only if a receiver keeps them: not for Kafka offsets, spool rows.
         # (answer.stored_all checked that there is one per event.)
         batch.ack.resolve_many(
             None if len(pending) == len(batch) else pending,
             AckStatus.DELIVERED,
-            lambda: self._results(answer, len(pending)),
+            (lambda: [answer.result]) if single else (lambda: self._results(answer, len(pending))),
         )
         self._metrics.events_forwarded.labels(self.destination).inc(len(pending))
         if TAP.active:  # tap point delivered (issue 16): one call per batch
@@ -360,15 +378,18 @@ class PangeaSink:
         self._problem = _Problem(reason, time.monotonic())
         await self._credentials_or_raise().invalidate()
 
-    async def _rejected(self, batch: Batch, pending: list[int], answer: Answer) -> list[int]:
-        """Handle a non-retriable error answer; returns the batch indexes still to send."""
+    async def _rejected(self, batch: Batch, pending: list[int], answer: Answer, *, caller: bool = False) -> list[int]:
+        """Handle a non-retriable error answer; returns the batch indexes still to send.
+
+        ``caller``: the batch went with a caller's credential, so a refusal of it (401, 403, a
+        configuration it may not use) is the caller's answer, not a problem of the gateway's."""
         status = answer.pangea_status
         if status == "InvalidSchema" and self._on_invalid_schema is not None:
             try:
                 self._on_invalid_schema()
             except Exception:
                 log.exception("on_invalid_schema callback failed", extra={"destination": self.destination})
-        if _is_config_error(answer):
+        if _is_config_error(answer) and not caller:
             await self._config_error(batch, pending, status or f"HTTP_{answer.status}", answer.describe(), answer)
             return []
 
@@ -471,7 +492,7 @@ class PangeaSink:
     async def _poll(self, accepted: Answer, max_answer_bytes: int = _MAX_ANSWER_BYTES) -> Answer:
         async def get(url: str) -> Answer:
             answer = await self._request("GET", url, "/request", None, (), max_answer_bytes=max_answer_bytes)
-            if _is_unauthorized(answer):
+            if _is_unauthorized(answer) and _CALLER_AUTHORIZATION.get() is None:
                 # Same rule as for sends: one refresh, then the answer stands.
                 await self._credentials_or_raise().invalidate()
                 answer = await self._request("GET", url, "/request", None, (), max_answer_bytes=max_answer_bytes)
@@ -506,7 +527,7 @@ class PangeaSink:
         session = self._session
         if session is None or session.closed:
             raise ShutdownError("the upstream sink is stopped")
-        authorization = await self._credentials_or_raise().authorization()
+        authorization = _CALLER_AUTHORIZATION.get() or await self._credentials_or_raise().authorization()
         url = url_or_path if "://" in url_or_path else join_url(self._base, url_or_path)
         headers = request_headers(authorization, retried_ids, json_body=body is not None)
         gauge = self._metrics.upstream_in_flight.labels(self.destination)

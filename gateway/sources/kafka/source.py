@@ -514,7 +514,7 @@ class KafkaSource:
                     for k in changed
                 ]
             )
-        return encode_item(self.destination.schema.normalize_signed(event), extras)
+        return encode_item(self.destination.schema.normalize_signed(event, extras), extras)
 
     def _map(self, event: dict[str, Any], m: Any) -> None:
         """Copy the message key and the configured headers into the event."""

@@ -124,13 +124,50 @@ class WebhookAuth(StrictModel):
     signature: SignatureAuth | None = Field(
         default=None, description="A timestamped HMAC signature (Stripe, Slack, or described) with a replay window."
     )
+    pass_through: bool = Field(
+        default=False,
+        description=(
+            "Format `pangea`: the caller's own bearer token is sent upstream with its calls, and the upstream"
+            " decides what it may read (and, once the delivery side carries it, write)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
-        names = ("value", "hmac_sha256_secret", "splunk_token", "signature")
-        kinds = [k for k in names if getattr(self, k) is not None]
+        names = ("value", "hmac_sha256_secret", "splunk_token", "signature", "pass_through")
+        kinds = [k for k in names if getattr(self, k) not in (None, False)]
         if len(kinds) != 1:
             raise ValueError(f"give exactly one of {', '.join(names)} (got {kinds or 'none'})")
+        return self
+
+
+CallerEndpoint = Literal["log", "search", "root", "export", "schema", "config"]
+"""Endpoint groups a caller may be allowed, as the audit service scopes its tokens: ``log``
+(/v1/log, /v2/log, /v2/log_async), ``search`` (/v1/search, /v1/results, /v1/download_results),
+``root``, ``export``, ``schema``, ``config`` (/v1beta/config*)."""
+
+
+class CallerConfig(StrictModel):
+    """One application allowed to call a ``format: pangea`` source, like a service token of the
+    audit service: its token, the destinations (configurations) it may use, the endpoints it may
+    call, and field restrictions on the events it writes."""
+
+    token: SecretStr | None = Field(default=None, description="The caller's bearer token; never logged.")
+    token_file: Path | None = Field(default=None, description="File holding the caller's token (read at start).")
+    destinations: list[str] = Field(
+        min_length=1, description="Destinations (by name) it may write to and read; several: it must name config_id."
+    )
+    endpoints: list[CallerEndpoint] | None = Field(
+        default=None, description="Endpoint groups it may call (log, search, root, export, schema, config); null: all."
+    )
+    restrictions: dict[str, list[str]] | None = Field(
+        default=None, description="Allowed values per field of its events; others answer 403 ForbiddenFieldValue."
+    )
+
+    @model_validator(mode="after")
+    def _one_token(self) -> Self:
+        if (self.token is None) == (self.token_file is None):
+            raise ValueError("give exactly one of token, token_file")
         return self
 
 
@@ -174,6 +211,13 @@ class WebhookSourceConfig(StrictModel):
     restrictions: dict[str, list[str]] | None = Field(
         default=None, description="Allowed values per field; a violating event answers 403 ForbiddenFieldValue."
     )
+    callers: list[CallerConfig] | None = Field(
+        default=None,
+        description=(
+            "Format `pangea`: who may call it (by bearer token) and which destinations, endpoints and field"
+            " values each may use; the caller's token decides the configuration. Not with `auth`."
+        ),
+    )
 
     @field_validator("map")
     @classmethod
@@ -190,6 +234,13 @@ class WebhookSourceConfig(StrictModel):
             raise ValueError("records: only for format firehose")
         if self.auth is not None and self.auth.signature is not None and self.format in ("pangea", "splunk_hec"):
             raise ValueError(f"auth.signature: not for format {self.format} (it has its own token auth)")
+        if self.auth is not None and self.auth.pass_through and self.format != "pangea":
+            raise ValueError("auth.pass_through: only for format pangea")
+        if self.callers is not None:
+            if self.format != "pangea":
+                raise ValueError("callers: only for format pangea")
+            if self.auth is not None:
+                raise ValueError("callers: give either callers or auth (the callers' tokens are the auth)")
         return self
 
     @property

@@ -14,13 +14,16 @@ from gateway.httpserver import Listener, connection_budget
 from gateway.normalize import restrictions
 from gateway.pipeline import Destination
 from gateway.sinks.deadletter.base import DeadLetterStore
+from gateway.sinks.pangea.config import UpstreamConfig
 from gateway.sources.intake import Admitter
 from gateway.sources.webhook.body import BODY_TIMEOUT_SECS
+from gateway.sources.webhook.callers import Callers
 from gateway.sources.webhook.config import IntakeServerConfig, WebhookSourceConfig
 from gateway.sources.webhook.envelope import envelope
 from gateway.sources.webhook.hec_routes import HecRoute
 from gateway.sources.webhook.pangea_api import PangeaApi
 from gateway.sources.webhook.ratelimit import TokenBucket
+from gateway.sources.webhook.read_proxy import ReadProxy
 from gateway.sources.webhook.vendor_routes import VendorRoute
 from gateway.telemetry.metrics import Metrics
 
@@ -40,7 +43,9 @@ class WebhookSource:
         metrics: Metrics,
         deadletters: DeadLetterStore,
         dedup: DedupWindow | None = None,
+        upstream: UpstreamConfig | None = None,
     ) -> None:
+        """``upstream``: where a ``format: pangea`` source sends the Audit API's read calls."""
         self.name = name
         self.config = config
         self.metrics = metrics
@@ -54,7 +59,17 @@ class WebhookSource:
                 for d in destinations.values()
                 if d.config.config_id
             }
-            self.handler = PangeaApi(name, config, admitter, by_id)
+            proxy = ReadProxy(upstream, metrics) if upstream is not None else None
+            callers = None
+            if config.callers is not None:
+
+                def caller_admitter(dest_name: str, limits: dict[str, list[str]] | None) -> Admitter:
+                    # A caller's own restrictions, else the source's.
+                    own = restrictions.checker(limits) if limits is not None else check
+                    return Admitter(name, destinations[dest_name], metrics, deadletters, own, dedup)
+
+                callers = Callers(config.callers, caller_admitter, metrics)
+            self.handler = PangeaApi(name, config, admitter, by_id, proxy, callers)
         elif config.format == "splunk_hec":
             self.handler = HecRoute(name, config, admitter)
         else:
@@ -217,3 +232,6 @@ class WebhookServer:
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
+        for src in self.sources:
+            if isinstance(src.handler, PangeaApi):
+                await src.handler.close()

@@ -61,8 +61,10 @@ async def test_producer_signed_events_keep_their_signature_and_changed_ones_are_
     good = [
         {"message": "signed 1", "actor": "bob", "timestamp": "2024-06-11T08:15:12.345000Z"},
         {"message": "signed 2", "new": '{"role":"admin"}', "tenant_id": "acme"},
+        # signed as sent, in another spelling than the canonical one: passed through byte-identical
+        {"message": "signed 3", "timestamp": "2024-06-11T10:15:12.345+02:00"},
     ]
-    changed = {"message": "signed, timestamp not in the canonical spelling", "timestamp": "2024-06-11T08:15:12.345Z"}
+    changed = {"message": "signed, with a number the schema would make a string", "actor": 5}
     values = [signed_value(signer, public_pem, e) for e in good]
     values.insert(1, signed_value(signer, public_pem, changed))
     await produce(kafka_bootstrap, topic, values, keys=[b"k"] * len(values))  # one partition, in order
@@ -70,7 +72,7 @@ async def test_producer_signed_events_keep_their_signature_and_changed_ones_are_
     gw = run_gateway(tmp_path, write_config(tmp_path, la.url("local_audit"), kafka_bootstrap, topic, group_id), "s")
     try:
         async with aiohttp.ClientSession() as s:
-            await wait_stored(s, la, 2, 60, gw)
+            await wait_stored(s, la, 3, 60, gw)
         await wait_committed_to_end(kafka_bootstrap, group_id, topic)
         dlq = await read_topic(kafka_bootstrap, f"{topic}.dlq", 1)
     finally:
@@ -85,7 +87,7 @@ async def test_producer_signed_events_keep_their_signature_and_changed_ones_are_
     found = audit.search(query="", verify_events=True, limit=10)
     assert found.result is not None
     stored = {e.envelope.event["message"]: e for e in found.result.events}
-    assert sorted(stored) == ["signed 1", "signed 2"]
+    assert sorted(stored) == ["signed 1", "signed 2", "signed 3"]
     for sent in good:
         e = stored[sent["message"]]
         assert e.envelope.event == sent  # byte for byte: nothing respelled, nothing added

@@ -90,3 +90,30 @@ async def test_batch_resolve_all_settles_the_source_group() -> None:
     batch = Batch("d", events(3, group))
     batch.resolve_all(AckStatus.ERRORED, "shutdown")
     assert await group.wait() == AckStatus.ERRORED
+
+
+def test_batches_are_formed_per_credential_and_v1_calls_go_alone() -> None:
+    g = AckGroup(5)
+    mk = lambda n, **kw: Event(b'{"event":{"message":"m%d"}}' % n, g.ack(n), "sdk", **kw)  # noqa: E731
+    evs = [
+        mk(0),
+        mk(1, credential="Bearer a"),
+        mk(2),
+        mk(3, credential="Bearer a"),
+        mk(4, v1_members=b',"verbose":true,"prev_root":"r"'),
+    ]
+    batches = Batch.split("d", evs)
+    assert [(b.credential, [e.item[-5:-3] for e in b.events]) for b in batches] == [
+        (None, [b"m0", b"m2"]),
+        ("Bearer a", [b"m1", b"m3"]),
+        (None, [b"m4"]),
+    ]
+    assert orjson.loads(batches[2].v1_body("pci_x") or b"") == {
+        "event": {"message": "m4"},
+        "verbose": True,
+        "prev_root": "r",
+        "config_id": "pci_x",
+    }
+    assert batches[0].v1_body("pci_x") is None
+    same = Batch.split("d", [mk(0), mk(2)])
+    assert len(same) == 1 and same[0].credential is None

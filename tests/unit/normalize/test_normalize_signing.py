@@ -17,7 +17,7 @@ from pangea.services.audit.models import EventEnvelope, EventVerification
 from pangea.services.audit.signing import Verifier
 
 from gateway.errors import ConfigError
-from gateway.normalize.schema import Schema
+from gateway.normalize.schema import EventInvalid, Schema
 from gateway.normalize.signing import Signer
 
 EVENT: dict[str, Any] = {
@@ -133,3 +133,89 @@ def test_unusable_key_files_are_config_errors_naming_the_file(tmp_path: Path) ->
     )
     with pytest.raises(ConfigError, match="ed25519"):
         Signer.from_pem_file(rsa_file)
+
+
+# -- client-signed events with date-times: the form sent is the form the signature verifies over
+
+
+def _sdk_item(tmp_path: Path, timestamp: datetime.datetime) -> dict[str, Any]:
+    """One ``{event, signature, public_key}`` exactly as pangea-sdk sends it with ``sign_local=True``."""
+    from pangea.config import PangeaConfig
+    from pangea.services.audit.audit import Audit
+    from pangea.services.audit.models import Event
+    from pydantic_core import to_jsonable_python
+
+    audit = Audit(
+        "token", config=PangeaConfig(base_url_template="http://127.0.0.1:9"), private_key_file=str(write_pem(tmp_path))
+    )
+    req = audit._get_log_request(Event(message="m", timestamp=timestamp), sign_local=True, verify=False, verbose=None)
+    item: dict[str, Any] = to_jsonable_python(req.model_dump(exclude_none=True), exclude_none=True)
+    return item
+
+
+def _sdk_verifies(item: dict[str, Any], sent: dict[str, Any]) -> bool:
+    envelope = EventEnvelope(
+        event=sent,
+        signature=item["signature"],
+        public_key=item["public_key"],
+        received_at=datetime.datetime.now(datetime.UTC),
+    )
+    return AuditBase.verify_signature(AuditBase.__new__(AuditBase), envelope) == EventVerification.PASS
+
+
+_PLUS2 = datetime.timezone(datetime.timedelta(hours=2))
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "sent_as", "stored"),
+    [
+        # naive (datetime.now()): the SDK sends no offset and signs the canonical UTC text
+        (
+            datetime.datetime(2026, 12, 2, 11, 48, 52, 708025),
+            "2026-12-02T11:48:52.708025",
+            "2026-12-02T11:48:52.708025Z",
+        ),
+        # whole second: sent "…:52Z", signed "…:52.000000Z"
+        (
+            datetime.datetime(2026, 12, 2, 11, 48, 52, tzinfo=datetime.UTC),
+            "2026-12-02T11:48:52Z",
+            "2026-12-02T11:48:52.000000Z",
+        ),
+        # an offset with microseconds: signed as sent, so passed through byte-identical (not rewritten to Z)
+        (
+            datetime.datetime(2026, 12, 2, 13, 48, 52, 123, tzinfo=_PLUS2),
+            "2026-12-02T13:48:52.000123+02:00",
+            "2026-12-02T13:48:52.000123+02:00",
+        ),
+        # a whole-second offset: sent "…:52+02:00", signed "…:52.000000+02:00"
+        (
+            datetime.datetime(2026, 12, 2, 13, 48, 52, tzinfo=_PLUS2),
+            "2026-12-02T13:48:52+02:00",
+            "2026-12-02T13:48:52.000000+02:00",
+        ),
+    ],
+)
+def test_sdk_signed_timestamps_are_sent_in_the_form_their_signature_verifies_over(
+    tmp_path: Path, timestamp: datetime.datetime, sent_as: str, stored: str
+) -> None:
+    item = _sdk_item(tmp_path, timestamp)
+    assert item["event"]["timestamp"] == sent_as
+    extras = {"signature": item["signature"], "public_key": item["public_key"]}
+    out = Schema.standard().normalize_signed(item["event"], extras)
+    assert out == {"message": "m", "timestamp": stored}
+    assert _sdk_verifies(item, out)
+
+
+def test_a_signed_event_whose_signature_verifies_over_no_form_is_refused(tmp_path: Path) -> None:
+    item = _sdk_item(tmp_path, datetime.datetime(2026, 12, 2, 11, 48, 52, tzinfo=datetime.UTC))
+    other = _sdk_item(tmp_path, datetime.datetime(2026, 12, 2, 11, 48, 53, tzinfo=datetime.UTC))
+    extras = {"signature": other["signature"], "public_key": item["public_key"]}  # a signature of another event
+    with pytest.raises(EventInvalid) as info:
+        Schema.standard().normalize_signed(item["event"], extras)
+    assert [(e["code"], e["source"]) for e in info.value.errors] == [("BadState", "")]
+    # and one already in its sent form, signed by someone else's key
+    canonical = {"message": "m", "timestamp": "2026-12-02T11:48:52.000000Z"}
+    with pytest.raises(EventInvalid):
+        Schema.standard().normalize_signed(
+            canonical, {"signature": other["signature"], "public_key": item["public_key"]}
+        )
