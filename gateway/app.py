@@ -28,6 +28,7 @@ from gateway.config import (
     GatewayConfig,
 )
 from gateway.dedup import DedupWindow
+from gateway.delivery.driver import DeliveryDriver
 from gateway.destinations import build_schema, build_signer
 from gateway.errors import ConfigError, GatewayError
 from gateway.pipeline import Destination
@@ -167,6 +168,7 @@ class Gateway:
             self.deadletters = kafka_dl
         else:
             self.deadletters = local_dl
+        deadletters = self.deadletters
         if self.config.dedup.enabled:
             self.dedup = DedupWindow(self.data_dir / "dedup.db", self.config.dedup, self.metrics)
             await self.dedup.start()
@@ -181,7 +183,7 @@ class Gateway:
                 name,
                 dc,
                 self._buffer(name),
-                sink,
+                DeliveryDriver(sink, upstream.retry, self.metrics, deadletters),
                 schema,
                 self.metrics,
                 upstream.max_in_flight,

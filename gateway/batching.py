@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from operator import attrgetter
 
-import orjson
-
 from gateway.acks import AckStatus, BatchAck
-from gateway.event import Event, item_of
+from gateway.event import Event
 
 _ack_of = attrgetter("ack")
 
@@ -26,21 +24,6 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.events)
-
-    def body(self, config_id: str | None, *, verbose: bool = False, events: list[Event] | None = None) -> bytes:
-        """The /v2/log body, built by joining the events' bytes (never re-serialized).
-
-        ``events`` is a subset of the batch's, when only some are to be sent (what is left
-        after the upstream rejected some); by default, all of them.
-        """
-        items = list(map(item_of, self.events if events is None else events))
-        head = b'{"events":['
-        tail = b"]"
-        if config_id is not None:
-            tail += b',"config_id":' + orjson.dumps(config_id)
-        if verbose:
-            tail += b',"verbose":true'
-        return head + b",".join(items) + tail + b"}"
 
     def resolve_all(self, status: AckStatus, detail: object = None) -> None:
         self.ack.resolve(status, [detail] * len(self.events) if detail is not None else None)

@@ -9,21 +9,25 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import msgspec
 import orjson
 
-from gateway.sinks.pangea.retry import parse_retry_after
+from gateway.delivery.retry import parse_retry_after
+from gateway.event import Event, item_of
 
 __all__ = [
     "RETRIED_HEADER",
     "USER_AGENT",
     "Answer",
+    "PangeaRequest",
     "error_code",
     "event_pointer",
     "join_url",
+    "log_body",
     "parse_answer",
     "request_headers",
     "resolve_location",
@@ -34,6 +38,29 @@ RETRIED_HEADER = "X-Pangea-Retried-Request-Ids"
 """Sent on a retry with the request ids of earlier attempts, so the upstream can de-duplicate."""
 
 USER_AGENT = "audit-gateway/0.1"
+
+
+@dataclass(slots=True, frozen=True)
+class PangeaRequest:
+    """One ``/v2/log`` request: its body and how many events it carries."""
+
+    body: bytes
+    count: int
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.body)
+
+
+def log_body(events: Sequence[Event], config_id: str | None, *, verbose: bool = False) -> bytes:
+    """The ``/v2/log`` body of ``events``, built by joining their item bytes (never re-serialized)."""
+    tail = b"]"
+    if config_id is not None:
+        tail += b',"config_id":' + orjson.dumps(config_id)
+    if verbose:
+        tail += b',"verbose":true'
+    return b'{"events":[' + b",".join(map(item_of, events)) + tail + b"}"
+
 
 _EVENT_POINTER = re.compile(r"^/events/(\d+)(/.*)?$")
 _CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
