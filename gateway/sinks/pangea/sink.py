@@ -567,8 +567,12 @@ def _schema_fields(answer: Answer) -> list[SchemaFieldConfig] | None:
     for i, f in enumerate(fields):
         if not isinstance(f, dict):
             raise RejectedUpstreamError(f"/v1/schema: field {i} is not an object")
+        data = {k: v for k, v in f.items() if k in _SCHEMA_FIELD_KEYS and v is not None}
+        size = data.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            data.pop("size", None)  # the upstream gives `size: 0` (no limit) and sizes on non-string fields
         try:
-            out.append(SchemaFieldConfig.model_validate({k: v for k, v in f.items() if k in _SCHEMA_FIELD_KEYS}))
+            out.append(SchemaFieldConfig.model_validate(data))
         except ValidationError as exc:
             raise RejectedUpstreamError(
                 f"/v1/schema: field {f.get('id')!r} is unusable: {exc.errors()[0]['msg']}"
