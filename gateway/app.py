@@ -31,7 +31,7 @@ from gateway.dedup import DedupWindow
 from gateway.delivery.driver import DeliveryDriver
 from gateway.destinations import build_schema, build_signer
 from gateway.errors import ConfigError, GatewayError
-from gateway.pipeline import Destination
+from gateway.pipeline import Destination, target
 from gateway.sinks.deadletter.base import DeadLetterStore
 from gateway.sinks.deadletter.local import LocalDeadLetterStore
 from gateway.sinks.pangea.config import UpstreamConfig
@@ -60,6 +60,11 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+async def _no_upstream_schema() -> Any:
+    # The configuration refuses `schema: upstream` for a destination with a sink of its own.
+    raise ConfigError("schema: upstream needs the audit log upstream, not a Kafka sink")
 
 
 @dataclass(frozen=True)
@@ -173,10 +178,27 @@ class Gateway:
             self.dedup = DedupWindow(self.data_dir / "dedup.db", self.config.dedup, self.metrics)
             await self.dedup.start()
         for name, dc in self.config.destinations.items():
+            if dc.sink is not None:
+                from gateway.sinks.kafka.sink import KafkaSink
+
+                kafka_sink = KafkaSink(name, dc.sink)
+                await kafka_sink.start()
+                dest = Destination(
+                    name,
+                    dc,
+                    self._buffer(name),
+                    DeliveryDriver(kafka_sink, dc.sink.retry, self.metrics, deadletters),
+                    await build_schema(dc, _no_upstream_schema),
+                    self.metrics,
+                    dc.sink.max_in_flight,
+                    build_signer(dc),
+                    keeps_undelivered=self.config.buffer.type == "disk",
+                )
+                dest.start()
+                self.destinations[name] = dest
+                continue
             refresh = asyncio.Event()
-            sink = PangeaSink(
-                name, dc.config_id, upstream, self.metrics, self.deadletters, on_invalid_schema=refresh.set
-            )
+            sink = PangeaSink(name, dc.config_id, upstream, self.metrics, deadletters, on_invalid_schema=refresh.set)
             await sink.start()
             schema = await build_schema(dc, sink.fetch_schema)
             dest = Destination(
@@ -209,7 +231,7 @@ class Gateway:
             if isinstance(s, KafkaSourceConfig):
                 from gateway.sources.kafka.source import KafkaSource
 
-                ks = KafkaSource(n, s, self.destinations[s.destination], self.metrics, self.deadletters)
+                ks = KafkaSource(n, s, target(s.targets, self.destinations), self.metrics, self.deadletters)
                 await ks.start()
                 self.kafka_sources.append(ks)
 
@@ -219,7 +241,7 @@ class Gateway:
                 from gateway.sources.poll.source import PollSource
 
                 admitter = Admitter(
-                    n, self.destinations[s.destination], self.metrics, self.deadletters, None, self.dedup
+                    n, target(s.targets, self.destinations), self.metrics, self.deadletters, None, self.dedup
                 )
                 ps = PollSource(n, s, admitter, self.data_dir)
                 await ps.start()

@@ -24,6 +24,7 @@ from gateway.dedup import DedupConfig
 from gateway.errors import ConfigError
 from gateway.normalize.config import InlineSchemaConfig, SchemaPolicy
 from gateway.sinks.deadletter.config import DeadLetterConfig
+from gateway.sinks.kafka.config import KafkaSinkConfig
 from gateway.sinks.pangea.config import UpstreamConfig
 from gateway.sources.kafka.config import KafkaSourceConfig
 from gateway.sources.poll.config import PollSourceConfig
@@ -64,6 +65,16 @@ class DestinationConfig(StrictModel):
     schema_policy: SchemaPolicy = Field(default_factory=SchemaPolicy, description="Handling of misfit events.")
     batch: BatchConfig = Field(default_factory=BatchConfig, description="Batching.")
     signing: SigningConfig | None = Field(default=None, description="Sign events locally before sending.")
+    sink: KafkaSinkConfig | None = Field(
+        default=None,
+        description="Where the events go: omitted, the audit log `upstream`; `{type: kafka, ...}` a Kafka topic.",
+    )
+
+    @model_validator(mode="after")
+    def _schema_source(self) -> Self:
+        if self.sink is not None and self.schema_ == "upstream":
+            raise ValueError("schema `upstream` is fetched from the audit log upstream; a Kafka sink has none")
+        return self
 
 
 SourceConfig = Annotated[WebhookSourceConfig | KafkaSourceConfig | PollSourceConfig, Field(discriminator="type")]
@@ -107,8 +118,18 @@ class GatewayConfig(StrictModel):
     @model_validator(mode="after")
     def _references(self) -> Self:
         for name, src in self.sources.items():
-            if src.destination not in self.destinations:
-                raise ValueError(f"sources.{name}.destination: unknown destination {src.destination!r}")
+            for target in src.targets:
+                if target not in self.destinations:
+                    raise ValueError(f"sources.{name}.destination: unknown destination {target!r}")
+            first = self.destinations[src.destination]
+            for target in src.targets[1:]:
+                other = self.destinations[target]
+                # Fan-out copies the event as normalized for the first destination.
+                if other.schema_ != first.schema_ or other.signing != first.signing:
+                    raise ValueError(
+                        f"sources.{name}.destinations: {target!r} must have the schema and signing of"
+                        f" {src.destination!r} (a fan-out sends each destination the same normalized event)"
+                    )
         paths: dict[str, str] = {}
         for name, src in self.sources.items():
             if isinstance(src, WebhookSourceConfig):

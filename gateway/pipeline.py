@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
-from gateway.acks import AckStatus
+from gateway.acks import Ack, AckStatus
 from gateway.batching import Batch
 from gateway.buffer.base import Buffer
 from gateway.config import DestinationConfig
@@ -145,3 +145,176 @@ class Destination:
                 "buffered": len(left),
             },
         )
+
+
+class _Share:
+    """One source event sent to several destinations: its ack waits for all of them."""
+
+    __slots__ = ("ack", "copies", "detail", "left", "placed", "worst")
+
+    def __init__(self, ack: Ack, copies: list[Event]) -> None:
+        self.ack = ack
+        self.copies = copies
+        self.left = len(copies)
+        self.placed = 0  # destinations (in order) whose buffer has its copy
+        self.worst = AckStatus.DELIVERED
+        self.detail: Any = None
+
+
+class _ShareReceiver:
+    """Receives the acks of one destination's copies and hands them to the fan-out."""
+
+    __slots__ = ("fanout", "index", "wants_delivery_details")
+
+    def __init__(self, fanout: FanOut, index: int) -> None:
+        self.fanout = fanout
+        self.index = index
+        # Only the first destination's results reach the source (a sender sees its answers).
+        self.wants_delivery_details = index == 0
+
+    def ack_resolved(self, key: int, status: AckStatus, detail: Any) -> None:
+        self.fanout._resolved(key, self.index, status, detail)
+
+
+class FanOut:
+    """Several destinations seen by a source as one (``destinations: [audit, archive]``).
+
+    Each event goes to every destination's buffer, in order; the source's ack resolves once
+    every destination resolved its copy, with the worst status (DELIVERED only if all have
+    it) and the first destination's detail (a sender sees its upstream's answers) unless a
+    worse one decides.  A submit that fails part-way (a full buffer, a cancelled wait) keeps
+    what was placed: submitting the same events again places them where they are missing;
+    :meth:`abandon` gives up on them (their missing copies count ERRORED).
+
+    Normalization is the first destination's (the configuration requires the same schema
+    and signing of every destination of a source).
+    """
+
+    def __init__(self, destinations: list[Destination]) -> None:
+        if len(destinations) < 2:
+            raise ValueError("a fan-out needs two destinations or more")
+        self.destinations = destinations
+        self.primary = destinations[0]
+        self._receivers = [_ShareReceiver(self, i) for i in range(len(destinations))]
+        self._shares: dict[int, _Share] = {}  # fan-out key → share, until every copy resolved
+        self._open: dict[int, _Share] = {}  # id(source ack) → share, until every copy is buffered
+        self._next_key = 0
+
+    # What admission and sources read of "their" destination: the first one's.
+    @property
+    def name(self) -> str:
+        return self.primary.name
+
+    @property
+    def config(self) -> DestinationConfig:
+        return self.primary.config
+
+    @property
+    def schema(self) -> Schema:
+        return self.primary.schema
+
+    @property
+    def signer(self) -> Signer | None:
+        return self.primary.signer
+
+    def encode(self, event: dict[str, Any]) -> bytes:
+        return self.primary.encode(event)
+
+    def fast_path(self) -> FastPath | None:
+        return self.primary.fast_path()
+
+    def item(self, normalized: dict[str, Any]) -> bytes:
+        return self.primary.item(normalized)
+
+    @property
+    def buffer(self) -> _FullestBuffer:
+        """The fill of the fullest destination buffer (flow control pauses on the slowest)."""
+        return _FullestBuffer(self.destinations)
+
+    @property
+    def sink(self) -> _AnyRefused:
+        """``credentials_refused`` when any destination's upstream refuses the gateway's credential."""
+        return _AnyRefused(self.destinations)
+
+    async def submit(self, events: list[Event], *, wait: bool = False) -> None:
+        """Put ``events`` in every destination's buffer (raises as the first refusing buffer does)."""
+        shares = [self._share(e) for e in events]
+        for i, dest in enumerate(self.destinations):
+            todo = [s for s in shares if s.placed == i]
+            if todo:
+                await dest.submit([s.copies[i] for s in todo], wait=wait)
+                for s in todo:
+                    s.placed = i + 1
+        n = len(self.destinations)
+        for e, s in zip(events, shares, strict=True):
+            if s.placed == n:
+                self._open.pop(id(e.ack), None)
+
+    def abandon(self, events: list[Event]) -> None:
+        """Give up on ``events`` not yet in every buffer: their missing copies resolve ERRORED."""
+        for e in events:
+            share = self._open.pop(id(e.ack), None)
+            if share is None:
+                continue
+            for i in range(share.placed, len(self.destinations)):
+                share.copies[i].ack.resolve(AckStatus.ERRORED, "not buffered")
+
+    def _share(self, event: Event) -> _Share:
+        share = self._open.get(id(event.ack))
+        if share is not None and share.ack is event.ack:
+            return share
+        key = self._next_key
+        self._next_key += 1
+        copies = [
+            Event(event.item, Ack(r, key), event.source, event.dedup_key, event.want_envelope) for r in self._receivers
+        ]
+        share = _Share(event.ack, copies)
+        self._shares[key] = share
+        self._open[id(event.ack)] = share
+        return share
+
+    def _resolved(self, key: int, index: int, status: AckStatus, detail: Any) -> None:
+        share = self._shares.get(key)
+        if share is None:
+            return
+        if status > share.worst or (index == 0 and status == share.worst):
+            share.worst, share.detail = status, detail
+        share.left -= 1
+        if share.left:
+            return
+        del self._shares[key]
+        if not share.ack.resolved:  # a source may have given up on it (dropped at shutdown)
+            share.ack.resolve(share.worst, share.detail)
+
+
+class _FullestBuffer:
+    __slots__ = ("_destinations",)
+
+    def __init__(self, destinations: list[Destination]) -> None:
+        self._destinations = destinations
+
+    @property
+    def fill_ratio(self) -> float:
+        return max(d.buffer.fill_ratio for d in self._destinations)
+
+
+class _AnyRefused:
+    __slots__ = ("_destinations",)
+
+    def __init__(self, destinations: list[Destination]) -> None:
+        self._destinations = destinations
+
+    @property
+    def credentials_refused(self) -> bool:
+        return any(getattr(d.sink, "credentials_refused", False) for d in self._destinations)
+
+
+Target = Destination | FanOut
+"""Where a source's events go: one destination, or several."""
+
+
+def target(names: list[str], destinations: dict[str, Destination]) -> Target:
+    """The destination named, or the fan-out to all those named (in order)."""
+    if len(names) == 1:
+        return destinations[names[0]]
+    return FanOut([destinations[n] for n in names])

@@ -23,7 +23,7 @@ from gateway.dedup import DedupWindow
 from gateway.errors import BufferFull, GatewayError, GatewayUnavailable
 from gateway.event import Event, encode_item
 from gateway.normalize.schema import EventInvalid
-from gateway.pipeline import Destination
+from gateway.pipeline import Target
 from gateway.sinks.deadletter.base import DeadLetter, DeadLetterStore
 from gateway.telemetry.metrics import Metrics
 
@@ -73,7 +73,7 @@ class Admitter:
     def __init__(
         self,
         source: str,
-        destination: Destination,
+        destination: Target,
         metrics: Metrics,
         deadletters: DeadLetterStore,
         check_restrictions: Callable[[dict[str, Any]], list[dict[str, str]]] | None = None,
@@ -154,6 +154,9 @@ class Admitter:
             except BaseException as exc:
                 if tracker is not None:
                     tracker.abandon()
+                abandon = getattr(self.destination, "abandon", None)  # a fan-out: copies placed so far
+                if abandon is not None:
+                    abandon(events)
                 if type(exc) is BufferFull and getattr(self.destination.sink, "credentials_refused", False):
                     # Full because the upstream refuses the gateway's own credential: our fault, 503.
                     raise GatewayUnavailable(

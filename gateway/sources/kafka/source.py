@@ -61,7 +61,7 @@ from gateway.kafka.security import bootstrap_list, client_kwargs
 from gateway.normalize.schema import EventInvalid, pointer
 from gateway.normalize.vendors import VENDORS
 from gateway.normalize.vendors.pangea import signature_of
-from gateway.pipeline import Destination
+from gateway.pipeline import Target
 from gateway.sinks.deadletter.base import DeadLetterStore
 from gateway.sources.kafka.config import KafkaSourceConfig
 from gateway.sources.kafka.deadletter_topic import DeadLetterJob, DeadLetterTopic
@@ -150,7 +150,7 @@ class KafkaSource:
         self,
         name: str,
         config: KafkaSourceConfig,
-        destination: Destination,
+        destination: Target,
         metrics: Metrics,
         deadletters: DeadLetterStore,
     ) -> None:
@@ -627,6 +627,10 @@ class KafkaSource:
                 last_poll = loop.time()
 
     def _drop(self, events: Iterable[Event], reason: str) -> None:
+        events = list(events)
+        abandon = getattr(self.destination, "abandon", None)  # a fan-out: copies placed so far
+        if abandon is not None:
+            abandon(events)
         n = 0
         for e in events:
             if not e.ack.resolved:
