@@ -28,9 +28,10 @@ Flow control and failure handling:
   reads them again (a duplicate, never a loss).  On assign, aiokafka starts from the
   committed offset.
 * **Poison** messages (undecodable → ``decode_error``; invalid for the schema →
-  ``invalid_schema``; refused by the upstream, ack REJECTED → ``upstream_rejected``) go to
-  the dead-letter topic (:mod:`gateway.sources.kafka.deadletter_topic`) and are then
-  committed past: they never stall a partition.
+  ``invalid_schema``) go to the dead-letter topic (:mod:`gateway.sources.kafka.deadletter_topic`)
+  and are then committed past: they never stall a partition.  An event the upstream refuses
+  (ack REJECTED) was dead-lettered by the delivery driver to the destination's dead-letter
+  store; its offset is committed past, and it is not written to the topic again.
 * **Producer-signed** ``pangea`` records (the SDK's ``signature``/``public_key`` beside
   ``event``) are forwarded exactly as signed; one that normalization or key/header mapping
   would change is poison (``invalid_schema``, ``BadState``).
@@ -97,13 +98,6 @@ def _detail(exc: BaseException) -> str:
     if errors:
         return f"{msg}: {errors}"
     return msg
-
-
-def _json_text(value: Any) -> str:
-    try:
-        return orjson.dumps(value, default=str).decode()
-    except TypeError:
-        return repr(value)
 
 
 _value_of = attrgetter("value")
@@ -561,27 +555,6 @@ class KafkaSource:
             DeadLetterJob(tracker, tracker.topic, tracker.partition, m.offset, m.key, m.value, headers, reason, detail)
         )
 
-    def _on_rejected(self, tracker: PartitionTracker, offset: int, message: Any, detail: Any) -> None:
-        """An event's ack resolved REJECTED (the upstream refused it): dead-letter its message.
-
-        ``message`` is what the tracker kept for ``offset``: ``(key, value, headers)``, or just
-        the value bytes of a message without key and headers (no container for the GC to walk).
-        """
-        key: bytes | None = None
-        value: bytes | None = None
-        headers: Any = ()
-        if isinstance(message, bytes):
-            value = message
-        elif message is not None:
-            key, value, headers = message
-        text = detail if isinstance(detail, str) else _json_text(detail)
-        self.dlq.put(
-            DeadLetterJob(
-                tracker, tracker.topic, tracker.partition, offset, key, value, list(headers or ()),
-                "upstream_rejected", text,
-            )
-        )  # fmt: skip
-
     # -- into the buffer ----------------------------------------------------------------
 
     async def _submit(self, events: list[Event]) -> None:
@@ -699,7 +672,7 @@ class KafkaSource:
     def _new_tracker(
         self, tp: TopicPartition, *, committed: int | None = None, expect: int | None = None
     ) -> PartitionTracker:
-        t = PartitionTracker(tp.topic, tp.partition, committed=committed, expect=expect, on_rejected=self._on_rejected)
+        t = PartitionTracker(tp.topic, tp.partition, committed=committed, expect=expect)
         self.trackers[tp] = t
         return t
 
