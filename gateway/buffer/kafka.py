@@ -38,7 +38,7 @@ from gateway.buffer.disk import SpoolUnavailable
 from gateway.buffer.memory import MemoryBuffer
 from gateway.errors import BufferFull, Draining
 from gateway.event import Event
-from gateway.sources.kafka.security import bootstrap_list, client_kwargs
+from gateway.kafka.security import bootstrap_list, client_kwargs
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)

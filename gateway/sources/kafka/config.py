@@ -6,11 +6,10 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from gateway.kafka.config import KafkaOnlySecurity, KafkaOnlyServers, KafkaSecurity, require_kafka_target
+from gateway.kafka.config import KafkaSecurity
 from gateway.sources.targets import Targets
 
-# Re-exported for the importers not yet moved to gateway.kafka.config (buffer/config.py).
-__all__ = ["KafkaOnlySecurity", "KafkaOnlyServers", "KafkaSecurity", "KafkaSourceConfig", "require_kafka_target"]
+__all__ = ["KafkaSourceConfig"]
 
 
 class KafkaSourceConfig(Targets):

@@ -14,11 +14,11 @@ from typing import Any
 from gateway.acks import Ack, AckStatus
 from gateway.batching import Batch
 from gateway.buffer.base import Buffer
-from gateway.config import DestinationConfig
 from gateway.event import Event, encode_item
 from gateway.normalize.fastpath import FastPath
 from gateway.normalize.schema import Schema
 from gateway.normalize.signing import Signer
+from gateway.pipeline.config import DestinationConfig
 from gateway.sinks.base import Sink
 from gateway.telemetry.metrics import Metrics
 
