@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from gateway.delivery.sink import Delivered, Outcome, Reject, Retry
 from gateway.event import Event
-from gateway.kafka.security import bootstrap_list, client_kwargs
+from gateway.kafka.producer import produce_each, producer_kwargs
 from gateway.sinks.kafka.config import KafkaSinkConfig
 
 __all__ = ["KafkaSink"]
@@ -64,13 +64,12 @@ class KafkaSink:
         self.destination = destination
         self.config = config
         self.topic = config.topic
-        self._kwargs: dict[str, Any] = {
-            "bootstrap_servers": bootstrap_list(config.bootstrap_servers),
-            "acks": "all",
-            "linger_ms": 5,
-            "request_timeout_ms": int(config.produce_timeout_secs * 1000),
-            **client_kwargs(config.security, path=f"destinations.{destination}.sink.security"),
-        }
+        self._kwargs = producer_kwargs(
+            config.bootstrap_servers,
+            config.security,
+            path=f"destinations.{destination}.sink.security",
+            request_timeout_secs=config.produce_timeout_secs,
+        )
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
         self._running = False
@@ -146,17 +145,8 @@ class KafkaSink:
     async def call(self, request: KafkaRequest, retried_ids: list[str]) -> _Answer:
         """Produce every message; wait (``produce_timeout_secs`` at most) for their acknowledgements."""
         producer = await self._connected()
-        futures: list[asyncio.Future[Any]] = []
-        for key, value in request.messages:
-            try:
-                futures.append(await producer.send(self.topic, value=value, key=key))
-            except KafkaError as exc:
-                failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                failed.set_exception(exc)
-                futures.append(failed)
-        results = await asyncio.wait_for(
-            asyncio.gather(*futures, return_exceptions=True), self.config.produce_timeout_secs
-        )
+        messages = [(self.topic, key, value, None) for key, value in request.messages]
+        results = await produce_each(producer, messages, self.config.produce_timeout_secs)
         return [
             r if isinstance(r, BaseException) else {"topic": r.topic, "partition": r.partition, "offset": r.offset}
             for r in results

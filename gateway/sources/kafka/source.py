@@ -58,6 +58,7 @@ from aiokafka.errors import KafkaError
 from gateway.acks import Ack, AckStatus
 from gateway.errors import BufferFull, ConfigError
 from gateway.event import Event, encode_item
+from gateway.kafka.producer import producer_kwargs
 from gateway.kafka.security import bootstrap_list, client_kwargs
 from gateway.normalize.schema import EventInvalid, pointer
 from gateway.normalize.vendors import VENDORS
@@ -163,7 +164,12 @@ class KafkaSource:
             name,
             config.destination,
             config.dlq_topic,
-            {"bootstrap_servers": self._servers, "client_id": f"audit-gateway-{name}-dlq", **self._kwargs},
+            producer_kwargs(
+                config.bootstrap_servers,
+                config.security,
+                path=f"sources.{name}.security",
+                client_id=f"audit-gateway-{name}-dlq",
+            ),
             metrics,
             deadletters,
         )
