@@ -15,6 +15,7 @@
   rest sent again at once when the sink says so.
 
 The driver owns the delivery metrics (``gateway_batch_*``, ``gateway_events_forwarded_total``,
+``gateway_delivery_in_flight_events``,
 ``gateway_events_rejected_total{stage="upstream"}``, ``gateway_upstream_retries_total``) and
 every ack of the batch: ``send`` returns only when each is resolved, and if it is cancelled
 resolves what is open as ERRORED.
@@ -90,6 +91,16 @@ class DeliveryDriver(Generic[RequestT, AnswerT]):
 
     async def send(self, batch: Batch) -> None:
         """Deliver ``batch``; returns when every ack is resolved.  Re-raises only cancellation."""
+        # Out of the buffer's gauge, into this one until resolved (a retrying batch is not lost
+        # from view); the whole batch is counted until send returns.
+        in_flight = self._metrics.delivery_in_flight_events.labels(self.destination)
+        in_flight.inc(len(batch))
+        try:
+            await self._send(batch)
+        finally:
+            in_flight.dec(len(batch))
+
+    async def _send(self, batch: Batch) -> None:
         try:
             if self.sink.stopped:
                 batch.resolve_all(AckStatus.ERRORED, "sink not running")

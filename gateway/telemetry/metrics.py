@@ -117,6 +117,12 @@ class Metrics:
             registry=r,
         )
         self.buffer_events = Gauge("gateway_buffer_events", "Events held in the buffer.", ["destination"], registry=r)
+        self.delivery_in_flight_events = Gauge(
+            "gateway_delivery_in_flight_events",
+            "Events taken from the buffer and not yet resolved: being sent, retried or polled.",
+            ["destination"],
+            registry=r,
+        )
         self.buffer_bytes = Gauge("gateway_buffer_bytes", "Bytes held in the buffer.", ["destination"], registry=r)
         self.buffer_max_events = Gauge(
             "gateway_buffer_max_events", "Buffer capacity in events.", ["destination"], registry=r
