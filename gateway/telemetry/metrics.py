@@ -47,6 +47,14 @@ class Metrics:
             ["destination"],
             registry=r,
         )
+        self.events_refused = Counter(
+            "gateway_events_refused_total",
+            "Events answered 429/503 at intake and not admitted (the sender keeps and resends them), by reason:"
+            " buffer_full, credentials (the upstream refuses the gateway's own), unavailable (the spool cannot"
+            " write), draining.",
+            ["source", "destination", "reason"],
+            registry=r,
+        )
         self.events_rejected = Counter(
             "gateway_events_rejected_total",
             "Events refused for good (at intake or by the upstream), by stage and reason.",
