@@ -207,6 +207,7 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
 
     async def _connect(self) -> None:
         backoff = 0.2
+        failures = 0
         listener = _Listener(self)
         while True:
             consumer = self._new_consumer()
@@ -225,9 +226,19 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
                 self.consumer = None
                 with contextlib.suppress(Exception):
                     await consumer.stop()
-                log.warning(
+                failures += 1
+                # Logged once per outage (a warning), then each retry at debug: an unreachable
+                # cluster must not flood the log every few seconds.
+                log.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
                     "kafka brokers unreachable; retrying",
-                    extra={"source": self.name, "bootstrap_servers": self._servers, "error": repr(exc)},
+                    extra={
+                        "source": self.name,
+                        "bootstrap_servers": self._servers,
+                        "error": repr(exc),
+                        "attempt": failures,
+                        "delay_secs": round(backoff, 2),
+                    },
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, CONNECT_BACKOFF_MAX_SECS)
@@ -238,7 +249,10 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
                     await asyncio.shield(consumer.stop())
                 raise
             self._ready.set()
-            log.info("kafka consumer started", extra={"source": self.name, "group_id": self.config.group_id})
+            log.info(
+                "kafka consumer started",
+                extra={"source": self.name, "group_id": self.config.group_id, "failed_attempts": failures},
+            )
             return
 
     async def wait_ready(self) -> None:

@@ -192,7 +192,7 @@ async def test_an_unreachable_broker_does_not_fail_start_and_stop_is_clean(caplo
 
     address = f"127.0.0.1:{free_port()}"  # nothing listens there: every connection is refused
     cfg = source_config(address, "audit.events", "g-unreachable")
-    caplog.set_level(logging.WARNING, logger="gateway.sources.kafka.source")
+    caplog.set_level(logging.DEBUG, logger="gateway.sources.kafka.source")
 
     def unreachable_reports() -> list[logging.LogRecord]:
         return [
@@ -210,6 +210,8 @@ async def test_an_unreachable_broker_does_not_fail_start_and_stop_is_clean(caplo
         while len(unreachable_reports()) < 2 and loop.time() < give_up:
             await asyncio.sleep(0.05)
         assert len(unreachable_reports()) >= 2, [r.getMessage() for r in caplog.records]
+        # ... logged once as a warning, the retries at debug.
+        assert [r.levelno for r in unreachable_reports()][:2] == [logging.WARNING, logging.DEBUG]
         # ... and what readiness reads says it is not connected.
         assert run.source.consumer is None and not run.source.trackers
     assert run.source.consumer is None
