@@ -29,9 +29,10 @@ from gateway.config import (
     load_config,
 )
 from gateway.dedup import DedupWindow
+from gateway.delivery.driver import DeliveryDriver
 from gateway.destinations import build_schema, build_signer
-from gateway.errors import GatewayError, StartupError, os_reason
-from gateway.pipeline import Destination
+from gateway.errors import ConfigError, GatewayError, StartupError, os_reason
+from gateway.pipeline import Destination, target
 from gateway.preflight import (
     Placement,
     RunOptions,
@@ -66,6 +67,11 @@ async def listening(host: str, port: int, start: Callable[[], Awaitable[None]]) 
         await start()
     except OSError as exc:
         raise StartupError(f"cannot listen on {host}:{port}: {os_reason(exc)}") from None
+
+
+async def _no_upstream_schema() -> Any:
+    # The configuration refuses `schema: upstream` for a destination with a sink of its own.
+    raise ConfigError("schema: upstream needs the audit log upstream, not a Kafka sink")
 
 
 access_log_lines = logging.getLogger("gateway.access")
@@ -257,6 +263,24 @@ class Gateway:
         """A destination's sink (started), schema, buffer; its schema refresh task when fetched upstream."""
         assert self.upstream is not None and self.deadletters is not None
         upstream = self.upstream
+        if dc.sink is not None:  # a sink of its own (Kafka), not the audit log upstream
+            from gateway.sinks.kafka.sink import KafkaSink
+
+            kafka_sink = KafkaSink(name, dc.sink)
+            await kafka_sink.start()
+            dest = Destination(
+                name,
+                dc,
+                self._buffer(name),
+                DeliveryDriver(kafka_sink, dc.sink.retry, self.metrics, self.deadletters),
+                await build_schema(dc, _no_upstream_schema),
+                self.metrics,
+                dc.sink.max_in_flight,
+                build_signer(dc),
+                keeps_undelivered=self.config.buffer.type == "disk",
+            )
+            dest.start()
+            return dest
         refresh = asyncio.Event()
         sink = PangeaSink(name, dc.config_id, upstream, self.metrics, self.deadletters, on_invalid_schema=refresh.set)
         await sink.start()
@@ -269,7 +293,7 @@ class Gateway:
             name,
             dc,
             self._buffer(name),
-            sink,
+            DeliveryDriver(sink, upstream.retry, self.metrics, self.deadletters),
             schema,
             self.metrics,
             upstream.max_in_flight,
@@ -312,19 +336,19 @@ class Gateway:
     async def _start_pulling(
         self, name: str, src: KafkaSourceConfig | PollSourceConfig, destinations: dict[str, Destination]
     ) -> None:
-        """Start a Kafka or pull source feeding ``destinations[src.destination]``."""
+        """Start a Kafka or pull source feeding its destinations (one, or a fan-out of several)."""
         assert self.deadletters is not None
         if isinstance(src, KafkaSourceConfig):
             from gateway.sources.kafka.source import KafkaSource
 
-            ks = KafkaSource(name, src, destinations[src.destination], self.metrics, self.deadletters)
+            ks = KafkaSource(name, src, target(src.targets, destinations), self.metrics, self.deadletters)
             await ks.start()
             self.kafka_sources.append(ks)
             return
         from gateway.sources.intake import Admitter
         from gateway.sources.poll.source import PollSource
 
-        admitter = Admitter(name, destinations[src.destination], self.metrics, self.deadletters, None, self.dedup)
+        admitter = Admitter(name, target(src.targets, destinations), self.metrics, self.deadletters, None, self.dedup)
         ps = PollSource(name, src, admitter, self.data_dir)
         await ps.start()
         self.poll_sources.append(ps)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from operator import attrgetter
 
-import orjson
-
 from gateway.acks import AckStatus, BatchAck
-from gateway.event import Event, item_of
+from gateway.event import Event
 
 _ack_of = attrgetter("ack")
 
@@ -29,21 +27,6 @@ class Batch:
     def __len__(self) -> int:
         return len(self.events)
 
-    def body(self, config_id: str | None, *, verbose: bool = False, events: list[Event] | None = None) -> bytes:
-        """The /v2/log body, built by joining the events' bytes (never re-serialized).
-
-        ``events`` is a subset of the batch's, when only some are to be sent (what is left
-        after the upstream rejected some); by default, all of them.
-        """
-        items = list(map(item_of, self.events if events is None else events))
-        head = b'{"events":['
-        tail = b"]"
-        if config_id is not None:
-            tail += b',"config_id":' + orjson.dumps(config_id)
-        if verbose:
-            tail += b',"verbose":true'
-        return head + b",".join(items) + tail + b"}"
-
     @staticmethod
     def split(destination: str, events: list[Event]) -> list[Batch]:
         """``events`` as batches of one credential each (one batch, in the common case)."""
@@ -58,15 +41,6 @@ class Batch:
             else:
                 groups.setdefault(e.credential, []).append(e)
         return [Batch(destination, group, cred) for cred, group in groups.items()] + alone
-
-    def v1_body(self, config_id: str | None) -> bytes | None:
-        """The ``/v1/log`` body of a batch of one event with ``v1_members``; None for others."""
-        tail = self.events[0].v1_members if len(self.events) == 1 else None
-        if tail is None:
-            return None
-        if config_id is not None:
-            tail += b',"config_id":' + orjson.dumps(config_id)
-        return self.events[0].item[:-1] + tail + b"}"
 
     def resolve_all(self, status: AckStatus, detail: object = None) -> None:
         self.ack.resolve(status, [detail] * len(self.events) if detail is not None else None)

@@ -24,7 +24,7 @@ from gateway.buffer.config import BufferConfig
 from gateway.configbase import StrictModel
 from gateway.dedup import DedupConfig
 from gateway.errors import ConfigError
-from gateway.normalize.config import InlineSchemaConfig, SchemaPolicy
+from gateway.pipeline.config import BatchConfig, DestinationConfig, SigningConfig
 from gateway.sinks.deadletter.config import DeadLetterConfig
 from gateway.sinks.pangea.config import UpstreamConfig
 from gateway.sources.kafka.config import KafkaSourceConfig
@@ -36,36 +36,16 @@ DEFAULT_ADMIN_LISTEN = "127.0.0.1:9090"
 DEFAULT_LOCAL_AUDIT_LISTEN = "127.0.0.1:8090"
 DEFAULT_DATA_DIR = "./audit-gateway-data"
 
-
-class BatchConfig(StrictModel):
-    """How events are grouped into upstream requests."""
-
-    max_events: int = Field(default=1000, ge=1, le=1000, description="Events per request (the API allows 1000).")
-    max_bytes: int = Field(default=4_000_000, ge=1024, description="Request body size cap in bytes.")
-    timeout_secs: float = Field(default=0.2, gt=0, description="Send a partial batch after this long.")
-
-
-class SigningConfig(StrictModel):
-    """Client-side ed25519 signing of each event, as pangea-sdk's ``private_key_file`` does."""
-
-    private_key_file: Path = Field(description="Unencrypted ed25519 private key (PEM or OpenSSH).")
-    public_key_info: dict[str, str] | None = Field(
-        default=None, description="Extra members of the `public_key` JSON sent with each event."
-    )
-
-
-class DestinationConfig(StrictModel):
-    """One audit configuration upstream: its id, schema and batching."""
-
-    config_id: str | None = Field(default=None, description="Upstream configuration id (sent as `config_id`).")
-    schema_: Literal["standard", "upstream"] | InlineSchemaConfig = Field(
-        default="standard",
-        alias="schema",
-        description="`standard`, `upstream` (fetched from /v1/schema), or inline `{fields: [...]}`.",
-    )
-    schema_policy: SchemaPolicy = Field(default_factory=SchemaPolicy, description="Handling of misfit events.")
-    batch: BatchConfig = Field(default_factory=BatchConfig, description="Batching.")
-    signing: SigningConfig | None = Field(default=None, description="Sign events locally before sending.")
+__all__ = [
+    "DEFAULT_ADMIN_LISTEN",
+    "DEFAULT_DATA_DIR",
+    "DEFAULT_LISTEN",
+    "DEFAULT_LOCAL_AUDIT_LISTEN",
+    "BatchConfig",
+    "DestinationConfig",
+    "GatewayConfig",
+    "SigningConfig",
+]
 
 
 SourceConfig = Annotated[WebhookSourceConfig | KafkaSourceConfig | PollSourceConfig, Field(discriminator="type")]
@@ -131,8 +111,18 @@ class GatewayConfig(StrictModel):
     @model_validator(mode="after")
     def _references(self) -> Self:
         for name, src in self.sources.items():
-            if src.destination not in self.destinations:
-                raise ValueError(f"sources.{name}.destination: unknown destination {src.destination!r}")
+            for target in src.targets:
+                if target not in self.destinations:
+                    raise ValueError(f"sources.{name}.destination: unknown destination {target!r}")
+            first = self.destinations[src.destination]
+            for target in src.targets[1:]:
+                other = self.destinations[target]
+                # Fan-out copies the event as normalized for the first destination.
+                if other.schema_ != first.schema_ or other.signing != first.signing:
+                    raise ValueError(
+                        f"sources.{name}.destinations: {target!r} must have the schema and signing of"
+                        f" {src.destination!r} (a fan-out sends each destination the same normalized event)"
+                    )
             for i, caller in enumerate(getattr(src, "callers", None) or []):
                 for d in caller.destinations:
                     if d not in self.destinations:

@@ -401,7 +401,13 @@ async def replay(args: argparse.Namespace, config: GatewayConfig, out: Any = sys
         sinks: dict[str, Sink] = {}
         if upstream is not None:
             for name, dc in config.destinations.items():
-                sinks[name] = PangeaSink(name, dc.config_id, upstream, metrics, collect)
+                if dc.sink is not None:  # a destination with a sink of its own (Kafka), as the runtime builds it
+                    from gateway.delivery.driver import DeliveryDriver
+                    from gateway.sinks.kafka.sink import KafkaSink
+
+                    sinks[name] = DeliveryDriver(KafkaSink(name, dc.sink), dc.sink.retry, metrics, collect)
+                else:
+                    sinks[name] = PangeaSink(name, dc.config_id, upstream, metrics, collect)
                 await sinks[name].start()
         try:
             replayer = Replayer(config, await _destinations(config, sinks, metrics))

@@ -36,7 +36,7 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from hashlib import blake2b
 from pathlib import Path
@@ -91,10 +91,14 @@ def request_key(source: str, request_id: str, digest: str) -> str:
 class DedupWindow:
     """The window: ids recorded (delivered), ids in flight, and their SQLite file."""
 
-    def __init__(self, path: Path | None, config: DedupConfig, metrics: Metrics) -> None:
+    def __init__(
+        self, path: Path | None, config: DedupConfig, metrics: Metrics, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.path = path
         self.config = config
         self.metrics = metrics
+        self._clock = clock
+        """Unix time of "now" (injected by tests, so a window can age without waiting)."""
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._pending: dict[str, tuple[Tracker, int]] = {}
         self._to_write: list[tuple[str, float]] = []
@@ -129,7 +133,7 @@ class DedupWindow:
             "CREATE INDEX IF NOT EXISTS seen_at ON seen(at);"
         )
         self._db = db
-        cutoff = time.time() - self.config.max_age_secs
+        cutoff = self._clock() - self.config.max_age_secs
         rows = db.execute(
             "SELECT key, at FROM (SELECT key, at FROM seen WHERE at >= ? ORDER BY at DESC LIMIT ?) ORDER BY at",
             (cutoff, self.config.max_entries),
@@ -181,7 +185,7 @@ class DedupWindow:
         if batch:
             db.executemany("INSERT OR REPLACE INTO seen(key, at) VALUES (?, ?)", batch)
         if prune:
-            db.execute("DELETE FROM seen WHERE at < ?", (time.time() - self.config.max_age_secs,))
+            db.execute("DELETE FROM seen WHERE at < ?", (self._clock() - self.config.max_age_secs,))
             row = db.execute(
                 "SELECT at FROM seen ORDER BY at DESC LIMIT 1 OFFSET ?", (self.config.max_entries,)
             ).fetchone()
@@ -199,13 +203,13 @@ class DedupWindow:
         at = self._seen.get(key)
         if at is None:
             return False
-        if time.time() - at > self.config.max_age_secs:
+        if self._clock() - at > self.config.max_age_secs:
             del self._seen[key]
             return False
         return True
 
     def record(self, key: str) -> None:
-        now = time.time()
+        now = self._clock()
         self._seen[key] = now
         self._seen.move_to_end(key)
         while len(self._seen) > self.config.max_entries:

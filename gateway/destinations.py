@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from gateway.config import DestinationConfig
 from gateway.normalize.config import SchemaFieldConfig
 from gateway.normalize.schema import Schema
 from gateway.normalize.signing import Signer
+from gateway.pipeline.config import DestinationConfig
 
 FetchSchema = Callable[[], Awaitable[list[SchemaFieldConfig]]]
 """Asks the upstream for the destination's schema (``POST /v1/schema``): the sink's ``fetch_schema``."""

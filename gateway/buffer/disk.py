@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 from gateway.acks import Ack, AckStatus
 from gateway.buffer.config import BufferConfig
 from gateway.buffer.spool import Record, Spool, SpoolError
-from gateway.errors import BufferFull, GatewayError
+from gateway.errors import BufferFull, Draining, GatewayError
 from gateway.event import Event
 from gateway.telemetry.metrics import Metrics
 
@@ -247,8 +247,8 @@ class DiskBuffer:
             return
         size = sum(len(e.item) for e in events)
         while True:
-            if self._closed:
-                raise BufferFull("the gateway is shutting down", retry_after_secs=self._retry_after)
+            if self._closed:  # 503, as every buffer answers while stopping: not a busy gateway
+                raise Draining("the gateway is shutting down", retry_after_secs=self._retry_after)
             if not self._fits(len(events), size):
                 if not wait:
                     raise BufferFull(

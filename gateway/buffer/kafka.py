@@ -38,7 +38,7 @@ from gateway.buffer.disk import SpoolUnavailable
 from gateway.buffer.memory import MemoryBuffer
 from gateway.errors import BufferFull, Draining
 from gateway.event import Event
-from gateway.sources.kafka.security import bootstrap_list, client_kwargs
+from gateway.kafka.producer import produce_each, producer_kwargs
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -68,14 +68,14 @@ class KafkaBuffer:
         self.local_sources = frozenset(local_sources)
         self.inner: Buffer = inner or MemoryBuffer(destination, config.max_events, config.max_bytes, metrics)
         self._retry_after = retry_after_secs
-        self._kwargs: dict[str, Any] = {
-            "bootstrap_servers": bootstrap_list(config.bootstrap_servers),
-            "acks": "all",
-            "linger_ms": 2,
-            "request_timeout_ms": int(self.timeout * 1000),
-            "max_request_size": 8 * 1024 * 1024,
-            **client_kwargs(config.security, path="buffer.security"),
-        }
+        self._kwargs = producer_kwargs(
+            config.bootstrap_servers,
+            config.security,
+            path="buffer.security",
+            request_timeout_secs=self.timeout,
+            linger_ms=2,
+            max_request_size=8 * 1024 * 1024,
+        )
         self._producer: Any = None
         self._lock = asyncio.Lock()
         self._producing_bytes = 0
@@ -140,20 +140,10 @@ class KafkaBuffer:
 
     async def _produce(self, events: list[Event]) -> None:
         producer = await self._connected()
-        futures: list[Any] = []
+        messages = [(self.topic, None, e.item, _headers(e)) for e in events]
         try:
-            for e in events:
-                headers = [(HEADER_SOURCE, e.source.encode())]
-                if e.dedup_key is not None:
-                    headers.append((HEADER_DEDUP, e.dedup_key.encode()))
-                futures.append(await producer.send(self.topic, value=e.item, headers=headers))
-            results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), self.timeout)
+            results = await produce_each(producer, messages, self.timeout)
         except (KafkaError, TimeoutError) as exc:
-            for f in futures:
-                if f.done():
-                    f.exception()  # retrieved, so it is not reported as never retrieved
-                else:
-                    f.cancel()
             log.warning("kafka buffer: produce failed", extra={"topic": self.topic, "error": repr(exc)})
             raise self._unavailable("brokers did not acknowledge") from None
         errors = [r for r in results if isinstance(r, BaseException)]
@@ -190,3 +180,10 @@ class KafkaBuffer:
         if self._stopper is not None:
             await self._stopper
         await self._stop_producer()
+
+
+def _headers(e: Event) -> list[tuple[str, bytes]]:
+    headers = [(HEADER_SOURCE, e.source.encode())]
+    if e.dedup_key is not None:
+        headers.append((HEADER_DEDUP, e.dedup_key.encode()))
+    return headers

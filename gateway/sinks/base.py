@@ -1,4 +1,8 @@
-"""The sink contract."""
+"""What a :class:`~gateway.pipeline.Destination` drives: a batch sender.
+
+The pipeline's is a :class:`~gateway.delivery.driver.DeliveryDriver` around a sink (the three
+pieces a sink implements are in :mod:`gateway.delivery.sink`).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,14 @@ from gateway.batching import Batch
 
 
 class Sink(Protocol):
-    """Sends batches upstream; owns retries; resolves every ack of a batch exactly once.
+    """Sends batches upstream; resolves every ack of a batch exactly once.
 
     ``send`` returns only when every event of the batch is resolved: DELIVERED with the
-    upstream's per-event result (``{"hash": ..., "envelope"?: ...}``), REJECTED with a reason
-    (after writing it to the dead-letter path), or ERRORED when retries ran out or the
-    sink was stopped.  If ``send`` is cancelled it resolves what is open as ERRORED.
+    upstream's per-event result, REJECTED with a reason (after writing it to the dead-letter
+    path), or ERRORED when retries ran out or the sink was stopped.  If ``send`` is cancelled
+    it resolves what is open as ERRORED.
 
-    A sink may also have a ``credentials_refused`` attribute (bool): true while the upstream
+    A sender may also have a ``credentials_refused`` attribute (bool): true while the upstream
     refuses the gateway's own credential, so intake answers a full buffer with 503 (the
     gateway's fault) rather than 429.
     """

@@ -20,10 +20,10 @@ import orjson
 
 from gateway.acks import AckGroup
 from gateway.dedup import DedupWindow
-from gateway.errors import BufferFull, GatewayError, GatewayUnavailable
+from gateway.errors import BufferFull, Draining, GatewayError, GatewayUnavailable
 from gateway.event import Event, encode_item
 from gateway.normalize.schema import EventInvalid
-from gateway.pipeline import Destination
+from gateway.pipeline import Target
 from gateway.sinks.deadletter.base import DeadLetter, DeadLetterStore
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.tap import TAP
@@ -74,7 +74,7 @@ class Admitter:
     def __init__(
         self,
         source: str,
-        destination: Destination,
+        destination: Target,
         metrics: Metrics,
         deadletters: DeadLetterStore,
         check_restrictions: Callable[[dict[str, Any]], list[dict[str, str]]] | None = None,
@@ -161,12 +161,25 @@ class Admitter:
             except BaseException as exc:
                 if tracker is not None:
                     tracker.abandon()
+                abandon = getattr(self.destination, "abandon", None)  # a fan-out: copies placed so far
+                if abandon is not None:
+                    abandon(events)
                 if type(exc) is BufferFull and getattr(self.destination.sink, "credentials_refused", False):
                     # Full because the upstream refuses the gateway's own credential: our fault, 503.
+                    self._count_refused(len(events), "credentials")
                     raise GatewayUnavailable(
                         "the gateway cannot deliver yet (the upstream refuses its credentials); retry later",
                         retry_after_secs=exc.retry_after_secs,
                     ) from None
+                if isinstance(exc, BufferFull):
+                    reason = (
+                        "draining"
+                        if isinstance(exc, Draining)
+                        else "unavailable"
+                        if isinstance(exc, GatewayUnavailable)
+                        else "buffer_full"
+                    )
+                    self._count_refused(len(events), reason)
                 raise
         # --- end of dedup hook ---
         errors: list[dict[str, str]] = []
@@ -174,6 +187,11 @@ class Admitter:
             errors = [e for cand in invalid for e in cand.errors]
             await self.reject_invalid(invalid)
         return Admission(group, [i for i, _item, _c in valid], errors, len(invalid), len(candidates), pointer_template)
+
+    def _count_refused(self, n: int, reason: str) -> None:
+        """Events not admitted: the sender is answered 429/503 and keeps them (accounting:
+        received = forwarded + rejected + refused + dropped + duplicates + buffered + in flight)."""
+        self.metrics.events_refused.labels(self.source, self.destination.name, reason).inc(n)
 
     async def reject_invalid(self, invalid: Sequence[Candidate]) -> None:
         reasons: dict[str, int] = {}

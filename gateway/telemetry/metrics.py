@@ -47,6 +47,14 @@ class Metrics:
             ["destination"],
             registry=r,
         )
+        self.events_refused = Counter(
+            "gateway_events_refused_total",
+            "Events answered 429/503 at intake and not admitted (the sender keeps and resends them), by reason:"
+            " buffer_full, credentials (the upstream refuses the gateway's own), unavailable (the spool cannot"
+            " write), draining.",
+            ["source", "destination", "reason"],
+            registry=r,
+        )
         self.events_rejected = Counter(
             "gateway_events_rejected_total",
             "Events refused for good (at intake or by the upstream), by stage and reason.",
@@ -117,6 +125,12 @@ class Metrics:
             registry=r,
         )
         self.buffer_events = Gauge("gateway_buffer_events", "Events held in the buffer.", ["destination"], registry=r)
+        self.delivery_in_flight_events = Gauge(
+            "gateway_delivery_in_flight_events",
+            "Events taken from the buffer and not yet resolved: being sent, retried or polled.",
+            ["destination"],
+            registry=r,
+        )
         self.buffer_bytes = Gauge("gateway_buffer_bytes", "Bytes held in the buffer.", ["destination"], registry=r)
         self.buffer_max_events = Gauge(
             "gateway_buffer_max_events", "Buffer capacity in events.", ["destination"], registry=r

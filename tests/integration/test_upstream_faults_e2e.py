@@ -355,6 +355,20 @@ async def test_a_buffer_full_of_events_waiting_for_a_fixed_credential_answers_50
             token_file.write_text(TOKEN + "\n")  # the operator fixes the mounted Secret
             answer = await asyncio.wait_for(waiting, 30)
             rejected = await metric(s, gw, "gateway_events_rejected_total")
+            accounts = {
+                name: await metric(s, gw, name)
+                for name in (
+                    "gateway_events_received_total",
+                    "gateway_events_forwarded_total",
+                    "gateway_events_rejected_total",
+                    "gateway_events_refused_total",
+                    "gateway_events_dropped_total",
+                    "gateway_duplicates_dropped_total",
+                    "gateway_buffer_events",
+                    "gateway_delivery_in_flight_events",
+                )
+            }
+            refused_full = await metric(s, gw, "gateway_events_refused_total", reason="credentials")
     finally:
         gw.terminate()
     for status, headers, body in (full_sdk, full_okta):
@@ -362,6 +376,12 @@ async def test_a_buffer_full_of_events_waiting_for_a_fixed_credential_answers_50
         assert json.loads(body)["status"] == "ServiceNotAvailable"
     assert answer[0] == 200, answer
     assert rejected == 0
+    # Every event received is accounted for once: here forwarded (the 10 queued) or refused
+    # with a 503 (the others, while the credential was refused).
+    received = accounts.pop("gateway_events_received_total")
+    assert received == sum(accounts.values()), accounts
+    assert accounts["gateway_events_forwarded_total"] == 10
+    assert refused_full == accounts["gateway_events_refused_total"] == received - 10
     stored = stored_messages(tmp_path / "local-audit.db")
     assert sorted(stored) == sorted(queued)  # exactly what was answered 200; the 503s were not kept
     assert WRONG_TOKEN not in gw.log() and TOKEN not in gw.log()

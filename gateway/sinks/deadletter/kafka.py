@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from gateway.kafka.security import bootstrap_list, client_kwargs
+from gateway.kafka.producer import HEADER_DETAIL, HEADER_REASON, detail_header, produce_each, producer_kwargs
 from gateway.sinks.deadletter.base import DeadLetter
 from gateway.sinks.deadletter.config import DeadLetterConfig
 from gateway.sinks.deadletter.local import LocalDeadLetterStore, count_and_log
@@ -29,9 +29,6 @@ from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-MAX_DETAIL_BYTES = 2048
-HEADER_REASON = "x-gateway-reason"
-HEADER_DETAIL = "x-gateway-detail"
 HEADER_SOURCE = "x-gateway-source"
 HEADER_DESTINATION = "x-gateway-destination"
 HEADER_RECEIVED_AT = "x-gateway-received-at"
@@ -40,7 +37,7 @@ HEADER_RECEIVED_AT = "x-gateway-received-at"
 def headers_of(letter: DeadLetter) -> list[tuple[str, bytes]]:
     return [
         (HEADER_REASON, letter.reason.encode()),
-        (HEADER_DETAIL, letter.detail.encode("utf-8", "replace")[:MAX_DETAIL_BYTES]),
+        (HEADER_DETAIL, detail_header(letter.detail)),
         (HEADER_SOURCE, letter.source.encode()),
         (HEADER_DESTINATION, (letter.destination or "").encode()),
         (HEADER_RECEIVED_AT, repr(letter.received_at).encode()),
@@ -58,13 +55,12 @@ class KafkaDeadLetterStore:
         self.metrics = metrics
         self._producer: Any = None
         self._lock = asyncio.Lock()
-        self._kwargs = {
-            "bootstrap_servers": bootstrap_list(config.bootstrap_servers),
-            "acks": "all",
-            "linger_ms": 5,
-            "request_timeout_ms": int(config.produce_timeout_secs * 1000),
-            **client_kwargs(config.security, path="deadletter.security"),
-        }
+        self._kwargs = producer_kwargs(
+            config.bootstrap_servers,
+            config.security,
+            path="deadletter.security",
+            request_timeout_secs=config.produce_timeout_secs,
+        )
 
     async def start(self) -> None:
         """Connect now if the brokers answer; otherwise the first write tries again."""
@@ -103,18 +99,9 @@ class KafkaDeadLetterStore:
             count_and_log(self.metrics, done)
 
     async def _produce(self, producer: Any, letters: list[DeadLetter]) -> list[DeadLetter]:
-        futures: list[Any] = []
-        for d in letters:
-            try:
-                fut = await producer.send(self.topic, value=d.payload, key=d.source.encode(), headers=headers_of(d))
-            except KafkaError as exc:
-                fut = asyncio.get_running_loop().create_future()
-                fut.set_exception(exc)
-            futures.append(fut)
+        messages = [(self.topic, d.source.encode(), d.payload, headers_of(d)) for d in letters]
         try:
-            results = await asyncio.wait_for(
-                asyncio.gather(*futures, return_exceptions=True), self.config.produce_timeout_secs
-            )
+            results = await produce_each(producer, messages, self.config.produce_timeout_secs)
         except TimeoutError:
             return letters
         return [d for d, r in zip(letters, results, strict=True) if isinstance(r, BaseException)]

@@ -29,10 +29,10 @@ import aiohttp
 import orjson
 from pydantic import SecretStr
 
+from gateway.delivery.retry import Verdict, classify
 from gateway.errors import RetriableUpstreamError, UpstreamConfigError, UpstreamCredentialsRefused
 from gateway.sinks.pangea.config import OAuth2Config, UpstreamConfig
 from gateway.sinks.pangea.request_builder import error_code
-from gateway.sinks.pangea.retry import Verdict, classify
 from gateway.telemetry import redact
 from gateway.telemetry.metrics import Metrics
 

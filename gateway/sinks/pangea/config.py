@@ -8,6 +8,7 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 
 from gateway.configbase import StrictModel
+from gateway.delivery.config import RetryConfig
 
 
 class OAuth2Config(StrictModel):
@@ -19,18 +20,6 @@ class OAuth2Config(StrictModel):
     scope: str | None = Field(default=None, description="Optional space-separated scopes to request.")
     refresh_before_expiry_secs: float = Field(
         default=60.0, ge=0, description="Refresh the cached token this long before `expires_in` runs out."
-    )
-
-
-class RetryConfig(StrictModel):
-    """Retries of retriable upstream failures (408, 429, 5xx but 501, network errors)."""
-
-    initial_backoff_secs: float = Field(default=0.5, gt=0, description="First backoff ceiling.")
-    max_backoff_secs: float = Field(default=30.0, gt=0, description="Backoff ceiling cap (full jitter below it).")
-    max_attempts: int | None = Field(
-        default=None,
-        ge=1,
-        description="Attempts per batch before its events resolve as errored; null retries until shutdown.",
     )
 
 

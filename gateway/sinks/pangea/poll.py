@@ -19,10 +19,10 @@ import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
+from gateway.delivery.retry import Verdict, classify
 from gateway.errors import RetriableUpstreamError
 from gateway.sinks.pangea.config import PollConfig
 from gateway.sinks.pangea.request_builder import Answer, join_url, resolve_location, same_origin
-from gateway.sinks.pangea.retry import Verdict, classify
 
 __all__ = ["PollGaveUp", "poll_delay", "poll_until_done", "poll_url"]
 
@@ -88,7 +88,7 @@ async def poll_until_done(
     ``get(url)`` performs one authenticated GET.  Returns the first non-202 answer that is not
     a transient failure: a 200 (``outcome=done``) or the original call's error
     (``outcome=failed``, e.g. a 400 ValidationError found while processing).  Transient
-    failures (per :func:`~gateway.sinks.pangea.retry.classify`) are polled through
+    failures (per :func:`~gateway.delivery.retry.classify`) are polled through
     (``outcome=error``).  Raises :class:`PollGaveUp` when the deadline passes or the upstream
     does not know the request (404).  ``on_outcome`` is told each poll's outcome (metrics).
     """

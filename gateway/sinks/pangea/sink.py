@@ -1,7 +1,9 @@
-"""The upstream sink: batches to a Pangea-compatible Secure Audit Log (``/v2/log``, ``/v2/log_async``).
+"""The Pangea sink: batches to a Pangea-compatible Secure Audit Log (``/v2/log``, ``/v2/log_async``).
 
-One :class:`PangeaSink` per destination.  ``send`` owns a batch until every event of it is
-resolved:
+One :class:`PangeaSink` per destination.  It implements the three pieces of
+:class:`gateway.delivery.sink.Sink` (build the ``/v2/log`` body, send it and poll a 202,
+classify the answer); the :class:`~gateway.delivery.driver.DeliveryDriver` retries with
+backoff, dead-letters, counts and resolves the acks.  What the answers mean:
 
 * **200** with a Pangea ``Success`` envelope holding one result per event sent — every event
   DELIVERED with its ``result.results[i]`` (``{hash, envelope?}``).  Any other 200 (garbage,
@@ -11,8 +13,8 @@ resolved:
   If polling gives up, the batch is sent again with ``X-Pangea-Retried-Request-Ids``; the
   upstream had stored the events at 202 time, so this can duplicate them: delivery is
   at-least-once, never at-most-once.
-* **retriable** (:func:`.retry.classify`: 408, 429, 5xx but 501, network errors) — sent again
-  after :func:`.retry.backoff_secs` (full jitter, ``Retry-After`` as a floor), each retry
+* **retriable** (:func:`gateway.delivery.retry.classify`: 408, 429, 5xx but 501, network errors) —
+  sent again after :func:`gateway.delivery.retry.backoff_secs` (full jitter, ``Retry-After`` as a floor), each retry
   naming the request ids of earlier attempts; until ``retry.max_attempts`` (then ERRORED, so
   the source re-delivers) or until cancelled.
 * **400 with errors pointing at events** (``/events/N/...``) — those events REJECTED (dead
@@ -52,8 +54,11 @@ import aiohttp
 import orjson
 from pydantic import ValidationError
 
-from gateway.acks import AckStatus
 from gateway.batching import Batch
+from gateway.delivery.deadletter import DeadLetterStore
+from gateway.delivery.driver import DeliveryDriver
+from gateway.delivery.retry import Verdict, backoff_secs, classify, retry_reason
+from gateway.delivery.sink import Delivered, Outcome, Reject, Retry
 from gateway.errors import (
     GatewayError,
     RejectedUpstreamError,
@@ -62,23 +67,23 @@ from gateway.errors import (
     UpstreamConfigError,
     UpstreamCredentialsRefused,
 )
+from gateway.event import Event
 from gateway.normalize.config import SchemaFieldConfig
-from gateway.sinks.deadletter.base import DeadLetter, DeadLetterStore
 from gateway.sinks.pangea.auth import Credentials, credentials_from_config
 from gateway.sinks.pangea.config import UpstreamConfig
 from gateway.sinks.pangea.poll import PollGaveUp, poll_until_done
 from gateway.sinks.pangea.request_builder import (
     USER_AGENT,
     Answer,
+    PangeaRequest,
     event_pointer,
     join_url,
+    log_body,
     parse_answer,
     request_headers,
+    v1_log_body,
 )
-from gateway.sinks.pangea.retry import Verdict, backoff_secs, classify, retry_reason
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.redact import redact
-from gateway.telemetry.tap import TAP
 
 __all__ = ["CONFIG_ERROR_STATUSES", "PangeaSink"]
 
@@ -108,8 +113,12 @@ answer echoes its events); a larger one is not read: for a 200 it proves nothing
 
 _CALLER_AUTHORIZATION: contextvars.ContextVar[str | None] = contextvars.ContextVar("caller_authorization", default=None)
 """The ``Authorization`` of the batch this task is sending when it is a caller's (issue 14,
-pass-through): set by :meth:`PangeaSink.send` for the send's duration, read by ``_request``.
+pass-through): set by :meth:`PangeaSink.call` for the call's duration, read by ``_request``.
 A context variable, so batches sent concurrently by other workers keep their own."""
+
+
+_SENT: contextvars.ContextVar[PangeaRequest | None] = contextvars.ContextVar("pangea_request_sent", default=None)
+"""The request this task's last :meth:`PangeaSink.call` sent, for :meth:`PangeaSink.classify`."""
 
 
 @dataclass(slots=True)
@@ -123,8 +132,9 @@ class PangeaSink:
 
     ``on_invalid_schema`` is called when the upstream answers ``InvalidSchema`` (the
     destination's cached schema is probably stale).  ``credentials`` overrides the ones
-    the configuration names (tests, embedding); ``sleep`` is the backoff/poll sleep
-    (tests observe delays through it).
+    the configuration names (tests, embedding); ``sleep`` is the poll sleep, and the backoff
+    sleep of :meth:`send` (tests observe delays through it).  ``metrics`` counts the HTTP calls;
+    ``deadletters`` is where :meth:`send` (the sink used without a pipeline) dead-letters.
     """
 
     def __init__(
@@ -143,7 +153,6 @@ class PangeaSink:
         self.config_id = config_id
         self.upstream = upstream
         self._metrics = metrics
-        self._deadletters = deadletters
         self._on_invalid_schema = on_invalid_schema
         self._credentials = credentials
         self._sleep = sleep
@@ -155,6 +164,7 @@ class PangeaSink:
         self._probe_result: str | None = None
         self._probe_at: float | None = None
         self._probe_lock = asyncio.Lock()
+        self._driver = DeliveryDriver(self, upstream.retry, metrics, deadletters, sleep=sleep)
 
     def __repr__(self) -> str:
         return f"PangeaSink(destination={self.destination!r}, url={self._base!r}, endpoint={self._path!r})"
@@ -199,158 +209,99 @@ class PangeaSink:
             await self._session.close()
             self._session = None
 
-    # -- send ----------------------------------------------------------------------------
+    # -- the three delivery pieces (the driver does the rest) --------------------------------
+
+    @property
+    def stopped(self) -> bool:
+        """True when the sink cannot send: never started, or stopped."""
+        return self._session is None or self._session.closed or self._credentials is None
 
     async def send(self, batch: Batch) -> None:
-        """Deliver ``batch``; returns when every ack is resolved.  Re-raises only cancellation."""
-        caller = _CALLER_AUTHORIZATION.set(batch.credential)
+        """Deliver ``batch`` through this sink's own :class:`~gateway.delivery.driver.DeliveryDriver`
+        (the sink used on its own: tests, embedding); the pipeline drives its destination's driver."""
+        await self._driver.send(batch)
+
+    def build_request(self, events: list[Event], retried_ids: Sequence[str]) -> PangeaRequest:
+        """The ``/v2/log`` body of ``events`` (verbose if any of them wants its envelope), or the
+        ``/v1/log`` body of a lone event with ``v1_members``.  A batch's events share one
+        credential (:meth:`~gateway.batching.Batch.split`): the gateway's, or a caller's."""
+        first = events[0]
+        if len(events) == 1 and first.v1_members is not None:
+            return PangeaRequest(v1_log_body(first, self.config_id), 1, first.credential, v1=True)
+        verbose = any(map(_wants_envelope, events))
+        return PangeaRequest(log_body(events, self.config_id, verbose=verbose), len(events), first.credential)
+
+    async def call(self, request: PangeaRequest, retried_ids: list[str]) -> Answer:
+        """POST the body; a 202 is polled (:mod:`.poll`) until the final answer.  The request id
+        of an answer that may have stored the events goes to ``retried_ids``."""
+        # classify() reads what was sent (a caller's credential, a /v1/log call) from this task's
+        # context: the driver calls both in one task, and other workers' tasks keep their own.
+        _SENT.set(request)
+        caller = _CALLER_AUTHORIZATION.set(request.credential)
         try:
-            if self._session is None or self._credentials is None:
-                batch.resolve_all(AckStatus.ERRORED, "sink not running")
-                return
-            await self._deliver(batch)
-        except asyncio.CancelledError:
-            batch.resolve_all(AckStatus.ERRORED, "cancelled (shutdown)")
-            raise
-        except Exception:
-            log.exception("sink error on a batch", extra={"destination": self.destination})
-            batch.resolve_all(AckStatus.ERRORED, "internal error")
+            body = request.body
+            path = "/v1/log" if request.v1 else self._path
+            bound = _MAX_ANSWER_BYTES + 2 * len(body)
+            answer = await self._request("POST", path, path, body, retried_ids, max_answer_bytes=bound)
+            if answer.status != 200:  # a 200's request id is not needed, nor its body parsed
+                _note_request_id(answer, retried_ids)
+            if answer.status == 202:
+                answer = await self._poll(answer, bound)
+            if answer.status == 200 and not request.v1 and not answer.stored_all(request.count):
+                _note_request_id(answer, retried_ids)  # it may have stored them: let it de-duplicate
+            return answer
         finally:
             _CALLER_AUTHORIZATION.reset(caller)
-        if batch.ack.open_count:  # a bug if so; the contract says every ack is resolved
-            log.error("batch left with open acks", extra={"destination": self.destination})
-            batch.resolve_all(AckStatus.ERRORED, "internal error")
 
-    async def _deliver(self, batch: Batch) -> None:
-        n = len(batch)
-        pending = list(range(n))  # batch indexes still to deliver; body position j ↔ pending[j]
-        retried_ids: list[str] = []  # request ids of earlier attempts, for the upstream to de-duplicate
-        failures = 0  # retriable failures so far (backoff exponent, max_attempts)
-        # A caller's credential (pass-through) is the caller's to fix: refused, its events are
-        # rejected back to it; never a refresh, a pause or a readiness problem of the gateway's.
-        refreshed = batch.credential is not None  # one credential refresh per batch on a 401
-        observed = False
-        retry_cfg = self.upstream.retry
-        while pending:
-            if self._stopped():
-                self._resolve(batch, pending, AckStatus.ERRORED, "sink stopped")
-                return
-            events = batch.events if len(pending) == n else [batch.events[i] for i in pending]
-            verbose = any(map(_wants_envelope, events))
-            # A verbose SDK log() goes alone to /v1/log: only its answer carries the proofs.
-            v1 = batch.v1_body(self.config_id)
-            path = "/v1/log" if v1 is not None else self._path
-            body = v1 if v1 is not None else batch.body(self.config_id, verbose=verbose, events=events)
-            if not observed:
-                self._metrics.batch_events.labels(self.destination).observe(n)
-                self._metrics.batch_bytes.labels(self.destination).observe(len(body))
-                observed = True
+    async def classify(
+        self, answer: Answer | None, error: BaseException | None, sent: int, *, at_once_used: bool
+    ) -> Outcome:
+        """What a ``/v2/log`` answer to ``sent`` events means (see the module doc)."""
+        request = _SENT.get()
+        v1 = request is not None and request.v1
+        # Sent with a caller's credential (pass-through): a refusal is the caller's answer, to
+        # reject back to it; never a refresh, a pause or a readiness problem of the gateway's.
+        caller = request is not None and request.credential is not None
+        if v1 and answer is not None and answer.status == 200:
+            if answer.pangea_status == "Success" and isinstance(answer.result, dict):
+                result = answer.result
+                return Delivered(lambda: [result])
+        elif answer is not None and answer.status == 200 and answer.stored_all(sent):
+            if not caller:
+                self._delivered()
+            return Delivered(lambda: self._results(answer, sent))
+        if caller and answer is not None and (_is_credential_refusal(answer) or _is_config_error(answer)):
+            return self._rejected(answer, sent, caller=True)
+        if answer is not None and _is_unauthorized(answer) and not at_once_used:
+            # The token may have been rotated or revoked: fetch a fresh one, retry once at once.
+            await self._credentials_or_raise().invalidate()
+            log.info("upstream answered 401; refreshing credentials", extra={"destination": self.destination})
+            return Retry("401", answer.describe(), at_once=True)
+        if isinstance(error, PollGaveUp):
+            return Retry(f"poll_{error.outcome}", str(error))
+        if isinstance(error, UpstreamCredentialsRefused):
+            await self._credentials_refused(error.message)
+            return Retry("credentials", error.message)
+        if error is not None:
+            what = _safe_error(error)
+            if classify(None, error) is Verdict.RETRY:
+                return Retry(retry_reason(None, error), what)
+            if not isinstance(error, GatewayError | aiohttp.ClientError):
+                raise error  # a bug, not the upstream: the driver resolves ERRORED so the source resends
+            # Not retriable and no answer: credentials refused, token file missing, bad URL.
+            return self._config_error(_error_code(error), what, None)
+        assert answer is not None
+        what = answer.describe()
+        if answer.status == 200:
+            return Retry("invalid_answer", what + " without a Success envelope holding one result per event sent")
+        if _is_credential_refusal(answer):
+            await self._credentials_refused(what)
+            return Retry("credentials", what, answer.retry_after)
+        if classify(answer.status, None) is Verdict.RETRY:
+            return Retry(retry_reason(answer.status, None), what, answer.retry_after)
+        return self._rejected(answer, sent)
 
-            answer: Answer | None = None
-            error: BaseException | None = None
-            bound = _MAX_ANSWER_BYTES + 2 * len(body)
-            try:
-                answer = await self._request("POST", path, path, body, retried_ids, max_answer_bytes=bound)
-                if answer.status != 200:  # a 200's request id is not needed, nor its body parsed
-                    _note_request_id(answer, retried_ids)
-                if answer.status == 202:
-                    answer = await self._poll(answer, bound)
-            except Exception as exc:  # network errors, PollGaveUp, credential errors
-                answer, error = None, exc
-
-            if self._stopped():  # stop() closed the session under this call: not the upstream's fault
-                self._resolve(batch, pending, AckStatus.ERRORED, "sink stopped")
-                return
-
-            if answer is not None and answer.status == 200:
-                if v1 is not None and answer.pangea_status == "Success" and isinstance(answer.result, dict):
-                    self._deliver_results(batch, pending, answer, single=True)
-                    return
-                if answer.stored_all(len(pending)):
-                    self._deliver_results(batch, pending, answer)
-                    return
-                _note_request_id(answer, retried_ids)  # it may have stored them: let it de-duplicate
-
-            if answer is not None and _is_unauthorized(answer) and not refreshed:
-                # The token may have been rotated or revoked: fetch a fresh one, retry once at once.
-                refreshed = True
-                await self._credentials_or_raise().invalidate()
-                self._metrics.upstream_retries.labels(self.destination, "401").inc()
-                log.info("upstream answered 401; refreshing credentials", extra={"destination": self.destination})
-                continue
-
-            refused = False  # the gateway's own credential was refused
-            if isinstance(error, PollGaveUp):
-                verdict, reason = Verdict.RETRY, f"poll_{error.outcome}"
-                what = str(error)
-            elif isinstance(error, UpstreamCredentialsRefused):
-                verdict, reason, refused = Verdict.RETRY, "credentials", True
-                what = error.message
-            elif error is not None:
-                verdict, reason = classify(None, error), retry_reason(None, error)
-                what = _safe_error(error)
-            else:
-                assert answer is not None
-                what = answer.describe()
-                if answer.status == 200:
-                    verdict, reason = Verdict.RETRY, "invalid_answer"
-                    what += " without a Success envelope holding one result per event sent"
-                elif _is_credential_refusal(answer) and batch.credential is None:
-                    verdict, reason, refused = Verdict.RETRY, "credentials", True
-                else:
-                    verdict, reason = classify(answer.status, None), retry_reason(answer.status, None)
-
-            if refused:
-                await self._credentials_refused(what)
-
-            if verdict is Verdict.RETRY:
-                failures += 1
-                if retry_cfg.max_attempts is not None and failures >= retry_cfg.max_attempts:
-                    log.warning(
-                        "upstream retries exhausted; events errored",
-                        extra={"destination": self.destination, "attempts": failures, "last_error": what},
-                    )
-                    self._resolve(
-                        batch, pending, AckStatus.ERRORED, f"upstream failed after {failures} attempts: {what}"
-                    )
-                    return
-                self._metrics.upstream_retries.labels(self.destination, reason).inc()
-                delay = backoff_secs(
-                    failures - 1,
-                    retry_cfg.initial_backoff_secs,
-                    retry_cfg.max_backoff_secs,
-                    answer.retry_after if answer is not None else None,
-                )
-                log.info(
-                    "upstream call failed; retrying",
-                    extra={"destination": self.destination, "error": what, "attempt": failures, "delay": delay},
-                )
-                await self._sleep(delay)
-                continue
-
-            if error is not None:
-                if not isinstance(error, GatewayError | aiohttp.ClientError):
-                    raise error  # a bug, not the upstream: send() resolves ERRORED so the source resends
-                # Not retriable and no answer: credentials refused, token file missing, bad URL.
-                await self._config_error(batch, pending, _error_code(error), what, None)
-                return
-
-            assert answer is not None
-            pending = await self._rejected(batch, pending, answer, caller=batch.credential is not None)
-
-    def _deliver_results(self, batch: Batch, pending: list[int], answer: Answer, *, single: bool = False) -> None:
-        # pending holds distinct ascending indexes: as many as the batch is every one of them.
-        # The results are read only if a receiver keeps them: not for Kafka offsets, spool rows.
-        # (answer.stored_all checked that there is one per event.)
-        batch.ack.resolve_many(
-            None if len(pending) == len(batch) else pending,
-            AckStatus.DELIVERED,
-            (lambda: [answer.result]) if single else (lambda: self._results(answer, len(pending))),
-        )
-        self._metrics.events_forwarded.labels(self.destination).inc(len(pending))
-        if TAP.active:  # tap point delivered (issue 16): one call per batch
-            events = batch.events if len(pending) == len(batch) else [batch.events[i] for i in pending]
-            TAP.delivered(self.destination, events)
+    def _delivered(self) -> None:
         self._problem = None
         if self._probe_result is not None:
             # A failed probe's answer is stale now: the next check probes again.
@@ -378,10 +329,10 @@ class PangeaSink:
         self._problem = _Problem(reason, time.monotonic())
         await self._credentials_or_raise().invalidate()
 
-    async def _rejected(self, batch: Batch, pending: list[int], answer: Answer, *, caller: bool = False) -> list[int]:
-        """Handle a non-retriable error answer; returns the batch indexes still to send.
+    def _rejected(self, answer: Answer, sent: int, *, caller: bool = False) -> Reject:
+        """A non-retriable error answer to ``sent`` events.
 
-        ``caller``: the batch went with a caller's credential, so a refusal of it (401, 403, a
+        ``caller``: they went with a caller's credential, so a refusal of it (401, 403, a
         configuration it may not use) is the caller's answer, not a problem of the gateway's."""
         status = answer.pangea_status
         if status == "InvalidSchema" and self._on_invalid_schema is not None:
@@ -390,45 +341,35 @@ class PangeaSink:
             except Exception:
                 log.exception("on_invalid_schema callback failed", extra={"destination": self.destination})
         if _is_config_error(answer) and not caller:
-            await self._config_error(batch, pending, status or f"HTTP_{answer.status}", answer.describe(), answer)
-            return []
+            return self._config_error(status or f"HTTP_{answer.status}", answer.describe(), answer)
 
         code = status or f"HTTP_{answer.status}"
         pointed: dict[int, list[dict[str, Any]]] = {}  # body position → its errors
         others: list[dict[str, Any]] = []
         for err in answer.errors:
             ptr = event_pointer(err.get("source"))
-            if ptr is not None and ptr[0] < len(pending):
+            if ptr is not None and ptr[0] < sent:
                 pointed.setdefault(ptr[0], []).append({**err, "source": ptr[1]})
             else:
                 others.append(err)
-        whole = [{"code": code, "detail": answer.describe(), "source": ""}]
         if pointed and not others:
             # Only some events are bad: reject those, send the rest again (no backoff: the
             # upstream is healthy, it refused content).
-            rejected = [(pending[j], errs) for j, errs in sorted(pointed.items())]
             log.warning(
                 "upstream rejected some events; resending the rest",
-                extra={"destination": self.destination, "rejected": len(rejected), "request_id": answer.request_id},
+                extra={"destination": self.destination, "rejected": len(pointed), "request_id": answer.request_id},
             )
-            await self._reject(batch, rejected, "upstream_rejected")
-            return [i for j, i in enumerate(pending) if j not in pointed]
+            return Reject("upstream_rejected", pointed, rest="resend")
         # Errors that point at no event (or none at all): the whole request was refused and would
         # be again, so every event is rejected; pointed ones with their own errors.
         log.warning(
             "upstream rejected the batch",
             extra={"destination": self.destination, "answer": answer.describe(), "request_id": answer.request_id},
         )
-        await self._reject(
-            batch,
-            [(i, pointed.get(j) or others or whole) for j, i in enumerate(pending)],
-            "upstream_rejected",
-        )
-        return []
+        whole = [{"code": code, "detail": answer.describe(), "source": ""}]
+        return Reject("upstream_rejected", pointed, others or whole)
 
-    async def _config_error(
-        self, batch: Batch, pending: list[int], code: str, what: str, answer: Answer | None
-    ) -> None:
+    def _config_error(self, code: str, what: str, answer: Answer | None) -> Reject:
         reason = f"{code}: {what}"[:_MAX_REASON_CHARS]
         self._problem = _Problem(reason, time.monotonic())
         log.error(
@@ -440,51 +381,10 @@ class PangeaSink:
                 "request_id": answer.request_id if answer is not None else None,
             },
         )
-        errors = [{"code": code, "detail": what, "source": ""}]
-        await self._reject(batch, [(i, errors) for i in pending], "config_error")
-
-    async def _reject(self, batch: Batch, rejected: Sequence[tuple[int, list[dict[str, Any]]]], dl_reason: str) -> None:
-        """Dead-letter, count and resolve REJECTED; if the dead letters cannot be written, ERRORED.
-
-        The errors keep the upstream's words (for the operator: dead-letter store, Kafka
-        dead-letter topic) with registered secrets masked; webhook answers keep only codes."""
-        rejected = [(i, [_masked(e) for e in errs]) for i, errs in rejected]
-        now = time.time()
-        letters = []
-        for i, errs in rejected:
-            ev = batch.events[i]
-            letters.append(
-                DeadLetter(
-                    source=ev.source,
-                    destination=self.destination,
-                    reason=dl_reason,
-                    detail=orjson.dumps(errs).decode(),
-                    payload=ev.item,
-                    received_at=now,
-                )
-            )
-        try:
-            await self._deadletters.write(letters)
-        except Exception:
-            # Not recorded anywhere: let the source re-deliver rather than lose them.
-            log.exception("dead-letter write failed; events errored", extra={"destination": self.destination})
-            for i, _ in rejected:
-                batch.ack.resolve_one(i, AckStatus.ERRORED, "dead-letter write failed")
-            return
-        counts: dict[tuple[str, str], int] = {}
-        for i, errs in rejected:
-            code = str(errs[0].get("code") or "unknown") if errs else "unknown"
-            key = (batch.events[i].source, code)
-            counts[key] = counts.get(key, 0) + 1
-            batch.ack.resolve_one(i, AckStatus.REJECTED, errs)
-        for (source, code), k in counts.items():
-            self._metrics.events_rejected.labels(source, self.destination, "upstream", code).inc(k)
+        return Reject("config_error", others=[{"code": code, "detail": what, "source": ""}])
 
     def _stopped(self) -> bool:
         return self._session is None or self._session.closed
-
-    def _resolve(self, batch: Batch, indexes: list[int], status: AckStatus, detail: Any) -> None:
-        batch.ack.resolve_many(indexes, status, [detail] * len(indexes))
 
     def _count_poll(self, outcome: str) -> None:
         self._metrics.upstream_polls.labels(self.destination, outcome).inc()
@@ -707,18 +607,17 @@ def _schema_fields(answer: Answer) -> list[SchemaFieldConfig] | None:
     for i, f in enumerate(fields):
         if not isinstance(f, dict):
             raise RejectedUpstreamError(f"/v1/schema: field {i} is not an object")
+        data = {k: v for k, v in f.items() if k in _SCHEMA_FIELD_KEYS and v is not None}
+        size = data.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            data.pop("size", None)  # the upstream gives `size: 0` (no limit) and sizes on non-string fields
         try:
-            out.append(SchemaFieldConfig.model_validate({k: v for k, v in f.items() if k in _SCHEMA_FIELD_KEYS}))
+            out.append(SchemaFieldConfig.model_validate(data))
         except ValidationError as exc:
             raise RejectedUpstreamError(
                 f"/v1/schema: field {f.get('id')!r} is unusable: {exc.errors()[0]['msg']}"
             ) from None
     return out
-
-
-def _masked(error: dict[str, Any]) -> dict[str, Any]:
-    """``error`` with registered secrets masked in its string values."""
-    return {k: redact(v) if isinstance(v, str) else v for k, v in error.items()}
 
 
 def _note_request_id(answer: Answer, retried_ids: list[str]) -> None:

@@ -6,14 +6,13 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from gateway.configbase import StrictModel
-from gateway.kafka.config import KafkaOnlySecurity, KafkaOnlyServers, KafkaSecurity, require_kafka_target
+from gateway.kafka.config import KafkaSecurity
+from gateway.sources.targets import Targets
 
-# Re-exported for the importers not yet moved to gateway.kafka.config (buffer/config.py).
-__all__ = ["KafkaOnlySecurity", "KafkaOnlyServers", "KafkaSecurity", "KafkaSourceConfig", "require_kafka_target"]
+__all__ = ["KafkaSourceConfig"]
 
 
-class KafkaSourceConfig(StrictModel):
+class KafkaSourceConfig(Targets):
     """Consume topics in a consumer group; commit offsets only past delivered events."""
 
     type: Literal["kafka"] = Field(description="Source kind.")
@@ -25,7 +24,6 @@ class KafkaSourceConfig(StrictModel):
         default="pangea",
         description='`pangea`: {"event": {...}} or a bare event; `raw`: the value becomes `message`.',
     )
-    destination: str = Field(description="Name of the destination its events go to.")
     key_field: str | None = Field(default=None, description="Put the message key into this event field.")
     header_fields: dict[str, str] = Field(
         default_factory=dict, description="Header name -> event field to copy it into (e.g. tenant -> tenant_id)."

@@ -1,6 +1,6 @@
 """The Kafka dead-letter topic: poison messages are produced there, then committed past.
 
-A poison message (undecodable, invalid for the schema, or rejected by the upstream) is
+A poison message (undecodable, or invalid for the schema) is
 produced to ``dlq_topic`` (default ``<topic>.dlq``) with its original key and value and
 headers ``x-gateway-reason``, ``x-gateway-detail``, ``x-gateway-source-topic``,
 ``x-gateway-source-partition``, ``x-gateway-source-offset`` (the message's own headers
@@ -10,7 +10,7 @@ count as done (:meth:`PartitionTracker.dead_lettered`).
 Retriable failures (broker away, leader moving) are retried with backoff for as long as
 the source runs; the partition keeps flowing meanwhile, only its commit position waits.
 A failure Kafka calls final (message too large, not authorized) writes the dead letter to
-the gateway's :class:`~gateway.sinks.deadletter.base.DeadLetterStore` instead, so the
+the gateway's :class:`~gateway.delivery.deadletter.DeadLetterStore` instead, so the
 partition is never stalled for good.  At shutdown, dead letters not yet written leave
 their offsets uncommitted: the partition's next reader dead-letters them again.
 """
@@ -29,17 +29,15 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from gateway.sinks.deadletter.base import DeadLetter, DeadLetterStore
+from gateway.delivery.deadletter import DeadLetter, DeadLetterStore
+from gateway.kafka.producer import HEADER_DETAIL, HEADER_REASON, detail_header, produce_each
 from gateway.sources.kafka.offsets import PartitionTracker
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-MAX_DETAIL_BYTES = 2048
 SEND_BATCH = 500
 
-HEADER_REASON = "x-gateway-reason"
-HEADER_DETAIL = "x-gateway-detail"
 HEADER_TOPIC = "x-gateway-source-topic"
 HEADER_PARTITION = "x-gateway-source-partition"
 HEADER_OFFSET = "x-gateway-source-offset"
@@ -73,7 +71,7 @@ class DeadLetterJob:
 
 
 def dlq_headers(job: DeadLetterJob) -> list[tuple[str, bytes]]:
-    detail = job.detail.encode("utf-8", "replace")[:MAX_DETAIL_BYTES]
+    detail = detail_header(job.detail)
     return [
         *((k, v) for k, v in job.headers if not k.startswith("x-gateway-")),
         (HEADER_REASON, job.reason.encode()),
@@ -131,7 +129,7 @@ class DeadLetterTopic:
     async def _connect(self) -> Any:
         backoff = 0.2
         while True:
-            producer = AIOKafkaProducer(acks="all", linger_ms=5, **self._producer_kwargs)
+            producer = AIOKafkaProducer(**self._producer_kwargs)
             try:
                 await producer.start()
                 return producer
@@ -167,17 +165,8 @@ class DeadLetterTopic:
 
     async def _send(self, jobs: list[DeadLetterJob]) -> list[DeadLetterJob]:
         """Produce ``jobs``; returns those to retry."""
-        futures: list[Any] = []
-        for job in jobs:
-            try:
-                fut = await self._producer.send(
-                    self.topic_for(job.topic), value=job.value, key=job.key, headers=dlq_headers(job)
-                )
-            except KafkaError as exc:
-                fut = asyncio.get_running_loop().create_future()
-                fut.set_exception(exc)
-            futures.append(fut)
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        messages = [(self.topic_for(job.topic), job.key, job.value, dlq_headers(job)) for job in jobs]
+        results = await produce_each(self._producer, messages)
         retry: list[DeadLetterJob] = []
         final: list[tuple[DeadLetterJob, BaseException]] = []
         for job, res in zip(jobs, results, strict=True):

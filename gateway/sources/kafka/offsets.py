@@ -5,9 +5,11 @@ partition.  The source registers each consumed message with :meth:`PartitionTrac
 (in offset order, with the number of events it became) and hands one
 :class:`~gateway.acks.Ack` per event, keyed by the message's offset, to the pipeline.
 
-* An offset is *done* when every one of its events was DELIVERED, or dead-lettered: a
-  REJECTED ack is handed to ``on_rejected`` (the dead-letter topic producer), which calls
-  :meth:`PartitionTracker.dead_lettered` once the dead letter is written.
+* An offset is *done* when every one of its events was DELIVERED or REJECTED: whoever
+  rejects an event has dead-lettered it before resolving its ack (the delivery driver writes
+  it to the destination's dead-letter store), so it is not dead-lettered again here.  A
+  message the source itself cannot read is dead-lettered to the source's dead-letter topic,
+  which calls :meth:`PartitionTracker.dead_lettered` once the dead letter is written.
 * :meth:`PartitionTracker.committable` is the offset after the longest done prefix of the
   registered offsets (Kafka's "next offset to read"): a commit never passes an offset that
   is not done, whatever order the acks arrive in.
@@ -27,15 +29,10 @@ the buffer; the consumed record itself is not kept, which spares the garbage col
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from itertools import repeat
 from typing import Any
 
 from gateway.acks import Ack, AckStatus, exhaust
-
-RejectedCallback = Callable[["PartitionTracker", int, Any, Any], None]
-"""``(tracker, offset, message, detail)``: an event of ``message`` (what :meth:`track` was
-given for ``offset``) was refused for good."""
 
 
 class PartitionTracker:
@@ -46,7 +43,6 @@ class PartitionTracker:
     __slots__ = (
         "_errored",
         "_next",
-        "_on_rejected",
         "_open",
         "_units",
         "busy",
@@ -66,7 +62,6 @@ class PartitionTracker:
         *,
         committed: int | None = None,
         expect: int | None = None,
-        on_rejected: RejectedCallback | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
@@ -86,7 +81,6 @@ class PartitionTracker:
         self._units: dict[int, int] = {}
         """offset -> units not yet done, for the open offsets that have more than one left
         (a message that became several events); an open offset not in it has one left."""
-        self._on_rejected = on_rejected
         self._errored: int | None = None
         self.busy = 0
         """Acks not yet resolved plus dead letters not yet written."""
@@ -138,16 +132,8 @@ class PartitionTracker:
 
     def ack_resolved(self, key: int, status: AckStatus, detail: Any) -> None:
         self.busy -= 1
-        if status == AckStatus.DELIVERED:
+        if status != AckStatus.ERRORED:  # delivered, or rejected (and so already dead-lettered)
             self._done(key)
-        elif status == AckStatus.REJECTED:
-            self.busy += 1  # until the dead letter is written
-            if self._on_rejected is not None and not self.discarded:
-                self._on_rejected(self, key, self._open.get(key), detail)
-            else:
-                # Nobody writes the dead letter: keep the offset open (never committed).
-                self.busy -= 1
-                self._mark_errored(key)
         else:
             self._mark_errored(key)
 

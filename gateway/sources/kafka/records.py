@@ -26,9 +26,29 @@ deserializer) and works the same, only slower.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
+
+
+class KafkaRecord(Protocol):
+    """What the source reads of a consumed message: an aiokafka ``ConsumerRecord``, or the
+    decoded record :func:`install` hands out instead (aiokafka's ``DefaultRecord``); both have
+    these fields (checked once by :func:`install`, as they come from aiokafka's internals)."""
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
 
 _installed: bool | None = None
 

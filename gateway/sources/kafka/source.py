@@ -28,9 +28,10 @@ Flow control and failure handling:
   reads them again (a duplicate, never a loss).  On assign, aiokafka starts from the
   committed offset.
 * **Poison** messages (undecodable → ``decode_error``; invalid for the schema →
-  ``invalid_schema``; refused by the upstream, ack REJECTED → ``upstream_rejected``) go to
-  the dead-letter topic (:mod:`gateway.sources.kafka.deadletter_topic`) and are then
-  committed past: they never stall a partition.
+  ``invalid_schema``) go to the dead-letter topic (:mod:`gateway.sources.kafka.deadletter_topic`)
+  and are then committed past: they never stall a partition.  An event the upstream refuses
+  (ack REJECTED) was dead-lettered by the delivery driver to the destination's dead-letter
+  store; its offset is committed past, and it is not written to the topic again.
 * **Producer-signed** ``pangea`` records (the SDK's ``signature``/``public_key`` beside
   ``event``) are forwarded exactly as signed; one that normalization or key/header mapping
   would change is poison (``invalid_schema``, ``BadState``).
@@ -44,114 +45,50 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-from collections.abc import Callable, Iterable
-from itertools import repeat
-from operator import attrgetter
 from typing import Any
 
-import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from gateway.acks import Ack, AckStatus
-from gateway.errors import BufferFull, ConfigError
-from gateway.event import Event, encode_item
+from gateway.errors import ConfigError
+from gateway.event import Event
+from gateway.kafka.producer import producer_kwargs
 from gateway.kafka.security import bootstrap_list, client_kwargs
-from gateway.normalize.schema import EventInvalid, pointer
 from gateway.normalize.vendors import VENDORS
-from gateway.normalize.vendors.pangea import signature_of
-from gateway.pipeline import Destination
+from gateway.pipeline import Target
 from gateway.sinks.deadletter.base import DeadLetterStore
+from gateway.sources.kafka.commits import Committing
 from gateway.sources.kafka.config import KafkaSourceConfig
-from gateway.sources.kafka.deadletter_topic import DeadLetterJob, DeadLetterTopic
+from gateway.sources.kafka.consume import Consuming
+from gateway.sources.kafka.deadletter_topic import DeadLetterTopic
+from gateway.sources.kafka.flow import FlowControl
 from gateway.sources.kafka.offsets import PartitionTracker
+from gateway.sources.kafka.rebalance import Rebalancing, _Listener
+from gateway.sources.kafka.records import KafkaRecord, records_as_decoded
 from gateway.sources.kafka.records import install as install_decoded_records
-from gateway.sources.kafka.records import records_as_decoded
+from gateway.sources.kafka.state import (
+    CONNECT_BACKOFF_MAX_SECS,
+    PAUSED_WAIT_SECS,
+    POLL_TIMEOUT_MS,
+    subscription_pattern,
+)
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.tap import TAP
 
 log = logging.getLogger(__name__)
 
-POLL_TIMEOUT_MS = 200
-"""getmany wait: also how often errored partitions and holds are looked at."""
-PAUSED_WAIT_SECS = 0.005
-"""While paused for backpressure: how soon a drained buffer resumes fetching."""
-SUBMIT_CHUNK = 500
-"""Events per buffer put (a put is all-or-nothing, so it must fit in the buffer)."""
-SUBMIT_SLICE_SECS = 0.5
-"""While the buffer is full: how often the blocked put looks at revocations and the poll timer."""
-DLQ_BACKLOG_PAUSE = 10_000
-"""Pause the partitions while this many dead letters wait to be written."""
-ERRORED_HOLD_SECS = 1.0
-"""A partition re-read after an ERRORED ack is paused this long first."""
-CONNECT_BACKOFF_MAX_SECS = 10.0
+
+__all__ = ["KafkaSource", "subscription_pattern"]
 
 
-def _text(value: bytes) -> str:
-    return value.decode("utf-8", "replace")
-
-
-def _detail(exc: BaseException) -> str:
-    errors = getattr(exc, "errors", None)
-    msg = str(exc) or type(exc).__name__
-    if errors:
-        return f"{msg}: {errors}"
-    return msg
-
-
-def _json_text(value: Any) -> str:
-    try:
-        return orjson.dumps(value, default=str).decode()
-    except TypeError:
-        return repr(value)
-
-
-_value_of = attrgetter("value")
-_offset_of = attrgetter("offset")
-_key_of = attrgetter("key")
-_headers_of = attrgetter("headers")
-
-
-def _kept(m: Any) -> Any:
-    """What a tracker keeps of a message for the dead-letter topic: the value bytes alone when
-    that is all there is (no container for the GC to walk), else ``(key, value, headers)``."""
-    return m.value if m.key is None and not m.headers else (m.key, m.value, m.headers)
-
-
-def _released(ack: Ack) -> bool:
-    """The ack's partition is being revoked or was given up (its events will be read again)."""
-    t = ack.receiver
-    return isinstance(t, PartitionTracker) and (t.revoking or t.discarded)
-
-
-def subscription_pattern(pattern: str, dlq_topic: str | None) -> str:
-    """The user's ``topic_pattern``, never matching dead-letter topics (``*.dlq``, ``dlq_topic``)."""
-    guard = r"(?!.*\.dlq$)"
-    if dlq_topic:
-        guard += rf"(?!{re.escape(dlq_topic)}$)"
-    return f"{guard}(?:{pattern})"
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    def __init__(self, source: KafkaSource) -> None:
-        self._source = source
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._source._on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._source._on_assigned(assigned)
-
-
-class KafkaSource:
+class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
     """Consumes a consumer group's partitions into one destination; see the module docstring."""
 
     def __init__(
         self,
         name: str,
         config: KafkaSourceConfig,
-        destination: Destination,
+        destination: Target,
         metrics: Metrics,
         deadletters: DeadLetterStore,
     ) -> None:
@@ -170,7 +107,12 @@ class KafkaSource:
             name,
             config.destination,
             config.dlq_topic,
-            {"bootstrap_servers": self._servers, "client_id": f"audit-gateway-{name}-dlq", **self._kwargs},
+            producer_kwargs(
+                config.bootstrap_servers,
+                config.security,
+                path=f"sources.{name}.security",
+                client_id=f"audit-gateway-{name}-dlq",
+            ),
             metrics,
             deadletters,
         )
@@ -266,6 +208,7 @@ class KafkaSource:
 
     async def _connect(self) -> None:
         backoff = 0.2
+        failures = 0
         listener = _Listener(self)
         while True:
             consumer = self._new_consumer()
@@ -284,9 +227,19 @@ class KafkaSource:
                 self.consumer = None
                 with contextlib.suppress(Exception):
                     await consumer.stop()
-                log.warning(
+                failures += 1
+                # Logged once per outage (a warning), then each retry at debug: an unreachable
+                # cluster must not flood the log every few seconds.
+                log.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
                     "kafka brokers unreachable; retrying",
-                    extra={"source": self.name, "bootstrap_servers": self._servers, "error": repr(exc)},
+                    extra={
+                        "source": self.name,
+                        "bootstrap_servers": self._servers,
+                        "error": repr(exc),
+                        "attempt": failures,
+                        "delay_secs": round(backoff, 2),
+                    },
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, CONNECT_BACKOFF_MAX_SECS)
@@ -297,7 +250,10 @@ class KafkaSource:
                     await asyncio.shield(consumer.stop())
                 raise
             self._ready.set()
-            log.info("kafka consumer started", extra={"source": self.name, "group_id": self.config.group_id})
+            log.info(
+                "kafka consumer started",
+                extra={"source": self.name, "group_id": self.config.group_id, "failed_attempts": failures},
+            )
             return
 
     async def wait_ready(self) -> None:
@@ -363,7 +319,7 @@ class KafkaSource:
                     log.exception("handing events to the buffer failed", extra={"source": self.name})
                     await asyncio.sleep(1.0)
 
-    def _restart_partitions(self, data: dict[TopicPartition, list[Any]]) -> None:
+    def _restart_partitions(self, data: dict[TopicPartition, list[KafkaRecord]]) -> None:
         """Give up the trackers of ``data``'s partitions and read them again from the first
         offset that is not done (or the batch's first), so nothing consumed is skipped."""
         for tp, msgs in data.items():
@@ -382,443 +338,3 @@ class KafkaSource:
             self._new_tracker(tp, committed=committed, expect=pos)
             with contextlib.suppress(Exception):
                 self.consumer.seek(tp, pos)
-
-    # -- message → events ---------------------------------------------------------------
-
-    def _consume(self, tp: TopicPartition, msgs: list[Any], tracker: PartitionTracker, out: list[Event]) -> None:
-        """Turn ``msgs`` of one partition into events (appended to ``out``); poison to the DLQ.
-
-        Every message is registered in the tracker before anything can resolve its acks.
-        Format ``pangea`` without key or header mapping first offers each value to the
-        destination's compiled schema (:meth:`Schema.fast_path`); what it declines takes
-        :meth:`_consume_one`.
-        """
-        child = self._consumed_children.get(tp.topic)
-        if child is None:
-            child = self._consumed_children[tp.topic] = self.metrics.kafka_consumed.labels(self.name, tp.topic)
-        child.inc(len(msgs))
-        # The compiled path needs the message alone: mapping a key or header edits the event.
-        fast_path = None
-        if self._fast_pangea and self.config.key_field is None and not self.config.header_fields:
-            fast_path = self.destination.fast_path()
-        if fast_path is not None:
-            n_events = self._consume_compiled(msgs, tracker, out, fast_path.items)
-        else:
-            n_events = 0
-            for m in msgs:
-                last = tracker.last_tracked
-                if last is not None and m.offset <= last:
-                    continue  # already tracked by this assignment (a re-fetched duplicate)
-                n_events += self._consume_one(m, tracker, out)
-        self._m_received.inc(n_events)
-
-    def _consume_compiled(
-        self,
-        msgs: list[Any],
-        tracker: PartitionTracker,
-        out: list[Event],
-        fast_items: Callable[[list[bytes | None]], list[bytes | None]],
-    ) -> int:
-        """The hot loop: messages the compiled schema accepts become events in runs, each run
-        registered with one :meth:`PartitionTracker.track_many`; any other message takes
-        :meth:`_consume_one` in its place (after the run before it is registered)."""
-        last = tracker.last_tracked
-        if last is not None and msgs and msgs[0].offset <= last:
-            msgs = [m for m in msgs if m.offset > last]  # re-fetched duplicates of this assignment
-        values = list(map(_value_of, msgs))
-        items = fast_items(values)
-        if all(items):  # no None (an item is never empty): `None not in` compares, at thrice the cost
-            offsets = list(map(_offset_of, msgs))
-            if list(map(_key_of, msgs)).count(None) == len(msgs) and not any(map(_headers_of, msgs)):
-                kept: list[Any] = values  # what _kept gives for each: no key, no headers
-            else:
-                kept = list(map(_kept, msgs))
-            return self._register_run(tracker, offsets, kept, items, out)  # type: ignore[arg-type]
-        offsets = []
-        kept = []
-        run: list[bytes] = []
-        n = 0
-        for m, item in zip(msgs, items, strict=True):
-            if item is None:
-                if offsets:
-                    n += self._register_run(tracker, offsets, kept, run, out)
-                    offsets, kept, run = [], [], []
-                n += self._consume_one(m, tracker, out)
-                continue
-            offsets.append(m.offset)
-            kept.append(_kept(m))
-            run.append(item)
-        if offsets:
-            n += self._register_run(tracker, offsets, kept, run, out)
-        return n
-
-    def _register_run(
-        self, tracker: PartitionTracker, offsets: list[int], kept: list[Any], items: list[bytes], out: list[Event]
-    ) -> int:
-        tracker.track_many(offsets, kept)
-        out.extend(map(Event, items, map(Ack, repeat(tracker), offsets), repeat(self.name)))
-        return len(items)
-
-    def _consume_one(self, m: Any, tracker: PartitionTracker, out: list[Event]) -> int:
-        """One message through the full path; returns the events it became.
-
-        Format ``pangea`` decodes the common value (one JSON object, ``{"event": {...}}`` or a
-        bare event) itself, giving exactly what the vendor decoder would; anything else
-        (arrays, JSON lines, ``{"events": [...]}``, a BOM, invalid JSON) and the other formats
-        take the vendor's own path, which also words the errors.
-        """
-        offset = m.offset
-        value = m.value
-        if self._fast_pangea and value is not None:
-            record: Any
-            try:
-                record = orjson.loads(value)
-            except orjson.JSONDecodeError:
-                record = None
-            if type(record) is dict and "events" not in record:
-                inner = record.get("event")
-                event = inner if type(inner) is dict else record
-                tracker.track(offset, 1, _kept(m))
-                try:
-                    item = self._item(record, event, m)
-                except EventInvalid as exc:
-                    self._poison(tracker, m, "invalid_schema", _detail(exc))
-                    return 0
-                except Exception as exc:
-                    self._poison(tracker, m, "decode_error", _detail(exc))
-                    return 0
-                out.append(Event(item, Ack(tracker, offset), self.name, None))
-                return 1
-        return self._consume_vendor(m, tracker, out)
-
-    def _item(self, record: Any, event: dict[str, Any], m: Any) -> bytes:
-        """The request item of one record's event: mapped and normalized, or, signed by the
-        producer (format ``pangea`` with the SDK's ``signature``/``public_key``), kept exactly
-        as signed; raises :class:`EventInvalid`."""
-        extras = signature_of(record) if self._fast_pangea else None
-        if extras is None:
-            self._map(event, m)
-            return self.destination.encode(event)
-        given = dict(event)
-        self._map(event, m)
-        changed = sorted(k for k in event if given.get(k) != event[k])
-        if changed:
-            raise EventInvalid(
-                [
-                    {
-                        "code": "BadState",
-                        "detail": f"'{k}' would be set from the message key or a header, which would break"
-                        " the event's signature",
-                        "source": pointer(k),
-                    }
-                    for k in changed
-                ]
-            )
-        return encode_item(self.destination.schema.normalize_signed(event, extras), extras)
-
-    def _map(self, event: dict[str, Any], m: Any) -> None:
-        """Copy the message key and the configured headers into the event."""
-        key_field = self.config.key_field
-        if key_field is not None and m.key is not None:
-            event[key_field] = _text(m.key)
-        header_fields = self.config.header_fields
-        if header_fields:
-            for hname, hvalue in m.headers:
-                field = header_fields.get(hname)
-                if field is not None and hvalue is not None:
-                    event[field] = _text(hvalue)
-
-    def _consume_vendor(self, m: Any, tracker: PartitionTracker, out: list[Event]) -> int:
-        """One message through the vendor format (any number of records); returns events made."""
-        offset = m.offset
-        value = m.value
-        try:
-            if value is None:
-                raise ValueError("message has no value (tombstone)")
-            records = self._vendor.decode(value)
-        except Exception as exc:
-            tracker.track(offset, 1)
-            self._poison(tracker, m, "decode_error", _detail(exc))
-            return 0
-        tracker.track(offset, len(records), _kept(m))
-        to_event = self._vendor.to_event
-        n = 0
-        for record in records:
-            try:
-                event, dedup = to_event(record)
-                item = self._item(record, event, m)
-            except EventInvalid as exc:
-                self._poison(tracker, m, "invalid_schema", _detail(exc))
-                continue
-            except Exception as exc:
-                self._poison(tracker, m, "decode_error", _detail(exc))
-                continue
-            out.append(Event(item, Ack(tracker, offset), self.name, dedup))
-            n += 1
-        return n
-
-    def _poison(self, tracker: PartitionTracker, m: Any, reason: str, detail: str) -> None:
-        self.metrics.events_rejected.labels(self.name, self.config.destination, "intake", reason).inc()
-        headers = list(m.headers or ())
-        self.dlq.put(
-            DeadLetterJob(tracker, tracker.topic, tracker.partition, m.offset, m.key, m.value, headers, reason, detail)
-        )
-
-    def _on_rejected(self, tracker: PartitionTracker, offset: int, message: Any, detail: Any) -> None:
-        """An event's ack resolved REJECTED (the upstream refused it): dead-letter its message.
-
-        ``message`` is what the tracker kept for ``offset``: ``(key, value, headers)``, or just
-        the value bytes of a message without key and headers (no container for the GC to walk).
-        """
-        key: bytes | None = None
-        value: bytes | None = None
-        headers: Any = ()
-        if isinstance(message, bytes):
-            value = message
-        elif message is not None:
-            key, value, headers = message
-        text = detail if isinstance(detail, str) else _json_text(detail)
-        self.dlq.put(
-            DeadLetterJob(
-                tracker, tracker.topic, tracker.partition, offset, key, value, list(headers or ()),
-                "upstream_rejected", text,
-            )
-        )  # fmt: skip
-
-    # -- into the buffer ----------------------------------------------------------------
-
-    async def _submit(self, events: list[Event]) -> None:
-        """Put ``events`` in the buffer in chunks; wait for room while keeping the group alive."""
-        start = 0
-        n = len(events)
-        try:
-            while start < n:
-                chunk = events[start : start + SUBMIT_CHUNK]
-                try:
-                    await self.destination.submit(chunk, wait=False)
-                except BufferFull:
-                    await self._submit_waiting(chunk)
-                start += SUBMIT_CHUNK
-        except BaseException:
-            # Cancelled (shutdown): what did not get in is dropped; its acks resolve ERRORED
-            # so its offsets stay uncommitted.
-            self._drop(events[start:], "shutdown")
-            raise
-
-    async def _submit_waiting(self, chunk: list[Event]) -> None:
-        """The buffer is full: pause, wait for room in slices; drop events of revoked partitions."""
-        loop = asyncio.get_running_loop()
-        keepalive = self._keepalive_secs()
-        last_poll = loop.time()
-        while chunk:
-            self._backpressure = True
-            self._update_pauses()
-            try:
-                await asyncio.wait_for(self.destination.submit(chunk, wait=True), SUBMIT_SLICE_SECS)
-                return
-            except TimeoutError:
-                pass
-            except BufferFull:  # the buffer closed: shutting down
-                self._drop(chunk, "shutdown")
-                return
-            gone = [e for e in chunk if _released(e.ack)]
-            if gone:
-                self._drop(gone, "revoked")
-                chunk = [e for e in chunk if not _released(e.ack)]
-            if loop.time() - last_poll >= keepalive:
-                await self._keepalive_poll()
-                last_poll = loop.time()
-
-    def _drop(self, events: Iterable[Event], reason: str) -> None:
-        n = 0
-        for e in events:
-            if not e.ack.resolved:
-                e.ack.resolve(AckStatus.ERRORED, reason)
-                n += 1
-        if n:
-            self.metrics.events_dropped.labels(self.config.destination, reason).inc(n)
-
-    def _keepalive_secs(self) -> float:
-        """How long the source may go without polling while paused (a quarter of
-        ``max_poll_interval_ms``, after which the group would evict the consumer)."""
-        return max(1.0, self.config.max_poll_interval_ms / 1000 / 4)
-
-    async def _keepalive_poll(self) -> None:
-        """Poll with everything paused so the group does not consider us gone.
-
-        Anything returned anyway (a partition assigned meanwhile) is not processed now: seek
-        back to it so it is read again, leaving no gap in the tracker.
-        """
-        self._update_pauses()
-        try:
-            data = await self.consumer.getmany(timeout_ms=0)
-        except KafkaError:
-            return
-        for tp, msgs in data.items():
-            if msgs:
-                with contextlib.suppress(Exception):
-                    self.consumer.seek(tp, msgs[0].offset)
-
-    # -- pause / resume -----------------------------------------------------------------
-
-    def _update_pauses(self) -> None:
-        consumer = self.consumer
-        if consumer is None:
-            return
-        fill = self.destination.buffer.fill_ratio
-        backlog = self.dlq.backlog
-        if self._backpressure:
-            if fill < self.config.resume_low_watermark and backlog < DLQ_BACKLOG_PAUSE // 2:
-                self._backpressure = False
-                log.info("buffer drained; resuming partitions", extra={"source": self.name, "fill": fill})
-        elif fill >= self.config.pause_high_watermark or backlog >= DLQ_BACKLOG_PAUSE:
-            self._backpressure = True
-            log.info("buffer filling; pausing partitions", extra={"source": self.name, "fill": fill})
-        assigned = consumer.assignment()
-        if self._backpressure or not self._accepting:
-            want = set(assigned)
-        elif self._hold_until:
-            now = asyncio.get_running_loop().time()
-            for tp, until in list(self._hold_until.items()):
-                if until <= now:
-                    del self._hold_until[tp]
-            want = {tp for tp in self._hold_until if tp in assigned}
-        else:
-            want = set()
-        paused = consumer.paused()
-        if want != paused:
-            if want - paused:
-                consumer.pause(*(want - paused))
-            if paused - want:
-                consumer.resume(*(paused - want))
-            self._m_paused.set(len(want))
-
-    # -- trackers and rebalances -------------------------------------------------------
-
-    def _new_tracker(
-        self, tp: TopicPartition, *, committed: int | None = None, expect: int | None = None
-    ) -> PartitionTracker:
-        t = PartitionTracker(tp.topic, tp.partition, committed=committed, expect=expect, on_rejected=self._on_rejected)
-        self.trackers[tp] = t
-        return t
-
-    def _reread_errored(self) -> None:
-        """Partitions with an ERRORED ack: read again from the first undelivered offset."""
-        for tp, t in list(self.trackers.items()):
-            if t.errored is None or t.revoking:
-                continue
-            pos = t.committable()
-            if pos is None:  # pragma: no cover - an errored offset is always registered
-                continue
-            t.discarded = True
-            self._new_tracker(tp, committed=t.committed, expect=pos)
-            self.consumer.seek(tp, pos)
-            self._hold_until[tp] = asyncio.get_running_loop().time() + ERRORED_HOLD_SECS
-            log.warning(
-                "events of a partition were not delivered; reading it again",
-                extra={"source": self.name, "topic": tp.topic, "partition": tp.partition, "offset": pos},
-            )
-
-    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.metrics.kafka_rebalances.labels(self.name, "assigned").inc()
-        for tp in assigned:
-            if tp not in self.trackers:
-                self._new_tracker(tp)
-        log.info(
-            "partitions assigned",
-            extra={"source": self.name, "partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)},
-        )
-        if self._backpressure or not self._accepting:
-            with contextlib.suppress(Exception):
-                self.consumer.pause(*assigned)
-
-    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        if not revoked:
-            return
-        self.metrics.kafka_rebalances.labels(self.name, "revoked").inc()
-        trackers = {tp: self.trackers[tp] for tp in revoked if tp in self.trackers}
-        for t in trackers.values():
-            t.revoking = True
-        undelivered = 0
-        try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.config.drain_timeout_secs
-            while loop.time() < deadline and any(t.busy for t in trackers.values()):  # noqa: ASYNC110
-                await asyncio.sleep(0.02)  # acks resolve in the sink's tasks; a short poll over the trackers
-            undelivered = sum(t.busy for t in trackers.values())
-            await self.commit(list(trackers))
-        finally:
-            for tp, t in trackers.items():
-                t.discarded = True
-                if self.trackers.get(tp) is t:
-                    del self.trackers[tp]
-                self._hold_until.pop(tp, None)
-                with contextlib.suppress(KeyError):
-                    self.metrics.kafka_lag.remove(self.name, tp.topic, str(tp.partition))
-            log.info(
-                "partitions revoked",
-                extra={
-                    "source": self.name,
-                    "partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in revoked),
-                    "undelivered": undelivered,
-                },
-            )
-
-    # -- commits ------------------------------------------------------------------------
-
-    async def _commit_loop(self) -> None:
-        interval = self.config.commit_interval_secs
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.commit()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # never let the commit loop die
-                log.exception("commit failed", extra={"source": self.name})
-
-    async def commit(self, partitions: list[TopicPartition] | None = None) -> None:
-        """Commit the committable offsets of ``partitions`` (default: all owned); update lag."""
-        consumer = self.consumer
-        if consumer is None:
-            return
-        async with self._commit_lock:
-            tps = list(self.trackers) if partitions is None else partitions
-            offsets: dict[TopicPartition, int] = {}
-            owners: dict[TopicPartition, PartitionTracker] = {}
-            for tp in tps:
-                t = self.trackers.get(tp)
-                if t is None:
-                    continue
-                c = t.to_commit()
-                if c is not None:
-                    offsets[tp] = c
-                    owners[tp] = t
-            if offsets:
-                try:
-                    await consumer.commit(offsets)
-                except KafkaError as exc:
-                    self.metrics.kafka_commits.labels(self.name, "error").inc()
-                    log.warning("offset commit failed", extra={"source": self.name, "error": repr(exc)})
-                else:
-                    self.metrics.kafka_commits.labels(self.name, "ok").inc()
-                    for tp, off in offsets.items():
-                        owners[tp].committed = off
-            for tp in tps:
-                t = self.trackers.get(tp)
-                if t is None:
-                    continue
-                if t.committed is None and not t.committed_looked_up:
-                    # Nothing read yet on this assignment: its lag counts from the group's offset.
-                    t.committed_looked_up = True
-                    try:
-                        found = await asyncio.wait_for(consumer.committed(tp), 5.0)
-                    except (KafkaError, TimeoutError, AssertionError):
-                        found = None
-                    if found is not None and t.committed is None:
-                        t.committed = found
-                if t.committed is None:
-                    continue
-                hw = consumer.highwater(tp)
-                if hw is not None:
-                    self.metrics.kafka_lag.labels(self.name, tp.topic, str(tp.partition)).set(max(0, hw - t.committed))

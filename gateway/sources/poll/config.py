@@ -7,12 +7,12 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from gateway.configbase import StrictModel
+from gateway.sources.targets import Targets
 
 PollVendor = Literal["okta_system_log", "auth0_logs", "github_audit_log", "onepassword_audit_events"]
 
 
-class PollSourceConfig(StrictModel):
+class PollSourceConfig(Targets):
     """A vendor's log API, polled with its own paging; the cursor advances only past delivered events."""
 
     type: Literal["poll"] = Field(description="Source kind.")
@@ -30,7 +30,6 @@ class PollSourceConfig(StrictModel):
         )
     )
     token: SecretStr = Field(description="API token (sent as `SSWS <token>` to Okta, `Bearer <token>` otherwise).")
-    destination: str = Field(description="Name of the destination (under `destinations`) its events go to.")
     interval_secs: float = Field(default=15.0, gt=0, description="Wait between polls once the log is read to its end.")
     since: str | None = Field(
         default=None,

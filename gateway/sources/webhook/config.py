@@ -8,6 +8,7 @@ from typing import Any, Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gateway.configbase import StrictModel
+from gateway.sources.targets import Targets
 
 WebhookFormat = Literal["auth0", "okta", "github", "gitlab", "firehose", "splunk_hec", "pangea", "json"]
 FirehoseRecords = Literal["json", "cloudtrail", "cloudwatch_logs", "raw"]
@@ -171,7 +172,7 @@ class CallerConfig(StrictModel):
         return self
 
 
-class WebhookSourceConfig(StrictModel):
+class WebhookSourceConfig(Targets):
     """An HTTP route that accepts a vendor's (or the Pangea SDK's) event bodies."""
 
     type: Literal["webhook"] = Field(description="Source kind.")
@@ -189,7 +190,6 @@ class WebhookSourceConfig(StrictModel):
         default=None,
         description="Route path (format `pangea`: a prefix for /v1/log, /v2/log, /v2/log_async, /request/{id}).",
     )
-    destination: str = Field(description="Name of the destination (under `destinations`) its events go to.")
     auth: WebhookAuth | None = Field(default=None, description="Inbound auth; required when listening beyond loopback.")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="Larger bodies answer 413.")
     max_events_per_request: int = Field(default=10_000, ge=1, description="More events in one body answer 400.")

@@ -12,7 +12,7 @@ body (``request_id`` included) and the headers a client reads (``Content-Type``,
 Memory is bounded: the request body is read within the source's ``max_body_bytes``; the answer
 is copied in chunks, never held whole.  Each call has the upstream's ``timeout_secs`` for its
 connection and for each read.  Idempotent calls (:data:`IDEMPOTENT`) that fail retriably, as
-the sink's own classifier (:func:`gateway.sinks.pangea.retry.classify`) decides, are sent again
+the sink's own classifier (:func:`gateway.delivery.retry.classify`) decides, are sent again
 up to :data:`MAX_ATTEMPTS` times with its backoff and ``X-Pangea-Retried-Request-Ids``; others
 (an export, a configuration change) are sent once and their answer, whatever it is, returned.
 
@@ -33,10 +33,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from gateway.delivery.retry import Verdict, backoff_secs, classify, parse_retry_after
 from gateway.sinks.pangea.auth import Credentials, credentials_from_config
 from gateway.sinks.pangea.config import UpstreamConfig
 from gateway.sinks.pangea.request_builder import join_url, request_headers
-from gateway.sinks.pangea.retry import Verdict, backoff_secs, classify, parse_retry_after
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from aiohttp import web
 from gateway.dedup import DedupWindow
 from gateway.httpserver import Listener, connection_budget
 from gateway.normalize import restrictions
-from gateway.pipeline import Destination
+from gateway.pipeline import Destination, target
 from gateway.sinks.deadletter.base import DeadLetterStore
 from gateway.sinks.pangea.config import UpstreamConfig
 from gateway.sources.intake import Admitter
@@ -49,7 +49,7 @@ class WebhookSource:
         self.name = name
         self.config = config
         self.metrics = metrics
-        dest = destinations[config.destination]
+        dest = target(config.targets, destinations)
         check = restrictions.checker(config.restrictions)
         admitter = Admitter(name, dest, metrics, deadletters, check, dedup)
         self.handler: PangeaApi | VendorRoute | HecRoute

@@ -126,3 +126,34 @@ async def test_replay_signs_events_for_a_signing_destination(tmp_path: Path) -> 
         assert event.signature_verification == EventVerification.PASS
     finally:
         await server.stop()
+
+
+async def test_replay_sends_to_a_destinations_own_kafka_sink(tmp_path: Path, kafka_bootstrap: str) -> None:
+    import uuid
+
+    from tests.kafka_broker import read_topic
+
+    data_dir = tmp_path / "data"
+    topic = f"archive.{uuid.uuid4().hex[:8]}"
+    record = {"log_id": "90020240611", "data": {"type": "s", "date": "2024-06-11T08:15:12.345Z",
+                                                 "user_name": "maria", "description": "Success Login"}}  # fmt: skip
+    store = LocalDeadLetterStore(data_dir / "deadletters.db", Metrics())
+    await store.write([DeadLetter("auth0", "archive", "invalid_event", "[]", orjson.dumps(record), 1.7e9)])
+    await store.close()
+    config = tmp_path / "archive.yaml"
+    config.write_bytes(
+        orjson.dumps(
+            {
+                # No audit log reachable there: replay must not send the archive's events to it.
+                "upstream": {"url": "http://127.0.0.1:9", "token": TOKEN},
+                "data_dir": str(data_dir),
+                "destinations": {"archive": {"sink": {"type": "kafka", "bootstrap_servers": kafka_bootstrap,
+                                                      "topic": topic}}},
+                "sources": {"auth0": {"type": "webhook", "format": "auth0", "destination": "archive"}},
+            }
+        )
+    )  # fmt: skip
+    code, out = await run_dlq("replay", "--all", "--config", str(config))
+    assert code == 0 and "replayed 1, failed 0" in out, out
+    [message] = await read_topic(kafka_bootstrap, topic, 2, timeout=3.0)
+    assert orjson.loads(message.value)["event"]["actor"] == "maria"  # type: ignore[attr-defined]

@@ -70,7 +70,7 @@ async def test_bare_events_raw_values_and_key_and_header_mapping(
             assert "other" not in e
 
 
-async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_flowing(
+async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_flowing_past_rejected_ones(
     kafka_bootstrap: str, topic: str, group_id: str
 ) -> None:
     good = pangea_values(300)
@@ -88,17 +88,17 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_kee
         await sink.wait_distinct(300)
         await wait_committed_to_end(kafka_bootstrap, group_id, topic)
         assert "reject-me" not in sink.messages
-        dlq = await read_topic(kafka_bootstrap, f"{topic}.dlq", 3)
-        assert len(dlq) == 3
+        dlq = await read_topic(kafka_bootstrap, f"{topic}.dlq", 3, timeout=3.0)
+        assert len(dlq) == 2  # the rejected event was dead-lettered by whoever rejected it, not here
         by_reason = {dict(m.headers)[HEADER_REASON].decode(): m for m in dlq}  # type: ignore[attr-defined]
-        assert set(by_reason) == {"decode_error", "invalid_schema", "upstream_rejected"}
+        assert set(by_reason) == {"decode_error", "invalid_schema"}
         assert by_reason["decode_error"].value == b"{not json"  # type: ignore[attr-defined]
-        assert by_reason["upstream_rejected"].key == b"same-key"  # type: ignore[attr-defined]
+        assert by_reason["decode_error"].key == b"same-key"  # type: ignore[attr-defined]
         h = dict(by_reason["invalid_schema"].headers)  # type: ignore[attr-defined]
         assert b"message" in h[HEADER_DETAIL]
         assert h[HEADER_TOPIC] == topic.encode() and h[HEADER_OFFSET] == b"101"
         assert int(h[HEADER_PARTITION]) in range(6)
-        for reason in ("decode_error", "invalid_schema", "upstream_rejected"):
+        for reason in ("decode_error", "invalid_schema"):
             assert run.metric("gateway_kafka_deadlettered_total", source="app", reason=reason) == 1
 
 
@@ -192,7 +192,7 @@ async def test_an_unreachable_broker_does_not_fail_start_and_stop_is_clean(caplo
 
     address = f"127.0.0.1:{free_port()}"  # nothing listens there: every connection is refused
     cfg = source_config(address, "audit.events", "g-unreachable")
-    caplog.set_level(logging.WARNING, logger="gateway.sources.kafka.source")
+    caplog.set_level(logging.DEBUG, logger="gateway.sources.kafka.source")
 
     def unreachable_reports() -> list[logging.LogRecord]:
         return [
@@ -210,6 +210,8 @@ async def test_an_unreachable_broker_does_not_fail_start_and_stop_is_clean(caplo
         while len(unreachable_reports()) < 2 and loop.time() < give_up:
             await asyncio.sleep(0.05)
         assert len(unreachable_reports()) >= 2, [r.getMessage() for r in caplog.records]
+        # ... logged once as a warning, the retries at debug.
+        assert [r.levelno for r in unreachable_reports()][:2] == [logging.WARNING, logging.DEBUG]
         # ... and what readiness reads says it is not connected.
         assert run.source.consumer is None and not run.source.trackers
     assert run.source.consumer is None

@@ -646,6 +646,19 @@ async def test_fetch_schema_retries_a_transient_failure_and_ignores_display_keys
     assert stub.seen("/v1/schema")[0].json == {"config_id": CONFIG_ID}
 
 
+async def test_fetch_schema_takes_a_size_of_zero_as_no_limit(stub: UpstreamStub, make: Any) -> None:
+    # Pangea's /v1/schema answers `size: 0` for fields without a length limit (and null keys).
+    fields = [
+        {"id": "message", "type": "text", "required": True, "size": 0},
+        {"id": "actor", "type": "string", "size": 64, "redact": None},
+        {"id": "amount", "type": "integer", "size": 0},
+    ]
+    stub.script("/v1/schema", Reply(200, envelope("Success", {"fields": fields}, "prq_z")))
+    h = await make()
+    got = await h.sink.fetch_schema()
+    assert [(f.id, f.size) for f in got] == [("message", None), ("actor", 64), ("amount", None)]
+
+
 async def test_fetch_schema_raises_a_config_error_for_an_ambiguous_config_id(stub: UpstreamStub, make: Any) -> None:
     from gateway.errors import UpstreamConfigError
 

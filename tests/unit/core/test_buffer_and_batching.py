@@ -8,6 +8,7 @@ from gateway.batching import Batch
 from gateway.buffer.memory import MemoryBuffer
 from gateway.errors import BufferFull
 from gateway.event import Event
+from gateway.sinks.pangea.request_builder import log_body
 from gateway.telemetry.metrics import Metrics
 
 
@@ -73,16 +74,15 @@ async def test_closed_buffer_drains_then_returns_empty() -> None:
         await buf.put(events(1))
 
 
-def test_batch_body_joins_the_event_bytes_into_a_v2_log_request() -> None:
+def test_log_body_joins_the_event_bytes_into_a_v2_log_request() -> None:
     evs = events(3)
-    batch = Batch("d", evs)
-    body = orjson.loads(batch.body("pci_1", verbose=True))
+    body = orjson.loads(log_body(evs, "pci_1", verbose=True))
     assert body == {
         "events": [orjson.loads(e.item) for e in evs],
         "config_id": "pci_1",
         "verbose": True,
     }
-    assert orjson.loads(batch.body(None, events=[evs[2]]))["events"] == [orjson.loads(evs[2].item)]
+    assert orjson.loads(log_body([evs[2]], None))["events"] == [orjson.loads(evs[2].item)]
 
 
 async def test_batch_resolve_all_settles_the_source_group() -> None:
@@ -108,12 +108,18 @@ def test_batches_are_formed_per_credential_and_v1_calls_go_alone() -> None:
         ("Bearer a", [b"m1", b"m3"]),
         (None, [b"m4"]),
     ]
-    assert orjson.loads(batches[2].v1_body("pci_x") or b"") == {
+    # The Pangea sink sends a lone v1 event to /v1/log, with the caller's credential if any.
+    from gateway.sinks.pangea.request_builder import log_body, v1_log_body
+
+    assert orjson.loads(v1_log_body(batches[2].events[0], "pci_x")) == {
         "event": {"message": "m4"},
         "verbose": True,
         "prev_root": "r",
         "config_id": "pci_x",
     }
-    assert batches[0].v1_body("pci_x") is None
+    assert orjson.loads(log_body(batches[0].events, "pci_x")) == {
+        "events": [{"event": {"message": "m0"}}, {"event": {"message": "m2"}}],
+        "config_id": "pci_x",
+    }
     same = Batch.split("d", [mk(0), mk(2)])
     assert len(same) == 1 and same[0].credential is None

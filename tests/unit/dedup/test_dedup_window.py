@@ -212,12 +212,16 @@ async def test_the_window_forgets_the_oldest_ids_beyond_max_entries(tmp_path: Pa
 
 async def test_the_window_forgets_ids_older_than_max_age(tmp_path: Path) -> None:
     metrics = Metrics()
-    w = DedupWindow(tmp_path / "dedup.db", DedupConfig(max_age_secs=0.2), metrics)
+    now = [1_800_000_000.0]
+    w = DedupWindow(tmp_path / "dedup.db", DedupConfig(max_age_secs=60), metrics, clock=lambda: now[0])
     await w.start()
     rig = Rig(w, metrics)
     await rig.send(["a"])
     await rig.upstream()
-    await asyncio.sleep(0.3)
+    now[0] += 59  # still inside the window: a duplicate
+    await rig.send(["a"])
+    assert await rig.upstream() == []
+    now[0] += 2  # past it: forgotten, delivered again
     await rig.send(["a"])
     assert len(await rig.upstream()) == 1
     await w.close()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from gateway.acks import Ack, AckStatus
 from gateway.sources.kafka.offsets import PartitionTracker
 
@@ -48,15 +46,12 @@ def test_an_errored_offset_is_never_committed_past() -> None:
     assert t.committable() == 1 and t.errored == 1 and t.busy == 0
 
 
-def test_a_rejected_offset_counts_once_its_dead_letter_is_written() -> None:
-    seen: list[tuple[int, Any, Any]] = []
-    t = PartitionTracker("t", 3, on_rejected=lambda tr, off, msg, detail: seen.append((off, msg, detail)))
+def test_a_rejected_offset_is_done_at_once_as_its_rejecter_dead_lettered_it() -> None:
+    t = PartitionTracker("t", 3)
     acks = track(t, 0, 1)
     acks[0].resolve(AckStatus.REJECTED, "bad")
+    assert t.committable() == 1 and t.busy == 1
     acks[1].resolve(AckStatus.DELIVERED)
-    assert seen == [(0, "msg0", "bad")]
-    assert t.committable() == 0 and t.busy == 1
-    t.dead_lettered(0)
     assert t.committable() == 2 and t.busy == 0
 
 
@@ -87,8 +82,7 @@ def test_a_tracker_after_a_seek_skips_refetched_offsets_below_its_start() -> Non
 
 
 def test_a_run_tracked_at_once_commits_as_its_acks_are_delivered_in_bulk() -> None:
-    seen: list[tuple[int, Any, Any]] = []
-    t = PartitionTracker("t", 0, on_rejected=lambda tr, off, msg, detail: seen.append((off, msg, detail)))
+    t = PartitionTracker("t", 0)
     t.track_many([4, 5, 6, 7], ["m4", "m5", "m6", "m7"])
     assert t.committed == 4 and t.last_tracked == 7 and t.busy == 4 and not t.accepts(7)
     t.ack_resolved_many([5, 6], AckStatus.DELIVERED, ["h5", "h6"])
@@ -96,21 +90,16 @@ def test_a_run_tracked_at_once_commits_as_its_acks_are_delivered_in_bulk() -> No
     t.ack_resolved_many([4], AckStatus.DELIVERED, None)
     assert t.committable() == 7
     t.ack_resolved_many([7], AckStatus.REJECTED, ["refused"])
-    assert seen == [(7, "m7", "refused")] and t.committable() == 7 and t.busy == 1
-    t.dead_lettered(7)
     assert t.committable() == 8 and t.busy == 0
 
 
 def test_bulk_delivery_beside_a_message_of_several_events_waits_for_all_of_them() -> None:
-    seen: list[tuple[int, Any, Any]] = []
-    t = PartitionTracker("t", 0, on_rejected=lambda tr, off, msg, detail: seen.append((off, msg, detail)))
+    t = PartitionTracker("t", 0)
     t.track(3, 3, "m3")
     t.track_many([4, 5], ["m4", "m5"])
     t.ack_resolved_many([3, 4, 5], AckStatus.DELIVERED, None)
     assert t.committable() == 3 and t.busy == 2
     t.ack_resolved_many([3], AckStatus.REJECTED, ["refused"])
-    assert seen == [(3, "m3", "refused")] and t.committable() == 3
-    t.dead_lettered(3)
     assert t.committable() == 3 and t.busy == 1
     t.ack_resolved_many([3], AckStatus.DELIVERED, None)
     assert t.committable() == 6 and t.busy == 0 and t.outstanding == 0

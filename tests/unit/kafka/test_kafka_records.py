@@ -193,7 +193,7 @@ async def test_the_source_consumes_decoded_records_and_dead_letters_their_poison
     )
     decoded, _ = read(data, 0, records_as_decoded)
     src = new_source()
-    tracker = PartitionTracker(TP.topic, TP.partition, on_rejected=src._on_rejected)
+    tracker = PartitionTracker(TP.topic, TP.partition)
     out: list[Event] = []
     src._consume(TP, decoded, tracker, out)
     assert [orjson.loads(e.item)["event"]["message"] for e in out] == ["fine", "also fine"]

@@ -7,8 +7,8 @@ import email.utils
 import aiohttp
 import pytest
 
+from gateway.delivery.retry import Verdict, backoff_secs, classify, parse_retry_after, retry_reason
 from gateway.errors import RetriableUpstreamError, UpstreamConfigError
-from gateway.sinks.pangea.retry import Verdict, backoff_secs, classify, parse_retry_after, retry_reason
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504, 599])

@@ -1,4 +1,4 @@
-"""The one retry classifier and backoff of the upstream sink.
+"""The one retry classifier and backoff of every delivery (sinks, the 202 poller, credential fetchers).
 
 Every decision "try this upstream call again, or give up on it" goes through :func:`classify`;
 every wait before a retry comes from :func:`backoff_secs`.  Keeping both here means the sink,

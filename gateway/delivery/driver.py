@@ -1,0 +1,248 @@
+"""The one delivery driver: a batch → a sink, until every event of it is resolved.
+
+:meth:`DeliveryDriver.send` owns a batch:
+
+* builds a request of the events still to send (:meth:`Sink.build_request`), sends it
+  (:meth:`Sink.call`) and asks the sink what the answer means (:meth:`Sink.classify`);
+* :class:`~gateway.delivery.sink.Delivered` — every event sent DELIVERED with its result;
+* :class:`~gateway.delivery.sink.Retry` — sent again after :func:`~gateway.delivery.retry.backoff_secs`
+  (full jitter, the upstream's ``Retry-After`` as a floor), each attempt naming the request ids
+  of earlier ones; until ``retry.max_attempts`` (then ERRORED, so the source re-delivers) or
+  until cancelled;
+* :class:`~gateway.delivery.sink.Reject` — the named events (or all) dead-lettered to the
+  destination's dead-letter store, once, with secrets masked, counted and resolved REJECTED
+  (ERRORED if the store cannot write them: the source re-delivers rather than lose them); the
+  rest sent again at once when the sink says so.
+
+The driver owns the delivery metrics (``gateway_batch_*``, ``gateway_events_forwarded_total``,
+``gateway_delivery_in_flight_events``,
+``gateway_events_rejected_total{stage="upstream"}``, ``gateway_upstream_retries_total``) and
+every ack of the batch: ``send`` returns only when each is resolved, and if it is cancelled
+resolves what is open as ERRORED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic
+
+import orjson
+
+from gateway.acks import AckStatus
+from gateway.batching import Batch
+from gateway.delivery.config import RetryConfig
+from gateway.delivery.deadletter import DeadLetter, DeadLetterStore
+from gateway.delivery.retry import backoff_secs
+from gateway.delivery.sink import AnswerT, Delivered, Reject, RequestT, Retry, Sink
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.redact import redact
+from gateway.telemetry.tap import TAP
+
+__all__ = ["DeliveryDriver"]
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryDriver(Generic[RequestT, AnswerT]):
+    """Delivers the batches of one destination through ``sink`` (see the module doc).
+
+    ``sleep`` is the backoff sleep (tests observe delays through it).  The sink's life cycle
+    and readiness (``start``, ``stop``, ``check``, ``credentials_refused``) are reached through
+    the driver, which is what a :class:`~gateway.pipeline.Destination` drives.
+    """
+
+    def __init__(
+        self,
+        sink: Sink[RequestT, AnswerT],
+        retry: RetryConfig,
+        metrics: Metrics,
+        deadletters: DeadLetterStore,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.sink = sink
+        self.destination = sink.destination
+        self.retry = retry
+        self._metrics = metrics
+        self._deadletters = deadletters
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"DeliveryDriver({self.sink!r})"
+
+    # -- the sink's life cycle and readiness -------------------------------------------------
+
+    async def start(self) -> None:
+        await self.sink.start()
+
+    async def stop(self) -> None:
+        await self.sink.stop()
+
+    async def check(self) -> str | None:
+        return await self.sink.check()
+
+    @property
+    def credentials_refused(self) -> bool:
+        return self.sink.credentials_refused
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    async def send(self, batch: Batch) -> None:
+        """Deliver ``batch``; returns when every ack is resolved.  Re-raises only cancellation."""
+        # Out of the buffer's gauge, into this one until resolved (a retrying batch is not lost
+        # from view); the whole batch is counted until send returns.
+        in_flight = self._metrics.delivery_in_flight_events.labels(self.destination)
+        in_flight.inc(len(batch))
+        try:
+            await self._send(batch)
+        finally:
+            in_flight.dec(len(batch))
+
+    async def _send(self, batch: Batch) -> None:
+        try:
+            if self.sink.stopped:
+                batch.resolve_all(AckStatus.ERRORED, "sink not running")
+                return
+            await self._deliver(batch)
+        except asyncio.CancelledError:
+            batch.resolve_all(AckStatus.ERRORED, "cancelled (shutdown)")
+            raise
+        except Exception:
+            log.exception("sink error on a batch", extra={"destination": self.destination})
+            batch.resolve_all(AckStatus.ERRORED, "internal error")
+        if batch.ack.open_count:  # a bug if so; the contract says every ack is resolved
+            log.error("batch left with open acks", extra={"destination": self.destination})
+            batch.resolve_all(AckStatus.ERRORED, "internal error")
+
+    async def _deliver(self, batch: Batch) -> None:
+        sink = self.sink
+        n = len(batch)
+        pending = list(range(n))  # batch indexes still to deliver; request position j ↔ pending[j]
+        retried_ids: list[str] = []  # request ids of earlier attempts, for the upstream to de-duplicate
+        failures = 0  # retriable failures so far (backoff exponent, max_attempts)
+        at_once_used = False
+        observed = False
+        while pending:
+            if sink.stopped:
+                self._resolve(batch, pending, AckStatus.ERRORED, "sink stopped")
+                return
+            events = batch.events if len(pending) == n else [batch.events[i] for i in pending]
+            request = sink.build_request(events, retried_ids)
+            if not observed:
+                self._metrics.batch_events.labels(self.destination).observe(n)
+                self._metrics.batch_bytes.labels(self.destination).observe(request.nbytes)
+                observed = True
+
+            answer: AnswerT | None = None
+            error: BaseException | None = None
+            try:
+                answer = await sink.call(request, retried_ids)
+            except Exception as exc:  # network errors, gave-up polls, credential errors
+                error = exc
+
+            if sink.stopped:  # stop() closed the sink under this call: not the upstream's fault
+                self._resolve(batch, pending, AckStatus.ERRORED, "sink stopped")
+                return
+
+            outcome = await sink.classify(answer, error, len(pending), at_once_used=at_once_used)
+
+            if isinstance(outcome, Delivered):
+                # pending holds distinct ascending indexes: as many as the batch is every one.
+                batch.ack.resolve_many(None if len(pending) == n else pending, AckStatus.DELIVERED, outcome.results)
+                self._metrics.events_forwarded.labels(self.destination).inc(len(pending))
+                if TAP.active:  # tap point "delivered" (issue 16): one call per batch, for every sink
+                    TAP.delivered(self.destination, events)
+                return
+
+            if isinstance(outcome, Retry):
+                if outcome.at_once and not at_once_used:
+                    at_once_used = True
+                    self._metrics.upstream_retries.labels(self.destination, outcome.reason).inc()
+                    continue
+                failures += 1
+                max_attempts = self.retry.max_attempts
+                if max_attempts is not None and failures >= max_attempts:
+                    log.warning(
+                        "upstream retries exhausted; events errored",
+                        extra={"destination": self.destination, "attempts": failures, "last_error": outcome.what},
+                    )
+                    self._resolve(
+                        batch,
+                        pending,
+                        AckStatus.ERRORED,
+                        f"upstream failed after {failures} attempts: {outcome.what}",
+                    )
+                    return
+                self._metrics.upstream_retries.labels(self.destination, outcome.reason).inc()
+                delay = backoff_secs(
+                    failures - 1, self.retry.initial_backoff_secs, self.retry.max_backoff_secs, outcome.retry_after
+                )
+                log.debug(
+                    "upstream call failed; retrying",
+                    extra={
+                        "destination": self.destination,
+                        "error": outcome.what,
+                        "attempt": failures,
+                        "delay_secs": round(delay, 2),
+                    },
+                )
+                await self._sleep(delay)
+                continue
+
+            pending = await self._rejected(batch, pending, outcome)
+
+    async def _rejected(self, batch: Batch, pending: list[int], outcome: Reject) -> list[int]:
+        """Dead-letter what ``outcome`` refuses; returns the batch indexes still to send."""
+        named = outcome.errors
+        if outcome.rest == "resend" and named:
+            await self._reject(batch, [(pending[j], errs) for j, errs in sorted(named.items())], outcome.reason)
+            return [i for j, i in enumerate(pending) if j not in named]
+        await self._reject(batch, [(i, named.get(j) or outcome.others) for j, i in enumerate(pending)], outcome.reason)
+        return []
+
+    async def _reject(self, batch: Batch, rejected: Sequence[tuple[int, list[dict[str, Any]]]], dl_reason: str) -> None:
+        """Dead-letter, count and resolve REJECTED; if the dead letters cannot be written, ERRORED.
+
+        The errors keep the upstream's words (for the operator: dead-letter store, Kafka
+        dead-letter topic) with registered secrets masked; webhook answers keep only codes."""
+        rejected = [(i, [_masked(e) for e in errs]) for i, errs in rejected]
+        now = time.time()
+        letters = [
+            DeadLetter(
+                source=batch.events[i].source,
+                destination=self.destination,
+                reason=dl_reason,
+                detail=orjson.dumps(errs).decode(),
+                payload=batch.events[i].item,
+                received_at=now,
+            )
+            for i, errs in rejected
+        ]
+        try:
+            await self._deadletters.write(letters)
+        except Exception:
+            # Not recorded anywhere: let the source re-deliver rather than lose them.
+            log.exception("dead-letter write failed; events errored", extra={"destination": self.destination})
+            for i, _ in rejected:
+                batch.ack.resolve_one(i, AckStatus.ERRORED, "dead-letter write failed")
+            return
+        counts: dict[tuple[str, str], int] = {}
+        for i, errs in rejected:
+            code = str(errs[0].get("code") or "unknown") if errs else "unknown"
+            key = (batch.events[i].source, code)
+            counts[key] = counts.get(key, 0) + 1
+            batch.ack.resolve_one(i, AckStatus.REJECTED, errs)
+        for (source, code), k in counts.items():
+            self._metrics.events_rejected.labels(source, self.destination, "upstream", code).inc(k)
+
+    @staticmethod
+    def _resolve(batch: Batch, indexes: list[int], status: AckStatus, detail: Any) -> None:
+        batch.ack.resolve_many(indexes, status, [detail] * len(indexes))
+
+
+def _masked(error: dict[str, Any]) -> dict[str, Any]:
+    """``error`` with registered secrets masked in its string values."""
+    return {k: redact(v) if isinstance(v, str) else v for k, v in error.items()}
