@@ -278,6 +278,14 @@ class Replayer:
         if name is None or name not in self.destinations:
             raise ReplayFailed(f"source {letter.source!r} and destination {letter.destination!r} are not configured")
         dest = self.destinations[name]
+        auth = getattr(src, "auth", None)
+        if auth is not None and getattr(auth, "pass_through", False):
+            # Sent upstream with its caller's token, which is not kept: replayed with the
+            # gateway's, it could land where the caller may not write (issue 14).
+            raise ReplayFailed(
+                f"source {letter.source!r} passes its callers' tokens through: its events cannot be replayed"
+                " with the gateway's credential; have the caller send them again"
+            )
         check = restrictions.checker(src.restrictions if isinstance(src, WebhookSourceConfig) else None)
         admitter = Admitter(letter.source, dest, dest.metrics, self._deadletters, check)
         try:

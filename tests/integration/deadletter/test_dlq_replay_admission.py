@@ -157,3 +157,43 @@ async def test_replay_sends_to_a_destinations_own_kafka_sink(tmp_path: Path, kaf
     assert code == 0 and "replayed 1, failed 0" in out, out
     [message] = await read_topic(kafka_bootstrap, topic, 2, timeout=3.0)
     assert orjson.loads(message.value)["event"]["actor"] == "maria"  # type: ignore[attr-defined]
+
+
+async def test_replay_refuses_the_events_of_a_pass_through_source(tmp_path: Path) -> None:
+    """Their caller's token is not kept: replayed with the gateway's, they could land where the
+    caller may not write.  The letter stays, with the reason, and nothing is sent upstream."""
+    server = LocalAuditServer(
+        LocalAuditSettings(listen_port=0, db_path=tmp_path / "audit.db", default_token=SecretStr(TOKEN))
+    )
+    await server.start()
+    data_dir = tmp_path / "data"
+    try:
+        store = LocalDeadLetterStore(data_dir / "deadletters.db", Metrics())
+        item = {"event": {"message": "from a caller"}}
+        await store.write([DeadLetter("sdk", "default", "upstream_rejected", "[]", orjson.dumps(item), 1.7e9)])
+        await store.close()
+        config = tmp_path / "gateway.yaml"
+        config.write_bytes(
+            orjson.dumps(
+                {
+                    "upstream": {"url": server.base_url, "token": TOKEN},
+                    "data_dir": str(data_dir),
+                    "destinations": {"default": {}},
+                    "sources": {
+                        "sdk": {
+                            "type": "webhook",
+                            "format": "pangea",
+                            "destination": "default",
+                            "auth": {"pass_through": True},
+                        }
+                    },
+                }
+            )
+        )
+        code, out = await run_dlq("replay", "--all", "--config", str(config))
+        assert code != 0 and "replayed 0, failed 1" in out and "passes its callers' tokens through" in out, out
+        assert await stored_events(server.base_url) == {}
+        with DeadLetterDb(data_dir / "deadletters.db") as db:
+            assert len(db.list()) == 1
+    finally:
+        await server.stop()
