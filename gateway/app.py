@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import signal
@@ -62,10 +63,18 @@ log = logging.getLogger(__name__)
 
 
 async def listening(host: str, port: int, start: Callable[[], Awaitable[None]]) -> None:
-    """Run ``start`` (which binds ``host:port``); a bind failure becomes one StartupError line."""
+    """Run ``start`` (which binds ``host:port``); a failure becomes one StartupError line.
+
+    Only a failure of the bind itself says "cannot listen": ``start`` may open files first (the
+    embedded local audit log opens its database, which another process may hold locked), and
+    naming the port for those would send the operator to the wrong place."""
     try:
         await start()
     except OSError as exc:
+        if exc.filename:
+            raise StartupError(f"{exc.filename}: {os_reason(exc)}") from None
+        if exc.errno == errno.EBUSY and exc.strerror:  # a file in use, said in the raiser's words
+            raise StartupError(exc.strerror) from None
         raise StartupError(f"cannot listen on {host}:{port}: {os_reason(exc)}") from None
 
 

@@ -65,6 +65,28 @@ def test_a_port_in_use_is_one_line_naming_the_address_and_exit_code_1(
     assert last_line_only_error(out) == f"error: cannot listen on 127.0.0.1:{taken_port}: address already in use"
 
 
+def test_a_data_dir_held_by_another_gateway_names_the_database_not_a_port(tmp_path: Path) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", *run_args(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    ) as first:
+        try:
+            assert first.stderr is not None
+            for line in first.stderr:  # until the first one holds its local audit log's database
+                if "gateway started" in line:
+                    break
+            out = cli("run", *run_args(tmp_path))  # other ports, the same data dir
+        finally:
+            first.terminate()
+            first.communicate(timeout=30)
+    assert out.returncode == 1
+    db = tmp_path / "data" / "local-audit.db"
+    assert last_line_only_error(out) == f"error: database {db} is in use by another local audit log"
+
+
 def test_a_missing_tls_file_is_one_line_naming_its_path_and_exit_code_1(tmp_path: Path) -> None:
     cert, _key = self_signed(tmp_path)
     cfg = tmp_path / "g.yaml"
