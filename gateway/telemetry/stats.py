@@ -31,7 +31,7 @@ _FIGURES: dict[str, tuple[str, str, str]] = {
     "gateway_buffer_events": ("destination", "destinations", "buffered"),
 }
 _DEST_REJECTED = "gateway_events_rejected_total"
-IN_FLIGHT_GAUGES = ("gateway_events_in_flight", "gateway_events_retrying")
+IN_FLIGHT_GAUGES = ("gateway_delivery_in_flight_events",)
 """Gauges of events out of the buffer and not yet resolved, by ``destination``: read when present."""
 
 _SOURCE_FIGURES = ("received", "rejected", "dead_lettered", "refused_requests", "duplicates")

@@ -69,6 +69,7 @@ def test_status_the_stats_line_and_the_access_log_show_an_event_through(tmp_path
     }  # fmt: skip
     dest = status["destinations"]["audit"]
     assert (dest["delivered"], dest["rejected"], dest["dropped"], dest["buffered"]) == (n, 0, 0, 0)
+    assert dest["in_flight"] == 0  # read from the delivery driver's gauge (None if it were not found)
     assert dest["upstream"] == "ok" and dest["buffer_use"] == 0.0
     assert stats["sources"]["auth0"]["received"] == n and stats["logger"] == "gateway.app"
     lines = log_lines(gw)
