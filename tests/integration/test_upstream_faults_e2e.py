@@ -25,6 +25,7 @@ import pytest
 from aiohttp import web
 
 from tests.integration.vendors.harness import deadletters
+from tests.support.http import serve_on_loopback
 from tests.support.procs import REPO, Proc, local_audit, start_gateway, stored_messages
 
 TOKEN = "pts_issue12_upstream_token_0001"
@@ -58,14 +59,7 @@ class Front:
         app = web.Application(client_max_size=64 << 20)
         app.router.add_post("/oauth/token", self._token)
         app.router.add_route("*", "/{tail:.*}", self._api)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await serve_on_loopback(app)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -22,6 +22,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.support.http import serve_on_loopback
+
 CLIENT_ID = "psa_stubclient"
 CLIENT_SECRET = "pck_stub_secret_value"
 
@@ -99,14 +101,7 @@ class UpstreamStub:
     async def start(self) -> None:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await serve_on_loopback(app)
 
     async def stop(self) -> None:
         if self._runner is not None:
