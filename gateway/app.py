@@ -242,11 +242,7 @@ class Gateway:
             self.webhook = self._webhook_server(self.config, hooks)
             await listening(*self.listen, self.webhook.start)
         for n, s in self.config.sources.items():
-            if isinstance(s, KafkaSourceConfig) or (
-                # Pull sources run in one worker only (worker 0) under `run --workers`: two
-                # pollers of one cursor would read every page twice.
-                isinstance(s, PollSourceConfig) and self._options.worker in (None, 0)
-            ):
+            if isinstance(s, KafkaSourceConfig | PollSourceConfig):
                 await self._start_pulling(n, s, self.destinations)
 
         host, port = self.admin_listen
@@ -353,6 +349,10 @@ class Gateway:
             ks = KafkaSource(name, src, target(src.targets, destinations), self.metrics, self.deadletters)
             await ks.start()
             self.kafka_sources.append(ks)
+            return
+        if self._options.worker not in (None, 0):
+            # Pull sources run in one worker only (worker 0) under `run --workers`, at start and
+            # on reload alike: two pollers of one cursor would read every page twice.
             return
         from gateway.sources.intake import Admitter
         from gateway.sources.poll.source import PollSource

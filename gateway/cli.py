@@ -25,8 +25,6 @@ from gateway.errors import ConfigError, GatewayError, os_reason
 
 if TYPE_CHECKING:
     from gateway.preflight import RunOptions
-
-if TYPE_CHECKING:
     from gateway.runtime import LoopFactory
 
 __all__ = ["DEFAULT_ADMIN_LISTEN", "DEFAULT_DATA_DIR", "DEFAULT_LISTEN", "DEFAULT_LOCAL_AUDIT_LISTEN", "main"]
@@ -95,7 +93,7 @@ def _worker_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_supervisor(
-    args: argparse.Namespace, config: GatewayConfig, opts: Any, workers: int, loop_factory: LoopFactory
+    args: argparse.Namespace, config: GatewayConfig, opts: RunOptions, workers: int, loop_factory: LoopFactory
 ) -> int:
     """``run --workers N`` (N > 1): the supervisor of gateway/workers.py; its exit code."""
     from gateway.app import Gateway

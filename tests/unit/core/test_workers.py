@@ -59,3 +59,38 @@ def test_workers_auto_is_the_cpus_this_process_may_use_and_a_bad_value_is_a_conf
 
 def test_a_worker_killed_by_a_signal_reports_128_plus_the_signal() -> None:
     assert exit_code(-9) == 137 and exit_code(-15) == 143 and exit_code(0) == 0 and exit_code(2) == 2
+
+
+@pytest.mark.parametrize("worker", [1, 2])
+async def test_a_worker_other_than_0_starts_no_pull_source_at_start_or_on_reload(tmp_path, worker: int) -> None:
+    """Both paths go through Gateway._start_pulling: two pollers of one cursor would read every page twice."""
+    from pathlib import Path
+
+    from gateway.app import Gateway
+    from gateway.config import parse_config
+    from gateway.preflight import RunOptions
+    from gateway.sinks.deadletter.local import LocalDeadLetterStore
+
+    config = parse_config(
+        {
+            "destinations": {"default": {}},
+            "sources": {
+                "okta_log": {
+                    "type": "poll",
+                    "vendor": "okta_system_log",
+                    "url": "https://acme.okta.example",
+                    "token": "t",
+                    "destination": "default",
+                }
+            },
+        },
+        env={},
+    )
+    gw = Gateway(config, RunOptions(data_dir=Path(tmp_path), worker=worker))
+    gw.deadletters = LocalDeadLetterStore(Path(tmp_path) / "dl.db", gw.metrics)
+    try:
+        # No destinations are given: reaching for one would raise; a worker other than 0 returns first.
+        await gw._start_pulling("okta_log", config.sources["okta_log"], {})  # type: ignore[arg-type]
+        assert gw.poll_sources == []
+    finally:
+        await gw.deadletters.close()
