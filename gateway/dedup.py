@@ -34,23 +34,29 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from hashlib import blake2b
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
 
 from pydantic import Field
 
 from gateway.acks import AckGroup, AckStatus
 from gateway.configbase import StrictModel
-from gateway.event import Event
+from gateway.event import Event, item_of
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 _SEP = "\x1f"
+_dedup_key_of = attrgetter("dedup_key")
+_U64 = struct.Struct(">Q")
+"""An item's length prefix in :func:`events_digest`: 8 bytes, big-endian."""
 FLUSH_SECS = 0.05
 PRUNE_SECS = 60.0
 
@@ -75,12 +81,12 @@ def ns_key(source: str, key: str) -> str:
 
 def events_digest(events: Sequence[Event]) -> str:
     """Digest of a request's events (their item bytes, in order), kept with its request id."""
-    h = blake2b(digest_size=16)
-    for ev in events:
-        # Length-prefixed, so no two different lists of items hash the same bytes.
-        h.update(len(ev.item).to_bytes(8, "big"))
-        h.update(ev.item)
-    return h.hexdigest()
+    # Length-prefixed, so no two different lists of items hash the same bytes.  Hashed in one
+    # update of the joined bytes, built by C-level maps: the same digest as updating with each
+    # prefix and item in turn, without a Python loop per event (issue 18).
+    items = list(map(item_of, events))
+    prefixes = map(_U64.pack, map(len, items))
+    return blake2b(b"".join(chain.from_iterable(zip(prefixes, items, strict=True))), digest_size=16).hexdigest()
 
 
 def request_key(source: str, request_id: str, digest: str) -> str:
@@ -302,7 +308,8 @@ class Tracker:
             self._registered.append(self._request_key)
         # Per-event ids: register the new ones first (no await), then wait on those in flight elsewhere.
         waits: list[tuple[int, str, Tracker, int]] = []
-        for i, ev in enumerate(events):
+        keyed = events if list(map(_dedup_key_of, events)).count(None) != len(events) else ()  # else none has an id
+        for i, ev in enumerate(keyed):
             if ev.dedup_key is None:
                 continue
             key = ns_key(self.source, ev.dedup_key)
