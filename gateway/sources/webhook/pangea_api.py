@@ -552,4 +552,12 @@ def _shape(result: Any, verbose: bool) -> dict[str, Any]:
 
 def _bulk_result(adm: Admission, verbose: bool) -> dict[str, Any]:
     results = adm.group.results or []
+    if not verbose:
+        # The usual answer: results without envelopes (none was asked for) are sent as they
+        # are; only one carrying an envelope is copied without it (issue 18: no copy per event).
+        return {
+            "results": [
+                r if type(r) is dict and "envelope" not in r else _shape(r, False) for r in results if r is not None
+            ]
+        }
     return {"results": [_shape(r, verbose) for r in results if r is not None]}
