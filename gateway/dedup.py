@@ -40,13 +40,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from hashlib import blake2b
-from itertools import chain
+from itertools import chain, repeat
 from operator import attrgetter
 from pathlib import Path
 
 from pydantic import Field
 
-from gateway.acks import AckGroup, AckStatus
+from gateway.acks import AckGroup, AckStatus, exhaust
 from gateway.configbase import StrictModel
 from gateway.event import Event, item_of
 from gateway.telemetry.metrics import Metrics
@@ -214,6 +214,19 @@ class DedupWindow:
             return False
         return True
 
+    def record_many(self, keys: list[str]) -> None:
+        """:meth:`record` of each key (in order), with one clock reading and C-level maps."""
+        if not keys:
+            return
+        now = self._clock()
+        recorded = self._seen
+        exhaust(map(recorded.pop, keys, repeat(None)))  # re-inserted below: last, as move_to_end
+        recorded.update(zip(keys, repeat(now)))
+        while len(recorded) > self.config.max_entries:
+            recorded.popitem(last=False)
+        if self.path is not None and not self._closed:
+            self._to_write.extend(zip(keys, repeat(now)))
+
     def record(self, key: str) -> None:
         now = self._clock()
         self._seen[key] = now
@@ -309,18 +322,23 @@ class Tracker:
         # Per-event ids: register the new ones first (no await), then wait on those in flight elsewhere.
         waits: list[tuple[int, str, Tracker, int]] = []
         keyed = events if list(map(_dedup_key_of, events)).count(None) != len(events) else ()  # else none has an id
+        prefix = ns_key(self.source, "")
+        recorded = window._seen  # `key in recorded` first: most ids are new, and seen() is a call
+        registry = window._pending
+        registered = self._registered
+        own_keys = self._keys
         for i, ev in enumerate(keyed):
             if ev.dedup_key is None:
                 continue
-            key = ns_key(self.source, ev.dedup_key)
-            if window.seen(key):
+            key = prefix + ev.dedup_key
+            if key in recorded and window.seen(key):
                 dups.append(i)
                 continue
-            pending = window._pending.get(key)
+            pending = registry.get(key)
             if pending is None:
-                window._pending[key] = (self, i)
-                self._registered.append(key)
-                self._keys[i] = key
+                registry[key] = (self, i)
+                registered.append(key)
+                own_keys[i] = key
             elif pending[0] is self:
                 dups.append(i)  # the same id twice in one request
             else:
@@ -365,9 +383,10 @@ class Tracker:
     def done(self, group: AckGroup) -> None:
         """``AckGroup`` ``on_done``: record the ids of what was delivered; forget the rest."""
         window = self.window
-        for i, key in self._keys.items():
-            if i not in group.reasons:
-                window.record(key)
+        if not group.reasons:  # all delivered: recorded at once
+            window.record_many(list(self._keys.values()))
+        else:
+            window.record_many([key for i, key in self._keys.items() if i not in group.reasons])
         if self._request_key is not None and group.status == AckStatus.DELIVERED and self.screened:
             window.record(self._request_key)
         self._unregister()

@@ -276,3 +276,39 @@ async def test_a_retry_with_the_same_events_waits_for_the_attempt_in_flight_and_
     adm = await asyncio.wait_for(retry, 5)
     assert adm.group.status == AckStatus.DELIVERED and rig.buffer.events == 0
     assert rig.duplicates("sdk") == 1
+
+
+def test_record_many_leaves_the_window_as_recording_each_key_in_turn() -> None:
+    """The batch form the trackers use (issue 18) against one :meth:`DedupWindow.record` per key:
+    same ids, same order (so the same ones are forgotten first), same rows to write."""
+    config = DedupConfig(max_entries=5)
+    now = [1000.0]
+    one, many = (DedupWindow(Path("unused.db"), config, Metrics(), clock=lambda: now[0]) for _ in range(2))
+    batches = [["a", "b", "c"], ["d", "a"], [], ["e", "f", "b"]]
+    for batch in batches:
+        now[0] += 1
+        for key in batch:
+            one.record(key)
+        many.record_many(batch)
+    assert list(many._seen.items()) == list(one._seen.items())
+    assert many._to_write == one._to_write
+    assert len(many) == 5 and not many.seen("c") and many.seen("a")
+
+
+def test_events_digest_is_the_length_prefixed_hash_of_the_items_in_order() -> None:
+    """The joined-buffer digest equals hashing each prefix and item in turn (ids persist across restarts)."""
+    from hashlib import blake2b
+
+    from gateway.acks import Ack
+    from gateway.dedup import events_digest
+
+    for items in ([b'{"event":{}}'], [b"ab", b"c"], [b"a", b"bc"], [b""] * 3, [bytes(range(256)) * 3, b"x"]):
+        h = blake2b(digest_size=16)
+        for item in items:
+            h.update(len(item).to_bytes(8, "big"))
+            h.update(item)
+        events = [Event(i, Ack(None, 0), "s") for i in items]  # type: ignore[arg-type]
+        assert events_digest(events) == h.hexdigest()
+    assert events_digest([Event(b"ab", Ack(None, 0), "s"), Event(b"c", Ack(None, 0), "s")]) != events_digest(  # type: ignore[arg-type]
+        [Event(b"a", Ack(None, 0), "s"), Event(b"bc", Ack(None, 0), "s")]  # type: ignore[arg-type]
+    )
