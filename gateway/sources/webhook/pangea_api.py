@@ -32,7 +32,7 @@ from gateway.errors import (
     ValidationFailed,
 )
 from gateway.normalize.fastpath import LOG_CALL_DEPTH, LogCall
-from gateway.normalize.limits import check_depth
+from gateway.normalize.limits import check_depth, json_depth_at_most
 from gateway.normalize.vendors.pangea import signature_of
 from gateway.sources.intake import Admission, Admitter, Candidate
 from gateway.sources.webhook.answers import RETRY_AFTER_SECS, answer, settle
@@ -234,7 +234,9 @@ class PangeaApi:
             raise ValidationFailed(
                 "body is not valid JSON", errors=[{"code": "BadFormat", "detail": "not JSON", "source": ""}]
             ) from None
-        if not check_depth(body, self.config.max_json_depth):
+        if not json_depth_at_most(raw, self.config.max_json_depth) and not check_depth(
+            body, self.config.max_json_depth
+        ):
             raise ValidationFailed(
                 "body nests too deeply",
                 errors=[{"code": "IsTooBig", "detail": f"over {self.config.max_json_depth} levels", "source": ""}],
