@@ -222,8 +222,9 @@ class DedupWindow:
         recorded = self._seen
         exhaust(map(recorded.pop, keys, repeat(None)))  # re-inserted below: last, as move_to_end
         recorded.update(zip(keys, repeat(now)))
-        while len(recorded) > self.config.max_entries:
-            recorded.popitem(last=False)
+        excess = len(recorded) - self.config.max_entries
+        if excess > 0:  # the oldest forgotten (a full window: on every call)
+            exhaust(map(recorded.popitem, repeat(False, excess)))
         if self.path is not None and not self._closed:
             self._to_write.extend(zip(keys, repeat(now)))
 
@@ -327,6 +328,22 @@ class Tracker:
         registry = window._pending
         registered = self._registered
         own_keys = self._keys
+        if keyed:
+            ids = list(map(_dedup_key_of, keyed))
+            if None not in ids:
+                keys = list(map(prefix.__add__, ids))
+                if (
+                    len(set(keys)) == len(keys)
+                    and not any(map(recorded.__contains__, keys))
+                    and not any(map(registry.__contains__, keys))
+                ):
+                    # The usual request: every id new and unique.  Registered as the loop below
+                    # would (each pending on this tracker), with C-level maps (issue 18).
+                    n = len(keys)
+                    registry.update(zip(keys, zip(repeat(self, n), range(n), strict=True), strict=True))
+                    registered.extend(keys)
+                    own_keys.update(enumerate(keys))
+                    keyed = ()
         for i, ev in enumerate(keyed):
             if ev.dedup_key is None:
                 continue
