@@ -115,6 +115,34 @@ class FastPath:
                 pass
         return [None if v is None else self.item(v) for v in values]
 
+    def event_items(self, values: list[bytes | None]) -> list[bytes | None]:
+        """The request item of each *bare* event's JSON (``None`` stays ``None``; a value the
+        fast path does not take gives ``None``): for events a source mapped itself, whose JSON
+        is never an ``{"event": ...}`` wrapper, whatever its first member."""
+        bare = self._bare
+        if bare is None or not values:
+            return [None] * len(values)
+        if all(values):
+            try:
+                return self._bare_all(values)  # type: ignore[arg-type]  # no None in it, as just checked
+            except _DECLINED:
+                pass
+        out: list[bytes | None] = []
+        for v in values:
+            try:
+                out.append(None if v is None else self._bare_all([v])[0])
+            except _DECLINED:
+                out.append(None)
+        return out
+
+    def _bare_all(self, values: list[bytes]) -> list[bytes | None]:
+        assert self._bare is not None
+        events = list(map(self._bare, values))
+        items = list(map(self._wrapper, events))
+        self._canonicalize(events)
+        out: list[bytes | None] = list(map(self._encode, items))
+        return out
+
     def _all(self, values: list[bytes]) -> list[bytes | None]:
         """Items of values shaped like the first one; raises one of :data:`_DECLINED` when any
         value is not accepted (:meth:`items` then goes through them one by one)."""

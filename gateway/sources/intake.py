@@ -23,6 +23,7 @@ from gateway.acks import Ack, AckGroup
 from gateway.dedup import DedupWindow
 from gateway.errors import BufferFull, Draining, GatewayError, GatewayUnavailable
 from gateway.event import Event, encode_item
+from gateway.normalize.fastpath import FastPath
 from gateway.normalize.schema import EventInvalid
 from gateway.pipeline import Target
 from gateway.sinks.deadletter.base import DeadLetter, DeadLetterStore
@@ -102,10 +103,17 @@ class Admitter:
         check = self._check_restrictions
         valid: list[tuple[int, bytes, Candidate]] = []
         invalid: list[Candidate] = []
+        fast = dest.fast_path() if check is None else None
+        compiled = _compiled_items(fast, candidates) if fast is not None else None
         for i, cand in enumerate(candidates):
             if cand.fields is None:
                 invalid.append(cand)
                 continue
+            if compiled is not None:
+                item = compiled[i]
+                if item is not None:  # valid as it is: the compiled schema's item
+                    valid.append((i, item, cand))
+                    continue
             try:
                 if cand.extras:
                     # Signed by the client: normalization may not change a byte of it.
@@ -243,6 +251,29 @@ class Admitter:
             # The answer still reports every refused event to the sender; the valid ones are
             # already buffered, so failing the request now would only duplicate them.
             log.exception("refused events not dead-lettered", extra={"source": self.source, "count": len(letters)})
+
+
+def _compiled_items(fast: FastPath, candidates: Sequence[Candidate]) -> list[bytes | None]:
+    """Each unsigned candidate's item through the destination's compiled schema (see
+    :meth:`FastPath.event_items`), or ``None``: what needs more than validation (coercion,
+    errors to word) or cannot be told apart by its JSON takes :meth:`Schema.normalize`.
+
+    Mapping a vendor's records gives event dicts; their JSON (orjson, in C) is validated and
+    encoded by msgspec at about half the cost of ``normalize`` + ``encode_item`` (issue 18).
+    An event with a float member is left to normalize: orjson writes a NaN as ``null``, which
+    the compiled path would take for an absent member (no field takes a float as it is).
+    """
+    raw: list[bytes | None] = []
+    for cand in candidates:
+        fields = cand.fields
+        if fields is None or cand.extras or float in set(map(type, fields.values())):
+            raw.append(None)
+            continue
+        try:
+            raw.append(orjson.dumps(fields))
+        except TypeError:  # orjson.JSONEncodeError: lone surrogates, ints beyond 64 bits...
+            raw.append(None)
+    return fast.event_items(raw)
 
 
 def _payload_bytes(original: Any) -> bytes:
