@@ -312,3 +312,43 @@ def test_events_digest_is_the_length_prefixed_hash_of_the_items_in_order() -> No
     assert events_digest([Event(b"ab", Ack(None, 0), "s"), Event(b"c", Ack(None, 0), "s")]) != events_digest(  # type: ignore[arg-type]
         [Event(b"a", Ack(None, 0), "s"), Event(b"bc", Ack(None, 0), "s")]  # type: ignore[arg-type]
     )
+
+
+async def test_the_file_keeps_each_ids_last_time_legacy_rows_included_and_forgets_past_max_entries(
+    tmp_path: Path,
+) -> None:
+    """Ids are written one row per flush (issue 18); a file of the former one row per id still loads."""
+    import sqlite3
+
+    path = tmp_path / "dedup.db"
+    now = [1_800_000_000.0]
+    config = DedupConfig(max_age_secs=100, max_entries=4)
+    w = DedupWindow(path, config, Metrics(), clock=lambda: now[0])
+    await w.start()
+    await w.close()
+    db = sqlite3.connect(path)
+    db.executemany("INSERT INTO seen(key, at) VALUES (?, ?)", [("old-kept", now[0] - 50), ("old-gone", now[0] - 150)])
+    db.commit()
+    db.close()
+    w = DedupWindow(path, config, Metrics(), clock=lambda: now[0])
+    await w.start()
+    assert w.seen("old-kept") and not w.seen("old-gone")
+    now[0] += 1
+    w.record_many(["a", "b\ud800"])  # an id orjson cannot write is written all the same
+    await w.close()  # flushes one batch
+    w = DedupWindow(path, config, Metrics(), clock=lambda: now[0])
+    await w.start()
+    assert w.seen("a") and w.seen("b\ud800") and w.seen("old-kept")
+    now[0] += 60  # "old-kept" is 111 s old now, "a" 60 s
+    w.record_many(["a"])  # recorded again: counts from now
+    await w.close()
+    now[0] += 60
+    w = DedupWindow(path, config, Metrics(), clock=lambda: now[0])
+    await w.start()
+    assert w.seen("a") and not w.seen("b\ud800") and not w.seen("old-kept")
+    w.record_many(["c", "d", "a", "e"])  # "a" again: in two batches of the file
+    await w.close()  # the prune at close leaves the newest 4 ids' batches
+    w = DedupWindow(path, config, Metrics(), clock=lambda: now[0])
+    await w.start()
+    assert list(w._seen) == ["c", "d", "a", "e"]  # oldest first, "a" where it was last recorded
+    await w.close()
