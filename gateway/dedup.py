@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from hashlib import blake2b
 from itertools import chain, repeat
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 
 import orjson
@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 _SEP = "\x1f"
 _dedup_key_of = attrgetter("dedup_key")
+_NOBODY = (None, -1)
+"""What the registry of ids in flight holds for an id no tracker registered."""
 _U64 = struct.Struct(">Q")
 """An item's length prefix in :func:`events_digest`: 8 bytes, big-endian."""
 FLUSH_SECS = 0.05
@@ -436,10 +438,15 @@ class Tracker:
 
     def _unregister(self) -> None:
         pending = self.window._pending
-        for key in self._registered:
-            if pending.get(key, (None, 0))[0] is self:
-                del pending[key]
-        self._registered.clear()
+        registered = self._registered
+        owners = list(map(itemgetter(0), map(pending.get, registered, repeat(_NOBODY))))
+        if owners.count(self) == len(owners):  # the usual case: every key still ours, in C
+            exhaust(map(pending.pop, registered, repeat(None)))
+        else:
+            for key, owner in zip(registered, owners, strict=True):
+                if owner is self:
+                    del pending[key]
+        registered.clear()
 
     def done(self, group: AckGroup) -> None:
         """``AckGroup`` ``on_done``: record the ids of what was delivered; forget the rest."""
