@@ -33,6 +33,8 @@ _event_of = attrgetter("event")
 _MEMO_MAX = 4096
 _DECLINED = (msgspec.DecodeError, msgspec.EncodeError)
 """What decoding or encoding a value the fast path does not take raises."""
+_FIELDS_DECLINED = (*_DECLINED, UnicodeEncodeError)
+"""... and encoding a converted dict's lone surrogate (JSON text cannot hold one)."""
 
 
 def _field_type(f: SchemaFieldConfig) -> Any:
@@ -48,7 +50,7 @@ def _field_type(f: SchemaFieldConfig) -> Any:
 class FastPath:
     """Decode-and-validate of one event's JSON straight to its request item bytes."""
 
-    __slots__ = ("_bare", "_datetimes", "_dt_memo", "_encode", "_log_call", "_wrapped", "_wrapper")
+    __slots__ = ("_bare", "_datetimes", "_dt_memo", "_encode", "_event_type", "_log_call", "_wrapped", "_wrapper")
 
     def __init__(self, fields: tuple[SchemaFieldConfig, ...], datetime_text: Callable[[Any], str | None]) -> None:
         """``datetime_text`` is the schema's own date-time canonicalizer (None: not a date-time)."""
@@ -67,6 +69,7 @@ class FastPath:
         )
         wrapper = msgspec.defstruct("FastItem", [("event", event_type)], forbid_unknown_fields=True, gc=False)
         self._wrapper = wrapper
+        self._event_type = event_type
         # A whole /v2/log call: its members as the intake reads them, each event's item as above.
         log_call = msgspec.defstruct(
             "FastLogCall",
@@ -115,29 +118,32 @@ class FastPath:
                 pass
         return [None if v is None else self.item(v) for v in values]
 
-    def event_items(self, values: list[bytes | None]) -> list[bytes | None]:
-        """The request item of each *bare* event's JSON (``None`` stays ``None``; a value the
-        fast path does not take gives ``None``): for events a source mapped itself, whose JSON
-        is never an ``{"event": ...}`` wrapper, whatever its first member."""
-        bare = self._bare
-        if bare is None or not values:
-            return [None] * len(values)
-        if all(values):
+    def fields_items(self, events: list[dict[str, Any] | None]) -> list[bytes | None]:
+        """The request item of each event *dict* (a source's own mapping of a record), ``None``
+        staying ``None`` and an event the fast path does not take giving ``None``.
+
+        ``msgspec.convert`` validates a dict against the compiled struct in C, with the rules
+        of its JSON decoding (no coercion: a float, a bool for an integer, a non-string key, an
+        unknown member all decline), so no JSON is written and read again; encoding a lone
+        surrogate declines too.
+        """
+        if not events:
+            return []
+        if all(events):
             try:
-                return self._bare_all(values)  # type: ignore[arg-type]  # no None in it, as just checked
-            except _DECLINED:
+                return self._fields_all(events)  # type: ignore[arg-type]  # no None in it, as just checked
+            except _FIELDS_DECLINED:
                 pass
         out: list[bytes | None] = []
-        for v in values:
+        for event in events:
             try:
-                out.append(None if v is None else self._bare_all([v])[0])
-            except _DECLINED:
+                out.append(None if event is None else self._fields_all([event])[0])
+            except _FIELDS_DECLINED:
                 out.append(None)
         return out
 
-    def _bare_all(self, values: list[bytes]) -> list[bytes | None]:
-        assert self._bare is not None
-        events = list(map(self._bare, values))
+    def _fields_all(self, dicts: list[dict[str, Any]]) -> list[bytes | None]:
+        events = list(map(msgspec.convert, dicts, repeat(self._event_type)))
         items = list(map(self._wrapper, events))
         self._canonicalize(events)
         out: list[bytes | None] = list(map(self._encode, items))

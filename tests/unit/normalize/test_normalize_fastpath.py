@@ -304,7 +304,7 @@ def test_mapped_auth0_records_take_the_compiled_path_and_odd_values_leave_it() -
     record = json.loads((FIXTURES / "auth0_batch1_jsonarray.json").read_text())[0]
     fields, _id = auth0.to_event(record)
     odd = [
-        {"message": "m", "actor": float("nan")},  # orjson writes null: normalize decides
+        {"message": "m", "actor": float("nan")},  # a float: normalize decides
         {"message": "m", "actor": "a\ud800"},  # not encodable
         {"message": "m", 7: "x"},  # a key that is no string
         {"event": {"message": "m"}},  # never read as a wrapped item
