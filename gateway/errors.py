@@ -27,7 +27,7 @@ an operation may be retried is an attribute (``retriable``), never a second hier
     ├── DeadLetterWriteError        dead letters could not be recorded (sinks/deadletter/local)
     ├── UpstreamError               the upstream audit log failed a call
     │   ├── RetriableUpstreamError  (retriable=True) 408, 429, 5xx but 501, network errors
-    │   │   └── PollGaveUp          polling a 202 ended without a result (sinks/pangea/poll)
+    │   │   └── PollGaveUp          polling a 202 ended without a result (delivery/poll)
     │   ├── RejectedUpstreamError   other 4xx: the events go to the dead-letter path
     │   ├── UpstreamConfigError     AmbiguousConfigID / MissingConfigID: fix the config
     │   └── UpstreamCredentialsRefused  (retriable=True) the upstream or its token endpoint refuses
