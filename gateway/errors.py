@@ -10,7 +10,6 @@ an operation may be retried is an attribute (``retriable``), never a second hier
     ├── IntakeError                 a request a source refuses (has an HTTP status and Pangea status)
     │   ├── AuthError               401 Unauthorized: missing or wrong inbound credentials
     │   ├── ValidationFailed        400 ValidationError: carries Pangea-style ``errors``
-    │   ├── ForbiddenFieldValue     403: a field value the route's restrictions forbid
     │   ├── ConfigScopeRefused      403 MissingConfigIDScope: a config_id the caller may not use
     │   ├── AmbiguousConfig         400 AmbiguousConfigID: no config_id, and the caller may use several
     │   ├── EndpointRefused         403 Unauthorized: an endpoint the caller's token may not call
@@ -104,11 +103,6 @@ class AuthError(IntakeError):
 class ValidationFailed(IntakeError):
     http_status = 400
     pangea_status = "ValidationError"
-
-
-class ForbiddenFieldValue(IntakeError):
-    http_status = 403
-    pangea_status = "ForbiddenFieldValue"
 
 
 class ConfigScopeRefused(IntakeError):
