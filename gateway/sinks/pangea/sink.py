@@ -1,10 +1,11 @@
 """The Pangea sink: batches to a Pangea-compatible Secure Audit Log (``/v2/log``, ``/v2/log_async``).
 
 One :class:`PangeaSink` per destination.  It implements the three pieces of
-:class:`gateway.delivery.sink.Sink` (build the ``/v2/log`` body, send it and poll a 202,
-classify the answer, a 202 as :class:`~gateway.delivery.sink.Pending`, and the answers to its
-polls); the :class:`~gateway.delivery.driver.DeliveryDriver` polls, retries with backoff,
-dead-letters, counts and resolves the acks.  What the answers mean:
+:class:`gateway.delivery.sink.Sink` (build the ``/v2/log`` body, send it, classify the answer:
+a 202 as :class:`~gateway.delivery.sink.Pending`) and the poll hook of
+:class:`~gateway.delivery.sink.PollingSink` (what a poll's answer means); the
+:class:`~gateway.delivery.driver.DeliveryDriver` polls, retries with backoff, dead-letters,
+counts and resolves the acks.  What the answers mean:
 
 * **200** with a Pangea ``Success`` envelope holding one result per event sent — every event
   DELIVERED with its ``result.results[i]`` (``{hash, envelope?}``).  Any other 200 (garbage,
