@@ -298,7 +298,7 @@ class Gateway:
             name,
             dc,
             self._buffer(name),
-            DeliveryDriver(sink, upstream.retry, self.metrics, self.deadletters),
+            DeliveryDriver(sink, upstream.retry, self.metrics, self.deadletters, poll=upstream.poll),
             schema,
             self.metrics,
             upstream.max_in_flight,

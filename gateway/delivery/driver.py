@@ -13,10 +13,16 @@
   destination's dead-letter store, once, with secrets masked, counted and resolved REJECTED
   (ERRORED if the store cannot write them: the source re-delivers rather than lose them); the
   rest sent again at once when the sink says so.
+* :class:`~gateway.delivery.sink.Pending` — accepted, not finished (a 202): polled
+  (:func:`~gateway.delivery.poll.poll_until_final`: waits, ``Retry-After``, the
+  ``poll.deadline_secs`` bound, ``gateway_upstream_polls_total``) until the final answer, which
+  the sink classifies like a direct one; if polling gives up, retried as above (reason
+  ``poll_deadline`` / ``poll_lost``), the accepted request named among the retried ids.
 
 The driver owns the delivery metrics (``gateway_batch_*``, ``gateway_events_forwarded_total``,
 ``gateway_delivery_in_flight_events``,
-``gateway_events_rejected_total{stage="upstream"}``, ``gateway_upstream_retries_total``) and
+``gateway_events_rejected_total{stage="upstream"}``, ``gateway_upstream_retries_total``,
+``gateway_upstream_polls_total``) and
 every ack of the batch: ``send`` returns only when each is resolved, and if it is cancelled
 resolves what is open as ERRORED.
 """
@@ -33,10 +39,11 @@ import orjson
 
 from gateway.acks import AckStatus
 from gateway.batching import Batch
-from gateway.delivery.config import RetryConfig
+from gateway.delivery.config import PollConfig, RetryConfig
 from gateway.delivery.deadletter import DeadLetter, DeadLetterStore
+from gateway.delivery.poll import PollGaveUp, poll_until_final
 from gateway.delivery.retry import backoff_secs
-from gateway.delivery.sink import AnswerT, Delivered, Reject, RequestT, Retry, Sink
+from gateway.delivery.sink import AnswerT, Delivered, Outcome, Pending, PollingSink, Reject, RequestT, Retry, Sink
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.redact import redact
 from gateway.telemetry.tap import TAP
@@ -49,7 +56,9 @@ log = logging.getLogger(__name__)
 class DeliveryDriver(Generic[RequestT, AnswerT]):
     """Delivers the batches of one destination through ``sink`` (see the module doc).
 
-    ``sleep`` is the backoff sleep (tests observe delays through it).  The sink's life cycle
+    ``sleep`` is the backoff and poll sleep (tests observe delays through it), ``clock`` the
+    monotonic clock of the poll deadline (tests let time pass through both); ``poll`` the
+    polling policy of a sink that answers :class:`~gateway.delivery.sink.Pending`.  The sink's life cycle
     and readiness (``start``, ``stop``, ``check``, ``credentials_refused``) are reached through
     the driver, which is what a :class:`~gateway.pipeline.Destination` drives.
     """
@@ -61,14 +70,18 @@ class DeliveryDriver(Generic[RequestT, AnswerT]):
         metrics: Metrics,
         deadletters: DeadLetterStore,
         *,
+        poll: PollConfig | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sink = sink
         self.destination = sink.destination
         self.retry = retry
+        self.poll = poll if poll is not None else PollConfig()
         self._metrics = metrics
         self._deadletters = deadletters
         self._sleep = sleep
+        self._clock = clock
 
     def __repr__(self) -> str:
         return f"DeliveryDriver({self.sink!r})"
@@ -147,7 +160,15 @@ class DeliveryDriver(Generic[RequestT, AnswerT]):
                 self._resolve(batch, pending, AckStatus.ERRORED, "sink stopped")
                 return
 
-            outcome = await sink.classify(answer, error, len(pending), at_once_used=at_once_used)
+            outcome = await self._final(
+                await sink.classify(answer, error, len(pending), at_once_used=at_once_used),
+                retried_ids,
+                len(pending),
+                at_once_used=at_once_used,
+            )
+            if outcome is None:  # stop() closed the sink under a poll
+                self._resolve(batch, pending, AckStatus.ERRORED, "sink stopped")
+                return
 
             if isinstance(outcome, Delivered):
                 # pending holds distinct ascending indexes: as many as the batch is every one.
@@ -193,6 +214,32 @@ class DeliveryDriver(Generic[RequestT, AnswerT]):
                 continue
 
             pending = await self._rejected(batch, pending, outcome)
+
+    async def _final(
+        self, outcome: Outcome, retried_ids: list[str], sent: int, *, at_once_used: bool
+    ) -> Delivered | Retry | Reject | None:
+        """``outcome``, or for a :class:`Pending` one, how the sink classifies the final answer
+        its polls get; a poll that gives up is a :class:`Retry` (the send is made again).  None
+        when the sink stopped meanwhile."""
+        if not isinstance(outcome, Pending):
+            return outcome
+        sink = self.sink
+        if not isinstance(sink, PollingSink):
+            raise TypeError(f"{sink!r} answered Pending but does not classify polls")
+        while isinstance(outcome, Pending):
+            try:
+                answer, error = await poll_until_final(
+                    sink, outcome, self.poll, retried_ids, count=self._count_poll, sleep=self._sleep, clock=self._clock
+                )
+            except PollGaveUp as exc:
+                return Retry(f"poll_{exc.outcome}", str(exc))
+            if sink.stopped:
+                return None
+            outcome = await sink.classify(answer, error, sent, at_once_used=at_once_used)
+        return outcome
+
+    def _count_poll(self, outcome: str) -> None:
+        self._metrics.upstream_polls.labels(self.destination, outcome).inc()
 
     async def _rejected(self, batch: Batch, pending: list[int], outcome: Reject) -> list[int]:
         """Dead-letter what ``outcome`` refuses; returns the batch indexes still to send."""
