@@ -277,7 +277,13 @@ class Gateway:
                 name,
                 dc,
                 self._buffer(name),
-                DeliveryDriver(kafka_sink, dc.sink.retry, self.metrics, self.deadletters),
+                DeliveryDriver(
+                    kafka_sink,
+                    dc.sink.retry,
+                    self.metrics,
+                    self.deadletters,
+                    requeues_errored=self.config.buffer.type == "disk",
+                ),
                 await build_schema(dc, _no_upstream_schema),
                 self.metrics,
                 dc.sink.max_in_flight,
@@ -298,7 +304,9 @@ class Gateway:
             name,
             dc,
             self._buffer(name),
-            DeliveryDriver(sink, upstream.retry, self.metrics, self.deadletters),
+            DeliveryDriver(
+                sink, upstream.retry, self.metrics, self.deadletters, requeues_errored=self.config.buffer.type == "disk"
+            ),
             schema,
             self.metrics,
             upstream.max_in_flight,

@@ -1,0 +1,125 @@
+"""The accounting equation of issue 16, checked on a real gateway's ``/metrics``.
+
+Per (source, destination)::
+
+    received + recovered = forwarded + duplicates + rejected + refused + dropped + in_flight
+
+``recovered``: events a disk spool held from an earlier run (a SIGKILLed one), read back.
+``in_flight`` is the ``gateway_events_in_flight_events`` gauge; at a quiescent moment it is 0.
+Every ``reason`` label of the accounting metrics must be in the one vocabulary
+(:class:`gateway.telemetry.reasons.Reason`).
+
+Use :func:`assert_accounting` (a scraped exposition) or :func:`scrape_and_check` (an admin URL).
+On failure the message prints every term of every pair.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.telemetry.reasons import Reason
+
+RECEIVED_SIDE = {
+    "gateway_events_received_total": "received",
+    "gateway_events_recovered_total": "recovered",
+}
+RESOLVED_SIDE = {
+    "gateway_events_forwarded_total": "forwarded",
+    "gateway_duplicates_dropped_total": "duplicates",
+    "gateway_events_rejected_total": "rejected",
+    "gateway_events_refused_total": "refused",
+    "gateway_events_dropped_total": "dropped",
+    "gateway_events_in_flight_events": "in_flight",
+}
+TERMS = (*RECEIVED_SIDE.values(), *RESOLVED_SIDE.values())
+REASON_METRICS = (
+    "gateway_events_rejected_total",
+    "gateway_events_refused_total",
+    "gateway_events_dropped_total",
+    "gateway_deadletters_total",
+    "gateway_kafka_deadlettered_total",
+    "gateway_intake_requests_refused_total",
+)
+VOCABULARY = frozenset(r.value for r in Reason)
+
+Pair = tuple[str, str]
+
+
+def accounts(exposition: str) -> dict[Pair, dict[str, float]]:
+    """Every term of the equation per (source, destination) found in ``exposition``."""
+    out: dict[Pair, dict[str, float]] = defaultdict(lambda: dict.fromkeys(TERMS, 0.0))
+    names = {**RECEIVED_SIDE, **RESOLVED_SIDE}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            term = names.get(sample.name)
+            if term is None:
+                continue
+            pair = (sample.labels.get("source", ""), sample.labels.get("destination", ""))
+            out[pair][term] += sample.value
+    return dict(out)
+
+
+def reasons(exposition: str) -> dict[str, set[str]]:
+    """The ``reason`` label values of each reason-labelled metric in ``exposition``."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name in REASON_METRICS and "reason" in sample.labels:
+                out[sample.name].add(sample.labels["reason"])
+    return dict(out)
+
+
+def table(acc: dict[Pair, dict[str, float]]) -> str:
+    head = f"{'source':<14} {'destination':<14} " + " ".join(f"{t:>10}" for t in TERMS) + f" {'gap':>8}"
+    rows = [head]
+    for (src, dst), terms in sorted(acc.items()):
+        gap = _gap(terms)
+        rows.append(f"{src:<14} {dst:<14} " + " ".join(f"{terms[t]:>10.0f}" for t in TERMS) + f" {gap:>8.0f}")
+    return "\n".join(rows)
+
+
+def _gap(terms: dict[str, float]) -> float:
+    return sum(terms[t] for t in RECEIVED_SIDE.values()) - sum(terms[t] for t in RESOLVED_SIDE.values())
+
+
+def assert_accounting(
+    exposition: str, *, quiescent: bool = False, pairs: set[Pair] | None = None
+) -> dict[Pair, dict[str, float]]:
+    """Assert the equation for every pair (and ``in_flight == 0`` when ``quiescent``), every
+    reason label in the vocabulary, and ``pairs`` (if given) among those accounted; returns
+    the terms."""
+    acc = accounts(exposition)
+    problems: list[str] = []
+    for pair, terms in sorted(acc.items()):
+        if pair[0] == "" or pair[1] == "":
+            problems.append(f"{pair}: a term without source or destination label")
+        if _gap(terms) != 0:
+            problems.append(f"{pair}: received + recovered - resolved - in_flight = {_gap(terms):+.0f}")
+        if quiescent and terms["in_flight"] != 0:
+            problems.append(f"{pair}: in_flight is {terms['in_flight']:.0f} at a quiescent moment")
+        if any(v < 0 for v in terms.values()):
+            problems.append(f"{pair}: a negative term")
+    if pairs is not None and not pairs <= acc.keys():
+        problems.append(f"pairs never accounted: {sorted(pairs - acc.keys())}")
+    for name, values in sorted(reasons(exposition).items()):
+        if not values <= VOCABULARY:
+            problems.append(f"{name}: reasons outside the vocabulary: {sorted(values - VOCABULARY)}")
+    assert not problems, "accounting broken:\n  " + "\n  ".join(problems) + "\n" + table(acc)
+    return acc
+
+
+async def scrape(admin_url: str) -> str:
+    """The text of ``admin_url``/metrics."""
+    async with aiohttp.ClientSession() as s, s.get(admin_url.rstrip("/") + "/metrics") as r:
+        assert r.status == 200, r.status
+        return await r.text()
+
+
+async def scrape_and_check(
+    admin_url: str, *, quiescent: bool = False, pairs: set[Pair] | None = None
+) -> dict[Pair, dict[str, float]]:
+    """:func:`assert_accounting` on a live gateway's admin port."""
+    return assert_accounting(await scrape(admin_url), quiescent=quiescent, pairs=pairs)
