@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import aiohttp
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.telemetry.reasons import Reason
@@ -123,3 +124,13 @@ async def scrape_and_check(
 ) -> dict[Pair, dict[str, float]]:
     """:func:`assert_accounting` on a live gateway's admin port."""
     return assert_accounting(await scrape(admin_url), quiescent=quiescent, pairs=pairs)
+
+
+def sample_sum(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels`` (other labels summed over)."""
+    total = 0.0
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
