@@ -98,7 +98,7 @@ async def test_a_full_buffer_makes_the_sdk_retry_by_itself_and_succeed_once_spac
                 while await metric(gw, buffered) < 10:
                     fills.append(asyncio.create_task(fill(f"fill{len(fills)}")))
                     await wait_metric(
-                        gw, 'gateway_events_received_total{source="sdk",destination="default"}', 10 * len(fills)
+                        gw, 'gateway_events_received_total{destination="default",source="sdk"}', 10 * len(fills)
                     )
                     assert len(fills) < 10, gw.log()
 

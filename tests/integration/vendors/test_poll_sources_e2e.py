@@ -267,7 +267,7 @@ def test_sigkill_while_a_page_awaits_delivery_rereads_it_after_restart(tmp_path:
         try:
             wait_for(
                 lambda: (
-                    'gateway_events_received_total{source="okta_log",destination="default"} 2.0'
+                    'gateway_events_received_total{destination="default",source="okta_log"} 2.0'
                     in metric(gw, "gateway_events_received")
                 ),
                 30,
