@@ -259,7 +259,7 @@ async def test_a_reload_applies_a_changed_log_level_unless_run_log_level_was_giv
     gw = start_gateway(tmp_path, config=cfg)
     pinned_cfg = tmp_path / "pinned.yaml"
     pinned_cfg.write_text("log_level: info\n" + body)
-    pinned = start_gateway(tmp_path, config=pinned_cfg, run_args=["--log-level", "info"])
+    pinned = start_gateway(tmp_path, config=pinned_cfg, data_dir=tmp_path / "pinned", run_args=["--log-level", "info"])
     try:
         async with aiohttp.ClientSession() as http:
             cfg.write_text("log_level: info\n" + body)
