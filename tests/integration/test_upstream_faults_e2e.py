@@ -24,6 +24,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from tests.integration.test_tap import start_tap, wait_watching
 from tests.integration.vendors.harness import deadletters
 from tests.support.accounting import scrape_and_check
 from tests.support.http import serve_on_loopback
@@ -303,12 +304,21 @@ async def test_an_upstream_rejection_reaches_the_sender_as_code_and_pointer_only
     }
     front.log_answers.append((400, orjson.dumps(rejection)))
     gw = await start(tmp_path, front, "token: ${UPSTREAM_TOKEN}", {"UPSTREAM_TOKEN": TOKEN})
+    tap = start_tap(gw.ports["admin"], "--stage", "rejected", "--limit", "1")
     try:
+        await asyncio.to_thread(wait_watching, gw.url("admin"), 1, tap)
         async with aiohttp.ClientSession() as s:
             status, _headers, body = await post(s, gw.url() + "/v2/log", sdk_body(["kept", "refused"]))
             acc = await scrape_and_check(gw.url("admin"), quiescent=True)
+        tapped, _ = await asyncio.to_thread(tap.communicate, timeout=30)
     finally:
+        tap.kill()
         gw.terminate()
+    # The tap shows the upstream's refusal (stage rejected), from the delivery driver, masked.
+    [line] = [json.loads(x) for x in tapped.splitlines()]
+    assert (line["stage"], line["source"], line["destination"]) == ("rejected", "sdk", "default")
+    assert line["event"]["message"] == "refused" and line["errors"][0]["code"] == "AboveMaxLength"
+    assert TOKEN not in tapped
     answer = json.loads(body)
     assert status == 400 and answer["summary"] == "1 of 2 events accepted; 1 refused"
     assert answer["result"]["errors"] == [
