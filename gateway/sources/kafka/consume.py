@@ -211,7 +211,8 @@ class Consuming(SourceState):
         return n
 
     def _poison(self, tracker: PartitionTracker, m: KafkaRecord, reason: Reason, detail: str) -> None:
-        for acct in self._accounts:
+        for acct in self._accounts:  # read (received) and refused for good in one step
+            acct.received(1)
             acct.rejected("intake", reason, 1)
         if TAP.active:  # tap point "rejected" (issue 16): a message that cannot become an event
             TAP.poisoned(self.name, self.config.destination, m.value, reason.value, detail)
