@@ -9,6 +9,12 @@ Per (source, destination)::
 Every ``reason`` label of the accounting metrics must be in the one vocabulary
 (:class:`gateway.telemetry.reasons.Reason`).
 
+The gauge is kept by the same :class:`~gateway.telemetry.metrics.Account` calls that count the
+other terms, so what catches a missed or doubled count is: ``in_flight`` left above 0 at a
+quiescent moment, a negative term, and the independent gauges of the buffer and the delivery
+driver (at a quiescent moment both 0; at any moment the driver's events in flight are within the
+accounting's, per destination).
+
 Use :func:`assert_accounting` (a scraped exposition) or :func:`scrape_and_check` (an admin URL).
 On failure the message prints every term of every pair.
 """
@@ -63,6 +69,17 @@ def accounts(exposition: str) -> dict[Pair, dict[str, float]]:
     return dict(out)
 
 
+def delivery_gauges(exposition: str) -> dict[str, dict[str, float]]:
+    """Per destination: the buffer's and the delivery driver's own gauges (not Account's)."""
+    out: dict[str, dict[str, float]] = defaultdict(lambda: {"buffered": 0.0, "sending": 0.0})
+    names = {"gateway_buffer_events": "buffered", "gateway_delivery_in_flight_events": "sending"}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name in names:
+                out[sample.labels.get("destination", "")][names[sample.name]] += sample.value
+    return dict(out)
+
+
 def reasons(exposition: str) -> dict[str, set[str]]:
     """The ``reason`` label values of each reason-labelled metric in ``exposition``."""
     out: dict[str, set[str]] = defaultdict(set)
@@ -103,6 +120,12 @@ def assert_accounting(
             problems.append(f"{pair}: in_flight is {terms['in_flight']:.0f} at a quiescent moment")
         if any(v < 0 for v in terms.values()):
             problems.append(f"{pair}: a negative term")
+    for dest, gauges in sorted(delivery_gauges(exposition).items()):
+        accounted = sum(t["in_flight"] for (_s, d), t in acc.items() if d == dest)
+        if gauges["sending"] > accounted:
+            problems.append(f"{dest}: the driver has {gauges['sending']:.0f} in flight, the accounting {accounted:.0f}")
+        if quiescent and (gauges["sending"] or gauges["buffered"]):
+            problems.append(f"{dest}: not quiescent: {gauges}")
     if pairs is not None and not pairs <= acc.keys():
         problems.append(f"pairs never accounted: {sorted(pairs - acc.keys())}")
     for name, values in sorted(reasons(exposition).items()):
