@@ -73,16 +73,17 @@ class FlowControl(SourceState):
 
     def _drop(self, events: Iterable[Event], reason: Reason) -> None:
         events = list(events)
+        # Never buffered (a fan-out: the copies not placed yet), so each leaves the accounting here.
+        unplaced_of = getattr(self.destination, "unplaced", None)
+        unplaced = unplaced_of(events) if unplaced_of is not None else [len(events)]
         abandon = getattr(self.destination, "abandon", None)  # a fan-out: copies placed so far
         if abandon is not None:
             abandon(events)
-        n = 0
         for e in events:
             if not e.ack.resolved:
                 e.ack.resolve(AckStatus.ERRORED, reason)
-                n += 1
-        if n:
-            for acct in self._accounts:
+        for acct, n in zip(self._accounts, unplaced, strict=True):
+            if n:
                 acct.dropped(reason, n)
 
     def _keepalive_secs(self) -> float:
