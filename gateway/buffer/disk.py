@@ -159,6 +159,9 @@ class DiskBuffer:
         self._events = stats.events
         self._bytes = stats.bytes
         self._next_id = stats.max_id + 1
+        # Records below this id were left by an earlier run: recovered in the accounting when read.
+        self._first_own_id = self._next_id
+        self._metrics = metrics
         # Records taken into memory: id → [events not yet done, events]; and which are done, when some are.
         self._open: dict[int, list[int]] = {}
         self._partial: dict[int, bytearray] = {}
@@ -530,6 +533,9 @@ class DiskBuffer:
             self._disk_events -= n
             self._disk_bytes -= size
             done = rec.done
+            left_n = n if done is None else n - sum(1 for d in done if d)
+            if rec.id < self._first_own_id and left_n:
+                self._metrics.account(rec.source, self.destination).recovered(left_n)
             if done is None:
                 self._open[rec.id] = [n, n]
                 self._hot.extend(

@@ -20,12 +20,13 @@ import orjson
 
 from gateway.acks import AckGroup
 from gateway.dedup import DedupWindow
-from gateway.errors import BufferFull, Draining, GatewayError, GatewayUnavailable
+from gateway.errors import BufferFull, GatewayError, GatewayUnavailable
 from gateway.event import Event, encode_item
 from gateway.normalize.schema import EventInvalid
-from gateway.pipeline import Target
+from gateway.pipeline import FanOut, Target
 from gateway.sinks.deadletter.base import DeadLetter, DeadLetterStore
-from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.metrics import Account, Metrics
+from gateway.telemetry.reasons import Reason, refusal_reason, rejection_reason
 from gateway.telemetry.tap import TAP
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,9 @@ class Admitter:
         self.metrics = metrics
         self.deadletters = deadletters
         self._check_restrictions = check_restrictions
-        self._m_received = metrics.events_received.labels(source)
+        # One account per destination copy (a fan-out source's event counts once in each).
+        names = [d.name for d in destination.destinations] if isinstance(destination, FanOut) else [destination.name]
+        self._accounts: list[Account] = [metrics.account(source, name) for name in names]
 
     def prepare(self, candidates: Sequence[Candidate]) -> tuple[list[tuple[int, bytes, Candidate]], list[Candidate]]:
         """Normalize; returns (index, item bytes, candidate) of the valid and the invalid candidates."""
@@ -142,7 +145,9 @@ class Admitter:
         ``credential``: the ``Authorization`` to deliver these events with (a pass-through caller's).
         ``v1_members``: deliver each alone to ``/v1/log`` with these members (see ``Event``).
         """
-        self._m_received.inc(len(candidates))
+        accounts = self._accounts
+        for acct in accounts:
+            acct.received(len(candidates))
         valid, invalid = self.prepare(candidates)
         if TAP.active:  # tap points received, normalized, rejected (issue 16): one call per batch
             TAP.admission(self.source, self.destination.name, candidates, valid, invalid)
@@ -154,32 +159,34 @@ class Admitter:
             for n, (_i, item, cand) in enumerate(valid)
         ]
         if tracker is not None:
-            events = await tracker.screen(events, group)
+            screened = await tracker.screen(events, group)
+            if len(screened) != len(events):
+                for acct in accounts:
+                    acct.duplicates(len(events) - len(screened))
+            events = screened
         if events:
             try:
                 await self.destination.submit(events, wait=wait_for_room)
             except BaseException as exc:
                 if tracker is not None:
                     tracker.abandon()
-                abandon = getattr(self.destination, "abandon", None)  # a fan-out: copies placed so far
-                if abandon is not None:
-                    abandon(events)
-                if type(exc) is BufferFull and getattr(self.destination.sink, "credentials_refused", False):
+                # Not admitted, invalid ones included (the sender resends the whole request);
+                # a fan-out's copies already placed stay and are delivered, counted there.
+                destination = self.destination
+                unplaced = destination.unplaced(events) if isinstance(destination, FanOut) else [len(events)]
+                if isinstance(destination, FanOut):
+                    destination.abandon(events)
+                credentials = type(exc) is BufferFull and getattr(destination.sink, "credentials_refused", False)
+                reason = Reason.CREDENTIALS if credentials else refusal_reason(exc)
+                for acct, n in zip(accounts, unplaced, strict=True):
+                    self._count_refused(acct, reason, n + len(invalid))
+                if credentials:
                     # Full because the upstream refuses the gateway's own credential: our fault, 503.
-                    self._count_refused(len(events), "credentials")
+                    assert isinstance(exc, BufferFull)
                     raise GatewayUnavailable(
                         "the gateway cannot deliver yet (the upstream refuses its credentials); retry later",
                         retry_after_secs=exc.retry_after_secs,
                     ) from None
-                if isinstance(exc, BufferFull):
-                    reason = (
-                        "draining"
-                        if isinstance(exc, Draining)
-                        else "unavailable"
-                        if isinstance(exc, GatewayUnavailable)
-                        else "buffer_full"
-                    )
-                    self._count_refused(len(events), reason)
                 raise
         # --- end of dedup hook ---
         errors: list[dict[str, str]] = []
@@ -188,30 +195,33 @@ class Admitter:
             await self.reject_invalid(invalid)
         return Admission(group, [i for i, _item, _c in valid], errors, len(invalid), len(candidates), pointer_template)
 
-    def _count_refused(self, n: int, reason: str) -> None:
-        """Events not admitted: the sender is answered 429/503 and keeps them (accounting:
-        received = forwarded + rejected + refused + dropped + duplicates + buffered + in flight)."""
-        self.metrics.events_refused.labels(self.source, self.destination.name, reason).inc(n)
+    @staticmethod
+    def _count_refused(acct: Account, reason: Reason, n: int) -> None:
+        """Events not admitted: the sender is answered 429/503 and keeps them."""
+        if n:
+            acct.refused(reason, n)
 
     async def reject_invalid(self, invalid: Sequence[Candidate]) -> None:
-        reasons: dict[str, int] = {}
+        """Dead-letter and count events refused at intake (the Pangea codes stay in the detail)."""
+        reasons: dict[Reason, int] = {}
         letters = []
         now = time.time()
         for cand in invalid:
-            code = cand.errors[0]["code"] if cand.errors else "invalid"
-            reasons[code] = reasons.get(code, 0) + 1
+            reason = rejection_reason(cand.errors[0]["code"] if cand.errors else None, Reason.INVALID_EVENT)
+            reasons[reason] = reasons.get(reason, 0) + 1
             letters.append(
                 DeadLetter(
                     source=self.source,
                     destination=self.destination.name,
-                    reason="forbidden_field_value" if code == "ForbiddenFieldValue" else "invalid_event",
+                    reason=reason.value,
                     detail=orjson.dumps(cand.errors).decode(),
                     payload=_payload_bytes(cand.original),
                     received_at=now,
                 )
             )
-        for code, n in reasons.items():
-            self.metrics.events_rejected.labels(self.source, self.destination.name, "intake", code).inc(n)
+        for reason, n in reasons.items():
+            for acct in self._accounts:
+                acct.rejected("intake", reason, n)
         try:
             await self.deadletters.write(letters)
         except GatewayError:

@@ -8,7 +8,9 @@ One process-wide :data:`TAP` hub.  The pipeline calls it at a few points, once p
   the ones refused at intake with their errors;
 * ``received`` / ``normalized`` of a Kafka source: :meth:`TapHub.consumed`, from
   ``gateway.sources.kafka.source.KafkaSource`` once a fetched batch is mapped;
-* ``delivered``: :meth:`TapHub.delivered`, from the sink once the upstream stored a batch.
+* ``delivered``: :meth:`TapHub.delivered`, from the delivery driver once the upstream stored a batch;
+* ``rejected`` by the upstream: :meth:`TapHub.rejected`, from the delivery driver once the refused
+  events are dead-lettered; and a Kafka source's poison messages, as they go to its dead-letter topic.
 
 Each watcher (``GET /tap`` on the admin port) has a bounded queue: when it falls behind, events
 are skipped for it (sampled) and counted, never waited for.  Lines are built only for a watcher
@@ -142,6 +144,20 @@ class TapHub:
             for ev in events:
                 if w.wants("delivered", ev.source, destination):
                     self._offer(w, self._line("delivered", ev.source, destination, _event_of(ev.item)))
+
+    def rejected(self, destination: str, events: Sequence[_Event], errors: Sequence[Any]) -> None:
+        """Events the upstream refused for good (dead-lettered), each with its errors."""
+        for w in list(self._watchers):
+            for ev, errs in zip(events, errors, strict=True):
+                if w.wants("rejected", ev.source, destination):
+                    self._offer(w, self._line("rejected", ev.source, destination, _event_of(ev.item), errors=errs))
+
+    def poisoned(self, source: str, destination: str, value: bytes | None, reason: str, detail: str) -> None:
+        """A Kafka message that could not become an event (sent to the source's dead-letter topic)."""
+        for w in list(self._watchers):
+            if w.wants("rejected", source, destination):
+                errors = [{"code": reason, "detail": detail}]
+                self._offer(w, self._line("rejected", source, destination, _record(value), errors=errors))
 
     # -- internals ------------------------------------------------------------------------------
 

@@ -26,6 +26,8 @@ from gateway.sources.kafka.state import (
     _text,
     _value_of,
 )
+from gateway.telemetry.reasons import Reason
+from gateway.telemetry.tap import TAP
 
 
 class Consuming(SourceState):
@@ -60,7 +62,8 @@ class Consuming(SourceState):
                 if last is not None and m.offset <= last:
                     continue  # already tracked by this assignment (a re-fetched duplicate)
                 n_events += self._consume_one(m, tracker, out)
-        self._m_received.inc(n_events)
+        for acct in self._accounts:
+            acct.received(n_events)
 
     def _consume_compiled(
         self,
@@ -132,10 +135,10 @@ class Consuming(SourceState):
                 try:
                     item = self._item(record, event, m)
                 except EventInvalid as exc:
-                    self._poison(tracker, m, "invalid_schema", _detail(exc))
+                    self._poison(tracker, m, Reason.INVALID_EVENT, _detail(exc))
                     return 0
                 except Exception as exc:
-                    self._poison(tracker, m, "decode_error", _detail(exc))
+                    self._poison(tracker, m, Reason.DECODE_ERROR, _detail(exc))
                     return 0
                 out.append(Event(item, Ack(tracker, offset), self.name, None))
                 return 1
@@ -188,7 +191,7 @@ class Consuming(SourceState):
             records = self._vendor.decode(value)
         except Exception as exc:
             tracker.track(offset, 1)
-            self._poison(tracker, m, "decode_error", _detail(exc))
+            self._poison(tracker, m, Reason.DECODE_ERROR, _detail(exc))
             return 0
         tracker.track(offset, len(records), _kept(m))
         to_event = self._vendor.to_event
@@ -198,17 +201,21 @@ class Consuming(SourceState):
                 event, dedup = to_event(record)
                 item = self._item(record, event, m)
             except EventInvalid as exc:
-                self._poison(tracker, m, "invalid_schema", _detail(exc))
+                self._poison(tracker, m, Reason.INVALID_EVENT, _detail(exc))
                 continue
             except Exception as exc:
-                self._poison(tracker, m, "decode_error", _detail(exc))
+                self._poison(tracker, m, Reason.DECODE_ERROR, _detail(exc))
                 continue
             out.append(Event(item, Ack(tracker, offset), self.name, dedup))
             n += 1
         return n
 
-    def _poison(self, tracker: PartitionTracker, m: KafkaRecord, reason: str, detail: str) -> None:
-        self.metrics.events_rejected.labels(self.name, self.config.destination, "intake", reason).inc()
+    def _poison(self, tracker: PartitionTracker, m: KafkaRecord, reason: Reason, detail: str) -> None:
+        for acct in self._accounts:  # read (received) and refused for good in one step
+            acct.received(1)
+            acct.rejected("intake", reason, 1)
+        if TAP.active:  # tap point "rejected" (issue 16): a message that cannot become an event
+            TAP.poisoned(self.name, self.config.destination, m.value, reason.value, detail)
         headers = list(m.headers or ())
         self.dlq.put(
             DeadLetterJob(tracker, tracker.topic, tracker.partition, m.offset, m.key, m.value, headers, reason, detail)

@@ -28,13 +28,13 @@ Flow control and failure handling:
   reads them again (a duplicate, never a loss).  On assign, aiokafka starts from the
   committed offset.
 * **Poison** messages (undecodable → ``decode_error``; invalid for the schema →
-  ``invalid_schema``) go to the dead-letter topic (:mod:`gateway.sources.kafka.deadletter_topic`)
+  ``invalid_event``) go to the dead-letter topic (:mod:`gateway.sources.kafka.deadletter_topic`)
   and are then committed past: they never stall a partition.  An event the upstream refuses
   (ack REJECTED) was dead-lettered by the delivery driver to the destination's dead-letter
   store; its offset is committed past, and it is not written to the topic again.
 * **Producer-signed** ``pangea`` records (the SDK's ``signature``/``public_key`` beside
   ``event``) are forwarded exactly as signed; one that normalization or key/header mapping
-  would change is poison (``invalid_schema``, ``BadState``).
+  would change is poison (``invalid_event``, ``BadState``).
 * An event that resolves ERRORED while the partition is still ours (the sink gave up after
   ``retry.max_attempts``, or failed internally) makes the partition be read again from its
   first undelivered offset, after a short hold: nothing is skipped.
@@ -73,6 +73,7 @@ from gateway.sources.kafka.state import (
     subscription_pattern,
 )
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.reasons import Reason
 from gateway.telemetry.tap import TAP
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
         self._commit_task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._consumed_children: dict[str, Any] = {}
-        self._m_received = metrics.events_received.labels(name)
+        self._accounts = [metrics.account(name, d) for d in config.destinations]  # a fan-out: one per copy
         self._m_paused = metrics.kafka_paused.labels(name)
         self._m_paused.set(0)
 
@@ -304,7 +305,7 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
             except Exception:
                 # A bug, not bad data (that is dead-lettered): never leave a gap in a tracker.
                 log.exception("kafka batch processing failed; reading it again", extra={"source": self.name})
-                self._drop(events, "internal_error")
+                self._drop(events, Reason.INTERNAL_ERROR)
                 self._restart_partitions(data)
                 await asyncio.sleep(1.0)
                 continue

@@ -100,7 +100,7 @@ class SourceState:
     _commit_task: asyncio.Task[None] | None
     _ready: asyncio.Event
     _consumed_children: dict[str, Any]
-    _m_received: Any
+    _accounts: list[Any]
     _m_paused: Any
 
     async def commit(self, partitions: list[TopicPartition] | None = None) -> None:

@@ -80,7 +80,7 @@ async def test_producer_signed_events_keep_their_signature_and_changed_ones_are_
 
     [letter] = dlq
     headers = dict(letter.headers)  # type: ignore[attr-defined]
-    assert headers[HEADER_REASON] == b"invalid_schema" and headers[HEADER_OFFSET] == b"1"
+    assert headers[HEADER_REASON] == b"invalid_event" and headers[HEADER_OFFSET] == b"1"
     assert letter.value == values[1]  # type: ignore[attr-defined]
 
     audit = Audit(TOKEN, config=PangeaConfig(base_url_template=la.url("local_audit")))

@@ -65,7 +65,12 @@ class Rig:
         return taken
 
     def duplicates(self, source: str = "auth0") -> float:
-        return self.metrics.registry.get_sample_value("gateway_duplicates_dropped_total", {"source": source}) or 0.0
+        return (
+            self.metrics.registry.get_sample_value(
+                "gateway_duplicates_dropped_total", {"source": source, "destination": self.dest.name}
+            )
+            or 0.0
+        )
 
 
 @pytest.fixture
