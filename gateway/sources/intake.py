@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,49 @@ class Admitter:
         self._check_restrictions = check_restrictions
         self._m_received = metrics.events_received.labels(source)
 
+    def prepare_values(
+        self,
+        values: list[bytes | None],
+        candidates_of: Callable[[int], list[Candidate]],
+        *,
+        compiled: bool = True,
+    ) -> tuple[list[bytes | None], dict[int, tuple[list[tuple[int, bytes, Candidate]], list[Candidate]]]]:
+        """Admission of a batch of raw values (a Kafka poll), each one record's JSON or more.
+
+        With ``compiled`` and neither restrictions nor signing, the destination's compiled
+        schema (:meth:`Schema.fast_path`) turns each value it accepts straight into its item,
+        list by list; every value it declines (or all, without it) is decoded by
+        ``candidates_of(index)`` into candidates and takes :meth:`prepare`.  Returns the item
+        of each value (``None``: see the second part) and, by index of the declined values,
+        what :meth:`prepare` made of their candidates.  Counts the events received and
+        publishes the tap points; the caller buffers the items and refuses the invalid
+        candidates (:meth:`count_rejected`, :meth:`rejection`).
+        """
+        fast = self.destination.fast_path() if compiled and self._check_restrictions is None else None
+        items: list[bytes | None] = fast.items(values) if fast is not None else [None] * len(values)
+        slow: dict[int, tuple[list[tuple[int, bytes, Candidate]], list[Candidate]]] = {}
+        n = len(values)
+        if not all(items):  # no None (an item is never empty): `None not in` compares, at thrice the cost
+            for i, item in enumerate(items):
+                if item is None:
+                    cands = candidates_of(i)
+                    try:
+                        slow[i] = self.prepare(cands)
+                    except Exception as exc:  # not bad data for the schema: still never stall a stream on it
+                        log.exception("normalization failed", extra={"source": self.source})
+                        detail = str(exc) or type(exc).__name__
+                        for cand in cands:
+                            cand.errors = [{"code": "BadFormat", "detail": detail, "source": cand.pointer}]
+                        slow[i] = ([], list(cands))
+                    n += len(cands) - 1
+        self._m_received.inc(n)
+        if TAP.active:
+            invalid = [c for _v, inv in slow.values() for c in inv]
+            fast_items = (item for item in items if item is not None)
+            slow_items = (item for v, _inv in slow.values() for _i, item, _c in v)
+            TAP.admission(self.source, self.destination.name, values, [*fast_items, *slow_items], invalid)
+        return items, slow
+
     def prepare(self, candidates: Sequence[Candidate]) -> tuple[list[tuple[int, bytes, Candidate]], list[Candidate]]:
         """Normalize; returns (index, item bytes, candidate) of the valid and the invalid candidates."""
         dest = self.destination
@@ -145,7 +188,8 @@ class Admitter:
         self._m_received.inc(len(candidates))
         valid, invalid = self.prepare(candidates)
         if TAP.active:  # tap points received, normalized, rejected (issue 16): one call per batch
-            TAP.admission(self.source, self.destination.name, candidates, valid, invalid)
+            originals = [cand.original for cand in candidates]
+            TAP.admission(self.source, self.destination.name, originals, [item for _i, item, _c in valid], invalid)
         # --- dedup hook (issue 4): duplicates resolve DELIVERED and are not submitted ---
         tracker = self.dedup.tracker(self.source, request_key, retried_keys) if self.dedup is not None else None
         group = AckGroup(len(valid), keep_results=keep_results, on_done=tracker.done if tracker else None)
@@ -193,31 +237,49 @@ class Admitter:
         received = forwarded + rejected + refused + dropped + duplicates + buffered + in flight)."""
         self.metrics.events_refused.labels(self.source, self.destination.name, reason).inc(n)
 
-    async def reject_invalid(self, invalid: Sequence[Candidate]) -> None:
+    @staticmethod
+    def rejection(cand: Candidate) -> tuple[str, str]:
+        """The dead-letter reason and detail of a candidate refused at intake, wherever it is
+        dead-lettered (the dead-letter store, a Kafka source's dead-letter topic)."""
+        code = cand.errors[0]["code"] if cand.errors else "invalid"
+        reason = _REASONS.get(code, "invalid_event")
+        return reason, orjson.dumps(cand.errors).decode()
+
+    def count_rejected(self, invalid: Iterable[Candidate]) -> None:
+        """Count candidates refused at intake, by their first error's code."""
         reasons: dict[str, int] = {}
-        letters = []
-        now = time.time()
         for cand in invalid:
             code = cand.errors[0]["code"] if cand.errors else "invalid"
             reasons[code] = reasons.get(code, 0) + 1
+        for code, n in reasons.items():
+            self.metrics.events_rejected.labels(self.source, self.destination.name, "intake", code).inc(n)
+
+    async def reject_invalid(self, invalid: Sequence[Candidate]) -> None:
+        letters = []
+        now = time.time()
+        for cand in invalid:
+            reason, detail = self.rejection(cand)
             letters.append(
                 DeadLetter(
                     source=self.source,
                     destination=self.destination.name,
-                    reason="forbidden_field_value" if code == "ForbiddenFieldValue" else "invalid_event",
-                    detail=orjson.dumps(cand.errors).decode(),
+                    reason=reason,
+                    detail=detail,
                     payload=_payload_bytes(cand.original),
                     received_at=now,
                 )
             )
-        for code, n in reasons.items():
-            self.metrics.events_rejected.labels(self.source, self.destination.name, "intake", code).inc(n)
+        self.count_rejected(invalid)
         try:
             await self.deadletters.write(letters)
         except GatewayError:
             # The answer still reports every refused event to the sender; the valid ones are
             # already buffered, so failing the request now would only duplicate them.
             log.exception("refused events not dead-lettered", extra={"source": self.source, "count": len(letters)})
+
+
+_REASONS = {"ForbiddenFieldValue": "forbidden_field_value", "BadFormat": "decode_error"}
+"""Dead-letter reasons by error code; any other code is ``invalid_event``."""
 
 
 def _payload_bytes(original: Any) -> bytes:

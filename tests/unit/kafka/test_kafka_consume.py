@@ -103,8 +103,8 @@ async def test_poison_values_are_queued_for_the_dead_letter_topic_with_their_rea
     assert [(j.offset, j.reason) for j in jobs] == [
         (0, "decode_error"),
         (1, "decode_error"),
-        (2, "invalid_schema"),
-        (4, "invalid_schema"),
+        (2, "invalid_event"),
+        (4, "invalid_event"),
     ]
     assert jobs[0].value == b"{broken" and jobs[0].key == b"key-0" and jobs[0].headers == [("tenant", b"t0")]
     assert "message" in jobs[2].detail
@@ -146,7 +146,7 @@ async def test_poison_between_fast_path_messages_keeps_every_offset_in_order() -
         {"message": "d", "actor": "7"},
         {"message": "e"},
     ]
-    assert [(j.offset, j.reason) for j in jobs] == [(2, "invalid_schema")]
+    assert [(j.offset, j.reason) for j in jobs] == [(2, "invalid_event")]
     assert "colour" in jobs[0].detail
     assert tracker.last_tracked == 4 and tracker.busy == 5 and tracker.committable() == 0
 
@@ -174,4 +174,4 @@ async def test_a_producer_signed_value_keeps_its_signature_unless_mapping_would_
     events, jobs, _, _ = await consume([value], key_field="tenant_id")  # consume() gives every record a key
     assert events == []
     [job] = jobs
-    assert job.reason == "invalid_schema" and "tenant_id" in job.detail and "signature" in job.detail
+    assert job.reason == "invalid_event" and "tenant_id" in job.detail and "signature" in job.detail
