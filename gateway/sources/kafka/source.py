@@ -47,16 +47,19 @@ import contextlib
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from gateway.errors import ConfigError
 from gateway.event import Event
+from gateway.kafka.consumer import new_consumer
 from gateway.kafka.producer import producer_kwargs
 from gateway.kafka.security import bootstrap_list, client_kwargs
+from gateway.normalize import restrictions
 from gateway.normalize.vendors import VENDORS
 from gateway.pipeline import Target
 from gateway.sinks.deadletter.base import DeadLetterStore
+from gateway.sources.intake import Admitter
 from gateway.sources.kafka.commits import Committing
 from gateway.sources.kafka.config import KafkaSourceConfig
 from gateway.sources.kafka.consume import Consuming
@@ -73,7 +76,6 @@ from gateway.sources.kafka.state import (
     subscription_pattern,
 )
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.tap import TAP
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,9 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
         self.config = config
         self.destination = destination
         self.metrics = metrics
+        # Admission is the HTTP routes' (intake.Admitter); its invalid events are the source's
+        # poison, dead-lettered to the topic, so the store it is given is never written by it.
+        self.admitter = Admitter(name, destination, metrics, deadletters, restrictions.checker(config.restrictions))
         try:
             self._vendor: Any = VENDORS[config.format]
         except KeyError:
@@ -127,7 +132,6 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
         self._commit_task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._consumed_children: dict[str, Any] = {}
-        self._m_received = metrics.events_received.labels(name)
         self._m_paused = metrics.kafka_paused.labels(name)
         self._m_paused.set(0)
 
@@ -188,8 +192,9 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
     def _new_consumer(self) -> Any:
         c = self.config
         install_decoded_records()
-        return AIOKafkaConsumer(
-            bootstrap_servers=self._servers,
+        return new_consumer(
+            self._servers,
+            self._kwargs,
             group_id=c.group_id,
             client_id=f"audit-gateway-{self.name}",
             enable_auto_commit=False,
@@ -203,7 +208,6 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
             fetch_max_bytes=c.fetch_max_bytes,
             # Records as aiokafka decoded them, not wrapped in a ConsumerRecord each (records.py).
             value_deserializer=records_as_decoded,
-            **self._kwargs,
         )
 
     async def _connect(self) -> None:
@@ -308,8 +312,6 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
                 self._restart_partitions(data)
                 await asyncio.sleep(1.0)
                 continue
-            if TAP.active:  # tap points received, normalized (issue 16): one call per batch
-                TAP.consumed(self.name, self.destination.name, data.values(), events)
             if events:
                 try:
                     await self._submit(events)
