@@ -13,7 +13,7 @@ class DeadLetter:
     source: str
     destination: str | None
     reason: str
-    """Short machine-readable reason: ``invalid_schema``, ``upstream_rejected``, ``decode_error``..."""
+    """Short machine-readable reason: ``invalid_event``, ``upstream_rejected``, ``decode_error``..."""
     detail: str
     """Human-readable explanation (never contains secrets)."""
     payload: bytes

@@ -27,14 +27,17 @@ Flow control and failure handling:
   their acks resolve into the discarded tracker and are never committed, so the next owner
   reads them again (a duplicate, never a loss).  On assign, aiokafka starts from the
   committed offset.
-* **Poison** messages (undecodable → ``decode_error``; invalid for the schema →
-  ``invalid_schema``) go to the dead-letter topic (:mod:`gateway.sources.kafka.deadletter_topic`)
+* **Admission** is the webhook routes' (:class:`gateway.sources.intake.Admitter`): the same
+  schema, ``restrictions``, signing, error codes, tap points and counts.
+* **Poison** messages (undecodable → ``decode_error``; refused by admission → ``invalid_event``,
+  or ``forbidden_field_value`` for a restriction, worded as the webhook's dead letter) go to the
+  dead-letter topic (:mod:`gateway.sources.kafka.deadletter_topic`)
   and are then committed past: they never stall a partition.  An event the upstream refuses
   (ack REJECTED) was dead-lettered by the delivery driver to the destination's dead-letter
   store; its offset is committed past, and it is not written to the topic again.
 * **Producer-signed** ``pangea`` records (the SDK's ``signature``/``public_key`` beside
   ``event``) are forwarded exactly as signed; one that normalization or key/header mapping
-  would change is poison (``invalid_schema``, ``BadState``).
+  would change is poison (``invalid_event``, ``BadState``).
 * An event that resolves ERRORED while the partition is still ours (the sink gave up after
   ``retry.max_attempts``, or failed internally) makes the partition be read again from its
   first undelivered offset, after a short hold: nothing is skipped.
