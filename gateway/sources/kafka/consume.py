@@ -19,7 +19,7 @@ from gateway.acks import Ack
 from gateway.event import Event
 from gateway.normalize.schema import EventInvalid, pointer
 from gateway.normalize.vendors.pangea import signature_of
-from gateway.sources.intake import Candidate
+from gateway.sources.intake import Candidate, Declined
 from gateway.sources.kafka.deadletter_topic import DeadLetterJob
 from gateway.sources.kafka.offsets import PartitionTracker
 from gateway.sources.kafka.records import KafkaRecord
@@ -33,9 +33,6 @@ from gateway.sources.kafka.state import (
     _text,
     _value_of,
 )
-
-Prepared = tuple[list[tuple[int, bytes, Candidate]], list[Candidate]]
-"""What admission made of one message's candidates: (index, item, candidate) of the valid, the invalid."""
 
 
 class Consuming(SourceState):
@@ -97,13 +94,13 @@ class Consuming(SourceState):
         tracker.track_many(offsets, kept)
         out.extend(map(Event, items, map(Ack, repeat(tracker), offsets), repeat(self.name)))
 
-    def _register_one(self, m: KafkaRecord, tracker: PartitionTracker, prepared: Prepared, out: list[Event]) -> None:
+    def _register_one(self, m: KafkaRecord, tracker: PartitionTracker, prepared: Declined, out: list[Event]) -> None:
         """One message that took the full path: its events, then its invalid records as poison."""
         valid, invalid = prepared
         offset = m.offset
         tracker.track(offset, len(valid) + len(invalid), _kept(m))
-        for _i, item, cand in valid:
-            out.append(Event(item, Ack(tracker, offset), self.name, cand.dedup_key))
+        for item, dedup_key in valid:
+            out.append(Event(item, Ack(tracker, offset), self.name, dedup_key))
         if invalid:
             self._poison(tracker, m, invalid)
 
@@ -126,7 +123,8 @@ class Consuming(SourceState):
             except orjson.JSONDecodeError:
                 record = None
             if type(record) is dict and "events" not in record:
-                return [self._candidate(record, "", m)]
+                inner = record.get("event")  # pangea.to_event's event, without its copy: the record is ours
+                return [self._candidate(record, "", m, inner if type(inner) is dict else record)]
         try:
             records = self._vendor.decode(value)
         except Exception as exc:
@@ -135,18 +133,24 @@ class Consuming(SourceState):
             return [self._candidate(records[0], "", m)]
         return [self._candidate(r, f"/{i}", m) for i, r in enumerate(records)]
 
-    def _candidate(self, record: Any, ptr: str, m: KafkaRecord) -> Candidate:
-        """One record's candidate: the vendor's event with the key and headers mapped in.
+    def _candidate(self, record: Any, ptr: str, m: KafkaRecord, event: dict[str, Any] | None = None) -> Candidate:
+        """One record's candidate: the vendor's event (or ``event``, already unwrapped) with the
+        key and headers mapped in.
 
         A producer-signed ``pangea`` record (the SDK's ``signature``/``public_key``) is kept
         exactly as signed: a key or header that would change it makes it invalid (``BadState``).
         """
-        try:
-            event, dedup = self._vendor.to_event(record)
-        except EventInvalid as exc:
-            return Candidate(None, ptr, record, errors=[{**e, "source": ptr + e.get("source", "")} for e in exc.errors])
-        except Exception as exc:
-            return Candidate(None, ptr, record, errors=[{"code": "BadFormat", "detail": _detail(exc), "source": ptr}])
+        dedup = None
+        if event is None:
+            try:
+                event, dedup = self._vendor.to_event(record)
+            except EventInvalid as exc:
+                errors = [{**e, "source": ptr + e.get("source", "")} for e in exc.errors]
+                return Candidate(None, ptr, record, errors=errors)
+            except Exception as exc:
+                return Candidate(
+                    None, ptr, record, errors=[{"code": "BadFormat", "detail": _detail(exc), "source": ptr}]
+                )
         extras = signature_of(record) if self._fast_pangea else None
         if extras is None:
             self._map(event, m)
