@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,11 @@ class Candidate:
     """``signature`` / ``public_key`` to send beside the event."""
     dedup_key: str | None = None
     errors: list[dict[str, str]] = field(default_factory=list)
+
+
+Declined = tuple[list[tuple[bytes, str | None]], list[Candidate]]
+"""What admission made of a value the compiled path declined: the (item, dedup key) of each
+valid record, and the invalid candidates."""
 
 
 @dataclass(slots=True)
@@ -90,6 +95,58 @@ class Admitter:
         # One account per destination copy (a fan-out source's event counts once in each).
         names = [d.name for d in destination.destinations] if isinstance(destination, FanOut) else [destination.name]
         self._accounts: list[Account] = [metrics.account(source, name) for name in names]
+
+    def prepare_values(
+        self,
+        values: list[bytes | None],
+        candidates_of: Callable[[int], list[Candidate]],
+        *,
+        compiled: bool = True,
+    ) -> tuple[list[bytes | None], dict[int, Declined]]:
+        """Admission of a batch of raw values (a Kafka poll), each one record's JSON or more.
+
+        With ``compiled`` and neither restrictions nor signing, the destination's compiled
+        schema (:meth:`Schema.fast_path`) turns each value it accepts straight into its item,
+        list by list; every value it declines (or all, without it) is decoded by
+        ``candidates_of(index)`` into candidates and takes :meth:`prepare`.  Returns the item
+        of each value that became exactly one event (no dedup key), whichever path made it,
+        else ``None`` and, by index in the second part, what :meth:`prepare` made of the
+        value's candidates (:data:`Declined`).  Counts the events received and publishes the
+        tap points; the caller buffers the items and refuses the invalid candidates
+        (:meth:`count_rejected`, :meth:`rejection`).
+        """
+        fast = self.destination.fast_path() if compiled and self._check_restrictions is None else None
+        items: list[bytes | None] = fast.items(values) if fast is not None else [None] * len(values)
+        slow: dict[int, Declined] = {}
+        n = len(values)
+        if not all(items):  # no None (an item is never empty): `None not in` compares, at thrice the cost
+            for i, item in enumerate(items):
+                if item is None:
+                    cands = candidates_of(i)
+                    try:
+                        valid, invalid = self.prepare(cands)
+                    except Exception as exc:  # not bad data for the schema: still never stall a stream on it
+                        log.exception("normalization failed", extra={"source": self.source})
+                        detail = str(exc) or type(exc).__name__
+                        for cand in cands:
+                            cand.errors = [{"code": "BadFormat", "detail": detail, "source": cand.pointer}]
+                        valid, invalid = [], list(cands)
+                    n += len(cands) - 1
+                    # Only items and dedup keys are kept, and the common one event of a value in
+                    # the item list: a poll's parsed records, events and per-value containers
+                    # held until the end of the batch cost more in GC than normalizing them.
+                    if len(valid) == 1 and not invalid and valid[0][2].dedup_key is None:
+                        items[i] = valid[0][1]
+                    else:
+                        slow[i] = ([(it, cand.dedup_key) for _i, it, cand in valid], invalid)
+        for acct in self._accounts:
+            acct.received(n)
+        if TAP.active:
+            rejected = [c for _v, inv in slow.values() for c in inv]
+            one_each = (item for item in items if item is not None)
+            more = (item for v, _inv in slow.values() for item, _key in v)
+            TAP.admission(self.source, self.destination.name, values, [*one_each, *more], rejected)
+        return items, slow
 
     def prepare(self, candidates: Sequence[Candidate]) -> tuple[list[tuple[int, bytes, Candidate]], list[Candidate]]:
         """Normalize; returns (index, item bytes, candidate) of the valid and the invalid candidates."""
@@ -150,7 +207,8 @@ class Admitter:
             acct.received(len(candidates))
         valid, invalid = self.prepare(candidates)
         if TAP.active:  # tap points received, normalized, rejected (issue 16): one call per batch
-            TAP.admission(self.source, self.destination.name, candidates, valid, invalid)
+            originals = [cand.original for cand in candidates]
+            TAP.admission(self.source, self.destination.name, originals, [item for _i, item, _c in valid], invalid)
         # --- dedup hook (issue 4): duplicates resolve DELIVERED and are not submitted ---
         tracker = self.dedup.tracker(self.source, request_key, retried_keys) if self.dedup is not None else None
         group = AckGroup(len(valid), keep_results=keep_results, on_done=tracker.done if tracker else None)
@@ -201,33 +259,56 @@ class Admitter:
         if n:
             acct.refused(reason, n)
 
-    async def reject_invalid(self, invalid: Sequence[Candidate]) -> None:
-        """Dead-letter and count events refused at intake (the Pangea codes stay in the detail)."""
+    @staticmethod
+    def rejection(cand: Candidate) -> tuple[Reason, str]:
+        """The dead-letter reason and detail of a candidate refused at intake, wherever it is
+        dead-lettered (the dead-letter store, a Kafka source's dead-letter topic); the Pangea
+        codes stay in the detail."""
+        return _reason_of(cand), orjson.dumps(cand.errors).decode()
+
+    def count_rejected(self, invalid: Iterable[Candidate]) -> None:
+        """Count candidates refused at intake, by the vocabulary's reason of their first error."""
         reasons: dict[Reason, int] = {}
+        for cand in invalid:
+            reason = _reason_of(cand)
+            reasons[reason] = reasons.get(reason, 0) + 1
+        for reason, n in reasons.items():
+            for acct in self._accounts:
+                acct.rejected("intake", reason, n)
+
+    async def reject_invalid(self, invalid: Sequence[Candidate]) -> None:
+        """Dead-letter and count events refused at intake."""
         letters = []
         now = time.time()
         for cand in invalid:
-            reason = rejection_reason(cand.errors[0]["code"] if cand.errors else None, Reason.INVALID_EVENT)
-            reasons[reason] = reasons.get(reason, 0) + 1
+            reason, detail = self.rejection(cand)
             letters.append(
                 DeadLetter(
                     source=self.source,
                     destination=self.destination.name,
                     reason=reason.value,
-                    detail=orjson.dumps(cand.errors).decode(),
+                    detail=detail,
                     payload=_payload_bytes(cand.original),
                     received_at=now,
                 )
             )
-        for reason, n in reasons.items():
-            for acct in self._accounts:
-                acct.rejected("intake", reason, n)
+        self.count_rejected(invalid)
         try:
             await self.deadletters.write(letters)
         except GatewayError:
             # The answer still reports every refused event to the sender; the valid ones are
             # already buffered, so failing the request now would only duplicate them.
             log.exception("refused events not dead-lettered", extra={"source": self.source, "count": len(letters)})
+
+
+def _reason_of(cand: Candidate) -> Reason:
+    """The vocabulary's reason for a refused candidate: ``decode_error`` for a record that could
+    not be read at all (no fields, ``BadFormat``: a Kafka message that is not JSON), else what
+    its first error's code says."""
+    code = cand.errors[0]["code"] if cand.errors else None
+    if cand.fields is None and code == "BadFormat":
+        return Reason.DECODE_ERROR
+    return rejection_reason(code, Reason.INVALID_EVENT)
 
 
 def _payload_bytes(original: Any) -> bytes:

@@ -27,8 +27,11 @@ Flow control and failure handling:
   their acks resolve into the discarded tracker and are never committed, so the next owner
   reads them again (a duplicate, never a loss).  On assign, aiokafka starts from the
   committed offset.
-* **Poison** messages (undecodable → ``decode_error``; invalid for the schema →
-  ``invalid_event``) go to the dead-letter topic (:mod:`gateway.sources.kafka.deadletter_topic`)
+* **Admission** is the webhook routes' (:class:`gateway.sources.intake.Admitter`): the same
+  schema, ``restrictions``, signing, error codes, tap points and counts.
+* **Poison** messages (undecodable → ``decode_error``; refused by admission → ``invalid_event``,
+  or ``forbidden_field_value`` for a restriction, worded as the webhook's dead letter) go to the
+  dead-letter topic (:mod:`gateway.sources.kafka.deadletter_topic`)
   and are then committed past: they never stall a partition.  An event the upstream refuses
   (ack REJECTED) was dead-lettered by the delivery driver to the destination's dead-letter
   store; its offset is committed past, and it is not written to the topic again.
@@ -47,16 +50,19 @@ import contextlib
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from gateway.errors import ConfigError
 from gateway.event import Event
+from gateway.kafka.consumer import new_consumer
 from gateway.kafka.producer import producer_kwargs
 from gateway.kafka.security import bootstrap_list, client_kwargs
+from gateway.normalize import restrictions
 from gateway.normalize.vendors import VENDORS
 from gateway.pipeline import Target
 from gateway.sinks.deadletter.base import DeadLetterStore
+from gateway.sources.intake import Admitter
 from gateway.sources.kafka.commits import Committing
 from gateway.sources.kafka.config import KafkaSourceConfig
 from gateway.sources.kafka.consume import Consuming
@@ -74,7 +80,6 @@ from gateway.sources.kafka.state import (
 )
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.reasons import Reason
-from gateway.telemetry.tap import TAP
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +102,9 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
         self.config = config
         self.destination = destination
         self.metrics = metrics
+        # Admission is the HTTP routes' (intake.Admitter); its invalid events are the source's
+        # poison, dead-lettered to the topic, so the store it is given is never written by it.
+        self.admitter = Admitter(name, destination, metrics, deadletters, restrictions.checker(config.restrictions))
         try:
             self._vendor: Any = VENDORS[config.format]
         except KeyError:
@@ -189,8 +197,9 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
     def _new_consumer(self) -> Any:
         c = self.config
         install_decoded_records()
-        return AIOKafkaConsumer(
-            bootstrap_servers=self._servers,
+        return new_consumer(
+            self._servers,
+            self._kwargs,
             group_id=c.group_id,
             client_id=f"audit-gateway-{self.name}",
             enable_auto_commit=False,
@@ -204,7 +213,6 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
             fetch_max_bytes=c.fetch_max_bytes,
             # Records as aiokafka decoded them, not wrapped in a ConsumerRecord each (records.py).
             value_deserializer=records_as_decoded,
-            **self._kwargs,
         )
 
     async def _connect(self) -> None:
@@ -309,8 +317,6 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
                 self._restart_partitions(data)
                 await asyncio.sleep(1.0)
                 continue
-            if TAP.active:  # tap points received, normalized (issue 16): one call per batch
-                TAP.consumed(self.name, self.destination.name, data.values(), events)
             if events:
                 try:
                     await self._submit(events)

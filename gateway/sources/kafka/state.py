@@ -17,6 +17,7 @@ from aiokafka import TopicPartition
 
 from gateway.acks import Ack
 from gateway.pipeline import Target
+from gateway.sources.intake import Admitter
 from gateway.sources.kafka.config import KafkaSourceConfig
 from gateway.sources.kafka.deadletter_topic import DeadLetterTopic
 from gateway.sources.kafka.offsets import PartitionTracker
@@ -85,6 +86,7 @@ class SourceState:
     destination: Target
     metrics: Metrics
     dlq: DeadLetterTopic
+    admitter: Admitter
     consumer: Any
     trackers: dict[TopicPartition, PartitionTracker]
     _vendor: Any

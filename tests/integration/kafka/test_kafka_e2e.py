@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.sources.kafka.deadletter_topic import HEADER_OFFSET, HEADER_REASON, HEADER_TOPIC
+from gateway.kafka.deadletter import HEADER_OFFSET, HEADER_REASON, HEADER_TOPIC
 from tests.integration.kafka.harness import pangea_values
 from tests.kafka_broker import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, committed_and_end_offsets, produce, read_topic
 from tests.support.accounting import scrape_and_check

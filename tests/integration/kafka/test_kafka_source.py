@@ -8,7 +8,7 @@ import logging
 import orjson
 import pytest
 
-from gateway.sources.kafka.deadletter_topic import (
+from gateway.kafka.deadletter import (
     HEADER_DETAIL,
     HEADER_OFFSET,
     HEADER_PARTITION,

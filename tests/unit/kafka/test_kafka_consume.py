@@ -115,6 +115,29 @@ async def test_poison_values_are_queued_for_the_dead_letter_topic_with_their_rea
     assert tracker.committable() == 3  # offset 3 ("ok") and 4's good record are still in flight
 
 
+async def test_restrictions_refuse_as_admission_does_and_every_record_is_counted_received() -> None:
+    values = [
+        b'{"event": {"message": "a", "tenant_id": "t1"}}',
+        b'{"event": {"message": "b", "tenant_id": "t2"}}',
+        b'{"event": {"message": "c"}}',
+        b"{broken",
+    ]
+    events, jobs, _, src = await consume(values, restrictions={"tenant_id": ["t1"]})
+    assert [e["message"] for e in events] == ["a"]
+    assert [(j.offset, j.reason) for j in jobs] == [
+        (1, "forbidden_field_value"),
+        (2, "forbidden_field_value"),
+        (3, "decode_error"),
+    ]
+    detail = "'tenant_id' holds a value that is not allowed"
+    assert orjson.loads(jobs[0].detail) == [{"code": "ForbiddenFieldValue", "detail": detail, "source": "/tenant_id"}]
+    sample = src.metrics.registry.get_sample_value
+    assert sample("gateway_events_received_total", {"source": "app"}) == 4  # the refused ones too
+    rejected = {"source": "app", "destination": "default", "stage": "intake"}
+    assert sample("gateway_events_rejected_total", {**rejected, "reason": "ForbiddenFieldValue"}) == 2
+    assert sample("gateway_events_rejected_total", {**rejected, "reason": "BadFormat"}) == 1
+
+
 async def test_an_upstream_rejection_is_not_dead_lettered_again_to_the_topic_and_its_offset_is_done() -> None:
     value = b'{"event": {"message": "refused"}}'
     _, jobs, tracker, src = await consume([value])
