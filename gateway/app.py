@@ -52,6 +52,7 @@ from gateway.sources.kafka.config import KafkaSourceConfig
 from gateway.sources.poll.config import PollSourceConfig
 from gateway.sources.webhook.config import WebhookSourceConfig
 from gateway.sources.webhook.source import WebhookServer, WebhookSource
+from gateway.telemetry.logging import set_level
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.redact import register_config
 from gateway.telemetry.stats import figures
@@ -277,7 +278,13 @@ class Gateway:
                 name,
                 dc,
                 self._buffer(name),
-                DeliveryDriver(kafka_sink, dc.sink.retry, self.metrics, self.deadletters),
+                DeliveryDriver(
+                    kafka_sink,
+                    dc.sink.retry,
+                    self.metrics,
+                    self.deadletters,
+                    requeues_errored=self.config.buffer.type == "disk",
+                ),
                 await build_schema(dc, _no_upstream_schema),
                 self.metrics,
                 dc.sink.max_in_flight,
@@ -298,7 +305,14 @@ class Gateway:
             name,
             dc,
             self._buffer(name),
-            DeliveryDriver(sink, upstream.retry, self.metrics, self.deadletters),
+            DeliveryDriver(
+                sink,
+                upstream.retry,
+                self.metrics,
+                self.deadletters,
+                poll=upstream.poll,
+                requeues_errored=self.config.buffer.type == "disk",
+            ),
             schema,
             self.metrics,
             upstream.max_in_flight,
@@ -480,6 +494,8 @@ class Gateway:
             for n, s in config.sources.items():
                 if isinstance(s, KafkaSourceConfig | PollSourceConfig) and n not in running:
                     await self._start_pulling(n, s, destinations)
+            if self._options.log_level is None:  # run --log-level wins over the file, reloaded or not
+                set_level(config.log_level)  # before the line below, so it shows at the new level
             self.metrics.config_reloads.labels("ok").inc()
             log.info(
                 "configuration reloaded",

@@ -134,6 +134,7 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
         local_audit_listen=args.local_audit_listen,
         config_path=Path(config) if config else None,
         watch_config=getattr(args, "watch_config", False),
+        log_level=getattr(args, "log_level", None),
     )
 
 

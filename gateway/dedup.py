@@ -424,7 +424,7 @@ class Tracker:
         for i in dups:
             self._keys.pop(i, None)
         keep = [e for i, e in enumerate(events) if i not in drop]
-        self.window.metrics.duplicates.labels(self.source).inc(len(drop))
+        # Counted by the caller (admission), which knows the destinations they are accounted to.
         for i in dups:
             ack = events[i].ack
             if not ack.resolved:

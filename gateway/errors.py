@@ -10,7 +10,6 @@ an operation may be retried is an attribute (``retriable``), never a second hier
     ├── IntakeError                 a request a source refuses (has an HTTP status and Pangea status)
     │   ├── AuthError               401 Unauthorized: missing or wrong inbound credentials
     │   ├── ValidationFailed        400 ValidationError: carries Pangea-style ``errors``
-    │   ├── ForbiddenFieldValue     403: a field value the route's restrictions forbid
     │   ├── ConfigScopeRefused      403 MissingConfigIDScope: a config_id the caller may not use
     │   ├── AmbiguousConfig         400 AmbiguousConfigID: no config_id, and the caller may use several
     │   ├── EndpointRefused         403 Unauthorized: an endpoint the caller's token may not call
@@ -27,7 +26,7 @@ an operation may be retried is an attribute (``retriable``), never a second hier
     ├── DeadLetterWriteError        dead letters could not be recorded (sinks/deadletter/local)
     ├── UpstreamError               the upstream audit log failed a call
     │   ├── RetriableUpstreamError  (retriable=True) 408, 429, 5xx but 501, network errors
-    │   │   └── PollGaveUp          polling a 202 ended without a result (sinks/pangea/poll)
+    │   │   └── PollGaveUp          polling a 202 ended without a result (delivery/poll)
     │   ├── RejectedUpstreamError   other 4xx: the events go to the dead-letter path
     │   ├── UpstreamConfigError     AmbiguousConfigID / MissingConfigID: fix the config
     │   └── UpstreamCredentialsRefused  (retriable=True) the upstream or its token endpoint refuses
@@ -104,11 +103,6 @@ class AuthError(IntakeError):
 class ValidationFailed(IntakeError):
     http_status = 400
     pangea_status = "ValidationError"
-
-
-class ForbiddenFieldValue(IntakeError):
-    http_status = 403
-    pangea_status = "ForbiddenFieldValue"
 
 
 class ConfigScopeRefused(IntakeError):

@@ -72,6 +72,8 @@ class RunOptions:
     watch_config: bool = False
     """Reload when the file's content changes (checked every ``watch_interval_secs``)."""
     watch_interval_secs: float = 1.0
+    log_level: str | None = None
+    """``run --log-level``: wins over the file's ``log_level``, which a reload then leaves alone."""
     upstream: UpstreamConfig | None = None
     """Delivers here instead of an embedded local audit log when the config has no ``upstream:``
     (a ``run --workers`` worker: the supervisor's embedded log, gateway/workers.py)."""

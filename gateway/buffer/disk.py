@@ -41,9 +41,7 @@ writes are logged once per ``FAILED_LOG_SECS`` with a count.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +49,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.acks import Ack, AckStatus
+from gateway.buffer.clock import Clock, LoopClock, TimerHandle
 from gateway.buffer.config import BufferConfig
 from gateway.buffer.spool import Record, Spool, SpoolError
 from gateway.errors import BufferFull, Draining, GatewayError
@@ -125,7 +124,10 @@ def _records(batch: list[_PendingWrite], first_id: int) -> tuple[list[Record], l
 
 
 class DiskBuffer:
-    """A durable, bounded spool for one destination; see the module docstring."""
+    """A durable, bounded spool for one destination; see the module docstring.
+
+    ``clock`` is the time its timings run on (group commit, delete flushes, retakes, room
+    probes, log throttling): real time unless a test injects one it lets pass."""
 
     wants_delivery_details = False  # as the receiver of taken events' acks: rows are deleted, no more
 
@@ -136,8 +138,11 @@ class DiskBuffer:
         config: BufferConfig,
         metrics: Metrics,
         retry_after_secs: float = 1.0,
+        *,
+        clock: Clock | None = None,
     ) -> None:
         self.destination = destination
+        self._clock: Clock = clock if clock is not None else LoopClock()
         self.path = path
         self.max_bytes = config.max_bytes
         self.max_events = config.max_events if config.max_events_given else None
@@ -145,7 +150,7 @@ class DiskBuffer:
         self.memory_bytes = config.memory_bytes
         self._retry_after = retry_after_secs
         try:
-            self._spool = Spool(path, reserve_bytes=config.reserve_bytes)
+            self._spool = Spool(path, reserve_bytes=config.reserve_bytes, clock=self._clock.monotonic)
         except SpoolError as exc:
             raise GatewayError(f"spool for destination {destination!r} cannot be opened: {exc}") from exc
         stats = self._spool.stats()
@@ -154,6 +159,9 @@ class DiskBuffer:
         self._events = stats.events
         self._bytes = stats.bytes
         self._next_id = stats.max_id + 1
+        # Records below this id were left by an earlier run: recovered in the accounting when read.
+        self._first_own_id = self._next_id
+        self._metrics = metrics
         # Records taken into memory: id → [events not yet done, events]; and which are done, when some are.
         self._open: dict[int, list[int]] = {}
         self._partial: dict[int, bytearray] = {}
@@ -175,7 +183,7 @@ class DiskBuffer:
         self._ready_events = stats.events
         self._ready_bytes = stats.bytes
         self._inflight: dict[int, Slot] = {}
-        self._requeue: dict[int, asyncio.TimerHandle] = {}
+        self._requeue: dict[int, TimerHandle] = {}
         self._closed = False
         self._shut = False
         self._disk_full = False  # the last write of new events failed for a full disk
@@ -263,7 +271,7 @@ class DiskBuffer:
             except SpoolUnavailable:
                 if not wait:
                     raise
-                await asyncio.sleep(WRITE_RETRY_SECS)
+                await self._clock.sleep(WRITE_RETRY_SECS)
 
     async def _write(self, events: list[Event], size: int) -> None:
         loop = asyncio.get_running_loop()
@@ -289,8 +297,8 @@ class DiskBuffer:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _commit_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        last = 0.0
+        clock = self._clock
+        last = float("-inf")
         while not self._shut:
             if not self._pending and not self._deletes and not self._dirty:
                 self._idle = True
@@ -304,16 +312,15 @@ class DiskBuffer:
             self._wake.clear()
             if not self._pending and (self._deletes or self._dirty):
                 # Deletes alone: give a write the chance to carry them (one fsync for both).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), DELETE_FLUSH_SECS)
+                await clock.wait(self._wake, DELETE_FLUSH_SECS)
                 self._wake.clear()
             if self._shut:
                 return
             if self._pending and self.interval > 0:
-                delay = last + self.interval - loop.time()
+                delay = last + self.interval - clock.monotonic()
                 if delay > 0:
-                    await asyncio.sleep(delay)
-            last = loop.time()
+                    await clock.sleep(delay)
+            last = clock.monotonic()
             await self._commit_once()
 
     async def _commit_once(self) -> None:
@@ -347,8 +354,7 @@ class DiskBuffer:
         Without it ``/readyz`` would stay not ready until the next put, which a load balancer
         heeding ``/readyz`` may never send.
         """
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), ROOM_PROBE_SECS)
+        await self._clock.wait(self._wake, ROOM_PROBE_SECS)
         if self._wake.is_set() or self._shut:
             return  # work to do: the write itself will tell
         try:
@@ -402,7 +408,7 @@ class DiskBuffer:
             # A full disk fails every request: one line per FAILED_LOG_SECS with the count, not one
             # per request (the log may well be on the same full disk).
             self._unlogged_failures += n
-            now = time.monotonic()
+            now = self._clock.monotonic()
             if now - self._failure_logged_at >= FAILED_LOG_SECS:
                 log.error(
                     "spool write failed; requests refused with 503",
@@ -527,6 +533,9 @@ class DiskBuffer:
             self._disk_events -= n
             self._disk_bytes -= size
             done = rec.done
+            left_n = n if done is None else n - sum(1 for d in done if d)
+            if rec.id < self._first_own_id and left_n:
+                self._metrics.account(rec.source, self.destination).recovered(left_n)
             if done is None:
                 self._open[rec.id] = [n, n]
                 self._hot.extend(
@@ -570,7 +579,7 @@ class DiskBuffer:
         if status == AckStatus.ERRORED:
             if self._shut:
                 return  # stays on disk for the next start
-            self._requeue[key] = asyncio.get_running_loop().call_later(RETAKE_DELAY_SECS, self._offer_again, slot)
+            self._requeue[key] = self._clock.call_later(RETAKE_DELAY_SECS, self._offer_again, slot)
             return
         self._events -= 1
         self._bytes -= len(slot[1])

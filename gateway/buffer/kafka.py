@@ -28,7 +28,6 @@ import logging
 from collections.abc import Collection
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from gateway.acks import AckStatus
@@ -38,7 +37,7 @@ from gateway.buffer.disk import SpoolUnavailable
 from gateway.buffer.memory import MemoryBuffer
 from gateway.errors import BufferFull, Draining
 from gateway.event import Event
-from gateway.kafka.producer import produce_each, producer_kwargs
+from gateway.kafka.producer import produce_each, producer_kwargs, start_producer
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -122,12 +121,9 @@ class KafkaBuffer:
     async def _connected(self) -> Any:
         async with self._lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(**self._kwargs)
                 try:
-                    await asyncio.wait_for(producer.start(), self.timeout)
+                    producer = await start_producer(self._kwargs, self.timeout)
                 except (KafkaError, TimeoutError, OSError) as exc:
-                    with contextlib.suppress(Exception):
-                        await producer.stop()
                     log.warning("kafka buffer: brokers unreachable", extra={"topic": self.topic, "error": repr(exc)})
                     raise self._unavailable("brokers unreachable") from None
                 self._producer = producer

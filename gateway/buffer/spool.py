@@ -35,7 +35,7 @@ import sqlite3
 import sys
 import time
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,8 +161,17 @@ def decode(row: Sequence[Any]) -> Record:
 class Spool:
     """The SQLite file behind a disk buffer (one per destination)."""
 
-    def __init__(self, directory: Path, *, cache_kib: int = 16_384, reserve_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        cache_kib: int = 16_384,
+        reserve_bytes: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        """Monotonic seconds (injected by tests): how often the reserve is remade."""
         self.path = directory / DB_NAME
         self._cache_kib = cache_kib
         self.reserve_path = directory / RESERVE_NAME
@@ -369,7 +378,7 @@ class Spool:
         """Give the reserve back, finish the checkpoint and hand free pages to the filesystem,
         then hold the reserve again; True if it is held.  At most every ``MAKE_ROOM_INTERVAL_SECS``
         (it rewrites the reserve file)."""
-        now = time.monotonic()
+        now = self._clock()
         if now - self._room_made_at < MAKE_ROOM_INTERVAL_SECS:
             return False
         self._room_made_at = now

@@ -13,7 +13,8 @@ class DeadLetter:
     source: str
     destination: str | None
     reason: str
-    """Short machine-readable reason: ``invalid_schema``, ``upstream_rejected``, ``decode_error``..."""
+    """Short machine-readable reason, a :class:`~gateway.telemetry.reasons.Reason` value:
+    ``invalid_event``, ``upstream_rejected``, ``decode_error``...  The codes stay in ``detail``."""
     detail: str
     """Human-readable explanation (never contains secrets)."""
     payload: bytes

@@ -13,12 +13,21 @@
   destination's dead-letter store, once, with secrets masked, counted and resolved REJECTED
   (ERRORED if the store cannot write them: the source re-delivers rather than lose them); the
   rest sent again at once when the sink says so.
+* :class:`~gateway.delivery.sink.Pending` — accepted, not finished (a 202): polled
+  (:func:`~gateway.delivery.poll.poll_until_final`: waits, ``Retry-After``, the
+  ``poll.deadline_secs`` bound, ``gateway_upstream_polls_total``) until the final answer, which
+  the sink classifies like a direct one; if polling gives up, retried as above (reason
+  ``poll_deadline`` / ``poll_lost``), the accepted request named among the retried ids.
 
 The driver owns the delivery metrics (``gateway_batch_*``, ``gateway_events_forwarded_total``,
 ``gateway_delivery_in_flight_events``,
-``gateway_events_rejected_total{stage="upstream"}``, ``gateway_upstream_retries_total``) and
-every ack of the batch: ``send`` returns only when each is resolved, and if it is cancelled
-resolves what is open as ERRORED.
+``gateway_events_rejected_total{stage="upstream"}``, ``gateway_upstream_retries_total``,
+``gateway_upstream_polls_total``, and
+``gateway_events_dropped_total`` for what it gives up on) and every ack of the batch: ``send``
+returns only when each is resolved, and if it is cancelled resolves what is open as ERRORED.
+Each event of a batch gets exactly one outcome in the accounting (see
+:class:`~gateway.telemetry.metrics.Account`), by its own source; an ERRORED one is counted
+dropped only when ``requeues_errored`` is false (the disk spool offers it again instead).
 """
 
 from __future__ import annotations
@@ -33,11 +42,13 @@ import orjson
 
 from gateway.acks import AckStatus
 from gateway.batching import Batch
-from gateway.delivery.config import RetryConfig
+from gateway.delivery.config import PollConfig, RetryConfig
 from gateway.delivery.deadletter import DeadLetter, DeadLetterStore
+from gateway.delivery.poll import PollGaveUp, poll_until_final
 from gateway.delivery.retry import backoff_secs
-from gateway.delivery.sink import AnswerT, Delivered, Reject, RequestT, Retry, Sink
+from gateway.delivery.sink import AnswerT, Delivered, Outcome, Pending, PollingSink, Reject, RequestT, Retry, Sink
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.reasons import Reason
 from gateway.telemetry.redact import redact
 from gateway.telemetry.tap import TAP
 
@@ -49,7 +60,9 @@ log = logging.getLogger(__name__)
 class DeliveryDriver(Generic[RequestT, AnswerT]):
     """Delivers the batches of one destination through ``sink`` (see the module doc).
 
-    ``sleep`` is the backoff sleep (tests observe delays through it).  The sink's life cycle
+    ``sleep`` is the backoff and poll sleep (tests observe delays through it), ``clock`` the
+    monotonic clock of the poll deadline (tests let time pass through both); ``poll`` the
+    polling policy of a sink that answers :class:`~gateway.delivery.sink.Pending`.  The sink's life cycle
     and readiness (``start``, ``stop``, ``check``, ``credentials_refused``) are reached through
     the driver, which is what a :class:`~gateway.pipeline.Destination` drives.
     """
@@ -61,14 +74,22 @@ class DeliveryDriver(Generic[RequestT, AnswerT]):
         metrics: Metrics,
         deadletters: DeadLetterStore,
         *,
+        poll: PollConfig | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        requeues_errored: bool = False,
     ) -> None:
         self.sink = sink
+        self.requeues_errored = requeues_errored
+        """The buffer takes ERRORED events back and offers them again (the disk spool): they
+        stay in flight in the accounting rather than count as dropped."""
         self.destination = sink.destination
         self.retry = retry
+        self.poll = poll if poll is not None else PollConfig()
         self._metrics = metrics
         self._deadletters = deadletters
         self._sleep = sleep
+        self._clock = clock
 
     def __repr__(self) -> str:
         return f"DeliveryDriver({self.sink!r})"
@@ -102,32 +123,61 @@ class DeliveryDriver(Generic[RequestT, AnswerT]):
             in_flight.dec(len(batch))
 
     async def _send(self, batch: Batch) -> None:
+        # Batch indexes without an outcome yet, kept up to date in place by _deliver so that
+        # whatever ends it (cancellation, a bug) accounts for exactly the rest.
+        todo = list(range(len(batch)))
         try:
             if self.sink.stopped:
-                batch.resolve_all(AckStatus.ERRORED, "sink not running")
+                self._errored(batch, todo, Reason.SINK_STOPPED, "sink not running")
                 return
-            await self._deliver(batch)
+            await self._deliver(batch, todo)
         except asyncio.CancelledError:
-            batch.resolve_all(AckStatus.ERRORED, "cancelled (shutdown)")
+            self._errored(batch, todo, Reason.SHUTDOWN, "cancelled (shutdown)")
             raise
         except Exception:
             log.exception("sink error on a batch", extra={"destination": self.destination})
-            batch.resolve_all(AckStatus.ERRORED, "internal error")
-        if batch.ack.open_count:  # a bug if so; the contract says every ack is resolved
+            self._errored(batch, todo, Reason.INTERNAL_ERROR, "internal error")
+        if todo or batch.ack.open_count:  # a bug if so; the contract says every ack is resolved
             log.error("batch left with open acks", extra={"destination": self.destination})
+            self._errored(batch, todo, Reason.INTERNAL_ERROR, "internal error")
             batch.resolve_all(AckStatus.ERRORED, "internal error")
 
-    async def _deliver(self, batch: Batch) -> None:
+    def _count(self, batch: Batch, indexes: Sequence[int] | None) -> dict[str, int]:
+        """Events per source among ``indexes`` of ``batch`` (None: all); usually one source."""
+        events = batch.events
+        if indexes is None or len(indexes) == len(events):
+            first = events[0].source
+            if all(e.source == first for e in events):  # the usual batch: one source
+                return {first: len(events)}
+            chosen: Sequence[Any] = events
+        else:
+            chosen = [events[i] for i in indexes]
+        counts: dict[str, int] = {}
+        for e in chosen:
+            counts[e.source] = counts.get(e.source, 0) + 1
+        return counts
+
+    def _errored(self, batch: Batch, todo: list[int], reason: Reason, detail: str) -> None:
+        """Resolve ``todo`` ERRORED and account for them (dropped, unless the buffer retakes them)."""
+        if not todo:
+            return
+        self._resolve(batch, todo, AckStatus.ERRORED, detail)
+        if not self.requeues_errored:
+            for source, k in self._count(batch, todo).items():
+                self._metrics.account(source, self.destination).dropped(reason, k)
+        todo.clear()
+
+    async def _deliver(self, batch: Batch, todo: list[int]) -> None:
         sink = self.sink
         n = len(batch)
-        pending = list(range(n))  # batch indexes still to deliver; request position j ↔ pending[j]
+        pending = todo  # batch indexes still to deliver; request position j ↔ pending[j]
         retried_ids: list[str] = []  # request ids of earlier attempts, for the upstream to de-duplicate
         failures = 0  # retriable failures so far (backoff exponent, max_attempts)
         at_once_used = False
         observed = False
         while pending:
             if sink.stopped:
-                self._resolve(batch, pending, AckStatus.ERRORED, "sink stopped")
+                self._errored(batch, pending, Reason.SINK_STOPPED, "sink stopped")
                 return
             events = batch.events if len(pending) == n else [batch.events[i] for i in pending]
             request = sink.build_request(events, retried_ids)
@@ -144,15 +194,25 @@ class DeliveryDriver(Generic[RequestT, AnswerT]):
                 error = exc
 
             if sink.stopped:  # stop() closed the sink under this call: not the upstream's fault
-                self._resolve(batch, pending, AckStatus.ERRORED, "sink stopped")
+                self._errored(batch, pending, Reason.SINK_STOPPED, "sink stopped")
                 return
 
-            outcome = await sink.classify(answer, error, len(pending), at_once_used=at_once_used)
+            outcome = await self._final(
+                await sink.classify(answer, error, len(pending), at_once_used=at_once_used),
+                retried_ids,
+                len(pending),
+                at_once_used=at_once_used,
+            )
+            if outcome is None:  # stop() closed the sink under a poll
+                self._errored(batch, pending, Reason.SINK_STOPPED, "sink stopped")
+                return
 
             if isinstance(outcome, Delivered):
                 # pending holds distinct ascending indexes: as many as the batch is every one.
                 batch.ack.resolve_many(None if len(pending) == n else pending, AckStatus.DELIVERED, outcome.results)
-                self._metrics.events_forwarded.labels(self.destination).inc(len(pending))
+                for source, k in self._count(batch, pending).items():
+                    self._metrics.account(source, self.destination).forwarded(k)
+                pending.clear()
                 if TAP.active:  # tap point "delivered" (issue 16): one call per batch, for every sink
                     TAP.delivered(self.destination, events)
                 return
@@ -169,10 +229,10 @@ class DeliveryDriver(Generic[RequestT, AnswerT]):
                         "upstream retries exhausted; events errored",
                         extra={"destination": self.destination, "attempts": failures, "last_error": outcome.what},
                     )
-                    self._resolve(
+                    self._errored(
                         batch,
                         pending,
-                        AckStatus.ERRORED,
+                        Reason.RETRIES_EXHAUSTED,
                         f"upstream failed after {failures} attempts: {outcome.what}",
                     )
                     return
@@ -192,7 +252,33 @@ class DeliveryDriver(Generic[RequestT, AnswerT]):
                 await self._sleep(delay)
                 continue
 
-            pending = await self._rejected(batch, pending, outcome)
+            pending[:] = await self._rejected(batch, pending, outcome)
+
+    async def _final(
+        self, outcome: Outcome, retried_ids: list[str], sent: int, *, at_once_used: bool
+    ) -> Delivered | Retry | Reject | None:
+        """``outcome``, or for a :class:`Pending` one, how the sink classifies the final answer
+        its polls get; a poll that gives up is a :class:`Retry` (the send is made again).  None
+        when the sink stopped meanwhile."""
+        if not isinstance(outcome, Pending):
+            return outcome
+        sink = self.sink
+        if not isinstance(sink, PollingSink):
+            raise TypeError(f"{sink!r} answered Pending but does not classify polls")
+        while isinstance(outcome, Pending):
+            try:
+                answer, error = await poll_until_final(
+                    sink, outcome, self.poll, retried_ids, count=self._count_poll, sleep=self._sleep, clock=self._clock
+                )
+            except PollGaveUp as exc:
+                return Retry(f"poll_{exc.outcome}", str(exc))
+            if sink.stopped:
+                return None
+            outcome = await sink.classify(answer, error, sent, at_once_used=at_once_used)
+        return outcome
+
+    def _count_poll(self, outcome: str) -> None:
+        self._metrics.upstream_polls.labels(self.destination, outcome).inc()
 
     async def _rejected(self, batch: Batch, pending: list[int], outcome: Reject) -> list[int]:
         """Dead-letter what ``outcome`` refuses; returns the batch indexes still to send."""
@@ -207,14 +293,17 @@ class DeliveryDriver(Generic[RequestT, AnswerT]):
         """Dead-letter, count and resolve REJECTED; if the dead letters cannot be written, ERRORED.
 
         The errors keep the upstream's words (for the operator: dead-letter store, Kafka
-        dead-letter topic) with registered secrets masked; webhook answers keep only codes."""
+        dead-letter topic) with registered secrets masked; webhook answers keep only codes.
+        The dead letter's reason and the metric's are the sink's (``upstream_rejected``,
+        ``config_error``), in the one vocabulary; the upstream's codes stay in the detail."""
+        reason = Reason(dl_reason)
         rejected = [(i, [_masked(e) for e in errs]) for i, errs in rejected]
         now = time.time()
         letters = [
             DeadLetter(
                 source=batch.events[i].source,
                 destination=self.destination,
-                reason=dl_reason,
+                reason=reason.value,
                 detail=orjson.dumps(errs).decode(),
                 payload=batch.events[i].item,
                 received_at=now,
@@ -226,17 +315,14 @@ class DeliveryDriver(Generic[RequestT, AnswerT]):
         except Exception:
             # Not recorded anywhere: let the source re-deliver rather than lose them.
             log.exception("dead-letter write failed; events errored", extra={"destination": self.destination})
-            for i, _ in rejected:
-                batch.ack.resolve_one(i, AckStatus.ERRORED, "dead-letter write failed")
+            self._errored(batch, [i for i, _ in rejected], Reason.DEADLETTER_FAILED, "dead-letter write failed")
             return
-        counts: dict[tuple[str, str], int] = {}
         for i, errs in rejected:
-            code = str(errs[0].get("code") or "unknown") if errs else "unknown"
-            key = (batch.events[i].source, code)
-            counts[key] = counts.get(key, 0) + 1
             batch.ack.resolve_one(i, AckStatus.REJECTED, errs)
-        for (source, code), k in counts.items():
-            self._metrics.events_rejected.labels(source, self.destination, "upstream", code).inc(k)
+        for source, k in self._count(batch, [i for i, _ in rejected]).items():
+            self._metrics.account(source, self.destination).rejected("upstream", reason, k)
+        if TAP.active:  # tap point "rejected" (issue 16): the upstream's refusals too, one call per batch
+            TAP.rejected(self.destination, [batch.events[i] for i, _ in rejected], [errs for _, errs in rejected])
 
     @staticmethod
     def _resolve(batch: Batch, indexes: list[int], status: AckStatus, detail: Any) -> None:

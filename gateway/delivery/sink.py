@@ -3,25 +3,41 @@
 The split is Vector's (``RequestBuilder`` / ``Service`` / ``RetryLogic``):
 
 * :meth:`Sink.build_request` turns the events still to send into one request;
-* :meth:`Sink.call` sends it and returns the upstream's answer (a sink that must poll an
-  accepted-but-not-done answer, like Pangea's 202, does it here);
+* :meth:`Sink.call` sends it and returns the upstream's answer;
 * :meth:`Sink.classify` names what the answer (or the exception ``call`` raised) means, as one
-  of :class:`Delivered`, :class:`Retry` or :class:`Reject`.
+  of :class:`Delivered`, :class:`Retry` or :class:`Reject` (or :class:`Pending`, below).
 
-Everything else (batching, the retry loop and its backoff, dead-lettering exactly once,
-metrics, resolving every ack) is the :class:`~gateway.delivery.driver.DeliveryDriver`'s, so a
-new sink is one folder with these pieces, its configuration and its authentication.
+Everything else (batching, the retry loop and its backoff, 202 polling, dead-lettering exactly
+once, metrics, resolving every ack) is the :class:`~gateway.delivery.driver.DeliveryDriver`'s, so
+a new sink is one folder with these pieces, its configuration and its authentication.
+
+An upstream that may accept a request without finishing it (Pangea's 202) has its sink classify
+that answer :class:`Pending`, naming the request that asks for the result, and implement
+:meth:`PollingSink.classify_poll`: the driver waits, polls and gives up
+(:func:`gateway.delivery.poll.poll_until_final`); the final answer is classified like a direct
+one.  A sink whose upstream answers at once (Kafka) knows nothing of this.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from gateway.event import Event
 
-__all__ = ["Delivered", "Outcome", "Reject", "Request", "Retry", "Sink"]
+__all__ = [
+    "Delivered",
+    "Outcome",
+    "Pending",
+    "PollOutcome",
+    "Polled",
+    "PollingSink",
+    "Reject",
+    "Request",
+    "Retry",
+    "Sink",
+]
 
 
 class Request(Protocol):
@@ -67,10 +83,45 @@ class Reject:
     rest: str = "reject"
 
 
-Outcome = Delivered | Retry | Reject
-
 RequestT = TypeVar("RequestT", bound=Request)
 AnswerT = TypeVar("AnswerT")
+
+
+@dataclass(slots=True, frozen=True)
+class Pending(Generic[RequestT]):
+    """Accepted but not finished (an HTTP 202): the driver polls for the final answer.
+
+    ``poll`` is the sink's request for the result (None: the answer names nothing to poll, so
+    the driver gives up at once, outcome ``lost``); ``after_secs`` the upstream's floor on the
+    first wait (``Retry-After``); ``request_id`` the upstream's id of the accepted request, for
+    logs.  If polling gives up the batch is sent again, naming the accepted request among the
+    retried ids: the upstream may have stored it, so this is at-least-once."""
+
+    poll: RequestT | None
+    after_secs: float | None = None
+    request_id: str | None = None
+
+
+Outcome = Delivered | Retry | Reject | Pending[Any]
+
+PollOutcome = Literal["pending", "error", "done", "failed", "lost"]
+"""The ``outcome`` label of ``gateway_upstream_polls_total`` for one poll's answer (the driver
+adds ``deadline`` when it stops polling on its own)."""
+
+
+@dataclass(slots=True, frozen=True)
+class Polled(Generic[RequestT]):
+    """What one poll's answer means.
+
+    ``pending`` (still accepted) and ``error`` (a transient failure of the poll): poll again,
+    with ``poll`` if given (the upstream may move the location) and ``after_secs`` as the
+    upstream's floor on the wait.  ``done`` and ``failed``: the answer is the final one, which
+    :meth:`Sink.classify` then classifies like a direct answer.  ``lost``: the upstream does
+    not know the request; polling gives up."""
+
+    outcome: PollOutcome
+    poll: RequestT | None = None
+    after_secs: float | None = None
 
 
 class Sink(Protocol[RequestT, AnswerT]):
@@ -117,4 +168,14 @@ class Sink(Protocol[RequestT, AnswerT]):
         """What ``answer`` to ``sent`` events (or the ``error`` ``call`` raised) means.  May
         update the sink's readiness (a refused credential, a configuration problem).  Raises
         ``error`` again when it is a bug rather than an upstream failure."""
+        ...
+
+
+@runtime_checkable
+class PollingSink(Sink[RequestT, AnswerT], Protocol):
+    """A sink whose upstream may answer :class:`Pending`: it classifies the answers to its polls too."""
+
+    def classify_poll(self, answer: AnswerT | None, error: BaseException | None) -> Polled[RequestT]:
+        """What the answer to the poll request just sent by :meth:`Sink.call` (or the exception
+        it raised) means for the polling.  Never raises."""
         ...

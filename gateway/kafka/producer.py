@@ -10,9 +10,11 @@ every acknowledgement, a refused send becoming that message's error).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from gateway.kafka.config import KafkaSecurity
@@ -27,6 +29,7 @@ __all__ = [
     "detail_header",
     "produce_each",
     "producer_kwargs",
+    "start_producer",
 ]
 
 HEADER_REASON = "x-gateway-reason"
@@ -73,6 +76,20 @@ def producer_kwargs(
     if request_timeout_secs is not None:
         kwargs["request_timeout_ms"] = int(request_timeout_secs * 1000)
     return kwargs
+
+
+async def start_producer(kwargs: dict[str, Any], timeout_secs: float | None = None) -> Any:
+    """A started ``AIOKafkaProducer`` of ``kwargs`` (see :func:`producer_kwargs`): the one place
+    the gateway makes one.  Raises what starting raised (``TimeoutError`` past
+    ``timeout_secs``), the half-started producer stopped."""
+    producer = AIOKafkaProducer(**kwargs)
+    try:
+        await asyncio.wait_for(producer.start(), timeout_secs)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        raise
+    return producer
 
 
 def detail_header(text: str) -> bytes:

@@ -20,12 +20,11 @@ What the SDK checks (``pangea/services/audit/util.py``):
 
 The fast path serialises with orjson.  It is byte-identical to the stdlib canonical form for the
 values a validated event can hold (str, int within 64 bits, bool, nested dicts with ASCII keys);
-``canonical_json`` is the stdlib reference used for anything else and by the tests.
+the tests check it against the SDK's own ``canonicalize_json``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from hashlib import sha256
@@ -37,7 +36,6 @@ __all__ = [
     "BLOCK_LEVEL",
     "MerkleFrontier",
     "NodeSource",
-    "canonical_json",
     "consistency_proof",
     "envelope_bytes",
     "fold_root",
@@ -66,11 +64,6 @@ def format_timestamp(dt: datetime) -> str:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def canonical_json(obj: Any) -> bytes:
-    """The SDK's ``canonicalize_json``: the reference encoding the fast path must equal."""
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
 def envelope_bytes(

@@ -455,12 +455,6 @@ class Store:
         assert tree.writer_nodes is not None
         return consistency_proof(tree.writer_nodes, old_size, new_size)
 
-    def root_at(self, tree: Tree, size: int) -> bytes:
-        """Root of the first ``size`` leaves (worker thread)."""
-        assert tree.reader_nodes is not None
-        with self._reader_lock:
-            return range_hash(tree.reader_nodes, 0, size)
-
     def root_with_proof(self, tree: Tree, size: int) -> tuple[bytes, list[str] | None]:
         """Root of the first ``size`` leaves and the consistency proof from ``size - 1`` (worker thread)."""
         assert tree.reader_nodes is not None

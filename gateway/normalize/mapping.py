@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["MapSpec", "Mapping", "compile_path", "compile_paths", "first", "get", "is_empty", "lookup"]
+__all__ = ["MapSpec", "Mapping", "compile_path", "compile_paths", "first", "get", "is_empty"]
 
 MapSpec = dict[str, str | list[str] | dict[str, Any]]
 """The configuration type of a mapping spec (as the webhook/Kafka config should declare ``map``)."""
@@ -63,11 +63,6 @@ def get(record: Any, path: Path) -> Any:
         if cur is None:
             return None
     return cur
-
-
-def lookup(record: Any, path: str) -> Any:
-    """The value at a dotted path (``"data.user_name"``, ``"target.0.id"``), or ``None``."""
-    return get(record, compile_path(path))
 
 
 _SIZED = (str, list, dict)  # a tuple: `str | list | dict` would build a union object on every call

@@ -388,11 +388,6 @@ class Schema:
         return cls(fields, policy)
 
     @property
-    def field_ids(self) -> frozenset[str]:
-        """The ids of the schema's fields."""
-        return frozenset(self._spec)
-
-    @property
     def fields(self) -> tuple[SchemaFieldConfig, ...]:
         """The schema's fields, in order."""
         return self._fields

@@ -21,6 +21,7 @@ from gateway.normalize.signing import Signer
 from gateway.pipeline.config import DestinationConfig
 from gateway.sinks.base import Sink
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.reasons import Reason
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,9 @@ class Destination:
                     await self.sink.send(batch)
                 except Exception:  # a sink bug must not lose the acks or kill the worker
                     log.exception("sink failed on a batch", extra={"destination": self.name})
-                    batch.resolve_all(AckStatus.ERRORED, "internal error")
+                    self._give_up(
+                        [e for e in batch.events if not e.ack.resolved], Reason.INTERNAL_ERROR, "internal error"
+                    )
                 finally:
                     self._inflight.discard(batch)
 
@@ -120,12 +123,10 @@ class Destination:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        for batch in list(self._inflight):
-            batch.resolve_all(AckStatus.ERRORED, "shutdown")
+        for batch in list(self._inflight):  # the driver resolved (and counted) its own; a bug if not
+            self._give_up([e for e in batch.events if not e.ack.resolved], Reason.SHUTDOWN, "shutdown")
         left = self.buffer.drain_nowait()
-        for ev in left:
-            if not ev.ack.resolved:
-                ev.ack.resolve(AckStatus.ERRORED, "shutdown")
+        self._give_up(left, Reason.SHUTDOWN, "shutdown")
         if not (in_flight or left):
             return
         if self.keeps_undelivered:
@@ -134,7 +135,6 @@ class Destination:
                 extra={"destination": self.name, "in_flight": in_flight, "buffered": len(left)},
             )
             return
-        self.metrics.events_dropped.labels(self.name, "shutdown").inc(in_flight + len(left))
         log.warning(
             "shutdown deadline: events dropped undelivered (their senders were not answered 2xx)",
             extra={
@@ -145,6 +145,17 @@ class Destination:
                 "buffered": len(left),
             },
         )
+
+    def _give_up(self, events: list[Event], reason: Reason, detail: str) -> None:
+        """Resolve the open ones ERRORED; count them all dropped unless the spool keeps them."""
+        counts: dict[str, int] = {}
+        for ev in events:
+            if not ev.ack.resolved:
+                ev.ack.resolve(AckStatus.ERRORED, detail)
+            counts[ev.source] = counts.get(ev.source, 0) + 1
+        if not self.keeps_undelivered:
+            for source, n in counts.items():
+                self.metrics.account(source, self.name).dropped(reason, n)
 
 
 class _Share:
@@ -249,6 +260,11 @@ class FanOut:
         for e, s in zip(events, shares, strict=True):
             if s.placed == n:
                 self._open.pop(id(e.ack), None)
+
+    def unplaced(self, events: list[Event]) -> list[int]:
+        """Per destination (in order), how many of ``events`` have no copy in its buffer yet."""
+        placed = [s.placed if (s := self._open.get(id(e.ack))) is not None else 0 for e in events]
+        return [sum(1 for p in placed if p <= i) for i in range(len(self.destinations))]
 
     def abandon(self, events: list[Event]) -> None:
         """Give up on ``events`` not yet in every buffer: their missing copies resolve ERRORED."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
@@ -21,13 +21,14 @@ import orjson
 
 from gateway.acks import Ack, AckGroup
 from gateway.dedup import DedupWindow
-from gateway.errors import BufferFull, Draining, GatewayError, GatewayUnavailable
+from gateway.errors import BufferFull, GatewayError, GatewayUnavailable
 from gateway.event import Event, encode_item
 from gateway.normalize.fastpath import FastPath
 from gateway.normalize.schema import EventInvalid
-from gateway.pipeline import Target
+from gateway.pipeline import FanOut, Target
 from gateway.sinks.deadletter.base import DeadLetter, DeadLetterStore
-from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.metrics import Account, Metrics
+from gateway.telemetry.reasons import Reason, refusal_reason, rejection_reason
 from gateway.telemetry.tap import TAP
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ class Candidate:
     """``signature`` / ``public_key`` to send beside the event."""
     dedup_key: str | None = None
     errors: list[dict[str, str]] = field(default_factory=list)
+
+
+Declined = tuple[list[tuple[bytes, str | None]], list[Candidate]]
+"""What admission made of a value the compiled path declined: the (item, dedup key) of each
+valid record, and the invalid candidates."""
 
 
 @dataclass(slots=True)
@@ -88,7 +94,61 @@ class Admitter:
         self.metrics = metrics
         self.deadletters = deadletters
         self._check_restrictions = check_restrictions
-        self._m_received = metrics.events_received.labels(source)
+        # One account per destination copy (a fan-out source's event counts once in each).
+        names = [d.name for d in destination.destinations] if isinstance(destination, FanOut) else [destination.name]
+        self._accounts: list[Account] = [metrics.account(source, name) for name in names]
+
+    def prepare_values(
+        self,
+        values: list[bytes | None],
+        candidates_of: Callable[[int], list[Candidate]],
+        *,
+        compiled: bool = True,
+    ) -> tuple[list[bytes | None], dict[int, Declined]]:
+        """Admission of a batch of raw values (a Kafka poll), each one record's JSON or more.
+
+        With ``compiled`` and neither restrictions nor signing, the destination's compiled
+        schema (:meth:`Schema.fast_path`) turns each value it accepts straight into its item,
+        list by list; every value it declines (or all, without it) is decoded by
+        ``candidates_of(index)`` into candidates and takes :meth:`prepare`.  Returns the item
+        of each value that became exactly one event (no dedup key), whichever path made it,
+        else ``None`` and, by index in the second part, what :meth:`prepare` made of the
+        value's candidates (:data:`Declined`).  Counts the events received and publishes the
+        tap points; the caller buffers the items and refuses the invalid candidates
+        (:meth:`count_rejected`, :meth:`rejection`).
+        """
+        fast = self.destination.fast_path() if compiled and self._check_restrictions is None else None
+        items: list[bytes | None] = fast.items(values) if fast is not None else [None] * len(values)
+        slow: dict[int, Declined] = {}
+        n = len(values)
+        if not all(items):  # no None (an item is never empty): `None not in` compares, at thrice the cost
+            for i, item in enumerate(items):
+                if item is None:
+                    cands = candidates_of(i)
+                    try:
+                        valid, invalid = self.prepare(cands)
+                    except Exception as exc:  # not bad data for the schema: still never stall a stream on it
+                        log.exception("normalization failed", extra={"source": self.source})
+                        detail = str(exc) or type(exc).__name__
+                        for cand in cands:
+                            cand.errors = [{"code": "BadFormat", "detail": detail, "source": cand.pointer}]
+                        valid, invalid = [], list(cands)
+                    n += len(cands) - 1
+                    # Only items and dedup keys are kept, and the common one event of a value in
+                    # the item list: a poll's parsed records, events and per-value containers
+                    # held until the end of the batch cost more in GC than normalizing them.
+                    if len(valid) == 1 and not invalid and valid[0][2].dedup_key is None:
+                        items[i] = valid[0][1]
+                    else:
+                        slow[i] = ([(it, cand.dedup_key) for _i, it, cand in valid], invalid)
+        for acct in self._accounts:
+            acct.received(n)
+        if TAP.active:
+            rejected = [c for _v, inv in slow.values() for c in inv]
+            one_each = (item for item in items if item is not None)
+            more = (item for v, _inv in slow.values() for item, _key in v)
+            TAP.admission(self.source, self.destination.name, values, [*one_each, *more], rejected)
+        return items, slow
 
     @property
     def takes_items(self) -> bool:
@@ -162,15 +222,19 @@ class Admitter:
         ids: admitted as they are, with no per-event work here.  Only when this admitter checks
         no restrictions and the tap is off (its points show the records as received).
         """
+        accounts = self._accounts
         if items is not None:
             valid: list[tuple[int, bytes, Candidate]] = []
             invalid: list[Candidate] = []
-            self._m_received.inc(len(items))
+            for acct in accounts:
+                acct.received(len(items))
         else:
-            self._m_received.inc(len(candidates))
+            for acct in accounts:
+                acct.received(len(candidates))
             valid, invalid = self.prepare(candidates)
             if TAP.active:  # tap points received, normalized, rejected (issue 16): one call per batch
-                TAP.admission(self.source, self.destination.name, candidates, valid, invalid)
+                originals = [cand.original for cand in candidates]
+                TAP.admission(self.source, self.destination.name, originals, [item for _i, item, _c in valid], invalid)
         # --- dedup hook (issue 4): duplicates resolve DELIVERED and are not submitted ---
         tracker = self.dedup.tracker(self.source, request_key, retried_keys) if self.dedup is not None else None
         n_valid = len(items) if items is not None else len(valid)
@@ -185,32 +249,34 @@ class Admitter:
                 for n, (_i, item, cand) in enumerate(valid)
             ]
         if tracker is not None:
-            events = await tracker.screen(events, group)
+            screened = await tracker.screen(events, group)
+            if len(screened) != len(events):
+                for acct in accounts:
+                    acct.duplicates(len(events) - len(screened))
+            events = screened
         if events:
             try:
                 await self.destination.submit(events, wait=wait_for_room)
             except BaseException as exc:
                 if tracker is not None:
                     tracker.abandon()
-                abandon = getattr(self.destination, "abandon", None)  # a fan-out: copies placed so far
-                if abandon is not None:
-                    abandon(events)
-                if type(exc) is BufferFull and getattr(self.destination.sink, "credentials_refused", False):
+                # Not admitted, invalid ones included (the sender resends the whole request);
+                # a fan-out's copies already placed stay and are delivered, counted there.
+                destination = self.destination
+                unplaced = destination.unplaced(events) if isinstance(destination, FanOut) else [len(events)]
+                if isinstance(destination, FanOut):
+                    destination.abandon(events)
+                credentials = type(exc) is BufferFull and getattr(destination.sink, "credentials_refused", False)
+                reason = Reason.CREDENTIALS if credentials else refusal_reason(exc)
+                for acct, n in zip(accounts, unplaced, strict=True):
+                    self._count_refused(acct, reason, n + len(invalid))
+                if credentials:
                     # Full because the upstream refuses the gateway's own credential: our fault, 503.
-                    self._count_refused(len(events), "credentials")
+                    assert isinstance(exc, BufferFull)
                     raise GatewayUnavailable(
                         "the gateway cannot deliver yet (the upstream refuses its credentials); retry later",
                         retry_after_secs=exc.retry_after_secs,
                     ) from None
-                if isinstance(exc, BufferFull):
-                    reason = (
-                        "draining"
-                        if isinstance(exc, Draining)
-                        else "unavailable"
-                        if isinstance(exc, GatewayUnavailable)
-                        else "buffer_full"
-                    )
-                    self._count_refused(len(events), reason)
                 raise
         # --- end of dedup hook ---
         errors: list[dict[str, str]] = []
@@ -221,30 +287,46 @@ class Admitter:
             return Admission(group, list(range(n_valid)), errors, 0, n_valid, pointer_template)
         return Admission(group, [i for i, _item, _c in valid], errors, len(invalid), len(candidates), pointer_template)
 
-    def _count_refused(self, n: int, reason: str) -> None:
-        """Events not admitted: the sender is answered 429/503 and keeps them (accounting:
-        received = forwarded + rejected + refused + dropped + duplicates + buffered + in flight)."""
-        self.metrics.events_refused.labels(self.source, self.destination.name, reason).inc(n)
+    @staticmethod
+    def _count_refused(acct: Account, reason: Reason, n: int) -> None:
+        """Events not admitted: the sender is answered 429/503 and keeps them."""
+        if n:
+            acct.refused(reason, n)
+
+    @staticmethod
+    def rejection(cand: Candidate) -> tuple[Reason, str]:
+        """The dead-letter reason and detail of a candidate refused at intake, wherever it is
+        dead-lettered (the dead-letter store, a Kafka source's dead-letter topic); the Pangea
+        codes stay in the detail."""
+        return _reason_of(cand), orjson.dumps(cand.errors).decode()
+
+    def count_rejected(self, invalid: Iterable[Candidate]) -> None:
+        """Count candidates refused at intake, by the vocabulary's reason of their first error."""
+        reasons: dict[Reason, int] = {}
+        for cand in invalid:
+            reason = _reason_of(cand)
+            reasons[reason] = reasons.get(reason, 0) + 1
+        for reason, n in reasons.items():
+            for acct in self._accounts:
+                acct.rejected("intake", reason, n)
 
     async def reject_invalid(self, invalid: Sequence[Candidate]) -> None:
-        reasons: dict[str, int] = {}
+        """Dead-letter and count events refused at intake."""
         letters = []
         now = time.time()
         for cand in invalid:
-            code = cand.errors[0]["code"] if cand.errors else "invalid"
-            reasons[code] = reasons.get(code, 0) + 1
+            reason, detail = self.rejection(cand)
             letters.append(
                 DeadLetter(
                     source=self.source,
                     destination=self.destination.name,
-                    reason="forbidden_field_value" if code == "ForbiddenFieldValue" else "invalid_event",
-                    detail=orjson.dumps(cand.errors).decode(),
+                    reason=reason.value,
+                    detail=detail,
                     payload=_payload_bytes(cand.original),
                     received_at=now,
                 )
             )
-        for code, n in reasons.items():
-            self.metrics.events_rejected.labels(self.source, self.destination.name, "intake", code).inc(n)
+        self.count_rejected(invalid)
         try:
             await self.deadletters.write(letters)
         except GatewayError:
@@ -262,6 +344,16 @@ def _compiled_items(fast: FastPath, candidates: Sequence[Candidate]) -> list[byt
     about a third of the cost of ``normalize`` + ``encode_item`` (issue 18).
     """
     return fast.fields_items([None if c.fields is None or c.extras else c.fields for c in candidates])
+
+
+def _reason_of(cand: Candidate) -> Reason:
+    """The vocabulary's reason for a refused candidate: ``decode_error`` for a record that could
+    not be read at all (no fields, ``BadFormat``: a Kafka message that is not JSON), else what
+    its first error's code says."""
+    code = cand.errors[0]["code"] if cand.errors else None
+    if cand.fields is None and code == "BadFormat":
+        return Reason.DECODE_ERROR
+    return rejection_reason(code, Reason.INVALID_EVENT)
 
 
 def _payload_bytes(original: Any) -> bytes:

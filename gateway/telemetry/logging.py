@@ -34,6 +34,11 @@ class JsonFormatter(logging.Formatter):
         return redact(orjson.dumps(out, default=str).decode())
 
 
+def set_level(level: str) -> None:
+    """Change the level of the running process (a reload of ``log_level``)."""
+    logging.getLogger().setLevel(level.upper())
+
+
 def setup_logging(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())

@@ -20,15 +20,72 @@ from prometheus_client import (
 )
 
 from gateway import version
+from gateway.telemetry.reasons import Reason
 
 # `*_created` series double every counter's cardinality and no dashboard here reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
+
+
+class Account:
+    """The terms of the accounting equation for one (source, destination), counted here only.
+
+    ``received + recovered = forwarded + duplicates + rejected + refused + dropped + in_flight``
+    holds at every moment between two awaits: each method moves ``n`` events from one term to
+    another in one synchronous step, and ``in_flight`` (a gauge) holds what has no outcome yet.
+    Callers count once per batch (``n``), never per event; the label children are cached.
+    A fan-out source's event is one copy per destination, each accounted in its own pair.
+    """
+
+    __slots__ = ("_forwarded", "_in_flight", "_labels", "_metrics", "_received")
+
+    def __init__(self, metrics: Metrics, source: str, destination: str) -> None:
+        self._metrics = metrics
+        self._labels = (source, destination)
+        self._received = metrics.events_received.labels(source, destination)
+        self._forwarded = metrics.events_forwarded.labels(source, destination)
+        self._in_flight = metrics.events_in_flight.labels(source, destination)
+
+    def received(self, n: int) -> None:
+        """``n`` events read by the source: in flight until one of the methods below."""
+        self._received.inc(n)
+        self._in_flight.inc(n)
+
+    def recovered(self, n: int) -> None:
+        """``n`` events read back from a disk spool an earlier run left: in flight again."""
+        self._metrics.events_recovered.labels(*self._labels).inc(n)
+        self._in_flight.inc(n)
+
+    def forwarded(self, n: int) -> None:
+        """``n`` events the upstream accepted."""
+        self._forwarded.inc(n)
+        self._in_flight.dec(n)
+
+    def duplicates(self, n: int) -> None:
+        """``n`` events resolved delivered as duplicates of an accepted id, not sent."""
+        self._metrics.duplicates.labels(*self._labels).inc(n)
+        self._in_flight.dec(n)
+
+    def rejected(self, stage: str, reason: Reason, n: int) -> None:
+        """``n`` events refused for good (``stage`` intake or upstream) and dead-lettered."""
+        self._metrics.events_rejected.labels(*self._labels, stage, reason.value).inc(n)
+        self._in_flight.dec(n)
+
+    def refused(self, reason: Reason, n: int) -> None:
+        """``n`` events not admitted: the sender keeps them (429/503)."""
+        self._metrics.events_refused.labels(*self._labels, reason.value).inc(n)
+        self._in_flight.dec(n)
+
+    def dropped(self, reason: Reason, n: int) -> None:
+        """``n`` events given up on undelivered, never answered 2xx."""
+        self._metrics.events_dropped.labels(*self._labels, reason.value).inc(n)
+        self._in_flight.dec(n)
 
 
 class Metrics:
     """All metrics on one registry; tests and the embedded server each get their own."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self._accounts: dict[tuple[str, str], Account] = {}
         self.registry = registry or CollectorRegistry()
         r = self.registry
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ... (Linux /proc).
@@ -37,40 +94,46 @@ class Metrics:
         self.build_info.info({"version": version(), "python": platform.python_version()})
         self.events_received = Counter(
             "gateway_events_received_total",
-            "Events accepted at intake, before normalization.",
-            ["source"],
+            "Events read by a source, before normalization; a fan-out source's events count once per"
+            " destination (each copy is accounted on its own).",
+            ["source", "destination"],
             registry=r,
         )
         self.events_forwarded = Counter(
             "gateway_events_forwarded_total",
             "Events the upstream accepted.",
-            ["destination"],
+            ["source", "destination"],
             registry=r,
         )
         self.events_refused = Counter(
             "gateway_events_refused_total",
-            "Events answered 429/503 at intake and not admitted (the sender keeps and resends them), by reason:"
-            " buffer_full, credentials (the upstream refuses the gateway's own), unavailable (the spool cannot"
-            " write), draining.",
+            "Events not admitted at intake (the sender keeps and resends them): answered 429/503, or the"
+            " request went away while waiting; with the request's invalid events.  By reason: buffer_full,"
+            " credentials (the upstream refuses the gateway's own), unavailable (the spool cannot write),"
+            " draining, cancelled.",
             ["source", "destination", "reason"],
             registry=r,
         )
         self.events_rejected = Counter(
             "gateway_events_rejected_total",
-            "Events refused for good (at intake or by the upstream), by stage and reason.",
+            "Events refused for good and dead-lettered (stage intake or upstream), by reason: invalid_event,"
+            " forbidden_field_value, decode_error, upstream_rejected, config_error.",
             ["source", "destination", "stage", "reason"],
             registry=r,
         )
         self.events_dropped = Counter(
             "gateway_events_dropped_total",
             "Events given up on undelivered and never answered 2xx, by reason: shutdown (the stop's deadline,"
-            " buffered or in flight), revoked (a revoked partition, read again by its new owner).",
-            ["destination", "reason"],
+            " buffered or in flight), revoked (a revoked partition, read again by its new owner),"
+            " retries_exhausted, sink_stopped, deadletter_failed, internal_error.  Not counted where the"
+            " buffer keeps them (the disk spool sends them again).",
+            ["source", "destination", "reason"],
             registry=r,
         )
         self.requests_refused = Counter(
             "gateway_intake_requests_refused_total",
-            "Intake requests refused as a whole, by reason (auth, too_large, buffer_full, ...).",
+            "Intake requests refused as a whole, by reason (auth, too_large, rate_limited, bad_request,"
+            " buffer_full, credentials, unavailable, draining, ...).",
             ["source", "reason"],
             registry=r,
         )
@@ -124,6 +187,21 @@ class Metrics:
             ["destination"],
             registry=r,
         )
+        self.events_recovered = Counter(
+            "gateway_events_recovered_total",
+            "Events a disk spool held from an earlier run of the gateway, read back to be sent: on the"
+            " received side of the accounting (they were counted received by that run).",
+            ["source", "destination"],
+            registry=r,
+        )
+        self.events_in_flight = Gauge(
+            "gateway_events_in_flight_events",
+            "Events received (or recovered) and not yet accounted for: being admitted, buffered, sent,"
+            " retried or polled.  received + recovered = forwarded + duplicates + rejected + refused +"
+            " dropped + this, per source and destination.",
+            ["source", "destination"],
+            registry=r,
+        )
         self.buffer_events = Gauge("gateway_buffer_events", "Events held in the buffer.", ["destination"], registry=r)
         self.delivery_in_flight_events = Gauge(
             "gateway_delivery_in_flight_events",
@@ -143,7 +221,7 @@ class Metrics:
         )
         self.deadletters = Counter(
             "gateway_deadletters_total",
-            "Events written to the dead-letter store, by reason.",
+            "Events written to the dead-letter store, by reason (the vocabulary of gateway_events_rejected_total).",
             ["source", "reason"],
             registry=r,
         )
@@ -157,8 +235,8 @@ class Metrics:
         )
         self.duplicates = Counter(
             "gateway_duplicates_dropped_total",
-            "Events dropped as duplicates of an already accepted id.",
-            ["source"],
+            "Events dropped as duplicates of an already accepted id (resolved delivered).",
+            ["source", "destination"],
             registry=r,
         )
         # Kafka
@@ -191,7 +269,8 @@ class Metrics:
         )
         self.kafka_deadlettered = Counter(
             "gateway_kafka_deadlettered_total",
-            "Kafka messages sent to the dead-letter topic, by reason.",
+            "Kafka messages sent to the dead-letter topic, by reason (the vocabulary of"
+            " gateway_events_rejected_total).",
             ["source", "reason"],
             registry=r,
         )
@@ -214,3 +293,11 @@ class Metrics:
             ["source"],
             registry=r,
         )
+
+    def account(self, source: str, destination: str) -> Account:
+        """The accounting terms of ``source`` → ``destination`` (one object per pair, kept)."""
+        key = (source, destination)
+        acct = self._accounts.get(key)
+        if acct is None:
+            acct = self._accounts[key] = Account(self, source, destination)
+        return acct

@@ -4,8 +4,9 @@ Read by metric name (not through :class:`~gateway.telemetry.metrics.Metrics` att
 a metric added or renamed by the delivery side keeps showing up here without an edit: a series
 that does not exist simply reads 0 (or ``None`` for the in-flight gauge).
 
-Per source: ``received`` (accepted at intake), ``rejected`` (refused for good, at intake or
-upstream), ``dead_lettered``, ``refused_requests`` (whole requests refused), ``duplicates``.
+Per source: ``received`` (read at intake, once per destination of a fan-out), ``rejected``
+(refused for good, at intake or upstream), ``dead_lettered``, ``refused`` (events not admitted,
+kept by their sender), ``refused_requests`` (whole requests refused), ``duplicates``.
 Per destination: ``delivered``, ``rejected``, ``dropped``, ``retries`` (upstream calls retried),
 ``buffered`` (events held) and ``in_flight`` (events taken from the buffer and not yet resolved,
 retrying ones included), when the gauge exists.
@@ -23,6 +24,7 @@ _FIGURES: dict[str, tuple[str, str, str]] = {
     "gateway_events_received_total": ("source", "sources", "received"),
     "gateway_events_rejected_total": ("source", "sources", "rejected"),
     "gateway_deadletters_total": ("source", "sources", "dead_lettered"),
+    "gateway_events_refused_total": ("source", "sources", "refused"),
     "gateway_intake_requests_refused_total": ("source", "sources", "refused_requests"),
     "gateway_duplicates_dropped_total": ("source", "sources", "duplicates"),
     "gateway_events_forwarded_total": ("destination", "destinations", "delivered"),
@@ -34,7 +36,7 @@ _DEST_REJECTED = "gateway_events_rejected_total"
 IN_FLIGHT_GAUGES = ("gateway_delivery_in_flight_events",)
 """Gauges of events out of the buffer and not yet resolved, by ``destination``: read when present."""
 
-_SOURCE_FIGURES = ("received", "rejected", "dead_lettered", "refused_requests", "duplicates")
+_SOURCE_FIGURES = ("received", "rejected", "dead_lettered", "refused", "refused_requests", "duplicates")
 _DEST_FIGURES = ("delivered", "rejected", "dropped", "retries", "buffered")
 
 

@@ -4,11 +4,12 @@ One process-wide :data:`TAP` hub.  The pipeline calls it at a few points, once p
 ``if TAP.active:`` — a single attribute read while nobody taps, so tapping costs nothing then:
 
 * ``received`` / ``normalized`` / ``rejected``: :meth:`TapHub.admission`, from admission
-  (``gateway.sources.intake.Admitter.admit``): the records as read, the events as normalized,
-  the ones refused at intake with their errors;
-* ``received`` / ``normalized`` of a Kafka source: :meth:`TapHub.consumed`, from
-  ``gateway.sources.kafka.source.KafkaSource`` once a fetched batch is mapped;
-* ``delivered``: :meth:`TapHub.delivered`, from the sink once the upstream stored a batch.
+  (``gateway.sources.intake.Admitter``, for the HTTP routes and the Kafka source alike): the
+  records (Kafka: message values) as read, the events as normalized, the ones refused at
+  intake with their errors;
+* ``delivered``: :meth:`TapHub.delivered`, from the delivery driver once the upstream stored a batch;
+* ``rejected`` by the upstream: :meth:`TapHub.rejected`, from the delivery driver once the refused
+  events are dead-lettered; and a Kafka source's poison messages, as they go to its dead-letter topic.
 
 Each watcher (``GET /tap`` on the admin port) has a bounded queue: when it falls behind, events
 are skipped for it (sampled) and counted, never waited for.  Lines are built only for a watcher
@@ -37,11 +38,6 @@ QUEUE_LINES = 1000
 class _Candidate(Protocol):
     original: Any
     errors: list[dict[str, str]]
-
-
-class _Record(Protocol):
-    @property
-    def value(self) -> bytes | None: ...
 
 
 class _Event(Protocol):
@@ -106,35 +102,23 @@ class TapHub:
         self,
         source: str,
         destination: str,
-        candidates: Sequence[_Candidate],
-        valid: Sequence[tuple[int, bytes, Any]],
+        received: Sequence[Any],
+        items: Sequence[bytes],
         invalid: Sequence[_Candidate],
     ) -> None:
-        """One admitted request or message batch: received, normalized and rejected at once."""
+        """One admitted request or message batch: received (the records as read: bytes or
+        parsed JSON), normalized (the request items) and rejected at once."""
         for w in list(self._watchers):
             if w.wants("received", source, destination):
-                for cand in candidates:
-                    self._offer(w, self._line("received", source, destination, _record(cand.original)))
+                for original in received:
+                    self._offer(w, self._line("received", source, destination, _record(original)))
             if w.wants("normalized", source, destination):
-                for _i, item, _c in valid:
+                for item in items:
                     self._offer(w, self._line("normalized", source, destination, _event_of(item)))
             if w.wants("rejected", source, destination):
                 for cand in invalid:
                     record = _record(cand.original)
                     self._offer(w, self._line("rejected", source, destination, record, errors=cand.errors))
-
-    def consumed(
-        self, source: str, destination: str, records: Iterable[Iterable[_Record]], events: Sequence[_Event]
-    ) -> None:
-        """One batch of Kafka messages (by partition): their values received, their events normalized."""
-        for w in list(self._watchers):
-            if w.wants("received", source, destination):
-                for batch in records:
-                    for rec in batch:
-                        self._offer(w, self._line("received", source, destination, _record(rec.value)))
-            if w.wants("normalized", source, destination):
-                for ev in events:
-                    self._offer(w, self._line("normalized", source, destination, _event_of(ev.item)))
 
     def delivered(self, destination: str, events: Sequence[_Event]) -> None:
         """Events the upstream stored."""
@@ -142,6 +126,13 @@ class TapHub:
             for ev in events:
                 if w.wants("delivered", ev.source, destination):
                     self._offer(w, self._line("delivered", ev.source, destination, _event_of(ev.item)))
+
+    def rejected(self, destination: str, events: Sequence[_Event], errors: Sequence[Any]) -> None:
+        """Events the upstream refused for good (dead-lettered), each with its errors."""
+        for w in list(self._watchers):
+            for ev, errs in zip(events, errors, strict=True):
+                if w.wants("rejected", ev.source, destination):
+                    self._offer(w, self._line("rejected", ev.source, destination, _event_of(ev.item), errors=errs))
 
     # -- internals ------------------------------------------------------------------------------
 

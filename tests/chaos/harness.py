@@ -17,7 +17,10 @@ unique values with ``acks=all``.  *Acknowledged* means a 2xx answer, or a produc
 
 At the end the faults are lifted, the gateway drains and is stopped with SIGTERM (it must
 exit 0), the upstream is stopped and its database read: every acknowledged id must be there
-(``lost == 0``); ids stored more than once are counted as ``duplicated``.
+(``lost == 0``); ids stored more than once are counted as ``duplicated``.  Before the SIGTERM
+the last gateway's ``/metrics`` must balance (issue 16): per source and destination,
+``received + recovered = forwarded + duplicates + rejected + refused + dropped + in_flight``
+(``recovered``: what its spool held from the SIGKILLed runs; see ``tests/support/accounting.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from tests.support.accounting import scrape_and_check
+from tests.support.accounting import table as accounting_table
 from tests.support.procs import Proc, free_port, local_audit, start_gateway
 
 TOKEN = "pts_chaosharnesstoken"
@@ -96,6 +101,10 @@ class Report:
     elapsed_secs: float
     lost_ids: list[str]
     upstream_faults: dict[str, int] = field(default_factory=dict)
+    accounts: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+    """The last gateway's accounting terms per (source, destination), before its SIGTERM."""
+    accounting_error: str | None = None
+    """Why the accounting equation did not hold (with every term), or None."""
 
     def line(self) -> str:
         return (
@@ -116,6 +125,10 @@ class Report:
         rows.append(
             "upstream faults injected: " + ", ".join(f"{k}={v}" for k, v in sorted(self.upstream_faults.items()))
         )
+        rows.append("accounting of the last gateway run:")
+        rows.append(accounting_table(self.accounts))
+        if self.accounting_error is not None:
+            rows.append(self.accounting_error)
         return "\n".join(rows)
 
 
@@ -170,6 +183,8 @@ class Harness:
         self.bootstrap: str | None = None
         self.topic = f"chaos.in.{RUN}"
         self.group = f"chaos-{RUN}"
+        self.accounts: dict[tuple[str, str], dict[str, float]] = {}
+        self.accounting_error: str | None = None
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -330,6 +345,14 @@ class Harness:
                 return
             await asyncio.sleep(1.0)
 
+    async def check_accounting(self) -> None:
+        """The equation on the last gateway's /metrics (exact with what is still in flight)."""
+        pairs = {(kind, "default") for kind, t in self.tallies.items() if t.sent}
+        try:
+            self.accounts = await scrape_and_check(f"http://127.0.0.1:{self.ports['admin']}", pairs=pairs)
+        except AssertionError as exc:
+            self.accounting_error = str(exc)
+
     def report(self, held: Counter[str], started: float, sigterm_exit: int | None, faults: dict[str, int]) -> Report:
         by_kind: dict[str, dict[str, int]] = {}
         lost_ids: list[str] = []
@@ -353,6 +376,8 @@ class Harness:
             elapsed_secs=time.monotonic() - started,
             lost_ids=lost_ids[:20],
             upstream_faults=faults,
+            accounts=self.accounts,
+            accounting_error=self.accounting_error,
         )
 
     async def run(self) -> Report:
@@ -395,6 +420,7 @@ class Harness:
                     await self._alive.wait()
                     await self.wait_drained(upstream_tmp / "local-audit.db")
                     faults = await self.fault_stats(control)
+                    await self.check_accounting()
                 finally:
                     if self.gateway is not None and self.gateway.popen.poll() is None:
                         sigterm_exit = await asyncio.to_thread(self.gateway.terminate, 60.0)

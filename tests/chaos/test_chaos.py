@@ -25,6 +25,7 @@ async def test_short_chaos_run_loses_no_acknowledged_event(tmp_path: Path) -> No
     show(report)
     assert report.kills >= 3
     assert report.lost == 0, f"acknowledged but not delivered: {report.lost_ids}"
+    assert report.accounting_error is None, report.accounting_error
     assert report.acked >= 0.9 * report.sent  # senders retried through the kills and the outage
     for kind in ("auth0", "sdk", "kafka"):
         assert report.by_kind[kind]["acked"] > 0
@@ -52,5 +53,6 @@ async def test_long_chaos_run_loses_no_acknowledged_event(tmp_path: Path) -> Non
     show(report)
     assert report.kills >= 3 and report.sent >= 50_000
     assert report.lost == 0, f"acknowledged but not delivered: {report.lost_ids}"
+    assert report.accounting_error is None, report.accounting_error
     assert report.acked >= 0.95 * report.sent
     assert report.sigterm_exit == 0

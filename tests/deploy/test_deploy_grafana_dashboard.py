@@ -27,7 +27,11 @@ REQUIRED = {
     "gateway_deadletters_total": {"reason"},
     "gateway_intake_requests_refused_total": {"reason"},
     "gateway_connections_refused_total": {"reason"},
-    "gateway_events_dropped_total": {"reason"},
+    "gateway_events_dropped_total": {"source", "destination", "reason"},
+    "gateway_events_refused_total": {"source", "destination", "reason"},
+    # the accounting equation's unresolved term, and the delivery side's retrying events
+    "gateway_events_in_flight_events": {"source", "destination"},
+    "gateway_delivery_in_flight_events": {"destination"},
     "gateway_upstream_in_flight_requests": {"destination"},
     "gateway_config_reloads_total": {"result"},
 }

@@ -120,7 +120,7 @@ async def wait_admitted(proc: Proc, n: int) -> None:
     """Until the SDK source has admitted ``n`` events (admission puts them in the buffer in the
     same turn of the event loop as it counts them, and /metrics is served by that loop)."""
     for _ in range(600):
-        if await metric(proc, 'gateway_events_received_total{source="sdk"}') >= n:
+        if await metric(proc, 'gateway_events_received_total{destination="default",source="sdk"}') >= n:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"the gateway did not admit {n} events:\n{proc.log()}")
@@ -234,7 +234,7 @@ async def test_a_retried_request_id_dedups_only_the_same_events(tmp_path: Path) 
             # A true retry of the first request (the same events): answered 200, not stored again.
             status, _body, _ = await log(first_events, retried=f"{other_id},{first_id}")
             assert status == 200
-            duplicates = await metric(gw, 'gateway_duplicates_dropped_total{source="sdk"}')
+            duplicates = await metric(gw, 'gateway_duplicates_dropped_total{destination="default",source="sdk"}')
     assert sorted(stored_messages(tmp_path / "data" / "local-audit.db")) == sorted(first_events + other_events)
     assert duplicates == 3
 
@@ -308,7 +308,7 @@ async def test_a_stop_that_cuts_the_flush_counts_in_flight_and_buffered_events_a
     await sink.stop()
     assert [g.status for g in groups if g.done] == [AckStatus.ERRORED] * 5  # none answered 2xx
     dropped = metrics.registry.get_sample_value(
-        "gateway_events_dropped_total", {"destination": "default", "reason": "shutdown"}
+        "gateway_events_dropped_total", {"source": "sdk", "destination": "default", "reason": "shutdown"}
     )
     assert dropped == 50  # 10 in flight + 40 buffered
 

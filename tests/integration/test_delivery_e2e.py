@@ -143,5 +143,5 @@ def test_metrics_health_and_readiness_are_served(gw: Proc) -> None:
         assert r.status == 200
     with urllib.request.urlopen(gw.url("admin") + "/metrics", timeout=10) as r:
         text = r.read().decode()
-    assert 'gateway_events_received_total{source="sdk"} 1.0' in text
-    assert 'gateway_events_forwarded_total{destination="default"} 1.0' in text
+    assert 'gateway_events_received_total{destination="default",source="sdk"} 1.0' in text
+    assert 'gateway_events_forwarded_total{destination="default",source="sdk"} 1.0' in text

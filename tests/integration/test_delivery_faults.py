@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from tests.support.accounting import assert_accounting, scrape_and_check
 from tests.support.procs import Proc, gateway, local_audit, rss_kib, stored_messages
 
 TOKEN = "pts_fault_token"
@@ -77,6 +78,9 @@ async def test_ten_thousand_events_all_arrive_through_5xx_429_202_and_latency(tm
             assert statuses == [200] * len(chunks)
             metrics = await fetch_text(gw.url("admin") + "/metrics")
         assert "gateway_upstream_retries_total" in metrics
+    # Every event accounted once: all forwarded (retries and 202 polls count nothing twice).
+    acc = assert_accounting(metrics, quiescent=True)
+    assert acc[("sdk", "default")]["forwarded"] == 10_000
     got = stored_messages(tmp_path / "local-audit.db")
     assert set(got) == set(expected)
     dupes = len(got) - len(set(got))
@@ -127,7 +131,14 @@ async def test_full_buffer_answers_503_to_the_sdk_and_memory_stays_bounded_while
                 )
             # 500 requests of 100 events were offered; the buffer holds 2000: memory must not follow the offer.
             assert peak - baseline < 64 * 1024, (baseline, peak)
+            # Mid-outage, exact with what is still in flight: every offered event is received and
+            # refused (503) or in flight (buffered, retrying); none forwarded, none lost from view.
+            acc = await scrape_and_check(gw.url("admin"))
             gw.kill()
+        sdk = acc[("sdk", "default")]
+        assert sdk["received"] == 100 * len(statuses)
+        assert sdk["refused"] == 100 * statuses.count(503)
+        assert sdk["in_flight"] > 0 and sdk["forwarded"] == 0
 
 
 async def test_sigterm_with_batches_in_flight_loses_no_event_answered_2xx(tmp_path: Path) -> None:

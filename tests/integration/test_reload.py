@@ -250,3 +250,30 @@ async def test_a_reload_changing_a_destination_on_a_disk_buffer_or_a_process_set
         "intake: changes only on restart",
     ]
     assert any("after-refusals" in m for m in stored_messages(tmp_path / "data" / "local-audit.db"))
+
+
+async def test_a_reload_applies_a_changed_log_level_unless_run_log_level_was_given(tmp_path: Path) -> None:
+    body = "destinations: {audit: {}}\nsources: {a: {type: webhook, format: auth0, destination: audit}}\n"
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text("log_level: warning\n" + body)
+    gw = start_gateway(tmp_path, config=cfg)
+    pinned_cfg = tmp_path / "pinned.yaml"
+    pinned_cfg.write_text("log_level: info\n" + body)
+    pinned = start_gateway(tmp_path, config=pinned_cfg, data_dir=tmp_path / "pinned", run_args=["--log-level", "info"])
+    try:
+        async with aiohttp.ClientSession() as http:
+            cfg.write_text("log_level: info\n" + body)
+            await reload_and_wait(http, gw, "ok")  # its "configuration reloaded" line is at info
+            cfg.write_text("log_level: warning\n" + body)
+            await reload_and_wait(http, gw, "ok")  # ... and now below the level
+            pinned_cfg.write_text("log_level: warning\n" + body)
+            await reload_and_wait(http, pinned, "ok")  # --log-level info wins: still shown
+        assert gw.terminate() == 0 and pinned.terminate() == 0
+    finally:
+        gw.kill()
+        pinned.kill()
+    messages = [orjson.loads(line)["message"] for line in gw.log().splitlines() if line.startswith("{")]
+    assert "gateway started" not in messages  # started at warning
+    assert messages.count("configuration reloaded") == 1  # the reload to info, not the one to warning
+    pinned_messages = [orjson.loads(line)["message"] for line in pinned.log().splitlines() if line.startswith("{")]
+    assert pinned_messages.count("configuration reloaded") == 1

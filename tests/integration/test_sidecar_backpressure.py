@@ -97,7 +97,9 @@ async def test_a_full_buffer_makes_the_sdk_retry_by_itself_and_succeed_once_spac
                 buffered = 'gateway_buffer_events{destination="default"}'
                 while await metric(gw, buffered) < 10:
                     fills.append(asyncio.create_task(fill(f"fill{len(fills)}")))
-                    await wait_metric(gw, 'gateway_events_received_total{source="sdk"}', 10 * len(fills))
+                    await wait_metric(
+                        gw, 'gateway_events_received_total{destination="default",source="sdk"}', 10 * len(fills)
+                    )
                     assert len(fills) < 10, gw.log()
 
                 # The app logs with the SDK's own retry loop (more patient than its default of 3).
@@ -115,7 +117,7 @@ async def test_a_full_buffer_makes_the_sdk_retry_by_itself_and_succeed_once_spac
 
                 app = threading.Thread(target=log)
                 app.start()
-                refused = 'gateway_intake_requests_refused_total{reason="BufferFull",source="sdk"}'
+                refused = 'gateway_intake_requests_refused_total{reason="buffer_full",source="sdk"}'
                 await wait_metric(gw, refused, 1)  # the SDK was answered "full" at least once...
                 set_faults(upstream, outage=False)  # ...and space returns with the upstream
                 await asyncio.to_thread(app.join, 60)

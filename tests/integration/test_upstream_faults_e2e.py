@@ -24,7 +24,9 @@ import orjson
 import pytest
 from aiohttp import web
 
+from tests.integration.test_tap import start_tap, wait_watching
 from tests.integration.vendors.harness import deadletters
+from tests.support.accounting import scrape_and_check
 from tests.support.http import serve_on_loopback
 from tests.support.procs import REPO, Proc, local_audit, start_gateway, stored_messages
 
@@ -189,6 +191,8 @@ async def test_garbage_200s_from_the_upstream_are_retried_until_the_real_one_sto
             answers = await asyncio.gather(*(post(s, gw.url() + "/v2/log", sdk_body(m)) for m in sent))
             invalid = await metric(s, gw, "gateway_upstream_retries_total", reason="invalid_answer")
             rejected = await metric(s, gw, "gateway_events_rejected_total")
+            # Every answer is in: every event is accounted for, none still in flight.
+            await scrape_and_check(gw.url("admin"), quiescent=True, pairs={("sdk", "default")})
     finally:
         gw.terminate()
     acked = [m for (status, _h, _b), msgs in zip(answers, sent, strict=True) if status == 200 for m in msgs]
@@ -261,12 +265,16 @@ async def test_a_refused_gateway_credential_holds_events_blames_no_sender_leaks_
             await until(ready, "readiness once the credential works")
             rejected = await metric(s, gw, "gateway_events_rejected_total")
             deadlettered = await metric(s, gw, "gateway_deadletters_total")
+            acc = await scrape_and_check(gw.url("admin"), quiescent=True)
     finally:
         gw.terminate()
     log = gw.log()
 
     statuses = [a[0] for a in answers]
     assert statuses == [200, 200, 200], answers
+    # The short sender's 503 kept its 2 events queued: every event was forwarded, none refused.
+    assert sum(t["refused"] for t in acc.values()) == 0
+    assert sum(t["forwarded"] for t in acc.values()) == 3 + n_auth0 + n_okta + 2
     assert answers[2][2] == b""  # Okta's empty 200
     assert short[0] == 503 and short[1].get("Retry-After"), short
     assert retries > 0 and rejected == 0 and deadlettered == 0
@@ -296,11 +304,21 @@ async def test_an_upstream_rejection_reaches_the_sender_as_code_and_pointer_only
     }
     front.log_answers.append((400, orjson.dumps(rejection)))
     gw = await start(tmp_path, front, "token: ${UPSTREAM_TOKEN}", {"UPSTREAM_TOKEN": TOKEN})
+    tap = start_tap(gw.ports["admin"], "--stage", "rejected", "--limit", "1")
     try:
+        await asyncio.to_thread(wait_watching, gw.url("admin"), 1, tap)
         async with aiohttp.ClientSession() as s:
             status, _headers, body = await post(s, gw.url() + "/v2/log", sdk_body(["kept", "refused"]))
+            acc = await scrape_and_check(gw.url("admin"), quiescent=True)
+        tapped, _ = await asyncio.to_thread(tap.communicate, timeout=30)
     finally:
+        tap.kill()
         gw.terminate()
+    # The tap shows the upstream's refusal (stage rejected), from the delivery driver, masked.
+    [line] = [json.loads(x) for x in tapped.splitlines()]
+    assert (line["stage"], line["source"], line["destination"]) == ("rejected", "sdk", "default")
+    assert line["event"]["message"] == "refused" and line["errors"][0]["code"] == "AboveMaxLength"
+    assert TOKEN not in tapped
     answer = json.loads(body)
     assert status == 400 and answer["summary"] == "1 of 2 events accepted; 1 refused"
     assert answer["result"]["errors"] == [
@@ -316,6 +334,9 @@ async def test_an_upstream_rejection_reaches_the_sender_as_code_and_pointer_only
     # The dead-letter store keeps the upstream's words for the operator, the token masked.
     [letter] = deadletters(tmp_path / "data")
     assert letter["reason"] == "upstream_rejected"
+    # One forwarded, one rejected upstream under the dead letter's reason (the code stays in its detail).
+    assert acc[("sdk", "default")]["forwarded"] == 1 and acc[("sdk", "default")]["rejected"] == 1
+    assert "AboveMaxLength" in letter["detail"]
     assert "your request had Authorization: Bearer ***" in letter["detail"] and TOKEN not in letter["detail"]
 
 
@@ -349,19 +370,7 @@ async def test_a_buffer_full_of_events_waiting_for_a_fixed_credential_answers_50
             token_file.write_text(TOKEN + "\n")  # the operator fixes the mounted Secret
             answer = await asyncio.wait_for(waiting, 30)
             rejected = await metric(s, gw, "gateway_events_rejected_total")
-            accounts = {
-                name: await metric(s, gw, name)
-                for name in (
-                    "gateway_events_received_total",
-                    "gateway_events_forwarded_total",
-                    "gateway_events_rejected_total",
-                    "gateway_events_refused_total",
-                    "gateway_events_dropped_total",
-                    "gateway_duplicates_dropped_total",
-                    "gateway_buffer_events",
-                    "gateway_delivery_in_flight_events",
-                )
-            }
+            acc = await scrape_and_check(gw.url("admin"), quiescent=True)
             refused_full = await metric(s, gw, "gateway_events_refused_total", reason="credentials")
     finally:
         gw.terminate()
@@ -370,12 +379,11 @@ async def test_a_buffer_full_of_events_waiting_for_a_fixed_credential_answers_50
         assert json.loads(body)["status"] == "ServiceNotAvailable"
     assert answer[0] == 200, answer
     assert rejected == 0
-    # Every event received is accounted for once: here forwarded (the 10 queued) or refused
-    # with a 503 (the others, while the credential was refused).
-    received = accounts.pop("gateway_events_received_total")
-    assert received == sum(accounts.values()), accounts
-    assert accounts["gateway_events_forwarded_total"] == 10
-    assert refused_full == accounts["gateway_events_refused_total"] == received - 10
+    # Every event received is accounted for once (scrape_and_check): here forwarded (the 10
+    # queued) or refused with a 503 (the others, while the credential was refused).
+    total = {t: sum(terms[t] for terms in acc.values()) for t in ("received", "forwarded", "refused")}
+    assert total["forwarded"] == 10
+    assert refused_full == total["refused"] == total["received"] - 10
     stored = stored_messages(tmp_path / "local-audit.db")
     assert sorted(stored) == sorted(queued)  # exactly what was answered 200; the 503s were not kept
     assert WRONG_TOKEN not in gw.log() and TOKEN not in gw.log()

@@ -65,7 +65,7 @@ def test_status_the_stats_line_and_the_access_log_show_an_event_through(tmp_path
     assert before["sources"]["auth0"]["received"] == 0 and before["destinations"]["audit"]["delivered"] == 0
     assert status["status"] == "ready" and status["reasons"] == []
     assert status["sources"]["auth0"] == {
-        "received": n, "rejected": 0, "dead_lettered": 0, "refused_requests": 0, "duplicates": 0,
+        "received": n, "rejected": 0, "dead_lettered": 0, "refused": 0, "refused_requests": 0, "duplicates": 0,
     }  # fmt: skip
     dest = status["destinations"]["audit"]
     assert (dest["delivered"], dest["rejected"], dest["dropped"], dest["buffered"]) == (n, 0, 0, 0)

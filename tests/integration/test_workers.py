@@ -70,7 +70,7 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
-SDK_RECEIVED = 'gateway_events_received_total{source="sdk"}'
+SDK_RECEIVED = 'gateway_events_received_total{destination="default",source="sdk"}'
 
 
 def owned_partitions(m: dict[str, float]) -> set[str]:

@@ -3,8 +3,8 @@
 Selected by ``deadletter: {type: kafka, topic: ..., bootstrap_servers: ...}``.  Each dead
 letter is one message: the key is the source name, the value the original bytes, and the
 headers say the rest — ``x-gateway-reason``, ``x-gateway-detail``, ``x-gateway-source``,
-``x-gateway-destination``, ``x-gateway-received-at`` (the header names of the Kafka source's
-own dead-letter topic).
+``x-gateway-destination``, ``x-gateway-received-at``: produced by the one dead-letter producer
+(:mod:`gateway.kafka.deadletter`), as the Kafka source's dead-letter topic is.
 
 A dead letter is never lost: when the brokers do not acknowledge within
 ``produce_timeout_secs`` (or the producer cannot connect) the letters are written to the
@@ -13,35 +13,16 @@ local SQLite store instead, where ``audit-gateway dlq`` finds them.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-
-from gateway.kafka.producer import HEADER_DETAIL, HEADER_REASON, detail_header, produce_each, producer_kwargs
+from gateway.kafka.deadletter import DeadLetterProducer, KafkaDeadLetter
+from gateway.kafka.producer import producer_kwargs
 from gateway.sinks.deadletter.base import DeadLetter
 from gateway.sinks.deadletter.config import DeadLetterConfig
 from gateway.sinks.deadletter.local import LocalDeadLetterStore, count_and_log
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-HEADER_SOURCE = "x-gateway-source"
-HEADER_DESTINATION = "x-gateway-destination"
-HEADER_RECEIVED_AT = "x-gateway-received-at"
-
-
-def headers_of(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    return [
-        (HEADER_REASON, letter.reason.encode()),
-        (HEADER_DETAIL, detail_header(letter.detail)),
-        (HEADER_SOURCE, letter.source.encode()),
-        (HEADER_DESTINATION, (letter.destination or "").encode()),
-        (HEADER_RECEIVED_AT, repr(letter.received_at).encode()),
-    ]
 
 
 class KafkaDeadLetterStore:
@@ -53,40 +34,27 @@ class KafkaDeadLetterStore:
         self.topic = config.topic
         self.fallback = fallback
         self.metrics = metrics
-        self._producer: Any = None
-        self._lock = asyncio.Lock()
-        self._kwargs = producer_kwargs(
-            config.bootstrap_servers,
-            config.security,
-            path="deadletter.security",
-            request_timeout_secs=config.produce_timeout_secs,
+        self.producer = DeadLetterProducer(
+            producer_kwargs(
+                config.bootstrap_servers,
+                config.security,
+                path="deadletter.security",
+                request_timeout_secs=config.produce_timeout_secs,
+            ),
+            what=f"dead-letter topic {self.topic}",
+            connect_timeout_secs=config.produce_timeout_secs,
+            produce_timeout_secs=config.produce_timeout_secs,
         )
 
     async def start(self) -> None:
         """Connect now if the brokers answer; otherwise the first write tries again."""
-        await self._connected()
-
-    async def _connected(self) -> Any:
-        async with self._lock:
-            if self._producer is None:
-                producer = AIOKafkaProducer(**self._kwargs)
-                try:
-                    await asyncio.wait_for(producer.start(), self.config.produce_timeout_secs)
-                except (KafkaError, TimeoutError, OSError) as exc:
-                    with contextlib.suppress(Exception):
-                        await producer.stop()
-                    log.warning("dead-letter topic unreachable", extra={"topic": self.topic, "error": repr(exc)})
-                    return None
-                self._producer = producer
-            return self._producer
+        await self.producer.connect()
 
     async def write(self, letters: list[DeadLetter]) -> None:
         if not letters:
             return
-        producer = await self._connected()
-        failed = letters
-        if producer is not None:
-            failed = await self._produce(producer, letters)
+        results = await self.producer.produce([self._message(d) for d in letters])
+        failed = [d for d, r in zip(letters, results, strict=True) if r is not None]
         if failed:
             log.warning(
                 "dead-letter topic did not take dead letters; writing them locally",
@@ -98,17 +66,12 @@ class KafkaDeadLetterStore:
         if done:
             count_and_log(self.metrics, done)
 
-    async def _produce(self, producer: Any, letters: list[DeadLetter]) -> list[DeadLetter]:
-        messages = [(self.topic, d.source.encode(), d.payload, headers_of(d)) for d in letters]
-        try:
-            results = await produce_each(producer, messages, self.config.produce_timeout_secs)
-        except TimeoutError:
-            return letters
-        return [d for d, r in zip(letters, results, strict=True) if isinstance(r, BaseException)]
+    def _message(self, d: DeadLetter) -> KafkaDeadLetter:
+        """The key is the source name: one source's dead letters stay in order in one partition."""
+        return KafkaDeadLetter(
+            self.topic, d.source.encode(), d.payload, d.reason, d.detail, d.source, d.destination, d.received_at
+        )
 
     async def close(self) -> None:
-        if self._producer is not None:
-            with contextlib.suppress(Exception):
-                await self._producer.stop()
-            self._producer = None
+        await self.producer.close()
         await self.fallback.close()

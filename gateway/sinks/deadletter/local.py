@@ -23,6 +23,7 @@ from typing import Any
 from gateway.errors import GatewayError
 from gateway.sinks.deadletter.base import DeadLetter
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.reasons import Reason, rejection_reason
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +112,12 @@ class LocalDeadLetterStore:
 
 def count_and_log(metrics: Metrics, letters: Sequence[DeadLetter]) -> None:
     """``gateway_deadletters_total{source, reason}`` and one log line per write."""
-    counts: dict[tuple[str, str], int] = {}
+    counts: dict[tuple[str, Reason], int] = {}
     for d in letters:
-        counts[(d.source, d.reason)] = counts.get((d.source, d.reason), 0) + 1
+        key = (d.source, rejection_reason(d.reason))  # the vocabulary, whatever an older writer said
+        counts[key] = counts.get(key, 0) + 1
     for (source, reason), n in counts.items():
-        metrics.deadletters.labels(source, reason).inc(n)
+        metrics.deadletters.labels(source, reason.value).inc(n)
     log.warning("events dead-lettered", extra={"count": len(letters), "reasons": sorted({d.reason for d in letters})})
 
 

@@ -23,12 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from gateway.delivery.sink import Delivered, Outcome, Reject, Retry
 from gateway.event import Event
-from gateway.kafka.producer import produce_each, producer_kwargs
+from gateway.kafka.producer import produce_each, producer_kwargs, start_producer
 from gateway.sinks.kafka.config import KafkaSinkConfig
 
 __all__ = ["KafkaSink"]
@@ -70,7 +69,7 @@ class KafkaSink:
             path=f"destinations.{destination}.sink.security",
             request_timeout_secs=config.produce_timeout_secs,
         )
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: Any = None
         self._lock = asyncio.Lock()
         self._running = False
         self._unreachable = False  # logged once per outage, not per attempt
@@ -117,15 +116,12 @@ class KafkaSink:
             return f"kafka sink cannot reach the brokers of topic {self.topic}"
         return None
 
-    async def _connected(self) -> AIOKafkaProducer:
+    async def _connected(self) -> Any:
         async with self._lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(**self._kwargs)
                 try:
-                    await asyncio.wait_for(producer.start(), self.config.produce_timeout_secs)
+                    producer = await start_producer(self._kwargs, self.config.produce_timeout_secs)
                 except BaseException as exc:
-                    with contextlib.suppress(Exception):
-                        await producer.stop()
                     if not self._unreachable and not isinstance(exc, asyncio.CancelledError):
                         self._unreachable = True
                         log.warning(

@@ -8,7 +8,7 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 
 from gateway.configbase import StrictModel
-from gateway.delivery.config import RetryConfig
+from gateway.delivery.config import PollConfig, RetryConfig
 
 
 class OAuth2Config(StrictModel):
@@ -20,16 +20,6 @@ class OAuth2Config(StrictModel):
     scope: str | None = Field(default=None, description="Optional space-separated scopes to request.")
     refresh_before_expiry_secs: float = Field(
         default=60.0, ge=0, description="Refresh the cached token this long before `expires_in` runs out."
-    )
-
-
-class PollConfig(StrictModel):
-    """Polling of 202-accepted requests until the upstream has the events."""
-
-    initial_delay_secs: float = Field(default=0.2, gt=0, description="Delay before the first poll.")
-    max_delay_secs: float = Field(default=5.0, gt=0, description="Cap of the growing delay between polls.")
-    deadline_secs: float = Field(
-        default=300.0, gt=0, description="Give up polling after this long; the batch is then retried."
     )
 
 

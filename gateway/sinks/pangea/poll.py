@@ -1,45 +1,25 @@
-"""Polling of 202-accepted upstream calls until their result is ready.
+"""What Pangea's 202 polling is made of: where to poll, and what a poll's answer means.
 
 ``/v2/log_async`` always answers 202, and any call may when the upstream is slow; the result is
 then fetched with ``GET result.location`` (else ``/request/{request_id}``), with the same
-credentials, until it answers something other than 202.
-
-At-least-once note: a 202 means the upstream *has* the events (it stores them at 202 time).
-If polling gives up (deadline, or the request id is unknown to the upstream), the sink sends
-the batch again with ``X-Pangea-Retried-Request-Ids`` naming the accepted request; an upstream
-that honours the header de-duplicates, one that does not stores the events twice.  We accept
-that duplicate rather than risk a loss.
+credentials, until it answers something other than 202.  The waiting, the deadline and the
+metric are the delivery driver's (:mod:`gateway.delivery.poll`, the one poll loop); this module
+builds the poll request (:func:`pending`) and classifies its answer (:func:`poll_step`).
 """
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from gateway.delivery.retry import Verdict, classify
-from gateway.errors import RetriableUpstreamError
-from gateway.sinks.pangea.config import PollConfig
-from gateway.sinks.pangea.request_builder import Answer, join_url, resolve_location, same_origin
+from gateway.delivery.sink import Pending, Polled
+from gateway.sinks.pangea.request_builder import Answer, PangeaRequest, join_url, resolve_location, same_origin
 
-__all__ = ["PollGaveUp", "poll_delay", "poll_until_done", "poll_url"]
+__all__ = ["pending", "poll_step", "poll_url"]
 
 log = logging.getLogger(__name__)
-
-
-class PollGaveUp(RetriableUpstreamError):
-    """Polling ended without a result; the call must be made again (retriable by classification).
-
-    ``outcome`` is ``deadline`` (``poll.deadline_secs`` passed) or ``lost`` (the upstream does
-    not know the request, or the 202 named no location and no request id).
-    """
-
-    def __init__(self, outcome: str, request_id: str | None) -> None:
-        super().__init__(f"polling gave up ({outcome}) for request {request_id or '<unknown>'}")
-        self.outcome = outcome
-        self.request_id = request_id
 
 
 def poll_url(base_url: str, accepted: Answer, *, by_request_id: bool = True) -> str | None:
@@ -68,69 +48,36 @@ def poll_url(base_url: str, accepted: Answer, *, by_request_id: bool = True) -> 
     return None
 
 
-def poll_delay(n: int, config: PollConfig) -> float:
-    """The ``n``-th delay (0-based): doubling from ``initial_delay_secs``, capped at ``max_delay_secs``."""
-    return min(config.max_delay_secs, config.initial_delay_secs * 2.0 ** min(n, 62))
-
-
-async def poll_until_done(
-    get: Callable[[str], Awaitable[Answer]],
-    base_url: str,
-    accepted: Answer,
-    config: PollConfig,
-    *,
-    on_outcome: Callable[[str], None] = lambda _outcome: None,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> Answer:
-    """Poll until the accepted call's final answer, and return it.
-
-    ``get(url)`` performs one authenticated GET.  Returns the first non-202 answer that is not
-    a transient failure: a 200 (``outcome=done``) or the original call's error
-    (``outcome=failed``, e.g. a 400 ValidationError found while processing).  Transient
-    failures (per :func:`~gateway.delivery.retry.classify`) are polled through
-    (``outcome=error``).  Raises :class:`PollGaveUp` when the deadline passes or the upstream
-    does not know the request (404).  ``on_outcome`` is told each poll's outcome (metrics).
-    """
-    request_id = accepted.request_id
+def pending(base_url: str, sent: PangeaRequest, accepted: Answer) -> Pending[PangeaRequest]:
+    """The driver's :class:`~gateway.delivery.sink.Pending` for a 202 ``accepted`` answer to ``sent``."""
     url = poll_url(base_url, accepted)
-    if url is None:
-        on_outcome("lost")
-        raise PollGaveUp("lost", request_id)
-    start = clock()
-    n = 0
-    retry_after = accepted.retry_after
-    while True:
-        remaining = config.deadline_secs - (clock() - start)
-        if remaining <= 0:
-            on_outcome("deadline")
-            raise PollGaveUp("deadline", request_id)
-        # The upstream's Retry-After is a floor (it said when to come back); the deadline a ceiling.
-        await sleep(min(remaining, max(poll_delay(n, config), retry_after or 0.0)))
-        n += 1
-        try:
-            answer = await get(url)
-        except Exception as exc:
-            if classify(None, exc) is Verdict.RETRY:
-                on_outcome("error")
-                log.debug("poll failed; polling on", extra={"error": type(exc).__name__})
-                retry_after = None
-                continue
-            raise
-        retry_after = answer.retry_after
-        if answer.status == 202:
-            on_outcome("pending")
-            # A later 202 may move the location; its own request_id is the GET's, not the call's.
-            url = poll_url(base_url, answer, by_request_id=False) or url
-            continue
-        if answer.status == 200:
-            on_outcome("done")
-            return answer
-        if answer.status == 404:
-            on_outcome("lost")
-            raise PollGaveUp("lost", request_id)
-        if classify(answer.status, None) is Verdict.RETRY:
-            on_outcome("error")
-            continue
-        on_outcome("failed")
-        return answer
+    poll = None if url is None else dataclasses.replace(sent, poll_url=url)
+    return Pending(poll, accepted.retry_after, accepted.request_id)
+
+
+def poll_step(
+    base_url: str, polled: PangeaRequest, answer: Answer | None, error: BaseException | None
+) -> Polled[PangeaRequest]:
+    """What the ``answer`` to the poll ``polled`` (or the ``error`` it raised) means.
+
+    A 200 is the final answer (``done``); so is an error answer that is not transient
+    (``failed``, e.g. a 400 ValidationError found while processing: the original call's error).
+    A transient failure (per :func:`~gateway.delivery.retry.classify`) is polled through
+    (``error``), a 202 too (``pending``); a 404 means the upstream does not know the request
+    (``lost``).  An exception that is not transient is final (``failed``): it is classified as
+    the call's.
+    """
+    if error is not None:
+        return Polled("error" if classify(None, error) is Verdict.RETRY else "failed")
+    assert answer is not None
+    if answer.status == 202:
+        # A later 202 may move the location; its own request_id is the GET's, not the call's.
+        url = poll_url(base_url, answer, by_request_id=False)
+        return Polled("pending", None if url is None else dataclasses.replace(polled, poll_url=url), answer.retry_after)
+    if answer.status == 200:
+        return Polled("done")
+    if answer.status == 404:
+        return Polled("lost")
+    if classify(answer.status, None) is Verdict.RETRY:
+        return Polled("error", None, answer.retry_after)
+    return Polled("failed")

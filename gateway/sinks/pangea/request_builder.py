@@ -43,7 +43,7 @@ USER_AGENT = "audit-gateway/0.1"
 
 @dataclass(slots=True, frozen=True)
 class PangeaRequest:
-    """One ``/v2/log`` request: its body and how many events it carries."""
+    """One ``/v2/log`` request: its body and how many events it carries (or a poll of its result)."""
 
     body: bytes
     count: int
@@ -51,6 +51,9 @@ class PangeaRequest:
     """A caller's ``Authorization`` to send it with (pass-through, issue 14); None: the gateway's."""
     v1: bool = False
     """A ``/v1/log`` call (one event with ``v1_members``: its answer carries the proofs the SDK checks)."""
+    poll_url: str | None = None
+    """Set on a poll: ``GET`` this URL for the result of the accepted request whose body, count,
+    credential and kind this keeps (its final answer is classified as that request's)."""
 
     @property
     def nbytes(self) -> int:

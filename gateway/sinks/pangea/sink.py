@@ -1,15 +1,18 @@
 """The Pangea sink: batches to a Pangea-compatible Secure Audit Log (``/v2/log``, ``/v2/log_async``).
 
 One :class:`PangeaSink` per destination.  It implements the three pieces of
-:class:`gateway.delivery.sink.Sink` (build the ``/v2/log`` body, send it and poll a 202,
-classify the answer); the :class:`~gateway.delivery.driver.DeliveryDriver` retries with
-backoff, dead-letters, counts and resolves the acks.  What the answers mean:
+:class:`gateway.delivery.sink.Sink` (build the ``/v2/log`` body, send it, classify the answer:
+a 202 as :class:`~gateway.delivery.sink.Pending`) and the poll hook of
+:class:`~gateway.delivery.sink.PollingSink` (what a poll's answer means); the
+:class:`~gateway.delivery.driver.DeliveryDriver` polls, retries with backoff, dead-letters,
+counts and resolves the acks.  What the answers mean:
 
 * **200** with a Pangea ``Success`` envelope holding one result per event sent — every event
   DELIVERED with its ``result.results[i]`` (``{hash, envelope?}``).  Any other 200 (garbage,
   ``{}``, a wrong count, an answer over the read bound: a proxy or a wrong URL) proves nothing
   was stored: retried like a 5xx, metric reason ``invalid_answer``.
-* **202** — polled (:mod:`.poll`) until the final answer, which is then handled like a direct one.
+* **202** — polled by the driver (:mod:`gateway.delivery.poll`; this sink's :mod:`.poll` says
+  where and what a poll's answer means) until the final answer, which is then handled like a direct one.
   If polling gives up, the batch is sent again with ``X-Pangea-Retried-Request-Ids``; the
   upstream had stored the events at 202 time, so this can duplicate them: delivery is
   at-least-once, never at-most-once.
@@ -57,8 +60,9 @@ from pydantic import ValidationError
 from gateway.batching import Batch
 from gateway.delivery.deadletter import DeadLetterStore
 from gateway.delivery.driver import DeliveryDriver
+from gateway.delivery.poll import poll_until_final
 from gateway.delivery.retry import Verdict, backoff_secs, classify, retry_reason
-from gateway.delivery.sink import Delivered, Outcome, Reject, Retry
+from gateway.delivery.sink import Delivered, Outcome, Polled, Reject, Retry
 from gateway.errors import (
     GatewayError,
     RejectedUpstreamError,
@@ -71,7 +75,7 @@ from gateway.event import Event
 from gateway.normalize.config import SchemaFieldConfig
 from gateway.sinks.pangea.auth import Credentials, credentials_from_config
 from gateway.sinks.pangea.config import UpstreamConfig
-from gateway.sinks.pangea.poll import PollGaveUp, poll_until_done
+from gateway.sinks.pangea.poll import pending, poll_step
 from gateway.sinks.pangea.request_builder import (
     USER_AGENT,
     Answer,
@@ -132,8 +136,9 @@ class PangeaSink:
 
     ``on_invalid_schema`` is called when the upstream answers ``InvalidSchema`` (the
     destination's cached schema is probably stale).  ``credentials`` overrides the ones
-    the configuration names (tests, embedding); ``sleep`` is the poll sleep, and the backoff
-    sleep of :meth:`send` (tests observe delays through it).  ``metrics`` counts the HTTP calls;
+    the configuration names (tests, embedding); ``sleep`` is the poll and backoff sleep of
+    :meth:`send` and :meth:`fetch_schema` (tests observe delays through it), ``clock`` the
+    poll deadline's clock.  ``metrics`` counts the HTTP calls;
     ``deadletters`` is where :meth:`send` (the sink used without a pipeline) dead-letters.
     """
 
@@ -148,6 +153,7 @@ class PangeaSink:
         on_invalid_schema: Callable[[], None] | None = None,
         credentials: Credentials | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.destination = destination
         self.config_id = config_id
@@ -156,6 +162,7 @@ class PangeaSink:
         self._on_invalid_schema = on_invalid_schema
         self._credentials = credentials
         self._sleep = sleep
+        self._clock = clock
         self._base = upstream.url.rstrip("/")
         self._path = "/v2/log" if upstream.endpoint == "log" else "/v2/log_async"
         self._session: aiohttp.ClientSession | None = None
@@ -164,7 +171,9 @@ class PangeaSink:
         self._probe_result: str | None = None
         self._probe_at: float | None = None
         self._probe_lock = asyncio.Lock()
-        self._driver = DeliveryDriver(self, upstream.retry, metrics, deadletters, sleep=sleep)
+        self._driver = DeliveryDriver(
+            self, upstream.retry, metrics, deadletters, poll=upstream.poll, sleep=sleep, clock=clock
+        )
 
     def __repr__(self) -> str:
         return f"PangeaSink(destination={self.destination!r}, url={self._base!r}, endpoint={self._path!r})"
@@ -235,26 +244,34 @@ class PangeaSink:
         return PangeaRequest(log_body(events, self.config_id, verbose=verbose), len(events), first.credential)
 
     async def call(self, request: PangeaRequest, retried_ids: list[str]) -> Answer:
-        """POST the body; a 202 is polled (:mod:`.poll`) until the final answer.  The request id
-        of an answer that may have stored the events goes to ``retried_ids``."""
+        """POST the body, or GET a poll's URL (``request.poll_url``).  The request id of an
+        answer that may have stored the events goes to ``retried_ids``."""
         # classify() reads what was sent (a caller's credential, a /v1/log call) from this task's
         # context: the driver calls both in one task, and other workers' tasks keep their own.
         _SENT.set(request)
         caller = _CALLER_AUTHORIZATION.set(request.credential)
         try:
             body = request.body
-            path = "/v1/log" if request.v1 else self._path
+            # A log call's verbose answer echoes its events (a poll's final answer too).
             bound = _MAX_ANSWER_BYTES + 2 * len(body)
-            answer = await self._request("POST", path, path, body, retried_ids, max_answer_bytes=bound)
-            if answer.status != 200:  # a 200's request id is not needed, nor its body parsed
-                _note_request_id(answer, retried_ids)
-            if answer.status == 202:
-                answer = await self._poll(answer, bound)
+            if request.poll_url is not None:
+                answer = await self._get_result(request.poll_url, bound)
+            else:
+                path = "/v1/log" if request.v1 else self._path
+                answer = await self._request("POST", path, path, body, retried_ids, max_answer_bytes=bound)
+                if answer.status != 200:  # a 200's request id is not needed, nor its body parsed
+                    _note_request_id(answer, retried_ids)
             if answer.status == 200 and not request.v1 and not answer.stored_all(request.count):
                 _note_request_id(answer, retried_ids)  # it may have stored them: let it de-duplicate
             return answer
         finally:
             _CALLER_AUTHORIZATION.reset(caller)
+
+    def classify_poll(self, answer: Answer | None, error: BaseException | None) -> Polled[PangeaRequest]:
+        """What the answer to the poll :meth:`call` just sent means (:func:`.poll.poll_step`)."""
+        polled = _SENT.get()
+        assert polled is not None and polled.poll_url is not None  # the driver polls through call()
+        return poll_step(self._base, polled, answer, error)
 
     async def classify(
         self, answer: Answer | None, error: BaseException | None, sent: int, *, at_once_used: bool
@@ -262,6 +279,9 @@ class PangeaSink:
         """What a ``/v2/log`` answer to ``sent`` events means (see the module doc)."""
         request = _SENT.get()
         v1 = request is not None and request.v1
+        if answer is not None and answer.status == 202 and request is not None:
+            # Accepted, not finished: the driver polls (the request id is in retried_ids already).
+            return pending(self._base, request, answer)
         # Sent with a caller's credential (pass-through): a refusal is the caller's answer, to
         # reject back to it; never a refresh, a pause or a readiness problem of the gateway's.
         caller = request is not None and request.credential is not None
@@ -280,8 +300,6 @@ class PangeaSink:
             await self._credentials_or_raise().invalidate()
             log.info("upstream answered 401; refreshing credentials", extra={"destination": self.destination})
             return Retry("401", answer.describe(), at_once=True)
-        if isinstance(error, PollGaveUp):
-            return Retry(f"poll_{error.outcome}", str(error))
         if isinstance(error, UpstreamCredentialsRefused):
             await self._credentials_refused(error.message)
             return Retry("credentials", error.message)
@@ -392,18 +410,14 @@ class PangeaSink:
     def _count_poll(self, outcome: str) -> None:
         self._metrics.upstream_polls.labels(self.destination, outcome).inc()
 
-    async def _poll(self, accepted: Answer, max_answer_bytes: int = _MAX_ANSWER_BYTES) -> Answer:
-        async def get(url: str) -> Answer:
+    async def _get_result(self, url: str, max_answer_bytes: int) -> Answer:
+        """One poll: ``GET url`` for an accepted request's result."""
+        answer = await self._request("GET", url, "/request", None, (), max_answer_bytes=max_answer_bytes)
+        if _is_unauthorized(answer) and _CALLER_AUTHORIZATION.get() is None:
+            # Same rule as for sends: one refresh, then the answer stands.
+            await self._credentials_or_raise().invalidate()
             answer = await self._request("GET", url, "/request", None, (), max_answer_bytes=max_answer_bytes)
-            if _is_unauthorized(answer) and _CALLER_AUTHORIZATION.get() is None:
-                # Same rule as for sends: one refresh, then the answer stands.
-                await self._credentials_or_raise().invalidate()
-                answer = await self._request("GET", url, "/request", None, (), max_answer_bytes=max_answer_bytes)
-            return answer
-
-        return await poll_until_done(
-            get, self._base, accepted, self.upstream.poll, on_outcome=self._count_poll, sleep=self._sleep
-        )
+        return answer
 
     # -- HTTP ----------------------------------------------------------------------------
 
@@ -471,7 +485,7 @@ class PangeaSink:
             try:
                 answer = await self._request("POST", "/v1/schema", "/v1/schema", body, ())
                 if answer.status == 202:  # slow: any call may be accepted and polled
-                    answer = await self._poll(answer)
+                    answer = await self._poll_schema(answer)
                 what, verdict = answer.describe(), classify(answer.status, None)
             except Exception as exc:
                 if self._stopped():
@@ -517,6 +531,25 @@ class PangeaSink:
             raise RejectedUpstreamError(
                 f"/v1/schema: {what}", http_status=answer.status, pangea_status=answer.pangea_status
             )
+
+    async def _poll_schema(self, accepted: Answer) -> Answer:
+        """The final answer of a 202 to ``/v1/schema``, through the one poll loop (not a delivery:
+        no batch, so no driver).  Raises what the last poll raised, or PollGaveUp (retriable)."""
+        # An empty body: the poll's answer is read up to the plain bound, as any schema answer.
+        sent = PangeaRequest(b"", 0)
+        answer, error = await poll_until_final(
+            self,
+            pending(self._base, sent, accepted),
+            self.upstream.poll,
+            [],
+            count=self._count_poll,
+            sleep=self._sleep,
+            clock=self._clock,
+        )
+        if error is not None:
+            raise error
+        assert answer is not None
+        return answer
 
     # -- readiness -----------------------------------------------------------------------
 

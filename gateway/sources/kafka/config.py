@@ -28,6 +28,13 @@ class KafkaSourceConfig(Targets):
     header_fields: dict[str, str] = Field(
         default_factory=dict, description="Header name -> event field to copy it into (e.g. tenant -> tenant_id)."
     )
+    restrictions: dict[str, list[str]] | None = Field(
+        default=None,
+        description=(
+            "Allowed values per field, as a webhook source's; a violating event is dead-lettered"
+            " (`forbidden_field_value`, code ForbiddenFieldValue)."
+        ),
+    )
     security: KafkaSecurity = Field(default_factory=KafkaSecurity, description="TLS/SASL settings.")
     commit_interval_secs: float = Field(default=1.0, gt=0, description="How often delivered offsets are committed.")
     session_timeout_ms: int = Field(default=30_000, ge=1000, description="Group session timeout.")

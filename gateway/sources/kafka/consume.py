@@ -1,8 +1,14 @@
-"""The Kafka source, message → events: decoding three ways, mapping, poison messages."""
+"""The Kafka source, message → events: what is Kafka's in admission.
+
+The per-event steps (map → restrict → normalize → sign → encode, the compiled fast path,
+the error wording, the tap points and the ``events_received`` count) are the HTTP routes' own:
+:meth:`gateway.sources.intake.Admitter.prepare_values`.  What stays here is only Kafka's:
+decoding a message into candidates (three ways, with the key and header mapping), the
+partition tracker as the ack, and poison → the dead-letter topic.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from itertools import repeat
 from typing import Any
 
@@ -10,9 +16,10 @@ import orjson
 from aiokafka import TopicPartition
 
 from gateway.acks import Ack
-from gateway.event import Event, encode_item
+from gateway.event import Event
 from gateway.normalize.schema import EventInvalid, pointer
 from gateway.normalize.vendors.pangea import signature_of
+from gateway.sources.intake import Candidate, Declined
 from gateway.sources.kafka.deadletter_topic import DeadLetterJob
 from gateway.sources.kafka.offsets import PartitionTracker
 from gateway.sources.kafka.records import KafkaRecord
@@ -39,132 +46,130 @@ class Consuming(SourceState):
         """Turn ``msgs`` of one partition into events (appended to ``out``); poison to the DLQ.
 
         Every message is registered in the tracker before anything can resolve its acks.
-        Format ``pangea`` without key or header mapping first offers each value to the
-        destination's compiled schema (:meth:`Schema.fast_path`); what it declines takes
-        :meth:`_consume_one`.
+        The values go through admission in one batch (:meth:`Admitter.prepare_values`): format
+        ``pangea`` without key or header mapping is offered to the destination's compiled
+        schema first, and what it declines is decoded by :meth:`_candidates`.
         """
         child = self._consumed_children.get(tp.topic)
         if child is None:
             child = self._consumed_children[tp.topic] = self.metrics.kafka_consumed.labels(self.name, tp.topic)
         child.inc(len(msgs))
-        # The compiled path needs the message alone: mapping a key or header edits the event.
-        fast_path = None
-        if self._fast_pangea and self.config.key_field is None and not self.config.header_fields:
-            fast_path = self.destination.fast_path()
-        if fast_path is not None:
-            n_events = self._consume_compiled(msgs, tracker, out, fast_path.items)
-        else:
-            n_events = 0
-            for m in msgs:
-                last = tracker.last_tracked
-                if last is not None and m.offset <= last:
-                    continue  # already tracked by this assignment (a re-fetched duplicate)
-                n_events += self._consume_one(m, tracker, out)
-        self._m_received.inc(n_events)
-
-    def _consume_compiled(
-        self,
-        msgs: list[KafkaRecord],
-        tracker: PartitionTracker,
-        out: list[Event],
-        fast_items: Callable[[list[bytes | None]], list[bytes | None]],
-    ) -> int:
-        """The hot loop: messages the compiled schema accepts become events in runs, each run
-        registered with one :meth:`PartitionTracker.track_many`; any other message takes
-        :meth:`_consume_one` in its place (after the run before it is registered)."""
         last = tracker.last_tracked
         if last is not None and msgs and msgs[0].offset <= last:
             msgs = [m for m in msgs if m.offset > last]  # re-fetched duplicates of this assignment
+        if not msgs:
+            return
         values = list(map(_value_of, msgs))
-        items = fast_items(values)
-        if all(items):  # no None (an item is never empty): `None not in` compares, at thrice the cost
+        # The compiled path needs the message alone: mapping a key or header edits the event.
+        compiled = self._fast_pangea and self.config.key_field is None and not self.config.header_fields
+        items, declined = self.admitter.prepare_values(values, lambda i: self._candidates(msgs[i]), compiled=compiled)
+        if not declined:  # the hot path: every value became one item
             offsets = list(map(_offset_of, msgs))
             if list(map(_key_of, msgs)).count(None) == len(msgs) and not any(map(_headers_of, msgs)):
                 kept: list[Any] = values  # what _kept gives for each: no key, no headers
             else:
                 kept = list(map(_kept, msgs))
-            return self._register_run(tracker, offsets, kept, items, out)  # type: ignore[arg-type]
+            self._register_run(tracker, offsets, kept, items, out)  # type: ignore[arg-type]
+            return
         offsets = []
         kept = []
         run: list[bytes] = []
-        n = 0
-        for m, item in zip(msgs, items, strict=True):
+        for i, (m, item) in enumerate(zip(msgs, items, strict=True)):
             if item is None:
                 if offsets:
-                    n += self._register_run(tracker, offsets, kept, run, out)
+                    self._register_run(tracker, offsets, kept, run, out)
                     offsets, kept, run = [], [], []
-                n += self._consume_one(m, tracker, out)
+                self._register_one(m, tracker, declined[i], out)
                 continue
             offsets.append(m.offset)
             kept.append(_kept(m))
             run.append(item)
         if offsets:
-            n += self._register_run(tracker, offsets, kept, run, out)
-        return n
+            self._register_run(tracker, offsets, kept, run, out)
 
     def _register_run(
         self, tracker: PartitionTracker, offsets: list[int], kept: list[Any], items: list[bytes], out: list[Event]
-    ) -> int:
+    ) -> None:
+        """A run of messages of one event each, registered with one :meth:`PartitionTracker.track_many`."""
         tracker.track_many(offsets, kept)
         out.extend(map(Event, items, map(Ack, repeat(tracker), offsets), repeat(self.name)))
-        return len(items)
 
-    def _consume_one(self, m: KafkaRecord, tracker: PartitionTracker, out: list[Event]) -> int:
-        """One message through the full path; returns the events it became.
+    def _register_one(self, m: KafkaRecord, tracker: PartitionTracker, prepared: Declined, out: list[Event]) -> None:
+        """One message that took the full path: its events, then its invalid records as poison."""
+        valid, invalid = prepared
+        offset = m.offset
+        tracker.track(offset, len(valid) + len(invalid), _kept(m))
+        for item, dedup_key in valid:
+            out.append(Event(item, Ack(tracker, offset), self.name, dedup_key))
+        if invalid:
+            self._poison(tracker, m, invalid)
+
+    def _candidates(self, m: KafkaRecord) -> list[Candidate]:
+        """The candidates of one message: its records, key and headers mapped; an undecodable
+        message is one candidate with a ``BadFormat`` error (dead-lettered as ``decode_error``).
 
         Format ``pangea`` decodes the common value (one JSON object, ``{"event": {...}}`` or a
         bare event) itself, giving exactly what the vendor decoder would; anything else
         (arrays, JSON lines, ``{"events": [...]}``, a BOM, invalid JSON) and the other formats
-        take the vendor's own path, which also words the errors.
+        take the vendor's own decoder, which also words the errors.
         """
-        offset = m.offset
         value = m.value
-        if self._fast_pangea and value is not None:
+        if value is None:
+            return [_undecodable(value, "message has no value (tombstone)")]
+        if self._fast_pangea:
             record: Any
             try:
                 record = orjson.loads(value)
             except orjson.JSONDecodeError:
                 record = None
             if type(record) is dict and "events" not in record:
-                inner = record.get("event")
-                event = inner if type(inner) is dict else record
-                tracker.track(offset, 1, _kept(m))
-                try:
-                    item = self._item(record, event, m)
-                except EventInvalid as exc:
-                    self._poison(tracker, m, "invalid_schema", _detail(exc))
-                    return 0
-                except Exception as exc:
-                    self._poison(tracker, m, "decode_error", _detail(exc))
-                    return 0
-                out.append(Event(item, Ack(tracker, offset), self.name, None))
-                return 1
-        return self._consume_vendor(m, tracker, out)
+                inner = record.get("event")  # pangea.to_event's event, without its copy: the record is ours
+                return [self._candidate(record, "", m, inner if type(inner) is dict else record)]
+        try:
+            records = self._vendor.decode(value)
+        except Exception as exc:
+            return [_undecodable(value, _detail(exc))]
+        if len(records) == 1:
+            return [self._candidate(records[0], "", m)]
+        return [self._candidate(r, f"/{i}", m) for i, r in enumerate(records)]
 
-    def _item(self, record: Any, event: dict[str, Any], m: KafkaRecord) -> bytes:
-        """The request item of one record's event: mapped and normalized, or, signed by the
-        producer (format ``pangea`` with the SDK's ``signature``/``public_key``), kept exactly
-        as signed; raises :class:`EventInvalid`."""
+    def _candidate(self, record: Any, ptr: str, m: KafkaRecord, event: dict[str, Any] | None = None) -> Candidate:
+        """One record's candidate: the vendor's event (or ``event``, already unwrapped) with the
+        key and headers mapped in.
+
+        A producer-signed ``pangea`` record (the SDK's ``signature``/``public_key``) is kept
+        exactly as signed: a key or header that would change it makes it invalid (``BadState``).
+        """
+        dedup = None
+        if event is None:
+            try:
+                event, dedup = self._vendor.to_event(record)
+            except EventInvalid as exc:
+                errors = [{**e, "source": ptr + e.get("source", "")} for e in exc.errors]
+                return Candidate(None, ptr, record, errors=errors)
+            except Exception as exc:
+                return Candidate(
+                    None, ptr, record, errors=[{"code": "BadFormat", "detail": _detail(exc), "source": ptr}]
+                )
         extras = signature_of(record) if self._fast_pangea else None
         if extras is None:
             self._map(event, m)
-            return self.destination.encode(event)
+            return Candidate(event, ptr, record, dedup_key=dedup)
         given = dict(event)
         self._map(event, m)
         changed = sorted(k for k in event if given.get(k) != event[k])
         if changed:
-            raise EventInvalid(
-                [
-                    {
-                        "code": "BadState",
-                        "detail": f"'{k}' would be set from the message key or a header, which would break"
-                        " the event's signature",
-                        "source": pointer(k),
-                    }
-                    for k in changed
-                ]
-            )
-        return encode_item(self.destination.schema.normalize_signed(event, extras), extras)
+            errors = [
+                {
+                    "code": "BadState",
+                    "detail": f"'{k}' would be set from the message key or a header, which would break"
+                    " the event's signature",
+                    "source": ptr + pointer(k),
+                }
+                for k in changed
+            ]
+            return Candidate(None, ptr, record, errors=errors)
+        return Candidate(event, ptr, record, extras, dedup)
 
     def _map(self, event: dict[str, Any], m: KafkaRecord) -> None:
         """Copy the message key and the configured headers into the event."""
@@ -178,38 +183,19 @@ class Consuming(SourceState):
                 if field is not None and hvalue is not None:
                     event[field] = _text(hvalue)
 
-    def _consume_vendor(self, m: KafkaRecord, tracker: PartitionTracker, out: list[Event]) -> int:
-        """One message through the vendor format (any number of records); returns events made."""
-        offset = m.offset
-        value = m.value
-        try:
-            if value is None:
-                raise ValueError("message has no value (tombstone)")
-            records = self._vendor.decode(value)
-        except Exception as exc:
-            tracker.track(offset, 1)
-            self._poison(tracker, m, "decode_error", _detail(exc))
-            return 0
-        tracker.track(offset, len(records), _kept(m))
-        to_event = self._vendor.to_event
-        n = 0
-        for record in records:
-            try:
-                event, dedup = to_event(record)
-                item = self._item(record, event, m)
-            except EventInvalid as exc:
-                self._poison(tracker, m, "invalid_schema", _detail(exc))
-                continue
-            except Exception as exc:
-                self._poison(tracker, m, "decode_error", _detail(exc))
-                continue
-            out.append(Event(item, Ack(tracker, offset), self.name, dedup))
-            n += 1
-        return n
-
-    def _poison(self, tracker: PartitionTracker, m: KafkaRecord, reason: str, detail: str) -> None:
-        self.metrics.events_rejected.labels(self.name, self.config.destination, "intake", reason).inc()
+    def _poison(self, tracker: PartitionTracker, m: KafkaRecord, invalid: list[Candidate]) -> None:
+        """Dead-letter a message's invalid records to the dead-letter topic, worded as admission
+        words them for the dead-letter store (:meth:`Admitter.rejection`)."""
+        self.admitter.count_rejected(invalid)
         headers = list(m.headers or ())
-        self.dlq.put(
-            DeadLetterJob(tracker, tracker.topic, tracker.partition, m.offset, m.key, m.value, headers, reason, detail)
-        )
+        for cand in invalid:
+            reason, detail = self.admitter.rejection(cand)
+            self.dlq.put(
+                DeadLetterJob(
+                    tracker, tracker.topic, tracker.partition, m.offset, m.key, m.value, headers, reason, detail
+                )
+            )
+
+
+def _undecodable(value: bytes | None, detail: str) -> Candidate:
+    return Candidate(None, "", value, errors=[{"code": "BadFormat", "detail": detail, "source": ""}])

@@ -1,11 +1,14 @@
 """The Kafka dead-letter topic: poison messages are produced there, then committed past.
 
-A poison message (undecodable, or invalid for the schema) is
-produced to ``dlq_topic`` (default ``<topic>.dlq``) with its original key and value and
-headers ``x-gateway-reason``, ``x-gateway-detail``, ``x-gateway-source-topic``,
-``x-gateway-source-partition``, ``x-gateway-source-offset`` (the message's own headers
-come first), with ``acks=all``.  Only when the broker has it does the message's offset
-count as done (:meth:`PartitionTracker.dead_lettered`).
+A poison message (undecodable, or refused by admission) is
+produced to ``dlq_topic`` (default ``<topic>.dlq``) with its original key and value by the
+gateway's one dead-letter producer (:class:`gateway.kafka.deadletter.DeadLetterProducer`,
+whose headers the dead-letter store of ``type: kafka`` writes too), with ``acks=all``: the
+message's own headers first, then ``x-gateway-reason``, ``x-gateway-detail``,
+``x-gateway-source``, ``x-gateway-destination``, ``x-gateway-received-at``,
+``x-gateway-source-topic``, ``x-gateway-source-partition``, ``x-gateway-source-offset``.
+What is this module's is the bookkeeping: only when the broker has it does the message's
+offset count as done (:meth:`PartitionTracker.dead_lettered`).
 
 Retriable failures (broker away, leader moving) are retried with backoff for as long as
 the source runs; the partition keeps flowing meanwhile, only its commit position waits.
@@ -23,24 +26,19 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from gateway.delivery.deadletter import DeadLetter, DeadLetterStore
-from gateway.kafka.producer import HEADER_DETAIL, HEADER_REASON, detail_header, produce_each
+from gateway.kafka.deadletter import DeadLetterProducer, KafkaDeadLetter
 from gateway.sources.kafka.offsets import PartitionTracker
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 SEND_BATCH = 500
-
-HEADER_TOPIC = "x-gateway-source-topic"
-HEADER_PARTITION = "x-gateway-source-partition"
-HEADER_OFFSET = "x-gateway-source-offset"
 
 
 @dataclass(slots=True)
@@ -58,6 +56,8 @@ class DeadLetterJob:
     detail: str
     attempts: int = 0
     finished: bool = False
+    received_at: float = field(default_factory=time.time)
+    """When it was found poison."""
 
     def finish(self, written: bool) -> None:
         """Tell the tracker, once: written (the offset may be committed past) or not."""
@@ -68,18 +68,6 @@ class DeadLetterJob:
             self.tracker.dead_lettered(self.offset)
         else:
             self.tracker.dead_letter_failed(self.offset)
-
-
-def dlq_headers(job: DeadLetterJob) -> list[tuple[str, bytes]]:
-    detail = detail_header(job.detail)
-    return [
-        *((k, v) for k, v in job.headers if not k.startswith("x-gateway-")),
-        (HEADER_REASON, job.reason.encode()),
-        (HEADER_DETAIL, detail),
-        (HEADER_TOPIC, job.topic.encode()),
-        (HEADER_PARTITION, str(job.partition).encode()),
-        (HEADER_OFFSET, str(job.offset).encode()),
-    ]
 
 
 class DeadLetterTopic:
@@ -97,13 +85,12 @@ class DeadLetterTopic:
         self.source = source
         self.destination = destination
         self.dlq_topic = dlq_topic
-        self._producer_kwargs = producer_kwargs
+        self._producer = DeadLetterProducer(producer_kwargs, what=f"dead-letter topic of source {source}")
         self._metrics = metrics
         self._store = store
         self._queue: deque[DeadLetterJob] = deque()
         self._wake = asyncio.Event()
         self._inflight: list[DeadLetterJob] = []
-        self._producer: Any = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -126,22 +113,11 @@ class DeadLetterTopic:
         self._queue.append(job)
         self._wake.set()
 
-    async def _connect(self) -> Any:
+    async def _connect(self) -> None:
         backoff = 0.2
-        while True:
-            producer = AIOKafkaProducer(**self._producer_kwargs)
-            try:
-                await producer.start()
-                return producer
-            except KafkaError as exc:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                log.warning(
-                    "dead-letter producer cannot connect; retrying",
-                    extra={"source": self.source, "error": repr(exc)},
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        while not await self._producer.connect():  # it logs why
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -150,8 +126,8 @@ class DeadLetterTopic:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if self._producer is None:
-                self._producer = await self._connect()
+            if not self._producer.connected:
+                await self._connect()
             jobs = [self._queue.popleft() for _ in range(min(SEND_BATCH, len(self._queue)))]
             self._inflight = jobs
             retry = await self._send(jobs)
@@ -165,12 +141,11 @@ class DeadLetterTopic:
 
     async def _send(self, jobs: list[DeadLetterJob]) -> list[DeadLetterJob]:
         """Produce ``jobs``; returns those to retry."""
-        messages = [(self.topic_for(job.topic), job.key, job.value, dlq_headers(job)) for job in jobs]
-        results = await produce_each(self._producer, messages)
+        results = await self._producer.produce([self._letter(job) for job in jobs])
         retry: list[DeadLetterJob] = []
         final: list[tuple[DeadLetterJob, BaseException]] = []
         for job, res in zip(jobs, results, strict=True):
-            if not isinstance(res, BaseException):
+            if res is None:
                 self._metrics.kafka_deadlettered.labels(self.source, job.reason).inc()
                 job.finish(True)
             elif isinstance(res, KafkaError) and not res.retriable:
@@ -188,6 +163,20 @@ class DeadLetterTopic:
         if final:
             await self._to_store(final)
         return retry
+
+    def _letter(self, job: DeadLetterJob) -> KafkaDeadLetter:
+        return KafkaDeadLetter(
+            self.topic_for(job.topic),
+            job.key,
+            job.value,
+            job.reason,
+            job.detail,
+            self.source,
+            self.destination,
+            job.received_at,
+            (job.topic, job.partition, job.offset),
+            job.headers,
+        )
 
     async def _to_store(self, failed: list[tuple[DeadLetterJob, BaseException]]) -> None:
         now = time.time()
@@ -241,7 +230,4 @@ class DeadLetterTopic:
                 "shutdown: dead letters not written; their offsets stay uncommitted",
                 extra={"source": self.source, "count": len(left)},
             )
-        if self._producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._producer.stop(), max(0.5, deadline - loop.time()))
-            self._producer = None
+        await self._producer.close(max(0.5, deadline - loop.time()))

@@ -19,6 +19,7 @@ from gateway.sources.kafka.state import (
     SourceState,
     _released,
 )
+from gateway.telemetry.reasons import Reason
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class FlowControl(SourceState):
         except BaseException:
             # Cancelled (shutdown): what did not get in is dropped; its acks resolve ERRORED
             # so its offsets stay uncommitted.
-            self._drop(events[start:], "shutdown")
+            self._drop(events[start:], Reason.SHUTDOWN)
             raise
 
     async def _submit_waiting(self, chunk: list[Event]) -> None:
@@ -60,28 +61,30 @@ class FlowControl(SourceState):
             except TimeoutError:
                 pass
             except BufferFull:  # the buffer closed: shutting down
-                self._drop(chunk, "shutdown")
+                self._drop(chunk, Reason.SHUTDOWN)
                 return
             gone = [e for e in chunk if _released(e.ack)]
             if gone:
-                self._drop(gone, "revoked")
+                self._drop(gone, Reason.REVOKED)
                 chunk = [e for e in chunk if not _released(e.ack)]
             if loop.time() - last_poll >= keepalive:
                 await self._keepalive_poll()
                 last_poll = loop.time()
 
-    def _drop(self, events: Iterable[Event], reason: str) -> None:
+    def _drop(self, events: Iterable[Event], reason: Reason) -> None:
         events = list(events)
+        # Never buffered (a fan-out: the copies not placed yet), so each leaves the accounting here.
+        unplaced_of = getattr(self.destination, "unplaced", None)
+        unplaced = unplaced_of(events) if unplaced_of is not None else [len(events)]
         abandon = getattr(self.destination, "abandon", None)  # a fan-out: copies placed so far
         if abandon is not None:
             abandon(events)
-        n = 0
         for e in events:
             if not e.ack.resolved:
                 e.ack.resolve(AckStatus.ERRORED, reason)
-                n += 1
-        if n:
-            self.metrics.events_dropped.labels(self.config.destination, reason).inc(n)
+        for acct, n in zip(self._accounts, unplaced, strict=True):
+            if n:
+                acct.dropped(reason, n)
 
     def _keepalive_secs(self) -> float:
         """How long the source may go without polling while paused (a quarter of

@@ -27,14 +27,17 @@ Flow control and failure handling:
   their acks resolve into the discarded tracker and are never committed, so the next owner
   reads them again (a duplicate, never a loss).  On assign, aiokafka starts from the
   committed offset.
-* **Poison** messages (undecodable → ``decode_error``; invalid for the schema →
-  ``invalid_schema``) go to the dead-letter topic (:mod:`gateway.sources.kafka.deadletter_topic`)
+* **Admission** is the webhook routes' (:class:`gateway.sources.intake.Admitter`): the same
+  schema, ``restrictions``, signing, error codes, tap points and counts.
+* **Poison** messages (undecodable → ``decode_error``; refused by admission → ``invalid_event``,
+  or ``forbidden_field_value`` for a restriction, worded as the webhook's dead letter) go to the
+  dead-letter topic (:mod:`gateway.sources.kafka.deadletter_topic`)
   and are then committed past: they never stall a partition.  An event the upstream refuses
   (ack REJECTED) was dead-lettered by the delivery driver to the destination's dead-letter
   store; its offset is committed past, and it is not written to the topic again.
 * **Producer-signed** ``pangea`` records (the SDK's ``signature``/``public_key`` beside
   ``event``) are forwarded exactly as signed; one that normalization or key/header mapping
-  would change is poison (``invalid_schema``, ``BadState``).
+  would change is poison (``invalid_event``, ``BadState``).
 * An event that resolves ERRORED while the partition is still ours (the sink gave up after
   ``retry.max_attempts``, or failed internally) makes the partition be read again from its
   first undelivered offset, after a short hold: nothing is skipped.
@@ -47,16 +50,19 @@ import contextlib
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from gateway.errors import ConfigError
 from gateway.event import Event
+from gateway.kafka.consumer import new_consumer
 from gateway.kafka.producer import producer_kwargs
 from gateway.kafka.security import bootstrap_list, client_kwargs
+from gateway.normalize import restrictions
 from gateway.normalize.vendors import VENDORS
 from gateway.pipeline import Target
 from gateway.sinks.deadletter.base import DeadLetterStore
+from gateway.sources.intake import Admitter
 from gateway.sources.kafka.commits import Committing
 from gateway.sources.kafka.config import KafkaSourceConfig
 from gateway.sources.kafka.consume import Consuming
@@ -73,7 +79,7 @@ from gateway.sources.kafka.state import (
     subscription_pattern,
 )
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.tap import TAP
+from gateway.telemetry.reasons import Reason
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +102,9 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
         self.config = config
         self.destination = destination
         self.metrics = metrics
+        # Admission is the HTTP routes' (intake.Admitter); its invalid events are the source's
+        # poison, dead-lettered to the topic, so the store it is given is never written by it.
+        self.admitter = Admitter(name, destination, metrics, deadletters, restrictions.checker(config.restrictions))
         try:
             self._vendor: Any = VENDORS[config.format]
         except KeyError:
@@ -127,7 +136,7 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
         self._commit_task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._consumed_children: dict[str, Any] = {}
-        self._m_received = metrics.events_received.labels(name)
+        self._accounts = [metrics.account(name, d) for d in config.destinations]  # a fan-out: one per copy
         self._m_paused = metrics.kafka_paused.labels(name)
         self._m_paused.set(0)
 
@@ -188,8 +197,9 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
     def _new_consumer(self) -> Any:
         c = self.config
         install_decoded_records()
-        return AIOKafkaConsumer(
-            bootstrap_servers=self._servers,
+        return new_consumer(
+            self._servers,
+            self._kwargs,
             group_id=c.group_id,
             client_id=f"audit-gateway-{self.name}",
             enable_auto_commit=False,
@@ -203,7 +213,6 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
             fetch_max_bytes=c.fetch_max_bytes,
             # Records as aiokafka decoded them, not wrapped in a ConsumerRecord each (records.py).
             value_deserializer=records_as_decoded,
-            **self._kwargs,
         )
 
     async def _connect(self) -> None:
@@ -304,12 +313,10 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
             except Exception:
                 # A bug, not bad data (that is dead-lettered): never leave a gap in a tracker.
                 log.exception("kafka batch processing failed; reading it again", extra={"source": self.name})
-                self._drop(events, "internal_error")
+                self._drop(events, Reason.INTERNAL_ERROR)
                 self._restart_partitions(data)
                 await asyncio.sleep(1.0)
                 continue
-            if TAP.active:  # tap points received, normalized (issue 16): one call per batch
-                TAP.consumed(self.name, self.destination.name, data.values(), events)
             if events:
                 try:
                     await self._submit(events)

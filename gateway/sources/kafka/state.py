@@ -17,6 +17,7 @@ from aiokafka import TopicPartition
 
 from gateway.acks import Ack
 from gateway.pipeline import Target
+from gateway.sources.intake import Admitter
 from gateway.sources.kafka.config import KafkaSourceConfig
 from gateway.sources.kafka.deadletter_topic import DeadLetterTopic
 from gateway.sources.kafka.offsets import PartitionTracker
@@ -85,6 +86,7 @@ class SourceState:
     destination: Target
     metrics: Metrics
     dlq: DeadLetterTopic
+    admitter: Admitter
     consumer: Any
     trackers: dict[TopicPartition, PartitionTracker]
     _vendor: Any
@@ -100,7 +102,7 @@ class SourceState:
     _commit_task: asyncio.Task[None] | None
     _ready: asyncio.Event
     _consumed_children: dict[str, Any]
-    _m_received: Any
+    _accounts: list[Any]
     _m_paused: Any
 
     async def commit(self, partitions: list[TopicPartition] | None = None) -> None:

@@ -27,6 +27,7 @@ from gateway.sources.webhook.answers import settle
 from gateway.sources.webhook.auth import header_bytes
 from gateway.sources.webhook.body import RequestTimeout, read_body
 from gateway.sources.webhook.config import WebhookSourceConfig
+from gateway.telemetry.reasons import Reason
 
 # HEC's own codes and statuses (Splunk docs, "Troubleshoot HTTP Event Collector").
 SUCCESS = (200, 0, "Success")
@@ -96,15 +97,15 @@ class HecRoute:
             return INVALID_TOKEN
         return None
 
-    def _refused(self, reason: str) -> None:
-        self.admitter.metrics.requests_refused.labels(self.name, reason).inc()
+    def _refused(self, reason: Reason) -> None:
+        self.admitter.metrics.requests_refused.labels(self.name, reason.value).inc()
 
     async def events(self, request: web.Request) -> web.Response:
         return await self._handle(request, raw=False)
 
     async def raw(self, request: web.Request) -> web.Response:
         if not (request.headers.get("X-Splunk-Request-Channel") or request.query.get("channel")):
-            self._refused("channel_missing")
+            self._refused(Reason.BAD_REQUEST)
             return hec_answer(CHANNEL_MISSING)
         return await self._handle(request, raw=True)
 
@@ -116,12 +117,12 @@ class HecRoute:
         try:
             records = hec.decode_raw(body) if raw else hec.decode(body, request.headers.get("Content-Type"))
         except DecodeError as exc:
-            self._refused("decode")
+            self._refused(Reason.DECODE_ERROR)
             return hec_answer(_BY_CODE.get(exc.hec_code or 6, INVALID_DATA_FORMAT), exc.event_number)
         if not records:
             return hec_answer(NO_DATA)
         if len(records) > self.config.max_events_per_request or not check_depth(records, self.config.max_json_depth):
-            self._refused("limits")
+            self._refused(Reason.TOO_LARGE)
             return hec_answer(INVALID_DATA_FORMAT)
         cands: list[Candidate] = []
         for i, rec in enumerate(records):
@@ -140,22 +141,22 @@ class HecRoute:
     async def _handle(self, request: web.Request, *, raw: bool) -> web.Response:
         refused = self._auth(request)
         if refused is not None:
-            self._refused("auth")
+            self._refused(Reason.AUTH)
             return hec_answer(refused)
         try:
             body = await read_body(request, self.config.max_body_bytes)
             adm = await self._admit(request, body, raw)
         except PayloadTooLarge:
-            self._refused("too_large")
+            self._refused(Reason.TOO_LARGE)
             return web.json_response({"text": "Content too large", "code": 6}, status=413)
         except RequestTimeout:
-            self._refused("timeout")
+            self._refused(Reason.TIMEOUT)
             return hec_answer(REQUEST_TIMEOUT)
         except BufferFull:
-            self._refused("buffer_full")
+            self._refused(Reason.BUFFER_FULL)
             return hec_answer(SERVER_BUSY)
         except IntakeError:
-            self._refused("invalid")
+            self._refused(Reason.INVALID_EVENT)
             return hec_answer(INVALID_DATA_FORMAT)
         if isinstance(adm, web.Response):
             return adm

@@ -49,6 +49,7 @@ from gateway.sources.webhook.read_proxy import (
     config_id_of,
     with_config_id,
 )
+from gateway.telemetry.reasons import request_refusal_reason
 
 _V1_KEYS = frozenset({"event", "verbose", "signature", "public_key", "config_id", "prev_root", "return_hash"})
 _V2_KEYS = frozenset({"events", "verbose", "config_id", "prev_root"})
@@ -152,7 +153,7 @@ class PangeaApi:
                 body = await read_body(request, self.config.max_body_bytes)
                 body = self._scoped(body, path, caller)
         except IntakeError as exc:
-            self.admitter.metrics.requests_refused.labels(self.name, type(exc).__name__).inc()
+            self.admitter.metrics.requests_refused.labels(self.name, request_refusal_reason(exc).value).inc()
             return error_response(exc)
         idempotent = method == "GET" or path in IDEMPOTENT
         try:
@@ -317,7 +318,7 @@ class PangeaApi:
         try:
             resp: web.Response = await handler(request, rid, rtime)
         except IntakeError as exc:
-            self.admitter.metrics.requests_refused.labels(self.name, type(exc).__name__).inc()
+            self.admitter.metrics.requests_refused.labels(self.name, request_refusal_reason(exc).value).inc()
             resp = error_response(sdk_retriable(exc), request_id=rid, request_time=rtime)
         # dedup (issue 4): the SDK names the ids of earlier attempts when it retries a request
         resp.headers[REQUEST_ID_HEADER] = rid

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.errors import AuthError, IntakeError, ValidationFailed
+from gateway.errors import IntakeError, ValidationFailed
 from gateway.normalize.limits import check_depth, json_depth_at_most
 from gateway.normalize.mapping import Mapping
 from gateway.normalize.schema import EventInvalid
@@ -30,6 +30,7 @@ from gateway.sources.webhook.auth import SignatureVerifier, check_header, check_
 from gateway.sources.webhook.body import read_body
 from gateway.sources.webhook.config import WebhookSourceConfig
 from gateway.sources.webhook.envelope import envelope, error_response, new_request_id, now_rfc3339
+from gateway.telemetry.reasons import request_refusal_reason
 
 _JSON_DOCUMENT_FORMATS = frozenset({"auth0", "okta", "gitlab", "json"})
 """Formats whose records are the body's JSON documents or parts of them (their decoders take
@@ -197,8 +198,8 @@ class VendorRoute:
                 return web.Response(status=200)  # Okta wants an empty 200/204 body
             return resp
         except IntakeError as exc:
-            reason = "auth" if isinstance(exc, AuthError) else type(exc).__name__
-            self.admitter.metrics.requests_refused.labels(self.name, reason).inc()
+            reason = request_refusal_reason(exc)
+            self.admitter.metrics.requests_refused.labels(self.name, reason.value).inc()
             return error_response(exc, request_id=rid, request_time=rtime)
 
     async def handle_firehose(self, request: web.Request, held: list[bytes]) -> web.Response:
@@ -217,8 +218,8 @@ class VendorRoute:
             status = await settle(adm, self.config.ack_timeout_secs)
             resp = answer(status, adm, {}, request_id=new_request_id(), request_time=now_rfc3339())
         except IntakeError as exc:
-            reason = "auth" if isinstance(exc, AuthError) else type(exc).__name__
-            self.admitter.metrics.requests_refused.labels(self.name, reason).inc()
+            reason = request_refusal_reason(exc)
+            self.admitter.metrics.requests_refused.labels(self.name, reason.value).inc()
             retry = None if exc.retry_after_secs is None else str(max(1, round(exc.retry_after_secs)))
             return firehose_answer(exc.http_status, rid, _firehose_message(exc.message, exc.errors), retry)
         if resp.status == 200:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.kafka.deadletter import HEADER_REASON, HEADER_SOURCE
 from gateway.sinks.deadletter.base import DeadLetter
 from gateway.sinks.deadletter.config import DeadLetterConfig
-from gateway.sinks.deadletter.kafka import HEADER_REASON, HEADER_SOURCE, KafkaDeadLetterStore
+from gateway.sinks.deadletter.kafka import KafkaDeadLetterStore
 from gateway.sinks.deadletter.local import DeadLetterDb, LocalDeadLetterStore
 from gateway.telemetry.metrics import Metrics
 from tests.kafka_broker import create_topic, read_topic

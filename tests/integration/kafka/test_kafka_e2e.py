@@ -17,9 +17,10 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.sources.kafka.deadletter_topic import HEADER_OFFSET, HEADER_REASON, HEADER_TOPIC
+from gateway.kafka.deadletter import HEADER_OFFSET, HEADER_REASON, HEADER_TOPIC
 from tests.integration.kafka.harness import pangea_values
 from tests.kafka_broker import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, committed_and_end_offsets, produce, read_topic
+from tests.support.accounting import scrape_and_check
 from tests.support.procs import Proc, free_port, local_audit, start_gateway, stored_messages
 
 TOKEN = "pts_kafka_e2e_token"
@@ -141,6 +142,8 @@ async def test_100k_events_across_six_partitions_arrive_exactly_once_and_are_com
             await wait_stored(s, la, n, 150, gw)
             end = await wait_committed_to_end(kafka_bootstrap, group_id, topic)
             m = await metrics(s, gw)
+            acc = await scrape_and_check(gw.url("admin"), quiescent=True)
+        assert acc[("app", "default")]["forwarded"] == n
         assert sum(end.values()) == n
         assert metric_sum(m, "gateway_kafka_messages_consumed_total") == n
         assert metric_sum(m, "gateway_kafka_consumer_lag") == 0
@@ -170,6 +173,8 @@ async def kill_and_restart(tmp: Path, bootstrap: str, topic: str, group: str, n:
                 await wait_stored(s, la, n, 180, last)
                 await wait_committed_to_end(bootstrap, group, topic, timeout=120)
                 stats = await la_stats(s, la)
+                # What the last run read again (uncommitted by the killed ones), all accounted for.
+                await scrape_and_check(last.url("admin"), quiescent=True, pairs={("app", "default")})
             finally:
                 assert last.terminate() == 0
     got = Counter(stored_messages(tmp / "local-audit.db"))
@@ -227,6 +232,8 @@ async def test_two_gateways_split_the_partitions_and_the_survivor_takes_over(
                     v for k, v in mb.items() if k.startswith("gateway_kafka_rebalances_total{") and "revoked" in k
                 ]
                 assert sum(revoked) >= 1
+                # The survivor balances, revoked-partition drops included (exact with in-flight events).
+                await scrape_and_check(b.url("admin"), pairs={("app", "default")})
         finally:
             a.kill()
             b.terminate()
@@ -249,6 +256,11 @@ async def test_a_poison_message_lands_on_the_dead_letter_topic_and_its_partition
             await wait_stored(s, la, 200, 60, gw)
             await wait_committed_to_end(kafka_bootstrap, group_id, topic)
             m = await metrics(s, gw)
+            acc = await scrape_and_check(gw.url("admin"), quiescent=True)
+        # The poison message counts as rejected at intake, under the dead-letter topic's reason.
+        assert acc[("app", "default")]["rejected"] == 1 and acc[("app", "default")]["forwarded"] == 200
+        rejected = {k: v for k, v in m.items() if k.startswith("gateway_events_rejected_total{") and v}
+        assert [('reason="decode_error"' in k and 'stage="intake"' in k, v) for k, v in rejected.items()] == [(True, 1)]
         dlq = await read_topic(kafka_bootstrap, f"{topic}.dlq", 1)
         assert len(dlq) == 1
         msg = dlq[0]
@@ -301,6 +313,9 @@ async def test_a_stalled_upstream_pauses_the_consumer_and_rss_stays_bounded(
                 assert consumed <= 5000 + 4 * 1000 + 2000, consumed
                 print(f"stalled upstream: consumed {consumed:.0f} of {n}, peak RSS {peak:.1f} MiB")
                 assert peak < RSS_BOUND_MIB, peak
+                # Mid-stall, exact with what is in flight: every consumed event buffered or retrying.
+                acc = await scrape_and_check(gw.url("admin"))
+                assert acc[("app", "default")]["in_flight"] > 0
                 # the upstream comes back: the partitions resume
                 async with s.post(
                     la.url("local_audit") + "/_faults",

@@ -23,7 +23,7 @@ from pangea.services.audit.models import EventVerification
 from pangea.services.audit.signing import Signer
 from pangea.services.audit.util import canonicalize_event
 
-from gateway.sources.kafka.deadletter_topic import HEADER_OFFSET, HEADER_REASON
+from gateway.kafka.deadletter import HEADER_OFFSET, HEADER_REASON
 from tests.integration.kafka.test_kafka_e2e import TOKEN, run_gateway, wait_committed_to_end, wait_stored, write_config
 from tests.kafka_broker import produce, read_topic
 from tests.support.procs import Proc, local_audit
@@ -80,7 +80,7 @@ async def test_producer_signed_events_keep_their_signature_and_changed_ones_are_
 
     [letter] = dlq
     headers = dict(letter.headers)  # type: ignore[attr-defined]
-    assert headers[HEADER_REASON] == b"invalid_schema" and headers[HEADER_OFFSET] == b"1"
+    assert headers[HEADER_REASON] == b"invalid_event" and headers[HEADER_OFFSET] == b"1"
     assert letter.value == values[1]  # type: ignore[attr-defined]
 
     audit = Audit(TOKEN, config=PangeaConfig(base_url_template=la.url("local_audit")))

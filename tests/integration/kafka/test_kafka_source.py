@@ -8,7 +8,7 @@ import logging
 import orjson
 import pytest
 
-from gateway.sources.kafka.deadletter_topic import (
+from gateway.kafka.deadletter import (
     HEADER_DETAIL,
     HEADER_OFFSET,
     HEADER_PARTITION,
@@ -91,14 +91,14 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_kee
         dlq = await read_topic(kafka_bootstrap, f"{topic}.dlq", 3, timeout=3.0)
         assert len(dlq) == 2  # the rejected event was dead-lettered by whoever rejected it, not here
         by_reason = {dict(m.headers)[HEADER_REASON].decode(): m for m in dlq}  # type: ignore[attr-defined]
-        assert set(by_reason) == {"decode_error", "invalid_schema"}
+        assert set(by_reason) == {"decode_error", "invalid_event"}
         assert by_reason["decode_error"].value == b"{not json"  # type: ignore[attr-defined]
         assert by_reason["decode_error"].key == b"same-key"  # type: ignore[attr-defined]
-        h = dict(by_reason["invalid_schema"].headers)  # type: ignore[attr-defined]
+        h = dict(by_reason["invalid_event"].headers)  # type: ignore[attr-defined]
         assert b"message" in h[HEADER_DETAIL]
         assert h[HEADER_TOPIC] == topic.encode() and h[HEADER_OFFSET] == b"101"
         assert int(h[HEADER_PARTITION]) in range(6)
-        for reason in ("decode_error", "invalid_schema"):
+        for reason in ("decode_error", "invalid_event"):
             assert run.metric("gateway_kafka_deadlettered_total", source="app", reason=reason) == 1
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,6 +28,7 @@ from tests.integration.sinks.upstream_stub import (
     canonical_hash,
     envelope,
 )
+from tests.support.accounting import sample_sum
 
 TOKEN = "pts_stub_token"
 DEST = "default"
@@ -68,8 +70,7 @@ class Harness:
         return self.acks.by_key[key][1]
 
     def counter(self, name: str, **labels: str) -> float:
-        value = self.metrics.registry.get_sample_value(name, labels)
-        return value or 0.0
+        return sample_sum(self.metrics.registry, name, **labels)
 
 
 def _ack(receiver: AckLog, key: int) -> Ack:
@@ -105,6 +106,7 @@ async def make(stub: UpstreamStub) -> AsyncIterator[Any]:
             dead,
             on_invalid_schema=on_invalid_schema,
             sleep=sleep or recorder,
+            clock=recorder.monotonic if sleep is None else time.monotonic,
         )
         await sink.start()
         made.append(sink)
@@ -297,21 +299,87 @@ async def test_poll_deadline_resends_the_batch_naming_the_accepted_request(stub:
         lambda seen: None,  # default: 202, stored, polled forever
         lambda seen: Reply(200, envelope("Success", {"results": [{"hash": "c" * 64}]}, "prq_resent")),
     )
-    h = await make(
-        endpoint="log_async",
-        sleep=asyncio.sleep,
-        poll=PollConfig(initial_delay_secs=0.01, max_delay_secs=0.02, deadline_secs=0.15),
-    )
+    # Five minutes of polling pass on the injected clock, without waiting.
+    h = await make(endpoint="log_async", poll=PollConfig(initial_delay_secs=1, max_delay_secs=30, deadline_secs=300))
     await h.sink.send(h.batch(1))
     first, second = stub.seen("/v2/log_async")
-    polled = {r.path for r in stub.requests if r.path.startswith("/request/")}
-    assert len(polled) == 1
-    accepted_id = polled.pop().rsplit("/", 1)[1]
+    polls = [r.path for r in stub.requests if r.path.startswith("/request/")]
+    assert len(set(polls)) == 1
+    accepted_id = polls[0].rsplit("/", 1)[1]
     assert "X-Pangea-Retried-Request-Ids" not in first.headers
     assert second.headers["X-Pangea-Retried-Request-Ids"] == accepted_id
     assert h.detail(0) == {"hash": "c" * 64}
+    # 1, 2, 4, 8, 16, then 30 s apart until the deadline; the last wait ends at it exactly.
+    poll_waits = h.sleep.delays[: len(polls)]
+    assert poll_waits[:6] == [1, 2, 4, 8, 16, 30]
+    assert sum(poll_waits) == 300
+    assert h.counter("gateway_upstream_polls_total", destination=DEST, outcome="pending") == len(polls)
     assert h.counter("gateway_upstream_polls_total", destination=DEST, outcome="deadline") == 1
     assert h.counter("gateway_upstream_retries_total", destination=DEST, reason="poll_deadline") == 1
+
+
+async def test_a_poll_retry_after_is_a_floor_on_the_next_poll_wait(stub: UpstreamStub, make: Any) -> None:
+    def accepted(seen: Seen) -> Reply:
+        body = envelope("Accepted", {"location": "/request/prq_ra"}, "prq_ra")
+        stub.script(
+            "/request/prq_ra",
+            Reply(202, body, {"Retry-After": "9"}),
+            Reply(200, envelope("Success", {"results": [{"hash": "d" * 64}]}, "prq_ra")),
+        )
+        return Reply(202, body, {"Retry-After": "3"})
+
+    stub.script("/v2/log", accepted)
+    h = await make(poll=PollConfig(initial_delay_secs=0.01, max_delay_secs=0.05, deadline_secs=60))
+    await h.sink.send(h.batch(1))
+    assert h.sleep.delays == [3, 9]  # the upstream's floors, above the 0.01 s and 0.02 s poll delays
+    assert h.detail(0) == {"hash": "d" * 64}
+    assert len(stub.seen("/v2/log")) == 1
+
+
+async def test_a_request_the_upstream_lost_is_resent_naming_it(stub: UpstreamStub, make: Any) -> None:
+    def accepted(seen: Seen) -> Reply:
+        stub.script("/request/prq_lost", Reply(404, envelope("NotFound", {}, "prq_404")))
+        return Reply(202, envelope("Accepted", {"location": "/request/prq_lost"}, "prq_lost"))
+
+    stub.script("/v2/log", accepted)
+    h = await make()
+    await h.sink.send(h.batch(2))
+    first, second = stub.seen("/v2/log")
+    assert second.headers["X-Pangea-Retried-Request-Ids"] == "prq_lost"
+    assert first.body == second.body
+    assert all(h.status(i) is AckStatus.DELIVERED for i in range(2))
+    assert h.counter("gateway_upstream_polls_total", destination=DEST, outcome="lost") == 1
+    assert h.counter("gateway_upstream_retries_total", destination=DEST, reason="poll_lost") == 1
+
+
+async def test_a_transient_poll_failure_is_polled_through_without_resending(stub: UpstreamStub, make: Any) -> None:
+    stub.script("/request/prq_stub0001", Reply(503, b"busy"), Reply(502, b"bad gateway"))
+    h = await make(endpoint="log_async")
+    await h.sink.send(h.batch(2))
+    assert len(stub.seen("/v2/log_async")) == 1
+    assert [r.path for r in stub.requests].count("/request/prq_stub0001") == 4  # 503, 502, 202, 200
+    assert all(h.status(i) is AckStatus.DELIVERED for i in range(2))
+    assert h.counter("gateway_upstream_polls_total", destination=DEST, outcome="error") == 2
+    assert h.counter("gateway_upstream_retries_total", destination=DEST, reason="503") == 0
+
+
+async def test_a_polled_validation_error_rejects_the_pointed_event_and_resends_the_rest(
+    stub: UpstreamStub, make: Any
+) -> None:
+    def accepted(seen: Seen) -> Reply:
+        error = {"code": "AboveMaxLength", "detail": "too long", "source": "/events/1/event/actor"}
+        stub.script("/request/prq_bad", validation([error], "prq_bad"))
+        return Reply(202, envelope("Accepted", {"location": "/request/prq_bad"}, "prq_bad"))
+
+    stub.script("/v2/log", accepted)
+    h = await make()
+    await h.sink.send(h.batch(3))
+    _first, second = stub.seen("/v2/log")
+    assert [e["event"]["message"] for e in second.json["events"]] == ["event 0", "event 2"]
+    assert [h.status(i) for i in range(3)] == [AckStatus.DELIVERED, AckStatus.REJECTED, AckStatus.DELIVERED]
+    assert h.detail(1)[0]["source"] == "/event/actor"
+    assert len(h.dead.letters) == 1
+    assert h.counter("gateway_upstream_polls_total", destination=DEST, outcome="failed") == 1
 
 
 # -- rejections ------------------------------------------------------------------------------
@@ -355,8 +423,9 @@ async def test_partial_400_rejects_only_the_pointed_events_and_resends_the_rest(
     assert "AboveMaxLength" in h.dead.letters[0].detail
     rejected = "gateway_events_rejected_total"
     labels = {"source": "sdk", "destination": DEST, "stage": "upstream"}
-    assert h.counter(rejected, **labels, reason="AboveMaxLength") == 1
-    assert h.counter(rejected, **labels, reason="FieldRequired") == 1
+    # One reason for both (the dead letter's); the upstream's codes stay in each letter's detail.
+    assert h.counter(rejected, **labels, reason="upstream_rejected") == 2
+    assert "FieldRequired" in h.dead.letters[1].detail
     assert h.counter("gateway_events_forwarded_total", destination=DEST) == 2
     assert h.acks.resolutions == 4
 
@@ -390,7 +459,11 @@ async def test_4xx_pointing_at_no_event_rejects_the_whole_batch(stub: UpstreamSt
     assert len(h.dead.letters) == 3
     assert (
         h.counter(
-            "gateway_events_rejected_total", source="sdk", destination=DEST, stage="upstream", reason="InvalidBool"
+            "gateway_events_rejected_total",
+            source="sdk",
+            destination=DEST,
+            stage="upstream",
+            reason="upstream_rejected",
         )
         == 3
     )
@@ -763,6 +836,22 @@ async def test_a_polled_200_that_is_not_a_success_envelope_is_retried_as_invalid
     sends = stub.seen("/v2/log_async")
     assert len(sends) == 2 and sends[1].headers["X-Pangea-Retried-Request-Ids"] == "prq_garbage"
     assert h.counter("gateway_upstream_retries_total", destination=DEST, reason="invalid_answer") == 1
+
+
+async def test_fetch_schema_polls_a_202_through_the_one_poll_loop(stub: UpstreamStub, make: Any) -> None:
+    fields = [{"id": "message", "type": "text", "required": True}, {"id": "actor", "type": "string", "size": 32}]
+    accepted = envelope("Accepted", {"location": "/request/prq_schema"}, "prq_schema")
+    stub.script("/v1/schema", Reply(202, accepted))
+    stub.script(
+        "/request/prq_schema", Reply(202, accepted), Reply(200, envelope("Success", {"fields": fields}, "prq_sch"))
+    )
+    h = await make()
+    got = await h.sink.fetch_schema()
+    assert [(f.id, f.size) for f in got] == [("message", None), ("actor", 32)]
+    assert [r.path for r in stub.requests] == ["/v1/schema", "/request/prq_schema", "/request/prq_schema"]
+    assert h.sleep.delays == [0.01, 0.02]
+    assert h.counter("gateway_upstream_polls_total", destination=DEST, outcome="pending") == 1
+    assert h.counter("gateway_upstream_polls_total", destination=DEST, outcome="done") == 1
 
 
 async def test_a_200_without_a_schema_is_retried_by_fetch_schema(stub: UpstreamStub, make: Any) -> None:

@@ -31,6 +31,7 @@ from gateway.sinks.pangea.sink import PangeaSink
 from gateway.telemetry.metrics import Metrics
 from tests.integration.sinks.upstream_stub import AckLog, RecordingDeadLetters, SleepRecorder, UpstreamStub
 from tests.kafka_broker import read_topic
+from tests.support.accounting import sample_sum
 from tests.support.procs import free_port
 
 TOKEN = "pts_contract_token"
@@ -109,7 +110,7 @@ async def test_a_delivered_batch_resolves_every_ack_and_reaches_the_upstream_onc
     assert [acks.by_key[i][0] for i in range(5)] == [AckStatus.DELIVERED] * 5
     assert acks.resolutions == 5
     assert sorted(await rig.delivered(5)) == [f"m{i}" for i in range(5)]
-    assert rig.metrics.registry.get_sample_value("gateway_events_forwarded_total", {"destination": DEST}) == 5
+    assert sample_sum(rig.metrics.registry, "gateway_events_forwarded_total", destination=DEST) == 5
     assert rig.metrics.registry.get_sample_value("gateway_delivery_in_flight_events", {"destination": DEST}) == 0
 
 
@@ -138,6 +139,9 @@ async def test_an_unreachable_upstream_is_retried_counted_in_flight_then_errored
     )
     assert retries == 2
     assert rig.metrics.registry.get_sample_value("gateway_delivery_in_flight_events", {"destination": DEST}) == 0
+    # Given up on: counted dropped once each, under the vocabulary's reason (the sender resends them).
+    assert sample_sum(rig.metrics.registry, "gateway_events_dropped_total", destination=DEST) == 4
+    assert sample_sum(rig.metrics.registry, "gateway_events_dropped_total", reason="retries_exhausted") == 4
 
 
 async def test_a_stopped_sink_resolves_a_batch_errored_at_once(make: SinkKind) -> None:
@@ -146,3 +150,4 @@ async def test_a_stopped_sink_resolves_a_batch_errored_at_once(make: SinkKind) -
     acks = AckLog()
     await rig.driver.send(batch(acks, 2))
     assert [acks.by_key[i] for i in range(2)] == [(AckStatus.ERRORED, "sink not running")] * 2
+    assert sample_sum(rig.metrics.registry, "gateway_events_dropped_total", reason="sink_stopped") == 2

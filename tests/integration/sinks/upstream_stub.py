@@ -213,11 +213,17 @@ class AckLog:
 
 
 class SleepRecorder:
-    """A stand-in for asyncio.sleep: records each requested delay, yields without waiting."""
+    """A stand-in for asyncio.sleep and the monotonic clock: records each requested delay and
+    lets that much time pass on :meth:`monotonic` at once, without waiting."""
 
     def __init__(self) -> None:
         self.delays: list[float] = []
+        self.now = 0.0
 
     async def __call__(self, delay: float) -> None:
         self.delays.append(delay)
+        self.now += delay
         await asyncio.sleep(0)
+
+    def monotonic(self) -> float:
+        return self.now

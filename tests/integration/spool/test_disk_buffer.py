@@ -10,12 +10,14 @@ import orjson
 import pytest
 
 from gateway.acks import AckGroup, AckStatus
+from gateway.buffer.clock import Clock
 from gateway.buffer.config import BufferConfig
-from gateway.buffer.disk import DiskBuffer, SpoolUnavailable
+from gateway.buffer.disk import DELETE_FLUSH_SECS, RETAKE_DELAY_SECS, DiskBuffer, SpoolUnavailable
 from gateway.buffer.spool import DB_NAME
 from gateway.errors import BufferFull
 from gateway.event import Event
 from gateway.telemetry.metrics import Metrics
+from tests.support.clock import ManualClock, eventually
 
 
 def make_events(n: int, *, tag: str = "e", size: int = 20, group: AckGroup | None = None) -> list[Event]:
@@ -39,8 +41,9 @@ def messages(events: list[Event]) -> list[str]:
     return [orjson.loads(e.item)["event"]["message"] for e in events]
 
 
-def disk(tmp_path: Path, **kw: object) -> DiskBuffer:
-    return DiskBuffer("default", tmp_path / "spool", BufferConfig.model_validate({"type": "disk", **kw}), Metrics())
+def disk(tmp_path: Path, *, clock: Clock | None = None, **kw: object) -> DiskBuffer:
+    config = BufferConfig.model_validate({"type": "disk", **kw})
+    return DiskBuffer("default", tmp_path / "spool", config, Metrics(), clock=clock)
 
 
 async def take_all(buf: DiskBuffer, n: int) -> list[Event]:
@@ -98,7 +101,8 @@ async def test_taken_events_are_new_events_with_the_same_bytes(tmp_path: Path) -
 async def test_records_are_deleted_when_delivered_or_rejected_and_errored_events_are_taken_again(
     tmp_path: Path,
 ) -> None:
-    buf = disk(tmp_path)
+    clock = ManualClock()
+    buf = disk(tmp_path, clock=clock)
     for tag in ("a", "b", "c"):  # one record per put
         await buf.put(make_events(2, tag=tag))
     taken = await take_all(buf, 6)
@@ -109,7 +113,11 @@ async def test_records_are_deleted_when_delivered_or_rejected_and_errored_events
     for t in taken[4:]:
         t.ack.resolve(AckStatus.ERRORED, "upstream down")
     assert buf.events == 2
-    again = await take_all(buf, 2)
+    retake = asyncio.create_task(buf.take(2, 10_000_000, 0.01))  # returns as soon as two are ready
+    await clock.advance(RETAKE_DELAY_SECS - 0.01)
+    assert not retake.done()  # the sink has just backed off: not offered again at once
+    await clock.advance(0.01)
+    again = await asyncio.wait_for(retake, 5)
     assert messages(again) == ["c-0", "c-1"]
     await buf.aclose()
     assert spooled_rows(tmp_path / "spool") == 2  # the errored pair is still spooled
@@ -155,21 +163,27 @@ async def test_a_request_partly_delivered_before_a_restart_sends_only_the_rest_a
 
 
 async def test_a_partly_delivered_record_read_back_from_disk_sends_only_the_rest(tmp_path: Path) -> None:
-    buf = disk(tmp_path)
+    clock = ManualClock()
+    buf = disk(tmp_path, clock=clock)
     await buf.put(make_events(3, tag="a"))
     await buf.put(make_events(3, tag="b"))
     taken = await take_all(buf, 6)
     for t in taken:
         if messages([t])[0] in ("a-0", "b-2"):
             t.ack.resolve(AckStatus.DELIVERED)
-    for _ in range(100):  # the progress is saved with the next commit
+
+    def saved() -> int:
         db = sqlite3.connect(tmp_path / "spool" / DB_NAME)
-        saved = db.execute("SELECT count(*) FROM spool WHERE done IS NOT NULL").fetchone()[0]
-        db.close()
-        if saved == 2:
-            break
-        await asyncio.sleep(0.05)
-    assert saved == 2
+        try:
+            return int(db.execute("SELECT count(*) FROM spool WHERE done IS NOT NULL").fetchone()[0])
+        finally:
+            db.close()
+
+    # The progress is saved with the next commit: a write's, or alone after DELETE_FLUSH_SECS.
+    await clock.when_waiting()
+    assert saved() == 0
+    await clock.advance(DELETE_FLUSH_SECS)
+    await eventually(lambda: saved() == 2, "the progress was not saved")
     # A crash now: the image on disk is what the next start finds.
     crash = tmp_path / "image"
     crash.mkdir()
@@ -243,7 +257,8 @@ async def test_put_with_wait_blocks_until_room_is_made(tmp_path: Path) -> None:
     buf = disk(tmp_path, max_events=2)
     await buf.put(make_events(2))
     waiter = asyncio.create_task(buf.put(make_events(2, tag="w"), wait=True))
-    await asyncio.sleep(0.05)
+    for _ in range(20):  # it runs up to its wait for room, and no further
+        await asyncio.sleep(0)
     assert not waiter.done()
     for t in await take_all(buf, 2):
         t.ack.resolve(AckStatus.DELIVERED)
@@ -264,29 +279,35 @@ async def test_a_closed_spool_refuses_puts_and_take_ends_when_nothing_is_ready(t
 
 
 async def test_metrics_report_what_the_spool_holds(tmp_path: Path) -> None:
-    metrics = Metrics()
-    buf = DiskBuffer("default", tmp_path / "s", BufferConfig(type="disk"), metrics)
+    metrics, clock = Metrics(), ManualClock()
+    buf = DiskBuffer("default", tmp_path / "s", BufferConfig(type="disk"), metrics, clock=clock)
     await buf.put(make_events(4))
-    assert metrics.registry.get_sample_value("gateway_buffer_events", {"destination": "default"}) == 4
+
+    def gauge() -> float | None:
+        return metrics.registry.get_sample_value("gateway_buffer_events", {"destination": "default"})
+
+    assert gauge() == 4
     for t in await take_all(buf, 4):
         t.ack.resolve(AckStatus.DELIVERED)
-    for _ in range(100):  # published with the next (batched) delete commit
-        if metrics.registry.get_sample_value("gateway_buffer_events", {"destination": "default"}) == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert metrics.registry.get_sample_value("gateway_buffer_events", {"destination": "default"}) == 0
+    # Published with the next (batched) delete commit, DELETE_FLUSH_SECS later with no write.
+    await clock.when_waiting()
+    await clock.advance(DELETE_FLUSH_SECS)
+    await eventually(lambda: gauge() == 0, "the gauge was not published")
     await buf.aclose()
 
 
 async def test_a_put_retried_after_its_caller_timed_out_writes_the_events_once(tmp_path: Path) -> None:
-    buf = disk(tmp_path, fsync_interval_ms=200)
+    clock = ManualClock()
+    buf = disk(tmp_path, clock=clock, fsync_interval_ms=200)
     await buf.put(make_events(1, tag="first"))  # the next commit is 200 ms away
     events = make_events(5)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(buf.put(events, wait=True), 0.01)  # as a Kafka source slices its wait
-    await buf.put(events, wait=True)  # the same events again
-    await asyncio.sleep(0.3)
-    assert all(e.ack.resolved for e in events)
+    await buf.put(events, wait=True)  # the same events again: already on their way, not written twice
+    assert not any(e.ack.resolved for e in events)
+    await clock.when_waiting()  # the group commit, 200 ms after the first
+    await clock.advance(0.2)
+    await eventually(lambda: all(e.ack.resolved for e in events), "the commit did not come")
     await buf.aclose()
     assert spooled_rows(tmp_path / "spool") == 6
 
@@ -295,12 +316,11 @@ async def test_replayed_rows_are_deleted_once_delivered_without_waiting_for_new_
     first = disk(tmp_path)
     await first.put(make_events(3))
     first.drain_nowait()
-    again = disk(tmp_path)
+    clock = ManualClock()
+    again = disk(tmp_path, clock=clock)
     for t in await take_all(again, 3):
         t.ack.resolve(AckStatus.DELIVERED)
-    for _ in range(100):
-        if spooled_rows(tmp_path / "spool") == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert spooled_rows(tmp_path / "spool") == 0
+    await clock.when_waiting()
+    await clock.advance(DELETE_FLUSH_SECS)
+    await eventually(lambda: spooled_rows(tmp_path / "spool") == 0, "the replayed rows were not deleted")
     await again.aclose()

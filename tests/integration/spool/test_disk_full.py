@@ -29,13 +29,13 @@ import pytest
 
 from gateway.acks import AckStatus
 from gateway.bench import metric_sum
-from gateway.buffer import disk as disk_module
 from gateway.buffer.config import BufferConfig
-from gateway.buffer.disk import DiskBuffer, SpoolUnavailable
+from gateway.buffer.disk import DELETE_FLUSH_SECS, FAILED_LOG_SECS, ROOM_PROBE_SECS, DiskBuffer, SpoolUnavailable
 from gateway.buffer.spool import RESERVE_NAME, Record, Spool, SpoolError
 from gateway.telemetry.metrics import Metrics
 from tests.integration.spool.test_disk_buffer import disk, make_events, messages, spooled_rows, take_all
 from tests.integration.spool.test_spool_gateway import TOKEN, config, faults, ports, post, stored, wait_stored
+from tests.support.clock import ManualClock, eventually
 from tests.support.procs import Proc, local_audit, start_gateway
 
 FS_SIZE = "6m"
@@ -174,15 +174,25 @@ async def test_a_write_refused_for_a_full_database_still_records_the_deliveries_
 async def test_a_full_disk_is_logged_once_with_a_count_not_once_per_request(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    buf = disk(tmp_path, max_bytes=1 << 30)
+    clock = ManualClock()
+    buf = disk(tmp_path, clock=clock, max_bytes=1 << 30)
     await buf.put(make_events(5))
     db = buf._spool.connection
     db.execute(f"PRAGMA max_page_count={int(db.execute('PRAGMA page_count').fetchone()[0])}")
+
+    def lines() -> list[Any]:
+        return [r for r in caplog.records if r.getMessage() == "spool write failed; requests refused with 503"]
+
     for i in range(20):
         with pytest.raises(SpoolUnavailable):
             await buf.put(make_events(50, tag=f"r{i}", size=2000))
-    lines = [r for r in caplog.records if r.getMessage() == "spool write failed; requests refused with 503"]
-    assert len(lines) == 1 and lines[0].__dict__["events"] == 50 and lines[0].__dict__["disk_full"]
+        await clock.advance(FAILED_LOG_SECS / 20 - 0.01)
+    assert len(lines()) == 1 and lines()[0].__dict__["events"] == 50 and lines()[0].__dict__["disk_full"]
+    # The next line comes once FAILED_LOG_SECS have passed, with the count of what was refused meanwhile.
+    await clock.advance(1)
+    with pytest.raises(SpoolUnavailable):
+        await buf.put(make_events(50, tag="later", size=2000))
+    assert len(lines()) == 2 and lines()[1].__dict__["events"] == 20 * 50
     db.execute("PRAGMA max_page_count=1073741823")
     await buf.aclose()
 
@@ -190,7 +200,8 @@ async def test_a_full_disk_is_logged_once_with_a_count_not_once_per_request(
 async def test_nothing_more_is_sent_while_deliveries_cannot_be_recorded(small_fs: Path) -> None:
     other = small_fs / "other-data"
     other.write_bytes(bytes(1024 * 1024))  # someone else's megabyte, deleted later
-    buf = DiskBuffer("default", small_fs / "spool", disk_config(reserve_bytes=0), Metrics())
+    clock = ManualClock()
+    buf = DiskBuffer("default", small_fs / "spool", disk_config(reserve_bytes=0), Metrics(), clock=clock)
     accepted = 0
     with pytest.raises(SpoolUnavailable):
         while True:
@@ -201,10 +212,8 @@ async def test_nothing_more_is_sent_while_deliveries_cannot_be_recorded(small_fs
     assert first
     for t in first:
         t.ack.resolve(AckStatus.DELIVERED)
-    for _ in range(200):  # the committer tries the deletes within DELETE_FLUSH_SECS
-        if buf.refusal != "spool disk full":  # as the failed puts left it
-            break
-        await asyncio.sleep(0.02)
+    # The committer tries the deletes alone DELETE_FLUSH_SECS later; they cannot commit either.
+    await clock.run_until(lambda: buf.refusal != "spool disk full", DELETE_FLUSH_SECS, "the deletes were not tried")
     assert buf.refusal == "spool disk full: deliveries cannot be recorded"
     nxt = asyncio.create_task(buf.take(1, 10_000_000, 0.01))
     for _ in range(20):
@@ -212,28 +221,28 @@ async def test_nothing_more_is_sent_while_deliveries_cannot_be_recorded(small_fs
     assert not nxt.done()  # sending more would only make more deliveries that cannot be recorded
     filler.unlink()  # room returns: the deletes commit, and sending goes on
     other.unlink()
-    assert len(await asyncio.wait_for(nxt, 10)) == 1
+    await clock.run_until(nxt.done, DELETE_FLUSH_SECS, "sending did not go on")
+    assert len(await nxt) == 1
     assert buf.refusal is None
     await buf.aclose()
     assert spooled_rows(small_fs / "spool") == accepted - len(first)
 
 
-async def test_readiness_comes_back_when_room_does_without_waiting_for_a_request(
-    small_fs: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(disk_module, "ROOM_PROBE_SECS", 0.02)
-    buf = DiskBuffer("default", small_fs / "spool", disk_config(reserve_bytes=1024 * 1024), Metrics())
+async def test_readiness_comes_back_when_room_does_without_waiting_for_a_request(small_fs: Path) -> None:
+    clock = ManualClock()
+    buf = DiskBuffer("default", small_fs / "spool", disk_config(reserve_bytes=1024 * 1024), Metrics(), clock=clock)
     filler = fill_up(small_fs)  # someone else filled the disk; the spool holds nothing
     with pytest.raises(SpoolUnavailable):
         await buf.put(make_events(10, size=2000))
     assert buf.refusal == "spool disk full"
+    await clock.when_waiting()  # the committer probes for room every ROOM_PROBE_SECS
+    await clock.advance(ROOM_PROBE_SECS)
+    await eventually(lambda: clock.waiting > 0, "the committer did not probe again")
+    assert buf.refusal == "spool disk full"  # probed: still no room
     filler.unlink()
     # No request comes (a load balancer heeding /readyz sends none): the spool finds the room itself.
-    for _ in range(500):
-        if buf.refusal is None:
-            break
-        await asyncio.sleep(0.01)
-    assert buf.refusal is None
+    await clock.advance(ROOM_PROBE_SECS)
+    await eventually(lambda: buf.refusal is None, "the spool did not find the room")
     await buf.put(make_events(10, tag="later", size=2000))
     await buf.aclose()
     assert spooled_rows(small_fs / "spool") == 10

@@ -266,7 +266,10 @@ def test_sigkill_while_a_page_awaits_delivery_rereads_it_after_restart(tmp_path:
         gw = run_gateway(tmp_path, OKTA, data_dir=data, upstream=upstream, okta=okta.base)
         try:
             wait_for(
-                lambda: 'gateway_events_received_total{source="okta_log"} 2.0' in metric(gw, "gateway_events_received"),
+                lambda: (
+                    'gateway_events_received_total{destination="default",source="okta_log"} 2.0'
+                    in metric(gw, "gateway_events_received")
+                ),
                 30,
                 "page 1 admitted",
             )

@@ -496,13 +496,13 @@ def test_a_vendor_resend_after_a_lost_reply_creates_no_second_record(gw: Proc) -
     headers = {"Content-Type": "application/json", "Authorization": OKTA_SECRET}
     # The first delivery (an earlier test may have made it already; either way it is recorded).
     assert request(gw.url() + "/webhooks/okta", body, headers).status == 200
-    before = metric(gw, 'gateway_duplicates_dropped_total{source="okta"}')
+    before = metric(gw, 'gateway_duplicates_dropped_total{destination="default",source="okta"}')
 
     def send() -> None:
         assert request(gw.url() + "/webhooks/okta", body, headers).status == 200
 
     assert landed(gw, send) == []
-    assert metric(gw, 'gateway_duplicates_dropped_total{source="okta"}') == before + 3
+    assert metric(gw, 'gateway_duplicates_dropped_total{destination="default",source="okta"}') == before + 3
 
 
 def metric(gw: Proc, sample: str) -> float:

@@ -101,8 +101,8 @@ async def test_the_hub_is_inactive_without_watchers_and_filters_redacts_and_samp
     item = orjson.dumps(
         {"event": {"actor": "eve", "new": {"password": "p4ss", "k": 1}, "message": "sk_TAPUNIT_SECRET_91"}}
     )
-    hub.admission("a", "audit", [Cand(b'{"x": 1}')], [(0, item, None)], [Cand({"y": 2}, [{"code": "BadFormat"}])])
-    hub.admission("b", "audit", [], [(0, item, None)], [])
+    hub.admission("a", "audit", [b'{"x": 1}'], [item], [Cand({"y": 2}, [{"code": "BadFormat"}])])
+    hub.admission("b", "audit", [], [item], [])
     hub.delivered("audit", [Ev(item, "a")])
     got = lines(w)
     assert [(x["stage"], x["source"]) for x in got] == [("normalized", "a")]

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import generate_latest
 
 from gateway.acks import AckGroup, AckStatus
 from gateway.buffer.memory import MemoryBuffer
@@ -18,11 +19,13 @@ from gateway.event import Event
 from gateway.normalize.schema import Schema
 from gateway.pipeline import Destination, FanOut
 from gateway.pipeline.config import DestinationConfig
+from gateway.sources.intake import Admitter, Candidate
 from gateway.telemetry.metrics import Metrics
+from tests.support.accounting import assert_accounting
 
 
-def destination(name: str, max_events: int) -> Destination:
-    metrics = Metrics()
+def destination(name: str, max_events: int, metrics: Metrics | None = None) -> Destination:
+    metrics = metrics or Metrics()
     buf = MemoryBuffer(name, max_events, 1 << 20, metrics)
     return Destination(name, DestinationConfig(), buf, None, Schema.standard(), metrics, 0)  # type: ignore[arg-type]
 
@@ -84,3 +87,30 @@ async def test_abandoned_events_resolve_errored_once_their_placed_copies_resolve
     resolve(await take(audit, 10), AckStatus.DELIVERED)
     assert group.done and group.status == AckStatus.ERRORED
     assert fan._open == {} and fan._shares == {}  # nothing kept
+
+
+class _Letters:
+    """A dead-letter store that keeps what it is given (no invalid event is expected here)."""
+
+    def __init__(self) -> None:
+        self.letters: list[Any] = []
+
+    async def write(self, letters: list[Any]) -> None:
+        self.letters.extend(letters)
+
+
+async def test_a_fan_out_accounts_each_copy_in_its_own_destination_and_refuses_only_the_unplaced_ones() -> None:
+    metrics = Metrics()
+    audit, archive = destination("audit", 10, metrics), destination("archive", 2, metrics)
+    admitter = Admitter("src", FanOut([audit, archive]), metrics, _Letters())  # type: ignore[arg-type]
+    valid = [Candidate({"message": f"m{i}"}, f"/{i}", b"{}") for i in range(4)]
+    with pytest.raises(BufferFull):  # the archive holds 2: the request is refused (the sender resends it)
+        await admitter.admit([*valid, Candidate(None, "/4", b"oops", errors=[{"code": "BadFormat"}])])
+    acc = assert_accounting(generate_latest(metrics.registry).decode())
+    # Each destination received the 5; the audit kept its 4 copies (in flight), the archive placed none.
+    audit_terms = {k: v for k, v in acc[("src", "audit")].items() if v}
+    assert audit_terms == {"received": 5, "refused": 1, "in_flight": 4}
+    assert acc[("src", "archive")]["received"] == 5 and acc[("src", "archive")]["refused"] == 5
+    taken = await take(audit, 10)
+    resolve(taken, AckStatus.DELIVERED)
+    assert len(taken) == 4

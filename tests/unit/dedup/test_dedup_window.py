@@ -65,7 +65,12 @@ class Rig:
         return taken
 
     def duplicates(self, source: str = "auth0") -> float:
-        return self.metrics.registry.get_sample_value("gateway_duplicates_dropped_total", {"source": source}) or 0.0
+        return (
+            self.metrics.registry.get_sample_value(
+                "gateway_duplicates_dropped_total", {"source": source, "destination": self.dest.name}
+            )
+            or 0.0
+        )
 
 
 @pytest.fixture
@@ -276,6 +281,23 @@ async def test_a_retry_with_the_same_events_waits_for_the_attempt_in_flight_and_
     adm = await asyncio.wait_for(retry, 5)
     assert adm.group.status == AckStatus.DELIVERED and rig.buffer.events == 0
     assert rig.duplicates("sdk") == 1
+
+
+async def test_a_resend_is_admitted_when_the_first_copy_is_still_in_flight_at_the_end_of_the_wait(
+    tmp_path: Path,
+) -> None:
+    # pending_wait_secs: 0 is the end of the wait at once, so the test neither sleeps nor races.
+    w = DedupWindow(tmp_path / "dedup.db", DedupConfig(pending_wait_secs=0), Metrics())
+    await w.start()
+    try:
+        rig = Rig(w, w.metrics)
+        await rig.send(["log-1"])
+        resend = await asyncio.wait_for(rig.send(["log-1"]), 5)  # the first copy is still open
+        assert not resend.group.done  # admitted, not answered as a duplicate
+        assert [e.dedup_key for e in await rig.upstream()] == ["log-1", "log-1"]
+        assert rig.duplicates() == 0
+    finally:
+        await w.close()
 
 
 def test_record_many_leaves_the_window_as_recording_each_key_in_turn() -> None:

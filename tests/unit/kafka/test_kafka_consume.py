@@ -103,8 +103,8 @@ async def test_poison_values_are_queued_for_the_dead_letter_topic_with_their_rea
     assert [(j.offset, j.reason) for j in jobs] == [
         (0, "decode_error"),
         (1, "decode_error"),
-        (2, "invalid_schema"),
-        (4, "invalid_schema"),
+        (2, "invalid_event"),
+        (4, "invalid_event"),
     ]
     assert jobs[0].value == b"{broken" and jobs[0].key == b"key-0" and jobs[0].headers == [("tenant", b"t0")]
     assert "message" in jobs[2].detail
@@ -113,6 +113,29 @@ async def test_poison_values_are_queued_for_the_dead_letter_topic_with_their_rea
     for j in jobs:
         j.finish(True)
     assert tracker.committable() == 3  # offset 3 ("ok") and 4's good record are still in flight
+
+
+async def test_restrictions_refuse_as_admission_does_and_every_record_is_counted_received() -> None:
+    values = [
+        b'{"event": {"message": "a", "tenant_id": "t1"}}',
+        b'{"event": {"message": "b", "tenant_id": "t2"}}',
+        b'{"event": {"message": "c"}}',
+        b"{broken",
+    ]
+    events, jobs, _, src = await consume(values, restrictions={"tenant_id": ["t1"]})
+    assert [e["message"] for e in events] == ["a"]
+    assert [(j.offset, j.reason) for j in jobs] == [
+        (1, "forbidden_field_value"),
+        (2, "forbidden_field_value"),
+        (3, "decode_error"),
+    ]
+    detail = "'tenant_id' holds a value that is not allowed"
+    assert orjson.loads(jobs[0].detail) == [{"code": "ForbiddenFieldValue", "detail": detail, "source": "/tenant_id"}]
+    sample = src.metrics.registry.get_sample_value
+    assert sample("gateway_events_received_total", {"source": "app"}) == 4  # the refused ones too
+    rejected = {"source": "app", "destination": "default", "stage": "intake"}
+    assert sample("gateway_events_rejected_total", {**rejected, "reason": "ForbiddenFieldValue"}) == 2
+    assert sample("gateway_events_rejected_total", {**rejected, "reason": "BadFormat"}) == 1
 
 
 async def test_an_upstream_rejection_is_not_dead_lettered_again_to_the_topic_and_its_offset_is_done() -> None:
@@ -146,7 +169,7 @@ async def test_poison_between_fast_path_messages_keeps_every_offset_in_order() -
         {"message": "d", "actor": "7"},
         {"message": "e"},
     ]
-    assert [(j.offset, j.reason) for j in jobs] == [(2, "invalid_schema")]
+    assert [(j.offset, j.reason) for j in jobs] == [(2, "invalid_event")]
     assert "colour" in jobs[0].detail
     assert tracker.last_tracked == 4 and tracker.busy == 5 and tracker.committable() == 0
 
@@ -174,4 +197,4 @@ async def test_a_producer_signed_value_keeps_its_signature_unless_mapping_would_
     events, jobs, _, _ = await consume([value], key_field="tenant_id")  # consume() gives every record a key
     assert events == []
     [job] = jobs
-    assert job.reason == "invalid_schema" and "tenant_id" in job.detail and "signature" in job.detail
+    assert job.reason == "invalid_event" and "tenant_id" in job.detail and "signature" in job.detail

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.normalize.limits import check_depth, clip, fit_name, json_depth_at_most
-from gateway.normalize.mapping import Mapping, lookup
+from gateway.normalize.mapping import Mapping, compile_path, get
 from gateway.normalize.restrictions import check
 from gateway.normalize.schema import Schema
 
@@ -87,9 +87,9 @@ def test_bad_specs_raise_value_error_naming_the_field(spec: dict[str, Any]) -> N
         Mapping(spec)
 
 
-def test_lookup_helper() -> None:
-    assert lookup(RECORD, "target.-1.id") == "t2"
-    assert lookup(RECORD, "data.user_id") == "auth0|1"
+def test_a_compiled_path_reads_nested_keys_and_negative_list_indexes() -> None:
+    assert get(RECORD, compile_path("target.-1.id")) == "t2"
+    assert get(RECORD, compile_path("data.user_id")) == "auth0|1"
 
 
 # -- restrictions -----------------------------------------------------------------------------
