@@ -21,7 +21,7 @@ from gateway.normalize.schema import EventInvalid, pointer
 from gateway.normalize.vendors.pangea import signature_of
 from gateway.sources.intake import Candidate, Declined
 from gateway.sources.kafka.deadletter_topic import DeadLetterJob
-from gateway.sources.kafka.offsets import PartitionTracker
+from gateway.sources.kafka.offsets import Kept, PartitionTracker
 from gateway.sources.kafka.records import KafkaRecord
 from gateway.sources.kafka.state import (
     SourceState,
@@ -66,7 +66,7 @@ class Consuming(SourceState):
         if not declined:  # the hot path: every value became one item
             offsets = list(map(_offset_of, msgs))
             if list(map(_key_of, msgs)).count(None) == len(msgs) and not any(map(_headers_of, msgs)):
-                kept: list[Any] = values  # what _kept gives for each: no key, no headers
+                kept: list[Kept] = values  # what _kept gives for each: no key, no headers
             else:
                 kept = list(map(_kept, msgs))
             self._register_run(tracker, offsets, kept, items, out)  # type: ignore[arg-type]
@@ -88,7 +88,7 @@ class Consuming(SourceState):
             self._register_run(tracker, offsets, kept, run, out)
 
     def _register_run(
-        self, tracker: PartitionTracker, offsets: list[int], kept: list[Any], items: list[bytes], out: list[Event]
+        self, tracker: PartitionTracker, offsets: list[int], kept: list[Kept], items: list[bytes], out: list[Event]
     ) -> None:
         """A run of messages of one event each, registered with one :meth:`PartitionTracker.track_many`."""
         tracker.track_many(offsets, kept)

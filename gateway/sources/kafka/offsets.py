@@ -29,10 +29,15 @@ the buffer; the consumed record itself is not kept, which spares the garbage col
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import repeat
-from typing import Any
+from typing import Any, TypeAlias
 
 from gateway.acks import Ack, AckStatus, exhaust
+
+Kept: TypeAlias = bytes | tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]] | None
+"""What a tracker keeps of a message while it is open: the value alone when the message has
+no key and no headers (no container for the GC to walk), else ``(key, value, headers)``."""
 
 
 class PartitionTracker:
@@ -73,7 +78,7 @@ class PartitionTracker:
         """Committable position before anything is tracked (after that: the first open offset, or
         the last tracked one + 1)."""
         self.last_tracked: int | None = None if expect is None else expect - 1
-        self._open: dict[int, Any] = {}
+        self._open: dict[int, Kept] = {}
         """offset -> the message given to :meth:`track`, for each registered offset that is
         not done.  Offsets are registered in increasing order and only ever removed (never
         re-inserted), so the dict's first key is the lowest offset not done: the commit
@@ -91,11 +96,7 @@ class PartitionTracker:
 
     # -- registering --------------------------------------------------------------------
 
-    def accepts(self, offset: int) -> bool:
-        """False for an offset at or below one already tracked (a re-fetched duplicate)."""
-        return self.last_tracked is None or offset > self.last_tracked
-
-    def track(self, offset: int, units: int, message: Any = None) -> None:
+    def track(self, offset: int, units: int, message: Kept = None) -> None:
         """Register ``offset`` (in increasing order) that became ``units`` units of work.
 
         A unit is an event (give each its own ``Ack(tracker, offset)``, see :meth:`ack`)
@@ -114,7 +115,7 @@ class PartitionTracker:
             self._units[offset] = units
         self.busy += units
 
-    def track_many(self, offsets: list[int], messages: list[Any]) -> None:
+    def track_many(self, offsets: list[int], messages: Sequence[Kept]) -> None:
         """``track(offset, 1, message)`` for each pair, in one go (a run of one-event messages)."""
         if not offsets:
             return

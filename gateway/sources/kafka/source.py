@@ -134,7 +134,6 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
         self._commit_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
         self._consumed_children: dict[str, Any] = {}
         self._accounts = [metrics.account(name, d) for d in config.destinations]  # a fan-out: one per copy
         self._m_paused = metrics.kafka_paused.labels(name)
@@ -258,16 +257,11 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
                 with contextlib.suppress(Exception):
                     await asyncio.shield(consumer.stop())
                 raise
-            self._ready.set()
             log.info(
                 "kafka consumer started",
                 extra={"source": self.name, "group_id": self.config.group_id, "failed_attempts": failures},
             )
             return
-
-    async def wait_ready(self) -> None:
-        """Until the consumer is connected (tests, readiness)."""
-        await self._ready.wait()
 
     async def _run(self) -> None:
         await self._connect()

@@ -20,9 +20,9 @@ from gateway.pipeline import Target
 from gateway.sources.intake import Admitter
 from gateway.sources.kafka.config import KafkaSourceConfig
 from gateway.sources.kafka.deadletter_topic import DeadLetterTopic
-from gateway.sources.kafka.offsets import PartitionTracker
+from gateway.sources.kafka.offsets import Kept, PartitionTracker
 from gateway.sources.kafka.records import KafkaRecord
-from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.metrics import Account, Metrics
 
 POLL_TIMEOUT_MS = 200
 """getmany wait: also how often errored partitions and holds are looked at."""
@@ -57,7 +57,7 @@ _key_of = attrgetter("key")
 _headers_of = attrgetter("headers")
 
 
-def _kept(m: KafkaRecord) -> Any:
+def _kept(m: KafkaRecord) -> Kept:
     """What a tracker keeps of a message for the dead-letter topic: the value bytes alone when
     that is all there is (no container for the GC to walk), else ``(key, value, headers)``."""
     return m.value if m.key is None and not m.headers else (m.key, m.value, m.headers)
@@ -100,9 +100,8 @@ class SourceState:
     _commit_lock: asyncio.Lock
     _task: asyncio.Task[None] | None
     _commit_task: asyncio.Task[None] | None
-    _ready: asyncio.Event
     _consumed_children: dict[str, Any]
-    _accounts: list[Any]
+    _accounts: list[Account]
     _m_paused: Any
 
     async def commit(self, partitions: list[TopicPartition] | None = None) -> None:
