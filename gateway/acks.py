@@ -236,8 +236,17 @@ class AckGroup:
             if status == AckStatus.DELIVERED:
                 if self.results is not None:
                     results = self.results
-                    for k, d in zip(keys, details, strict=True):
-                        results[k] = d
+                    n = len(keys)
+                    if len(details) != n:
+                        raise ValueError("keys and details differ in length")
+                    k0 = keys[0] if n else 0
+                    if k0 + n <= len(results) and keys == list(
+                        range(k0, k0 + n)
+                    ):  # the usual run: a slice, no Python loop
+                        results[k0 : k0 + n] = details
+                    else:
+                        for k, d in zip(keys, details, strict=True):
+                            results[k] = d
             else:
                 self.reasons.update(zip(keys, details, strict=True))
         elif status != AckStatus.DELIVERED:

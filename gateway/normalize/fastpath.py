@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import repeat
 from operator import attrgetter
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
@@ -33,6 +33,8 @@ _event_of = attrgetter("event")
 _MEMO_MAX = 4096
 _DECLINED = (msgspec.DecodeError, msgspec.EncodeError)
 """What decoding or encoding a value the fast path does not take raises."""
+_FIELDS_DECLINED = (*_DECLINED, UnicodeEncodeError)
+"""... and encoding a converted dict's lone surrogate (JSON text cannot hold one)."""
 
 
 def _field_type(f: SchemaFieldConfig) -> Any:
@@ -48,7 +50,7 @@ def _field_type(f: SchemaFieldConfig) -> Any:
 class FastPath:
     """Decode-and-validate of one event's JSON straight to its request item bytes."""
 
-    __slots__ = ("_bare", "_datetimes", "_dt_memo", "_encode", "_wrapped", "_wrapper")
+    __slots__ = ("_bare", "_datetimes", "_dt_memo", "_encode", "_event_type", "_log_call", "_wrapped", "_wrapper")
 
     def __init__(self, fields: tuple[SchemaFieldConfig, ...], datetime_text: Callable[[Any], str | None]) -> None:
         """``datetime_text`` is the schema's own date-time canonicalizer (None: not a date-time)."""
@@ -67,6 +69,20 @@ class FastPath:
         )
         wrapper = msgspec.defstruct("FastItem", [("event", event_type)], forbid_unknown_fields=True, gc=False)
         self._wrapper = wrapper
+        self._event_type = event_type
+        # A whole /v2/log call: its members as the intake reads them, each event's item as above.
+        log_call = msgspec.defstruct(
+            "FastLogCall",
+            [
+                ("events", list[wrapper]),  # type: ignore[valid-type]  # a struct made just above
+                ("verbose", bool | None, None),
+                ("config_id", str | None, None),
+                ("prev_root", str | None, None),
+            ],
+            forbid_unknown_fields=True,
+            gc=False,
+        )
+        self._log_call = msgspec.json.Decoder(log_call).decode
         self._wrapped = msgspec.json.Decoder(wrapper).decode
         # A bare event is recognized as the slow path does: an object that is not {"event": {...}}
         # and has no "events" member; a schema with such fields leaves bare events to it.
@@ -102,6 +118,37 @@ class FastPath:
                 pass
         return [None if v is None else self.item(v) for v in values]
 
+    def fields_items(self, events: list[dict[str, Any] | None]) -> list[bytes | None]:
+        """The request item of each event *dict* (a source's own mapping of a record), ``None``
+        staying ``None`` and an event the fast path does not take giving ``None``.
+
+        ``msgspec.convert`` validates a dict against the compiled struct in C, with the rules
+        of its JSON decoding (no coercion: a float, a bool for an integer, a non-string key, an
+        unknown member all decline), so no JSON is written and read again; encoding a lone
+        surrogate declines too.
+        """
+        if not events:
+            return []
+        if all(events):
+            try:
+                return self._fields_all(events)  # type: ignore[arg-type]  # no None in it, as just checked
+            except _FIELDS_DECLINED:
+                pass
+        out: list[bytes | None] = []
+        for event in events:
+            try:
+                out.append(None if event is None else self._fields_all([event])[0])
+            except _FIELDS_DECLINED:
+                out.append(None)
+        return out
+
+    def _fields_all(self, dicts: list[dict[str, Any]]) -> list[bytes | None]:
+        events = list(map(msgspec.convert, dicts, repeat(self._event_type)))
+        items = list(map(self._wrapper, events))
+        self._canonicalize(events)
+        out: list[bytes | None] = list(map(self._encode, items))
+        return out
+
     def _all(self, values: list[bytes]) -> list[bytes | None]:
         """Items of values shaped like the first one; raises one of :data:`_DECLINED` when any
         value is not accepted (:meth:`items` then goes through them one by one)."""
@@ -114,14 +161,54 @@ class FastPath:
             items = list(map(self._wrapper, events))
         else:
             raise msgspec.DecodeError("a schema with an `event` or `events` field takes no bare events here")
-        canonical = self._dt_memo.__getitem__
-        for attr, stamp_of in self._datetimes:
-            # Respelled canonically from the memo (a stream's events share their date-times);
-            # a date-time the fast path cannot send raises from the memo (see _DatetimeMemo).
-            texts = list(map(canonical, map(stamp_of, events)))
-            exhaust(map(setattr, events, repeat(attr), texts))
+        self._canonicalize(events)
         out: list[bytes | None] = list(map(self._encode, items))
         return out
+
+    def _canonicalize(self, events: list[Any]) -> None:
+        """Respell the events' date-times canonically, from the memo (a stream's events share
+        their date-times); a date-time the fast path cannot send raises from the memo (see
+        :class:`_DatetimeMemo`)."""
+        canonical = self._dt_memo.__getitem__
+        for attr, stamp_of in self._datetimes:
+            texts = list(map(canonical, map(stamp_of, events)))
+            exhaust(map(setattr, events, repeat(attr), texts))
+
+    def log_call(self, raw: bytes, max_events: int) -> LogCall | None:
+        """A Pangea ``/v2/log`` body decoded, validated and turned into its events' items in C
+        calls, or ``None``: the caller takes the full path (which words every error).
+
+        Taken only by the plain call: a JSON object with no member but ``events`` (1 to
+        ``max_events`` objects of exactly one ``event`` member each: no client signature),
+        ``verbose`` (a boolean), ``config_id`` and ``prev_root`` (strings), every event one
+        :meth:`item` accepts.  The items are those the full path gives (``encode_item`` of
+        :meth:`Schema.normalize`), in order.  Such a body nests 4 containers deep, no deeper.
+        """
+        try:
+            call: Any = self._log_call(raw)  # a struct made at run time: its members untyped
+            wrapped = call.events
+            if not wrapped or len(wrapped) > max_events:
+                return None
+            self._canonicalize(list(map(_event_of, wrapped)))
+            items: list[bytes] = list(map(self._encode, wrapped))
+        except _DECLINED:
+            return None
+        return LogCall(items, bool(call.verbose), call.config_id, call.prev_root)
+
+
+class LogCall(NamedTuple):
+    """What :meth:`FastPath.log_call` reads of a ``/v2/log`` body."""
+
+    items: list[bytes]
+    """Each event's request item ``{"event":{...}}``, in the body's order."""
+    verbose: bool
+    config_id: str | None
+    prev_root: str | None
+
+
+LOG_CALL_DEPTH = 4
+"""How deep the containers of a body :meth:`FastPath.log_call` takes nest (object, ``events``,
+item, event): a source whose depth limit is lower leaves such bodies to the full path."""
 
 
 class _DatetimeMemo(dict[str | None, str | None]):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["check_depth", "clip", "fit_name"]
+__all__ = ["check_depth", "clip", "fit_name", "json_depth_at_most"]
 
 
 _CONTAINERS = (dict, list, tuple)
@@ -35,6 +35,41 @@ def check_depth(obj: Any, max_depth: int) -> bool:
                     return False
                 if child:
                     push((child, depth + 1))
+    return True
+
+
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'{}[]"\\')
+"""Every byte but brackets, quotes and backslashes (deleted by :func:`json_depth_at_most`)."""
+_AS_PARENS = bytes.maketrans(b"{}[]", b"()()")
+
+
+def json_depth_at_most(raw: bytes, max_depth: int) -> bool | None:
+    """Whether the valid JSON text ``raw`` (or JSON lines) nests no deeper than ``max_depth``
+    containers, as :func:`check_depth` counts them on its decoded value; ``None`` when that
+    cannot be told cheaply (a string holds a bracket or an escape).
+
+    :func:`check_depth` walks every member of a decoded body in Python (11% of an Auth0
+    request's CPU, issue 18).  Here the bytes are reduced by C calls to their structure: all
+    but brackets, quotes and backslashes deleted (a backslash left: ``None``, as a quote may be
+    escaped); strings then holding nothing are ``""`` pairs, removed; a quote left means a
+    string held a bracket (the quotes before it are odd in number, so they cannot all pair
+    up), and the answer is ``None``.  What is left is the
+    brackets of the containers, whose innermost pairs each pass of ``replace`` removes: the
+    passes needed are the depth.
+    """
+    t = raw.translate(None, _NOT_STRUCTURE)
+    if b"\\" in t:
+        return None  # an escape: the quote after it may be one a string holds
+    t = t.replace(b'""', b"")
+    if b'"' in t:
+        return None
+    t = t.translate(_AS_PARENS)
+    depth = 0
+    while t:
+        if depth >= max_depth:
+            return False
+        t = t.replace(b"()", b"")
+        depth += 1
     return True
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -11,12 +12,12 @@ from aiohttp import web
 
 from gateway.errors import IntakeError
 
-_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
-
 
 def new_request_id() -> str:
     """A Pangea-style request id, ``prq_`` + 32 base32 characters."""
-    return "prq_" + "".join(secrets.choice(_ALPHABET) for _ in range(32))
+    # 20 random bytes are 32 base32 characters of the same alphabet (lower-cased), uniform:
+    # one C call instead of 32 secrets.choice calls, 4 % of a /v2/log request's CPU (issue 18).
+    return "prq_" + base64.b32encode(secrets.token_bytes(20)).decode("ascii").lower()
 
 
 def now_rfc3339() -> str:

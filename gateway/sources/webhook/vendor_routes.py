@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import IntakeError, ValidationFailed
-from gateway.normalize.limits import check_depth
+from gateway.normalize.limits import check_depth, json_depth_at_most
 from gateway.normalize.mapping import Mapping
 from gateway.normalize.schema import EventInvalid
 from gateway.normalize.vendors import VENDORS, DecodeError, Vendor, firehose
@@ -31,6 +31,10 @@ from gateway.sources.webhook.body import read_body
 from gateway.sources.webhook.config import WebhookSourceConfig
 from gateway.sources.webhook.envelope import envelope, error_response, new_request_id, now_rfc3339
 from gateway.telemetry.reasons import request_refusal_reason
+
+_JSON_DOCUMENT_FORMATS = frozenset({"auth0", "okta", "gitlab", "json"})
+"""Formats whose records are the body's JSON documents or parts of them (their decoders take
+them from ``orjson.loads`` of the body or its lines), with no ``subject`` of their own."""
 
 
 class VendorRoute:
@@ -88,7 +92,12 @@ class VendorRoute:
                 f"cannot decode the body: {exc}", errors=[{"code": "BadFormat", "detail": str(exc), "source": ""}]
             ) from None
         subject = self.vendor.subject
-        if not check_depth([subject(r) for r in records] if subject else records, self.config.max_json_depth):
+        limit = self.config.max_json_depth
+        # Records of these formats are parts of the body's JSON documents, one container (the
+        # list of them) added: a body nesting below the limit needs no walk of its records.
+        if not (
+            self.config.format in _JSON_DOCUMENT_FORMATS and json_depth_at_most(raw, limit - 1)
+        ) and not check_depth([subject(r) for r in records] if subject else records, limit):
             raise ValidationFailed(
                 "body nests too deeply",
                 errors=[{"code": "IsTooBig", "detail": f"over {self.config.max_json_depth} levels", "source": ""}],

@@ -298,3 +298,79 @@ async def test_a_resend_is_admitted_when_the_first_copy_is_still_in_flight_at_th
         assert rig.duplicates() == 0
     finally:
         await w.close()
+
+
+def test_record_many_leaves_the_window_as_recording_each_key_in_turn() -> None:
+    """The batch form the trackers use (issue 18) against one :meth:`DedupWindow.record` per key:
+    same ids, same order (so the same ones are forgotten first), same rows to write."""
+    config = DedupConfig(max_entries=5)
+    now = [1000.0]
+    one, many = (DedupWindow(Path("unused.db"), config, Metrics(), clock=lambda: now[0]) for _ in range(2))
+    batches = [["a", "b", "c"], ["d", "a"], [], ["e", "f", "b"]]
+    for batch in batches:
+        now[0] += 1
+        for key in batch:
+            one.record(key)
+        many.record_many(batch)
+    assert list(many._seen.items()) == list(one._seen.items())
+    assert many._to_write == one._to_write
+    assert len(many) == 5 and not many.seen("c") and many.seen("a")
+
+
+def test_events_digest_is_the_length_prefixed_hash_of_the_items_in_order() -> None:
+    """The joined-buffer digest equals hashing each prefix and item in turn (ids persist across restarts)."""
+    from hashlib import blake2b
+
+    from gateway.acks import Ack
+    from gateway.dedup import events_digest
+
+    for items in ([b'{"event":{}}'], [b"ab", b"c"], [b"a", b"bc"], [b""] * 3, [bytes(range(256)) * 3, b"x"]):
+        h = blake2b(digest_size=16)
+        for item in items:
+            h.update(len(item).to_bytes(8, "big"))
+            h.update(item)
+        events = [Event(i, Ack(None, 0), "s") for i in items]  # type: ignore[arg-type]
+        assert events_digest(events) == h.hexdigest()
+    assert events_digest([Event(b"ab", Ack(None, 0), "s"), Event(b"c", Ack(None, 0), "s")]) != events_digest(  # type: ignore[arg-type]
+        [Event(b"a", Ack(None, 0), "s"), Event(b"bc", Ack(None, 0), "s")]  # type: ignore[arg-type]
+    )
+
+
+async def test_the_file_keeps_each_ids_last_time_legacy_rows_included_and_forgets_past_max_entries(
+    tmp_path: Path,
+) -> None:
+    """Ids are written one row per flush (issue 18); a file of the former one row per id still loads."""
+    import sqlite3
+
+    path = tmp_path / "dedup.db"
+    now = [1_800_000_000.0]
+    config = DedupConfig(max_age_secs=100, max_entries=4)
+    w = DedupWindow(path, config, Metrics(), clock=lambda: now[0])
+    await w.start()
+    await w.close()
+    db = sqlite3.connect(path)
+    db.executemany("INSERT INTO seen(key, at) VALUES (?, ?)", [("old-kept", now[0] - 50), ("old-gone", now[0] - 150)])
+    db.commit()
+    db.close()
+    w = DedupWindow(path, config, Metrics(), clock=lambda: now[0])
+    await w.start()
+    assert w.seen("old-kept") and not w.seen("old-gone")
+    now[0] += 1
+    w.record_many(["a", "b\ud800"])  # an id orjson cannot write is written all the same
+    await w.close()  # flushes one batch
+    w = DedupWindow(path, config, Metrics(), clock=lambda: now[0])
+    await w.start()
+    assert w.seen("a") and w.seen("b\ud800") and w.seen("old-kept")
+    now[0] += 60  # "old-kept" is 111 s old now, "a" 60 s
+    w.record_many(["a"])  # recorded again: counts from now
+    await w.close()
+    now[0] += 60
+    w = DedupWindow(path, config, Metrics(), clock=lambda: now[0])
+    await w.start()
+    assert w.seen("a") and not w.seen("b\ud800") and not w.seen("old-kept")
+    w.record_many(["c", "d", "a", "e"])  # "a" again: in two batches of the file
+    await w.close()  # the prune at close leaves the newest 4 ids' batches
+    w = DedupWindow(path, config, Metrics(), clock=lambda: now[0])
+    await w.start()
+    assert list(w._seen) == ["c", "d", "a", "e"]  # oldest first, "a" where it was last recorded
+    await w.close()

@@ -9,6 +9,7 @@ path's; and it must not step aside for the common valid event (else it is no fas
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -35,6 +36,7 @@ FOLDING = Schema.from_fields(
     list(STANDARD.fields), SchemaPolicy(on_unknown_field="fold", fold_into="old", on_oversize="truncate")
 )
 SCHEMAS = [STANDARD, CUSTOM, FOLDING]
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "vendors"
 
 
 def full_path(schema: Schema, value: bytes) -> bytes | None:
@@ -246,3 +248,69 @@ def test_a_list_of_valid_values_with_one_bad_date_time_declines_only_that_one() 
         {"message": "a", "timestamp": "2024-06-11T08:15:12.000000Z"},
         {"message": "c"},
     ]
+
+
+# -- mapped events (vendor routes, HEC): dicts through the compiled path -----------------------
+
+_field_values = st.one_of(
+    _scalars,
+    st.just(float("nan")),
+    st.just(float("inf")),
+    st.integers(min_value=2**63, max_value=2**70),
+    st.lists(_scalars, max_size=2),
+    st.dictionaries(st.text(max_size=3), _scalars, max_size=2),
+)
+_event_keys = st.one_of(_keys, st.sampled_from(["message", "message", "actor", "timestamp"]))
+
+
+@st.composite
+def _mapped(draw: st.DrawFn, schema: Schema) -> dict[Any, Any]:
+    """An event dict as a mapper may build it: mostly fitting values, any others too."""
+    fitting = st.sampled_from(schema.fields).flatmap(lambda f: st.tuples(st.just(f.id), _fitting(f)))
+    members = draw(st.lists(st.one_of(fitting, fitting, st.tuples(_event_keys, _field_values)), max_size=6))
+    out: dict[Any, Any] = dict(members)
+    if draw(st.integers(min_value=0, max_value=9)) == 0:
+        out[draw(st.sampled_from([1, "event", "events"]))] = "x"
+    return out
+
+
+def full_item(schema: Schema, fields: dict[str, Any]) -> bytes | None:
+    try:
+        return encode_item(schema.normalize(fields))
+    except EventInvalid:
+        return None
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mapped_events_the_compiled_path_takes_get_the_full_paths_item(data: st.DataObject) -> None:
+    """Admitter.prepare's compiled step (_compiled_items) against normalize + encode_item, per event."""
+    from gateway.sources.intake import Candidate, _compiled_items
+
+    schema = data.draw(st.sampled_from(SCHEMAS))
+    events = data.draw(st.lists(_mapped(schema), min_size=1, max_size=5))
+    cands = [Candidate(e, f"/{i}", e) for i, e in enumerate(events)]
+    for fields, item in zip(events, _compiled_items(schema.fast_path(), cands), strict=True):
+        if item is not None:
+            slow = full_item(schema, fields)
+            assert slow is not None, f"compiled path accepted what normalize refuses: {fields!r}"
+            assert orjson.loads(item) == orjson.loads(slow), fields
+
+
+def test_mapped_auth0_records_take_the_compiled_path_and_odd_values_leave_it() -> None:
+    from gateway.normalize.vendors import auth0
+    from gateway.sources.intake import Candidate, _compiled_items
+
+    record = json.loads((FIXTURES / "auth0_batch1_jsonarray.json").read_text())[0]
+    fields, _id = auth0.to_event(record)
+    odd = [
+        {"message": "m", "actor": float("nan")},  # a float: normalize decides
+        {"message": "m", "actor": "a\ud800"},  # not encodable
+        {"message": "m", 7: "x"},  # a key that is no string
+        {"event": {"message": "m"}},  # never read as a wrapped item
+    ]
+    cands = [Candidate(f, "/0", f) for f in [fields, *odd]]
+    cands.append(Candidate(fields, "/9", fields, extras={"signature": "s"}))  # signed: normalize_signed
+    items = _compiled_items(STANDARD.fast_path(), cands)
+    assert items[0] is not None and orjson.loads(items[0]) == orjson.loads(encode_item(STANDARD.normalize(fields)))
+    assert items[1:] == [None] * (len(cands) - 1)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway.normalize.limits import check_depth, clip, fit_name
+from gateway.normalize.limits import check_depth, clip, fit_name, json_depth_at_most
 from gateway.normalize.mapping import Mapping, compile_path, get
 from gateway.normalize.restrictions import check
 from gateway.normalize.schema import Schema
@@ -127,6 +130,34 @@ def test_depth_counts_containers() -> None:
     assert not check_depth({"a": 1, "b": {"c": []}}, 2)  # an empty container still counts
     assert check_depth(nest(64), 64)
     assert not check_depth(nest(65), 64)
+
+
+_TRICKY_TEXT = st.text(alphabet='ab[]{}"\\\n\u00e9', max_size=6)
+_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1), _TRICKY_TEXT),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_TRICKY_TEXT, inner, max_size=3)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_JSON, st.integers(min_value=0, max_value=8), st.booleans())
+def test_depth_of_raw_json_agrees_with_the_walk_when_it_answers(value: Any, limit: int, lines: bool) -> None:
+    """The byte-level check (issue 18) answers as check_depth on the decoded value, or None."""
+    docs = [value, [value]] if lines else [value]  # JSON lines: the deepest line counts
+    raw = b"\n".join(map(orjson.dumps, docs))
+    quick = json_depth_at_most(raw, limit)
+    if quick is not None:
+        assert quick == all(check_depth(d, limit) for d in docs), raw
+
+
+def test_depth_of_raw_json_answers_for_plain_bodies_and_steps_aside_for_brackets_in_strings() -> None:
+    assert json_depth_at_most(b'[{"a":"x","b":{"c":[1,2]},"d":"e f"}]', 4) is True
+    assert json_depth_at_most(b'[{"a":"x","d":"e\\\\f"}]', 4) is None
+    assert json_depth_at_most(b'[{"a":"x","b":{"c":[1,2]}}]', 3) is False
+    assert json_depth_at_most(orjson.dumps(nest(65)), 64) is False
+    assert json_depth_at_most(b'{"a":"[["}', 1) is None
+    assert json_depth_at_most(b'{"a":"x\\"y"}', 1) is None
 
 
 def test_depth_check_is_iterative_on_very_deep_input() -> None:
