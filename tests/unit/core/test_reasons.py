@@ -20,6 +20,7 @@ ACCOUNTING = {
     "events_received",
     "events_recovered",
     "events_forwarded",
+    "events_handed_off",
     "events_rejected",
     "events_refused",
     "events_dropped",
