@@ -13,6 +13,7 @@ from prometheus_client import generate_latest
 from gateway.errors import AuthError, BufferFull, Draining, GatewayUnavailable, PayloadTooLarge, ValidationFailed
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.reasons import Reason, refusal_reason, rejection_reason, request_refusal_reason
+from gateway.telemetry.stats import figures
 from tests.support.accounting import assert_accounting
 
 GATEWAY = Path(__file__).resolve().parents[3] / "gateway"
@@ -109,3 +110,17 @@ def test_the_equation_check_names_a_reason_outside_the_vocabulary() -> None:
         assert_accounting(generate_latest(m.registry).decode())
     acc = assert_accounting(generate_latest(m.registry).decode().replace("BufferFull", "buffer_full"))
     assert acc[("sdk", "default")]["in_flight"] == 1  # 5 received, 3 forwarded, 1 rejected
+
+
+def test_status_and_the_stats_line_show_events_handed_off_to_a_kafka_buffer_per_destination() -> None:
+    m = Metrics()
+    m.account("sdk", "default").received(4)
+    m.account("sdk", "default").handed_off(3)
+    m.account("accepted", "default").received(3)
+    m.account("accepted", "default").forwarded(3)
+    report = figures(m.registry, ["sdk", "accepted"], ["default"])
+    assert report["destinations"]["default"]["handed_off"] == 3
+    assert report["destinations"]["default"]["delivered"] == 3
+    assert report["sources"]["sdk"]["received"] == 4
+    acc = assert_accounting(generate_latest(m.registry).decode())
+    assert acc[("sdk", "default")]["in_flight"] == 1  # 4 received, 3 handed off
