@@ -201,3 +201,36 @@ async def test_a_webhook_instance_with_the_kafka_buffer_balances_its_accounts_wi
     assert acc[("accepted", "default")]["forwarded"] + acc[("accepted", "default")]["duplicates"] == n
     assert handed == received == n
     assert Counter(stored_messages(tmp_path / "local-audit.db")) == Counter(messages)
+
+
+async def test_a_webhook_request_the_kafka_buffer_cannot_produce_is_answered_503_and_counted_refused(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text(
+        f"""
+upstream:
+  url: http://127.0.0.1:{free_port()}
+  token: ${{UPSTREAM_TOKEN}}
+buffer: {{type: kafka, topic: accepted, bootstrap_servers: 127.0.0.1:{free_port()}, produce_timeout_secs: 1}}
+destinations:
+  default: {{schema: standard}}
+sources:
+  sdk: {{type: webhook, format: pangea, destination: default}}
+"""
+    )
+    with gateway(tmp_path, config=cfg, env={"UPSTREAM_TOKEN": TOKEN}) as gw:
+        body = orjson.dumps({"events": [{"event": {"message": f"lost-{i}"}} for i in range(4)]})
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(gw.url() + "/v2/log", data=body, headers={"Content-Type": "application/json"}) as r,
+        ):
+            assert r.status == 503 and r.headers.get("Retry-After"), await r.text()
+        text = await scrape(gw.url("admin"))
+        acc = assert_accounting(text, quiescent=True)
+    # The gateway's own fault (its buffer's brokers), not a full buffer.
+    assert 'gateway_events_refused_total{destination="default",reason="unavailable",source="sdk"} 4.0' in text
+    assert 'gateway_intake_requests_refused_total{reason="unavailable",source="sdk"} 1.0' in text
+    assert acc[("sdk", "default")]["received"] == 4
+    assert acc[("sdk", "default")]["refused"] == 4
+    assert acc[("sdk", "default")]["handed_off"] == 0

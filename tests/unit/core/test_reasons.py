@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from gateway.buffer.disk import SpoolUnavailable
 from gateway.errors import AuthError, BufferFull, Draining, GatewayUnavailable, PayloadTooLarge, ValidationFailed
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.reasons import Reason, refusal_reason, rejection_reason, request_refusal_reason
@@ -59,6 +60,7 @@ def test_refusals_name_their_cause_in_the_vocabulary() -> None:
     assert refusal_reason(BufferFull("full")) is Reason.BUFFER_FULL
     assert refusal_reason(Draining("draining")) is Reason.DRAINING
     assert refusal_reason(GatewayUnavailable("spool")) is Reason.UNAVAILABLE
+    assert refusal_reason(SpoolUnavailable("disk full, or a Kafka buffer's brokers away")) is Reason.UNAVAILABLE
     assert refusal_reason(asyncio.CancelledError()) is Reason.CANCELLED
     assert request_refusal_reason(AuthError("no")) is Reason.AUTH
     assert request_refusal_reason(PayloadTooLarge("big")) is Reason.TOO_LARGE
