@@ -124,8 +124,8 @@ class Metrics:
             "gateway_events_refused_total",
             "Events not admitted at intake (the sender keeps and resends them): answered 429/503, or the"
             " request went away while waiting; with the request's invalid events.  By reason: buffer_full,"
-            " credentials (the upstream refuses the gateway's own), unavailable (the spool cannot write),"
-            " draining, cancelled.",
+            " credentials (the upstream refuses the gateway's own), unavailable (the spool cannot write, a"
+            " Kafka buffer's brokers do not acknowledge), draining, cancelled.",
             ["source", "destination", "reason"],
             registry=r,
         )
