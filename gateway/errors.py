@@ -18,8 +18,8 @@ an operation may be retried is an attribute (``retriable``), never a second hier
     │   ├── BodyIncomplete          400: the body stopped before its end (sources/webhook/body)
     │   └── BufferFull              429 TooManyRequests (retriable): the buffer pushes back
     │       ├── GatewayUnavailable  503 ServiceNotAvailable: full because of the gateway's own fault
-    │       ├── Draining            503 ServiceNotAvailable (retriable): the buffer is closed, the gateway stopping
-    │       └── SpoolUnavailable    503: the disk spool cannot write (buffer/disk)
+    │       │   └── SpoolUnavailable 503: the spool cannot write, a Kafka buffer's brokers do not ack (buffer/disk)
+    │       └── Draining            503 ServiceNotAvailable (retriable): the buffer is closed, the gateway stopping
     ├── DecodeError                 a body that cannot be split into records (normalize/vendors)
     ├── EventInvalid                an event its schema refuses; carries ``errors`` (normalize/schema)
     ├── SpoolError                  a spool write failed, nothing of it durable (buffer/spool)

@@ -52,7 +52,7 @@ from gateway.acks import Ack, AckStatus
 from gateway.buffer.clock import Clock, LoopClock, TimerHandle
 from gateway.buffer.config import BufferConfig
 from gateway.buffer.spool import Record, Spool, SpoolError
-from gateway.errors import BufferFull, Draining, GatewayError
+from gateway.errors import BufferFull, Draining, GatewayError, GatewayUnavailable
 from gateway.event import Event
 from gateway.telemetry.metrics import Metrics
 
@@ -80,11 +80,10 @@ Slot = tuple[int, bytes, str, str | None]
 """An event ready to be taken: ``(ack key, item, source, dedup_key)``."""
 
 
-class SpoolUnavailable(BufferFull):
-    """The spool cannot write (disk full, I/O error): 503 with Retry-After, nothing accepted."""
-
-    http_status = 503
-    pangea_status = "ServiceNotAvailable"
+class SpoolUnavailable(GatewayUnavailable):
+    """The spool cannot write (disk full, I/O error), or a Kafka buffer's brokers did not
+    acknowledge: 503 with Retry-After, nothing accepted.  A fault of the gateway's own, not a
+    full buffer: its events count refused ``unavailable`` (not ``buffer_full``)."""
 
 
 def _consume(fut: asyncio.Future[None]) -> None:

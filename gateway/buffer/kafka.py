@@ -10,6 +10,8 @@ pattern once one node is not enough:
   timeout after ``produce_timeout_secs``) answers 503 with Retry-After; a request whose
   messages were partly written may then be resent by its sender (a duplicate, never a loss).
   Headers: ``x-gateway-source`` (the intake source) and ``x-gateway-dedup-key`` when known.
+  Accounting: acknowledged events count ``handed_off`` for their (source, destination) pair
+  (out of in flight); events whose produce failed count ``refused`` at intake (the 503).
 * **Consumer side**: a ``type: kafka`` source with ``format: pangea`` reading ``topic`` in a
   consumer group; its instances forward to the upstream and commit offsets past what was
   delivered.  Events of Kafka sources (named in ``local_sources``) are not produced again:
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Collection
 from typing import Any
 
@@ -61,6 +64,7 @@ class KafkaBuffer:
     ) -> None:
         assert config.topic is not None
         self.destination = destination
+        self._metrics = metrics
         self.topic = config.topic
         self.max_bytes = config.max_bytes
         self.timeout = config.produce_timeout_secs
@@ -114,6 +118,10 @@ class KafkaBuffer:
             await self._produce(events)
         finally:
             self._producing_bytes -= size
+        # Every message is in Kafka: this pair is done with them (the buffer topic's Kafka source
+        # counts them received); counted in the step that resolves the acks, before any await.
+        for source, n in Counter(e.source for e in events).items():
+            self._metrics.account(source, self.destination).handed_off(n)
         for e in events:
             if not e.ack.resolved:
                 e.ack.resolve(AckStatus.DELIVERED, None)

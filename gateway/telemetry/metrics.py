@@ -29,8 +29,8 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometh
 class Account:
     """The terms of the accounting equation for one (source, destination), counted here only.
 
-    ``received + recovered = forwarded + duplicates + rejected + refused + dropped + in_flight``
-    holds at every moment between two awaits: each method moves ``n`` events from one term to
+    ``received + recovered = forwarded + handed_off + duplicates + rejected + refused + dropped
+    + in_flight`` holds at every moment between two awaits: each method moves ``n`` events from one term to
     another in one synchronous step, and ``in_flight`` (a gauge) holds what has no outcome yet.
     Callers count once per batch (``n``), never per event; the label children are cached.
     A fan-out source's event is one copy per destination, each accounted in its own pair.
@@ -58,6 +58,13 @@ class Account:
     def forwarded(self, n: int) -> None:
         """``n`` events the upstream accepted."""
         self._forwarded.inc(n)
+        self._in_flight.dec(n)
+
+    def handed_off(self, n: int) -> None:
+        """``n`` events written to the shared Kafka buffer topic and acknowledged by its brokers
+        (``acks=all``): done on this pair; the buffer topic's Kafka source (on this instance or
+        another of its consumer group) counts them ``received`` under its own name."""
+        self._metrics.events_handed_off.labels(*self._labels).inc(n)
         self._in_flight.dec(n)
 
     def duplicates(self, n: int) -> None:
@@ -105,12 +112,20 @@ class Metrics:
             ["source", "destination"],
             registry=r,
         )
+        self.events_handed_off = Counter(
+            "gateway_events_handed_off_total",
+            "Events written to the shared Kafka buffer topic (buffer: {type: kafka}) and acknowledged by its"
+            " brokers: from there the buffer topic's Kafka source accounts for them under its own source name"
+            " (on this instance or another of the consumer group).",
+            ["source", "destination"],
+            registry=r,
+        )
         self.events_refused = Counter(
             "gateway_events_refused_total",
             "Events not admitted at intake (the sender keeps and resends them): answered 429/503, or the"
             " request went away while waiting; with the request's invalid events.  By reason: buffer_full,"
-            " credentials (the upstream refuses the gateway's own), unavailable (the spool cannot write),"
-            " draining, cancelled.",
+            " credentials (the upstream refuses the gateway's own), unavailable (the spool cannot write, a"
+            " Kafka buffer's brokers do not acknowledge), draining, cancelled.",
             ["source", "destination", "reason"],
             registry=r,
         )
@@ -197,8 +212,8 @@ class Metrics:
         self.events_in_flight = Gauge(
             "gateway_events_in_flight_events",
             "Events received (or recovered) and not yet accounted for: being admitted, buffered, sent,"
-            " retried or polled.  received + recovered = forwarded + duplicates + rejected + refused +"
-            " dropped + this, per source and destination.",
+            " retried or polled.  received + recovered = forwarded + handed_off + duplicates + rejected"
+            " + refused + dropped + this, per source and destination.",
             ["source", "destination"],
             registry=r,
         )

@@ -45,7 +45,7 @@ class Reason(StrEnum):
     CREDENTIALS = "credentials"
     """The upstream refuses the gateway's own credential (503: the gateway's fault)."""
     UNAVAILABLE = "unavailable"
-    """The buffer cannot take events now (the spool cannot write)."""
+    """The buffer cannot take events now (the spool cannot write, a Kafka buffer's brokers do not ack)."""
     DRAINING = "draining"
     CANCELLED = "cancelled"
     """The request went away (the client closed it) before its events were admitted."""

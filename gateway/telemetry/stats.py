@@ -7,7 +7,8 @@ that does not exist simply reads 0 (or ``None`` for the in-flight gauge).
 Per source: ``received`` (read at intake, once per destination of a fan-out), ``rejected``
 (refused for good, at intake or upstream), ``dead_lettered``, ``refused`` (events not admitted,
 kept by their sender), ``refused_requests`` (whole requests refused), ``duplicates``.
-Per destination: ``delivered``, ``rejected``, ``dropped``, ``retries`` (upstream calls retried),
+Per destination: ``delivered``, ``handed_off`` (written to a Kafka buffer's topic, acknowledged:
+the topic's Kafka source delivers them), ``rejected``, ``dropped``, ``retries`` (upstream calls retried),
 ``buffered`` (events held) and ``in_flight`` (events taken from the buffer and not yet resolved,
 retrying ones included), when the gauge exists.
 """
@@ -28,6 +29,7 @@ _FIGURES: dict[str, tuple[str, str, str]] = {
     "gateway_intake_requests_refused_total": ("source", "sources", "refused_requests"),
     "gateway_duplicates_dropped_total": ("source", "sources", "duplicates"),
     "gateway_events_forwarded_total": ("destination", "destinations", "delivered"),
+    "gateway_events_handed_off_total": ("destination", "destinations", "handed_off"),
     "gateway_events_dropped_total": ("destination", "destinations", "dropped"),
     "gateway_upstream_retries_total": ("destination", "destinations", "retries"),
     "gateway_buffer_events": ("destination", "destinations", "buffered"),
@@ -37,7 +39,7 @@ IN_FLIGHT_GAUGES = ("gateway_delivery_in_flight_events",)
 """Gauges of events out of the buffer and not yet resolved, by ``destination``: read when present."""
 
 _SOURCE_FIGURES = ("received", "rejected", "dead_lettered", "refused", "refused_requests", "duplicates")
-_DEST_FIGURES = ("delivered", "rejected", "dropped", "retries", "buffered")
+_DEST_FIGURES = ("delivered", "handed_off", "rejected", "dropped", "retries", "buffered")
 
 
 def figures(registry: CollectorRegistry, sources: list[str], destinations: list[str]) -> dict[str, Any]:

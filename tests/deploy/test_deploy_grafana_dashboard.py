@@ -14,6 +14,7 @@ import pytest
 REQUIRED = {
     "gateway_events_received_total": set(),
     "gateway_events_forwarded_total": set(),
+    "gateway_events_handed_off_total": set(),  # the Kafka buffer's term of the accounting
     "gateway_events_rejected_total": {"reason"},
     "gateway_buffer_events": set(),
     "gateway_buffer_bytes": set(),

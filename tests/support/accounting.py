@@ -2,9 +2,11 @@
 
 Per (source, destination)::
 
-    received + recovered = forwarded + duplicates + rejected + refused + dropped + in_flight
+    received + recovered = forwarded + handed_off + duplicates + rejected + refused + dropped + in_flight
 
 ``recovered``: events a disk spool held from an earlier run (a SIGKILLed one), read back.
+``handed_off``: events a Kafka buffer wrote to its topic (acknowledged); the topic's Kafka
+source counts them ``received`` under its own name (see :func:`group_handed_off`).
 ``in_flight`` is the ``gateway_events_in_flight_events`` gauge; at a quiescent moment it is 0.
 Every ``reason`` label of the accounting metrics must be in the one vocabulary
 (:class:`gateway.telemetry.reasons.Reason`).
@@ -35,6 +37,7 @@ RECEIVED_SIDE = {
 }
 RESOLVED_SIDE = {
     "gateway_events_forwarded_total": "forwarded",
+    "gateway_events_handed_off_total": "handed_off",
     "gateway_duplicates_dropped_total": "duplicates",
     "gateway_events_rejected_total": "rejected",
     "gateway_events_refused_total": "refused",
@@ -157,3 +160,20 @@ def sample_sum(registry: CollectorRegistry, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
+
+
+def group_handed_off(expositions: list[str], buffer_source: str) -> tuple[float, float]:
+    """Over a consumer group's instances (one exposition each): the events handed off to the
+    Kafka buffer topic (every pair) and those the topic's Kafka source ``buffer_source`` received.
+
+    Without faults the two are equal.  With faults the second may exceed the first, never fall
+    short at a quiescent moment: a request refused after part of its messages were written is
+    resent (those messages are received twice), and a message dropped (revoked, shutdown) or
+    delivered but not yet committed is read again by the partition's next owner."""
+    handed = received = 0.0
+    for text in expositions:
+        for (source, _dest), terms in accounts(text).items():
+            handed += terms["handed_off"]
+            if source == buffer_source:
+                received += terms["received"]
+    return handed, received

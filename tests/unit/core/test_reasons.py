@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from gateway.buffer.disk import SpoolUnavailable
 from gateway.errors import AuthError, BufferFull, Draining, GatewayUnavailable, PayloadTooLarge, ValidationFailed
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.reasons import Reason, refusal_reason, rejection_reason, request_refusal_reason
+from gateway.telemetry.stats import figures
 from tests.support.accounting import assert_accounting
 
 GATEWAY = Path(__file__).resolve().parents[3] / "gateway"
@@ -20,6 +22,7 @@ ACCOUNTING = {
     "events_received",
     "events_recovered",
     "events_forwarded",
+    "events_handed_off",
     "events_rejected",
     "events_refused",
     "events_dropped",
@@ -57,6 +60,7 @@ def test_refusals_name_their_cause_in_the_vocabulary() -> None:
     assert refusal_reason(BufferFull("full")) is Reason.BUFFER_FULL
     assert refusal_reason(Draining("draining")) is Reason.DRAINING
     assert refusal_reason(GatewayUnavailable("spool")) is Reason.UNAVAILABLE
+    assert refusal_reason(SpoolUnavailable("disk full, or a Kafka buffer's brokers away")) is Reason.UNAVAILABLE
     assert refusal_reason(asyncio.CancelledError()) is Reason.CANCELLED
     assert request_refusal_reason(AuthError("no")) is Reason.AUTH
     assert request_refusal_reason(PayloadTooLarge("big")) is Reason.TOO_LARGE
@@ -108,3 +112,17 @@ def test_the_equation_check_names_a_reason_outside_the_vocabulary() -> None:
         assert_accounting(generate_latest(m.registry).decode())
     acc = assert_accounting(generate_latest(m.registry).decode().replace("BufferFull", "buffer_full"))
     assert acc[("sdk", "default")]["in_flight"] == 1  # 5 received, 3 forwarded, 1 rejected
+
+
+def test_status_and_the_stats_line_show_events_handed_off_to_a_kafka_buffer_per_destination() -> None:
+    m = Metrics()
+    m.account("sdk", "default").received(4)
+    m.account("sdk", "default").handed_off(3)
+    m.account("accepted", "default").received(3)
+    m.account("accepted", "default").forwarded(3)
+    report = figures(m.registry, ["sdk", "accepted"], ["default"])
+    assert report["destinations"]["default"]["handed_off"] == 3
+    assert report["destinations"]["default"]["delivered"] == 3
+    assert report["sources"]["sdk"]["received"] == 4
+    acc = assert_accounting(generate_latest(m.registry).decode())
+    assert acc[("sdk", "default")]["in_flight"] == 1  # 4 received, 3 handed off
