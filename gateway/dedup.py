@@ -266,7 +266,8 @@ class DedupWindow:
             return
         now = self._clock()
         recorded = self._seen
-        exhaust(map(recorded.pop, keys, repeat(None)))  # re-inserted below: last, as move_to_end
+        if not recorded.keys().isdisjoint(keys):  # usually all new: one C-level lookup each, no pops
+            exhaust(map(recorded.pop, keys, repeat(None)))  # re-inserted below: last, as move_to_end
         recorded.update(zip(keys, repeat(now)))
         excess = len(recorded) - self.config.max_entries
         if excess > 0:  # the oldest forgotten (a full window: on every call)
@@ -378,10 +379,11 @@ class Tracker:
             ids = list(map(_dedup_key_of, keyed))
             if None not in ids:
                 keys = list(map(prefix.__add__, ids))
+                # isdisjoint runs the lookups in C, without a method call per id (issue 18).
                 if (
                     len(set(keys)) == len(keys)
-                    and not any(map(recorded.__contains__, keys))
-                    and not any(map(registry.__contains__, keys))
+                    and recorded.keys().isdisjoint(keys)
+                    and registry.keys().isdisjoint(keys)
                 ):
                     # The usual request: every id new and unique.  Registered as the loop below
                     # would (each pending on this tracker), with C-level maps (issue 18).
