@@ -441,13 +441,14 @@ class Tracker:
     def _unregister(self) -> None:
         pending = self.window._pending
         registered = self._registered
-        owners = list(map(itemgetter(0), map(pending.get, registered, repeat(_NOBODY))))
-        if owners.count(self) == len(owners):  # the usual case: every key still ours, in C
-            exhaust(map(pending.pop, registered, repeat(None)))
-        else:
-            for key, owner in zip(registered, owners, strict=True):
-                if owner is self:
-                    del pending[key]
+        # Popped at once, then put back where another tracker took a key over (a concurrent
+        # request with the same request id): one lookup per key instead of a get and a pop,
+        # the registry's order being of no matter (issue 18).
+        popped = list(map(pending.pop, registered, repeat(_NOBODY)))
+        if list(map(itemgetter(0), popped)).count(self) != len(popped):
+            for key, entry in zip(registered, popped, strict=True):
+                if entry[0] is not self and entry is not _NOBODY:
+                    pending[key] = entry
         registered.clear()
 
     def done(self, group: AckGroup) -> None:
