@@ -446,9 +446,9 @@ class Tracker:
         # the registry's order being of no matter (issue 18).
         popped = list(map(pending.pop, registered, repeat(_NOBODY)))
         if list(map(itemgetter(0), popped)).count(self) != len(popped):
-            for key, entry in zip(registered, popped, strict=True):
-                if entry[0] is not self and entry is not _NOBODY:
-                    pending[key] = entry
+            for key, (owner, index) in zip(registered, popped, strict=True):
+                if owner is not None and owner is not self:  # None: not registered (_NOBODY)
+                    pending[key] = (owner, index)
         registered.clear()
 
     def done(self, group: AckGroup) -> None:
