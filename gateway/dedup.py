@@ -369,29 +369,24 @@ class Tracker:
             self._registered.append(self._request_key)
         # Per-event ids: register the new ones first (no await), then wait on those in flight elsewhere.
         waits: list[tuple[int, str, Tracker, int]] = []
-        keyed = events if list(map(_dedup_key_of, events)).count(None) != len(events) else ()  # else none has an id
+        ids = list(map(_dedup_key_of, events))  # read once: the check below and the fast path
+        keyed = events if ids.count(None) != len(events) else ()  # else none has an id
         prefix = ns_key(self.source, "")
         recorded = window._seen  # `key in recorded` first: most ids are new, and seen() is a call
         registry = window._pending
         registered = self._registered
         own_keys = self._keys
-        if keyed:
-            ids = list(map(_dedup_key_of, keyed))
-            if None not in ids:
-                keys = list(map(prefix.__add__, ids))
-                # isdisjoint runs the lookups in C, without a method call per id (issue 18).
-                if (
-                    len(set(keys)) == len(keys)
-                    and recorded.keys().isdisjoint(keys)
-                    and registry.keys().isdisjoint(keys)
-                ):
-                    # The usual request: every id new and unique.  Registered as the loop below
-                    # would (each pending on this tracker), with C-level maps (issue 18).
-                    n = len(keys)
-                    registry.update(zip(keys, zip(repeat(self, n), range(n), strict=True), strict=True))
-                    registered.extend(keys)
-                    own_keys.update(enumerate(keys))
-                    keyed = ()
+        if keyed and None not in ids:
+            keys = list(map(prefix.__add__, ids))
+            # isdisjoint runs the lookups in C, without a method call per id (issue 18).
+            if len(set(keys)) == len(keys) and recorded.keys().isdisjoint(keys) and registry.keys().isdisjoint(keys):
+                # The usual request: every id new and unique.  Registered as the loop below
+                # would (each pending on this tracker), with C-level maps (issue 18).
+                n = len(keys)
+                registry.update(zip(keys, zip(repeat(self, n), range(n), strict=True), strict=True))
+                registered.extend(keys)
+                own_keys.update(enumerate(keys))
+                keyed = ()
         for i, ev in enumerate(keyed):
             if ev.dedup_key is None:
                 continue
