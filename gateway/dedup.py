@@ -266,7 +266,8 @@ class DedupWindow:
             return
         now = self._clock()
         recorded = self._seen
-        exhaust(map(recorded.pop, keys, repeat(None)))  # re-inserted below: last, as move_to_end
+        if not recorded.keys().isdisjoint(keys):  # usually all new: one C-level lookup each, no pops
+            exhaust(map(recorded.pop, keys, repeat(None)))  # re-inserted below: last, as move_to_end
         recorded.update(zip(keys, repeat(now)))
         excess = len(recorded) - self.config.max_entries
         if excess > 0:  # the oldest forgotten (a full window: on every call)
@@ -368,28 +369,24 @@ class Tracker:
             self._registered.append(self._request_key)
         # Per-event ids: register the new ones first (no await), then wait on those in flight elsewhere.
         waits: list[tuple[int, str, Tracker, int]] = []
-        keyed = events if list(map(_dedup_key_of, events)).count(None) != len(events) else ()  # else none has an id
+        ids = list(map(_dedup_key_of, events))  # read once: the check below and the fast path
+        keyed = events if ids.count(None) != len(events) else ()  # else none has an id
         prefix = ns_key(self.source, "")
         recorded = window._seen  # `key in recorded` first: most ids are new, and seen() is a call
         registry = window._pending
         registered = self._registered
         own_keys = self._keys
-        if keyed:
-            ids = list(map(_dedup_key_of, keyed))
-            if None not in ids:
-                keys = list(map(prefix.__add__, ids))
-                if (
-                    len(set(keys)) == len(keys)
-                    and not any(map(recorded.__contains__, keys))
-                    and not any(map(registry.__contains__, keys))
-                ):
-                    # The usual request: every id new and unique.  Registered as the loop below
-                    # would (each pending on this tracker), with C-level maps (issue 18).
-                    n = len(keys)
-                    registry.update(zip(keys, zip(repeat(self, n), range(n), strict=True), strict=True))
-                    registered.extend(keys)
-                    own_keys.update(enumerate(keys))
-                    keyed = ()
+        if keyed and None not in ids:
+            keys = list(map(prefix.__add__, ids))
+            # isdisjoint runs the lookups in C, without a method call per id (issue 18).
+            if len(set(keys)) == len(keys) and recorded.keys().isdisjoint(keys) and registry.keys().isdisjoint(keys):
+                # The usual request: every id new and unique.  Registered as the loop below
+                # would (each pending on this tracker), with C-level maps (issue 18).
+                n = len(keys)
+                registry.update(zip(keys, zip(repeat(self, n), range(n), strict=True), strict=True))
+                registered.extend(keys)
+                own_keys.update(enumerate(keys))
+                keyed = ()
         for i, ev in enumerate(keyed):
             if ev.dedup_key is None:
                 continue
@@ -439,13 +436,14 @@ class Tracker:
     def _unregister(self) -> None:
         pending = self.window._pending
         registered = self._registered
-        owners = list(map(itemgetter(0), map(pending.get, registered, repeat(_NOBODY))))
-        if owners.count(self) == len(owners):  # the usual case: every key still ours, in C
-            exhaust(map(pending.pop, registered, repeat(None)))
-        else:
-            for key, owner in zip(registered, owners, strict=True):
-                if owner is self:
-                    del pending[key]
+        # Popped at once, then put back where another tracker took a key over (a concurrent
+        # request with the same request id): one lookup per key instead of a get and a pop,
+        # the registry's order being of no matter (issue 18).
+        popped = list(map(pending.pop, registered, repeat(_NOBODY)))
+        if list(map(itemgetter(0), popped)).count(self) != len(popped):
+            for key, (owner, index) in zip(registered, popped, strict=True):
+                if owner is not None and owner is not self:  # None: not registered (_NOBODY)
+                    pending[key] = (owner, index)
         registered.clear()
 
     def done(self, group: AckGroup) -> None:

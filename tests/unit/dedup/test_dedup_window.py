@@ -283,6 +283,22 @@ async def test_a_retry_with_the_same_events_waits_for_the_attempt_in_flight_and_
     assert rig.duplicates("sdk") == 1
 
 
+async def test_a_request_sent_twice_at_once_keeps_the_second_copy_awaited_after_the_first_fails(rig: Rig) -> None:
+    # Two copies of one SDK request (same id, same events) in flight: the second's registration
+    # replaced the first's, and the first failing must not take it away (issue 18's unregister).
+    await sdk_send(rig, ["a"], "prq_same")
+    await sdk_send(rig, ["a"], "prq_same")
+    first, second = rig.buffer.drain_nowait()
+    first.ack.resolve(AckStatus.ERRORED, "failed")
+    retry = asyncio.create_task(sdk_send(rig, ["a"], "prq_retry", ["prq_same"]))
+    await asyncio.sleep(0)
+    assert not retry.done()  # it waits for the copy still in flight
+    second.ack.resolve(AckStatus.DELIVERED, {"hash": "h"})
+    adm = await asyncio.wait_for(retry, 5)
+    assert adm.group.status == AckStatus.DELIVERED and rig.buffer.events == 0
+    assert rig.duplicates("sdk") == 1
+
+
 async def test_a_resend_is_admitted_when_the_first_copy_is_still_in_flight_at_the_end_of_the_wait(
     tmp_path: Path,
 ) -> None:
