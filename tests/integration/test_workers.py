@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from tests.integration.kafka.harness import pangea_values
-from tests.kafka_broker import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, create_topic, produce
+from tests.kafka_broker import create_topic, kafka_source_yaml, produce
 from tests.support.procs import Proc, start_gateway, stored_messages
 
 TOKEN = "pts_workers_local_token"
@@ -42,18 +42,7 @@ sources:
     type: webhook
     format: pangea
     destination: default
-  app:
-    type: kafka
-    bootstrap_servers: {bootstrap}
-    topics: [{topic}]
-    group_id: {group}
-    format: pangea
-    destination: default
-    session_timeout_ms: {SESSION_TIMEOUT_MS}
-    heartbeat_interval_ms: {HEARTBEAT_INTERVAL_MS}
-    drain_timeout_secs: 2
-    commit_interval_secs: 0.5
-"""
+{kafka_source_yaml("app", bootstrap, topic, group)}"""
     )
     return cfg
 

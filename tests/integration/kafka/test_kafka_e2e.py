@@ -19,7 +19,12 @@ import pytest
 
 from gateway.kafka.deadletter import HEADER_OFFSET, HEADER_REASON, HEADER_TOPIC
 from tests.integration.kafka.harness import pangea_values
-from tests.kafka_broker import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, committed_and_end_offsets, produce, read_topic
+from tests.kafka_broker import (
+    committed_and_end_offsets,
+    kafka_source_yaml,
+    produce,
+    read_topic,
+)
 from tests.support.accounting import scrape_and_check
 from tests.support.procs import Proc, free_port, local_audit, start_gateway, stored_messages
 
@@ -43,18 +48,7 @@ destinations:
     schema: standard
     batch: {{max_events: 1000, timeout_secs: 0.05}}
 sources:
-  app:
-    type: kafka
-    bootstrap_servers: {bootstrap}
-    topics: [{topic}]
-    group_id: {group}
-    format: pangea
-    destination: default
-    session_timeout_ms: {SESSION_TIMEOUT_MS}
-    heartbeat_interval_ms: {HEARTBEAT_INTERVAL_MS}
-    drain_timeout_secs: 2
-    commit_interval_secs: 0.5
-{extra}
+{kafka_source_yaml("app", bootstrap, topic, group)}{extra}
 """
     )
     return cfg

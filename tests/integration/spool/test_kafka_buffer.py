@@ -20,7 +20,7 @@ from gateway.buffer.kafka import HEADER_SOURCE, KafkaBuffer
 from gateway.event import Event
 from gateway.telemetry.metrics import Metrics
 from tests.integration.kafka.harness import running_source, source_config
-from tests.kafka_broker import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, create_topic, read_topic
+from tests.kafka_broker import create_topic, kafka_source_yaml, read_topic
 from tests.support.accounting import assert_accounting, group_handed_off, scrape, scrape_and_check
 from tests.support.procs import free_port, gateway, local_audit, stored_messages
 
@@ -145,18 +145,7 @@ sources:
     type: webhook
     format: pangea
     destination: default
-  accepted:
-    type: kafka
-    bootstrap_servers: {bootstrap}
-    topics: [{topic}]
-    group_id: {group}
-    format: pangea
-    destination: default
-    session_timeout_ms: {SESSION_TIMEOUT_MS}
-    heartbeat_interval_ms: {HEARTBEAT_INTERVAL_MS}
-    drain_timeout_secs: 2
-    commit_interval_secs: 0.5
-"""
+{kafka_source_yaml("accepted", bootstrap, topic, group)}"""
     )
     return cfg
 
