@@ -14,6 +14,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,44 +33,44 @@ APP_B = "pts_app_b_general_only"
 APP_C = "pts_app_c_custom_schema"
 
 
-@pytest.fixture(scope="module")
-def procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
-    tmp = tmp_path_factory.mktemp("callers")
-    up = tmp / "upstream"
-    up.mkdir()
-    (up / "configs.json").write_text(
-        json.dumps(
-            {
-                "configs": [
-                    {"id": PAY, "tokens": [GATEWAY_TOKEN, APP_A]},
-                    {"id": GEN, "tokens": [GATEWAY_TOKEN, APP_A, APP_B]},
-                    {
-                        "id": CUST,
-                        "tokens": [GATEWAY_TOKEN, APP_C],
-                        "schema": {
-                            "fields": [
-                                {"id": "message", "type": "text", "required": True},
-                                {"id": "amount", "type": "integer"},
-                            ]
-                        },
-                    },
-                ]
-            }
-        )
-    )
-    (tmp / "app-b-token").write_text(APP_B + "\n")
-    with local_audit(up, GATEWAY_TOKEN, "--configs", str(up / "configs.json")) as upstream:
-        cfg = tmp / "gateway.yaml"
-        cfg.write_text(
-            f"""
+def upstream_configs(up: Path) -> Path:
+    """The audit log's three configurations (two standard, one custom) and the tokens each takes."""
+    custom = {"fields": [{"id": "message", "type": "text", "required": True}, {"id": "amount", "type": "integer"}]}
+    configs = [
+        {"id": PAY, "tokens": [GATEWAY_TOKEN, APP_A]},
+        {"id": GEN, "tokens": [GATEWAY_TOKEN, APP_A, APP_B]},
+        {"id": CUST, "tokens": [GATEWAY_TOKEN, APP_C], "schema": custom},
+    ]
+    path = up / "configs.json"
+    path.write_text(json.dumps({"configs": configs}))
+    return path
+
+
+def upstream_and_destinations(upstream_url: str) -> str:
+    """The gateway configuration's ``upstream`` (its own token for all three) and one
+    destination per configuration."""
+    return f"""
 upstream:
-  url: {upstream.url("local_audit")}
+  url: {upstream_url}
   token: {GATEWAY_TOKEN}
 destinations:
   payments: {{config_id: {PAY}}}
   general: {{config_id: {GEN}}}
   custom: {{config_id: {CUST}, schema: upstream}}
-sources:
+"""
+
+
+@pytest.fixture(scope="module")
+def procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
+    tmp = tmp_path_factory.mktemp("callers")
+    up = tmp / "upstream"
+    up.mkdir()
+    (tmp / "app-b-token").write_text(APP_B + "\n")
+    with local_audit(up, GATEWAY_TOKEN, "--configs", str(upstream_configs(up))) as upstream:
+        cfg = tmp / "gateway.yaml"
+        cfg.write_text(
+            upstream_and_destinations(upstream.url("local_audit"))
+            + f"""sources:
   sdk:
     type: webhook
     format: pangea

@@ -18,12 +18,13 @@ from tests.integration.test_sidecar_callers import (
     APP_A,
     APP_B,
     APP_C,
-    CUST,
     GATEWAY_TOKEN,
     GEN,
     PAY,
     both,
     messages,
+    upstream_and_destinations,
+    upstream_configs,
 )
 from tests.support.procs import REPO, Proc, gateway, local_audit
 
@@ -33,30 +34,16 @@ def procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc
     tmp = tmp_path_factory.mktemp("pass_through")
     up = tmp / "upstream"
     up.mkdir()
-    custom = {"fields": [{"id": "message", "type": "text", "required": True}, {"id": "amount", "type": "integer"}]}
-    configs = [
-        {"id": PAY, "tokens": [GATEWAY_TOKEN, APP_A]},
-        {"id": GEN, "tokens": [GATEWAY_TOKEN, APP_A, APP_B]},
-        {"id": CUST, "tokens": [GATEWAY_TOKEN, APP_C], "schema": custom},
-    ]
-    (up / "configs.json").write_text(json.dumps({"configs": configs}))
-    with local_audit(up, GATEWAY_TOKEN, "--configs", str(up / "configs.json")) as upstream:
+    with local_audit(up, GATEWAY_TOKEN, "--configs", str(upstream_configs(up))) as upstream:
         cfg = tmp / "gateway.yaml"
         cfg.write_text(
-            f"""
-upstream:
-  url: {upstream.url("local_audit")}
-  token: {GATEWAY_TOKEN}
-destinations:
-  payments: {{config_id: {PAY}}}
-  general: {{config_id: {GEN}}}
-  custom: {{config_id: {CUST}, schema: upstream}}
-sources:
+            upstream_and_destinations(upstream.url("local_audit"))
+            + """sources:
   sdk:
     type: webhook
     format: pangea
     destination: general
-    auth: {{pass_through: true}}
+    auth: {pass_through: true}
 """
         )
         with gateway(tmp, config=cfg) as gw:
