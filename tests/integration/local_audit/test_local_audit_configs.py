@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -304,9 +304,9 @@ async def test_bad_input_to_the_config_endpoints_gets_validation_errors(
     assert codes(answer) == expected
 
 
-async def test_other_configurations_ids_and_partition_overrides_get_the_spec_errors(
-    tmp_path: Path, http: aiohttp.ClientSession
-) -> None:
+@pytest.fixture
+async def two_configs(tmp_path: Path) -> AsyncIterator[LocalAuditServer]:
+    """A server with configurations A (its own token's) and C (only ``pts_c_only``'s)."""
     settings = LocalAuditSettings.model_validate(
         {
             "listen_port": 0,
@@ -317,38 +317,45 @@ async def test_other_configurations_ids_and_partition_overrides_get_the_spec_err
     srv = LocalAuditServer(settings)
     await srv.start()
     try:
-        for path in ("/v1beta/config", "/v1beta/config/delete"):
-            status, body = await post(http, srv.base_url, srv.token, path, {"id": CONFIG_C})
-            assert status == 403 and body["status"] == "MissingConfigIDScope"
-        status, body = await post(http, srv.base_url, srv.token, "/v1beta/config/list", {})
-        assert [c["id"] for c in body["result"]["items"]] == [CONFIG_A]
-
-        v2 = await create_config(http, srv, {"name": "v2", "version": 2, "schema": CUSTOM_SCHEMA})
-        overrides = {"acme": {"warm_storage": "30d", "cold_storage": "365d"}}
-        status, body = await post(
-            http,
-            srv.base_url,
-            srv.token,
-            "/v1beta/config/partition_overrides",
-            {"id": v2["id"], "overrides": overrides},
-        )
-        assert status == 400 and body["status"] == "InvalidSchema"
-        v3 = await create_config(http, srv, {"name": "v3", "version": 3, "schema": CUSTOM_SCHEMA})
-        status, body = await post(
-            http,
-            srv.base_url,
-            srv.token,
-            "/v1beta/config/partition_overrides",
-            {"id": v3["id"], "overrides": overrides},
-        )
-        assert status == 200 and body["result"] == {}
-        status, body = await post(http, srv.base_url, srv.token, "/v1beta/config", {"id": v3["id"]})
-        assert body["result"]["partition_overrides"] == overrides
-        # The token that created them may use them; another token may not.
-        status, body = await post(http, srv.base_url, "pts_c_only", "/v1beta/config", {"id": v3["id"]})
-        assert status == 403 and body["status"] == "MissingConfigIDScope"
+        yield srv
     finally:
         await srv.stop()
+
+
+async def test_other_configurations_ids_and_partition_overrides_get_the_spec_errors(
+    two_configs: LocalAuditServer, http: aiohttp.ClientSession
+) -> None:
+    srv = two_configs
+    for path in ("/v1beta/config", "/v1beta/config/delete"):
+        status, body = await post(http, srv.base_url, srv.token, path, {"id": CONFIG_C})
+        assert status == 403 and body["status"] == "MissingConfigIDScope"
+    status, body = await post(http, srv.base_url, srv.token, "/v1beta/config/list", {})
+    assert [c["id"] for c in body["result"]["items"]] == [CONFIG_A]
+
+    v2 = await create_config(http, srv, {"name": "v2", "version": 2, "schema": CUSTOM_SCHEMA})
+    overrides = {"acme": {"warm_storage": "30d", "cold_storage": "365d"}}
+    status, body = await post(
+        http,
+        srv.base_url,
+        srv.token,
+        "/v1beta/config/partition_overrides",
+        {"id": v2["id"], "overrides": overrides},
+    )
+    assert status == 400 and body["status"] == "InvalidSchema"
+    v3 = await create_config(http, srv, {"name": "v3", "version": 3, "schema": CUSTOM_SCHEMA})
+    status, body = await post(
+        http,
+        srv.base_url,
+        srv.token,
+        "/v1beta/config/partition_overrides",
+        {"id": v3["id"], "overrides": overrides},
+    )
+    assert status == 200 and body["result"] == {}
+    status, body = await post(http, srv.base_url, srv.token, "/v1beta/config", {"id": v3["id"]})
+    assert body["result"]["partition_overrides"] == overrides
+    # The token that created them may use them; another token may not.
+    status, body = await post(http, srv.base_url, "pts_c_only", "/v1beta/config", {"id": v3["id"]})
+    assert status == 403 and body["status"] == "MissingConfigIDScope"
 
 
 # -- service tokens ---------------------------------------------------------------------------
@@ -695,28 +702,17 @@ async def test_bad_input_to_export_and_download_gets_validation_errors(
 
 
 async def test_downloads_of_another_configurations_results_and_unknown_links_are_refused(
-    tmp_path: Path, http: aiohttp.ClientSession
+    two_configs: LocalAuditServer, http: aiohttp.ClientSession
 ) -> None:
-    settings = LocalAuditSettings.model_validate(
-        {
-            "listen_port": 0,
-            "db_path": tmp_path / "audit.db",
-            "configs": [{"id": CONFIG_A}, {"id": CONFIG_C, "tokens": ["pts_c_only"]}],
-        }
+    srv = two_configs
+    await post(http, srv.base_url, "pts_c_only", "/v1/log", {"event": {"message": "c"}})
+    _, found = await post(http, srv.base_url, "pts_c_only", "/v1/search", {})
+    status, body = await post(
+        http, srv.base_url, srv.token, "/v1/download_results", {"result_id": found["result"]["id"]}
     )
-    srv = LocalAuditServer(settings)
-    await srv.start()
-    try:
-        await post(http, srv.base_url, "pts_c_only", "/v1/log", {"event": {"message": "c"}})
-        _, found = await post(http, srv.base_url, "pts_c_only", "/v1/search", {})
-        status, body = await post(
-            http, srv.base_url, srv.token, "/v1/download_results", {"result_id": found["result"]["id"]}
-        )
-        assert status == 400 and codes(body) == [("DoesNotExist", "/result_id")]
-        async with http.get(srv.base_url + "/v1/download/pdl_" + "a" * 32) as resp:
-            assert resp.status == 404 and (await resp.json())["status"] == "NotFound"
-    finally:
-        await srv.stop()
+    assert status == 400 and codes(body) == [("DoesNotExist", "/result_id")]
+    async with http.get(srv.base_url + "/v1/download/pdl_" + "a" * 32) as resp:
+        assert resp.status == 404 and (await resp.json())["status"] == "NotFound"
 
 
 # -- log streams ----------------------------------------------------------------------------------
