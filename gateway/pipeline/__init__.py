@@ -334,3 +334,19 @@ def target(names: list[str], destinations: dict[str, Destination]) -> Target:
     if len(names) == 1:
         return destinations[names[0]]
     return FanOut([destinations[n] for n in names])
+
+
+def destination_names(target: Target) -> list[str]:
+    """The destinations a target's events go to, in order (one unless a fan-out)."""
+    return [d.name for d in target.destinations] if isinstance(target, FanOut) else [target.name]
+
+
+def give_up_unplaced(target: Target, events: list[Event]) -> list[int]:
+    """Give up on ``events`` that will not be buffered further; returns, per destination (in
+    :func:`destination_names` order), how many of them have no copy in its buffer.  A fan-out's
+    copies already placed stay and are delivered; its missing ones resolve ERRORED."""
+    if isinstance(target, FanOut):
+        unplaced = target.unplaced(events)
+        target.abandon(events)
+        return unplaced
+    return [len(events)]

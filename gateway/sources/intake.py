@@ -25,7 +25,7 @@ from gateway.errors import BufferFull, GatewayError, GatewayUnavailable
 from gateway.event import Event, encode_item
 from gateway.normalize.fastpath import FastPath
 from gateway.normalize.schema import EventInvalid
-from gateway.pipeline import FanOut, Target
+from gateway.pipeline import Target, destination_names, give_up_unplaced
 from gateway.sinks.deadletter.base import DeadLetter, DeadLetterStore
 from gateway.telemetry.metrics import Account, Metrics
 from gateway.telemetry.reasons import Reason, refusal_reason, rejection_reason
@@ -94,9 +94,8 @@ class Admitter:
         self.metrics = metrics
         self.deadletters = deadletters
         self._check_restrictions = check_restrictions
-        # One account per destination copy (a fan-out source's event counts once in each).
-        names = [d.name for d in destination.destinations] if isinstance(destination, FanOut) else [destination.name]
-        self._accounts: list[Account] = [metrics.account(source, name) for name in names]
+        self.accounts: list[Account] = [metrics.account(source, name) for name in destination_names(destination)]
+        """One account per destination copy (a fan-out source's event counts once in each)."""
 
     def prepare_values(
         self,
@@ -141,7 +140,7 @@ class Admitter:
                         items[i] = valid[0][1]
                     else:
                         slow[i] = ([(it, cand.dedup_key) for _i, it, cand in valid], invalid)
-        for acct in self._accounts:
+        for acct in self.accounts:
             acct.received(n)
         if TAP.active:
             rejected = [c for _v, inv in slow.values() for c in inv]
@@ -222,7 +221,7 @@ class Admitter:
         ids: admitted as they are, with no per-event work here.  Only when this admitter checks
         no restrictions and the tap is off (its points show the records as received).
         """
-        accounts = self._accounts
+        accounts = self.accounts
         if items is not None:
             valid: list[tuple[int, bytes, Candidate]] = []
             invalid: list[Candidate] = []
@@ -263,9 +262,7 @@ class Admitter:
                 # Not admitted, invalid ones included (the sender resends the whole request);
                 # a fan-out's copies already placed stay and are delivered, counted there.
                 destination = self.destination
-                unplaced = destination.unplaced(events) if isinstance(destination, FanOut) else [len(events)]
-                if isinstance(destination, FanOut):
-                    destination.abandon(events)
+                unplaced = give_up_unplaced(destination, events)
                 credentials = type(exc) is BufferFull and getattr(destination.sink, "credentials_refused", False)
                 reason = Reason.CREDENTIALS if credentials else refusal_reason(exc)
                 for acct, n in zip(accounts, unplaced, strict=True):
@@ -307,7 +304,7 @@ class Admitter:
             reason = _reason_of(cand)
             reasons[reason] = reasons.get(reason, 0) + 1
         for reason, n in reasons.items():
-            for acct in self._accounts:
+            for acct in self.accounts:
                 acct.rejected("intake", reason, n)
 
     async def reject_invalid(self, invalid: Sequence[Candidate]) -> None:

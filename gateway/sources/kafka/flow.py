@@ -12,6 +12,7 @@ from aiokafka.errors import KafkaError
 from gateway.acks import AckStatus
 from gateway.errors import BufferFull
 from gateway.event import Event
+from gateway.pipeline import give_up_unplaced
 from gateway.sources.kafka.state import (
     DLQ_BACKLOG_PAUSE,
     SUBMIT_CHUNK,
@@ -74,15 +75,11 @@ class FlowControl(SourceState):
     def _drop(self, events: Iterable[Event], reason: Reason) -> None:
         events = list(events)
         # Never buffered (a fan-out: the copies not placed yet), so each leaves the accounting here.
-        unplaced_of = getattr(self.destination, "unplaced", None)
-        unplaced = unplaced_of(events) if unplaced_of is not None else [len(events)]
-        abandon = getattr(self.destination, "abandon", None)  # a fan-out: copies placed so far
-        if abandon is not None:
-            abandon(events)
+        unplaced = give_up_unplaced(self.destination, events)
         for e in events:
             if not e.ack.resolved:
                 e.ack.resolve(AckStatus.ERRORED, reason)
-        for acct, n in zip(self._accounts, unplaced, strict=True):
+        for acct, n in zip(self.admitter.accounts, unplaced, strict=True):
             if n:
                 acct.dropped(reason, n)
 

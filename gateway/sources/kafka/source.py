@@ -135,7 +135,6 @@ class KafkaSource(Consuming, FlowControl, Rebalancing, Committing):
         self._task: asyncio.Task[None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self._consumed_children: dict[str, Any] = {}
-        self._accounts = [metrics.account(name, d) for d in config.destinations]  # a fan-out: one per copy
         self._m_paused = metrics.kafka_paused.labels(name)
         self._m_paused.set(0)
 

@@ -22,7 +22,7 @@ from gateway.sources.kafka.config import KafkaSourceConfig
 from gateway.sources.kafka.deadletter_topic import DeadLetterTopic
 from gateway.sources.kafka.offsets import Kept, PartitionTracker
 from gateway.sources.kafka.records import KafkaRecord
-from gateway.telemetry.metrics import Account, Metrics
+from gateway.telemetry.metrics import Metrics
 
 POLL_TIMEOUT_MS = 200
 """getmany wait: also how often errored partitions and holds are looked at."""
@@ -101,7 +101,6 @@ class SourceState:
     _task: asyncio.Task[None] | None
     _commit_task: asyncio.Task[None] | None
     _consumed_children: dict[str, Any]
-    _accounts: list[Account]
     _m_paused: Any
 
     async def commit(self, partitions: list[TopicPartition] | None = None) -> None:
