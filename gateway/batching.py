@@ -9,6 +9,8 @@ from gateway.acks import AckStatus, BatchAck
 from gateway.event import Event
 
 _ack_of = attrgetter("ack")
+_credential_of = attrgetter("credential")
+_v1_of = attrgetter("v1_members")
 
 
 @dataclass(slots=True, eq=False)
@@ -30,9 +32,11 @@ class Batch:
     @staticmethod
     def split(destination: str, events: list[Event]) -> list[Batch]:
         """``events`` as batches of one credential each (one batch, in the common case)."""
-        first = events[0].credential
-        if all(e.credential == first and e.v1_members is None for e in events):
-            return [Batch(destination, events, first)]
+        credentials = list(map(_credential_of, events))
+        # The usual case, checked with C-level maps (a generator per event cost ~1 % of a
+        # /v2/log gateway's CPU, issue 18): one credential, no /v1/log call.
+        if credentials.count(credentials[0]) == len(events) and list(map(_v1_of, events)).count(None) == len(events):
+            return [Batch(destination, events, credentials[0])]
         groups: dict[str | None, list[Event]] = {}
         alone: list[Batch] = []  # /v1/log calls: one event each
         for e in events:

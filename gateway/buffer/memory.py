@@ -93,6 +93,15 @@ class MemoryBuffer:
 
     def _pop(self, max_events: int, max_bytes: int) -> list[Event]:
         q = self._q
+        if len(q) <= max_events and self._bytes <= max_bytes:
+            # The usual take: everything buffered fits one batch; no sizes to add up (issue 18).
+            out = list(q)
+            q.clear()
+            if out:
+                self._bytes = 0
+                self._publish()
+                self._room.set()
+            return out
         # Running sizes of the head, in C: the batch is the longest prefix within max_bytes
         # (at least one event, however large).
         sizes = list(accumulate(map(len, map(item_of, islice(q, max_events)))))

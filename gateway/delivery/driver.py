@@ -36,6 +36,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from operator import attrgetter
 from typing import Any, Generic
 
 import orjson
@@ -53,6 +54,8 @@ from gateway.telemetry.redact import redact
 from gateway.telemetry.tap import TAP
 
 __all__ = ["DeliveryDriver"]
+
+_source_of = attrgetter("source")
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +149,9 @@ class DeliveryDriver(Generic[RequestT, AnswerT]):
         """Events per source among ``indexes`` of ``batch`` (None: all); usually one source."""
         events = batch.events
         if indexes is None or len(indexes) == len(events):
-            first = events[0].source
-            if all(e.source == first for e in events):  # the usual batch: one source
-                return {first: len(events)}
+            sources = list(map(_source_of, events))
+            if sources.count(sources[0]) == len(sources):  # the usual batch: one source (C-level)
+                return {sources[0]: len(sources)}
             chosen: Sequence[Any] = events
         else:
             chosen = [events[i] for i in indexes]

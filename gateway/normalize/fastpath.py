@@ -171,8 +171,10 @@ class FastPath:
         :class:`_DatetimeMemo`)."""
         canonical = self._dt_memo.__getitem__
         for attr, stamp_of in self._datetimes:
-            texts = list(map(canonical, map(stamp_of, events)))
-            exhaust(map(setattr, events, repeat(attr), texts))
+            stamps = list(map(stamp_of, events))
+            texts = list(map(canonical, stamps))
+            if texts != stamps:  # already canonical (an SDK's microseconds): nothing to set
+                exhaust(map(setattr, events, repeat(attr), texts))
 
     def log_call(self, raw: bytes, max_events: int) -> LogCall | None:
         """A Pangea ``/v2/log`` body decoded, validated and turned into its events' items in C

@@ -36,7 +36,9 @@ counts and resolves the acks.  What the answers mean:
 No text of an upstream or token-endpoint answer (``summary``, error descriptions) goes into an
 ack reason, a log line or a readiness reason: they carry HTTP statuses and error codes only.
 
-Ack details: DELIVERED carries the upstream's per-event result dict; REJECTED a list of error
+Ack details: DELIVERED carries the upstream's per-event result, as its JSON text
+(``msgspec.Raw``, passed on unparsed) or, when some result of the answer carries an
+``envelope``, as a dict (see :meth:`Answer.results`); REJECTED a list of error
 dicts ``{code, detail, source}`` whose ``source`` is a JSON pointer *into the event's item*
 (``/event/actor``; the upstream's ``/events/N`` prefix, an index into our request body, is
 stripped, so a source re-points it at its own request); ERRORED a short reason string.
@@ -330,9 +332,8 @@ class PangeaSink:
 
     def _results(self, answer: Answer, n: int) -> list[Any]:
         """The per-event results of a 200 answer to ``n`` events (``stored_all(n)`` held)."""
-        result = answer.result
-        results = result.get("results") if result else None
-        if not isinstance(results, list) or len(results) != n:  # cannot be, once stored_all(n) held
+        results = answer.results(n)
+        if results is None:  # cannot be, once stored_all(n) held
             log.error("upstream 200 without one result per event", extra={"destination": self.destination})
             return [None] * n
         return results

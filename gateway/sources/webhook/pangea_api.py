@@ -19,6 +19,7 @@ from collections import OrderedDict
 from typing import Any
 
 import aiohttp
+import msgspec
 import orjson
 from aiohttp import web
 
@@ -458,7 +459,7 @@ class PangeaApi:
             adm, verbose = await self._admit(request, rid, "/v1/log")
             status = await settle(adm, self.config.ack_timeout_secs)
             results = adm.group.results or []
-            result = _shape(results[0], verbose) if results and results[0] is not None else {}
+            result = _shape(_as_object(results[0]), verbose) if results and results[0] is not None else {}
             return answer(status, adm, result, request_id=rid, request_time=rtime)
 
         return await self._guard(request, handle)
@@ -545,6 +546,14 @@ def _member(body: bytes, name: str) -> tuple[bool, Any]:
     return (True, parsed.get(name)) if isinstance(parsed, dict) else (False, None)
 
 
+_RAW_ONLY = {msgspec.Raw}
+
+
+def _as_object(result: Any) -> Any:
+    """A per-event result kept as its JSON text (:class:`msgspec.Raw`) read as an object."""
+    return msgspec.json.decode(result) if type(result) is msgspec.Raw else result
+
+
 def _shape(result: Any, verbose: bool) -> dict[str, Any]:
     if not isinstance(result, dict):
         return {}
@@ -553,8 +562,15 @@ def _shape(result: Any, verbose: bool) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k != "envelope"}
 
 
-def _bulk_result(adm: Admission, verbose: bool) -> dict[str, Any]:
+def _bulk_result(adm: Admission, verbose: bool) -> dict[str, Any] | orjson.Fragment:
     results = adm.group.results or []
+    types = set(map(type, results))
+    if msgspec.Raw in types:
+        if types == _RAW_ONLY:
+            # Every result as the upstream wrote it, none with an envelope (see Answer.results):
+            # spliced into the answer as they are, no dict or copy per event (issue 18).
+            return orjson.Fragment(b'{"results":[' + b",".join(results) + b"]}")
+        results = [_as_object(r) for r in results]  # a request split over batches
     if not verbose:
         # The usual answer: results without envelopes (none was asked for) are sent as they
         # are; only one carrying an envelope is copied without it (issue 18: no copy per event).

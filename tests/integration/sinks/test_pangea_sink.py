@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import orjson
 import pytest
 from pydantic import SecretStr
@@ -71,7 +72,9 @@ class Harness:
         return self.acks.by_key[key][0]  # type: ignore[no-any-return]
 
     def detail(self, key: int) -> Any:
-        return self.acks.by_key[key][1]
+        """The ack's detail; a per-event result kept as its JSON text (``msgspec.Raw``) read."""
+        detail = self.acks.by_key[key][1]
+        return msgspec.json.decode(detail) if isinstance(detail, msgspec.Raw) else detail
 
     def counter(self, name: str, **labels: str) -> float:
         return sample_sum(self.metrics.registry, name, **labels)
