@@ -203,7 +203,7 @@ class AckGroup:
     a Pangea-compatible endpoint can answer with hashes or per-event errors.
     """
 
-    __slots__ = ("_future", "_on_done", "pending", "reasons", "results", "size", "status")
+    __slots__ = ("_future", "_on_done", "_waiters", "pending", "reasons", "results", "size", "status")
 
     def __init__(
         self,
@@ -219,6 +219,7 @@ class AckGroup:
         self.reasons: dict[int, Any] = {}
         self._on_done = on_done
         self._future: asyncio.Future[AckStatus] | None = None
+        self._waiters: list[asyncio.Future[AckStatus | None]] | None = None
         if size == 0:
             self._finish()
 
@@ -258,6 +259,10 @@ class AckGroup:
     def _finish(self) -> None:
         if self._future is not None and not self._future.done():
             self._future.set_result(self.status)
+        if self._waiters is not None:
+            for waiter in self._waiters:
+                if not waiter.done():  # timed out or cancelled: nobody waits on it any more
+                    waiter.set_result(self.status)
         if self._on_done is not None:
             self._on_done(self)
 
@@ -270,6 +275,27 @@ class AckGroup:
     def done(self) -> bool:
         return self.pending == 0
 
+    async def settled(self, timeout_secs: float) -> AckStatus | None:
+        """Wait up to ``timeout_secs`` for every event of the unit: the worst status, or None
+        when the time ran out first (the events stay where they are).
+
+        A webhook request waits here: one future and one timer of its own, where
+        ``wait_for(wait())`` made a task, a shield and a timeout per request (issue 18).
+        """
+        if self.pending == 0:
+            return self.status
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[AckStatus | None] = loop.create_future()
+        if self._waiters is None:
+            self._waiters = [waiter]
+        else:
+            self._waiters.append(waiter)
+        timer = loop.call_later(timeout_secs, _time_out, waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+
     async def wait(self) -> AckStatus:
         """Wait until every event of the unit is resolved; returns the worst status."""
         if self.pending == 0:
@@ -277,3 +303,8 @@ class AckGroup:
         if self._future is None:
             self._future = asyncio.get_running_loop().create_future()
         return await asyncio.shield(self._future)
+
+
+def _time_out(waiter: asyncio.Future[AckStatus | None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

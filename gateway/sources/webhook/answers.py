@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -22,10 +21,7 @@ FORBIDDEN_CODE = "ForbiddenFieldValue"
 
 async def settle(admission: Admission, timeout_secs: float) -> AckStatus | None:
     """Wait for the admitted events' acks; None if the wait timed out (they stay queued)."""
-    try:
-        return await asyncio.wait_for(admission.group.wait(), timeout_secs)
-    except TimeoutError:
-        return None
+    return await admission.group.settled(timeout_secs)
 
 
 def upstream_errors(admission: Admission) -> list[dict[str, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -13,11 +12,15 @@ from aiohttp import web
 from gateway.errors import IntakeError
 
 
+_BASE32 = bytes.maketrans(bytes(range(256)), b"abcdefghijklmnopqrstuvwxyz234567" * 8)
+"""Each byte value to a base32 character: 256 values, each character 8 times, so uniform."""
+
+
 def new_request_id() -> str:
-    """A Pangea-style request id, ``prq_`` + 32 base32 characters."""
-    # 20 random bytes are 32 base32 characters of the same alphabet (lower-cased), uniform:
-    # one C call instead of 32 secrets.choice calls, 4 % of a /v2/log request's CPU (issue 18).
-    return "prq_" + base64.b32encode(secrets.token_bytes(20)).decode("ascii").lower()
+    """A Pangea-style request id, ``prq_`` + 32 base32 characters (lower case)."""
+    # 32 random bytes, each turned into one of the 32 characters by a C-level translate:
+    # uniform, where base64.b32encode (Python code) cost ~1 % of a /v2/log request (issue 18).
+    return "prq_" + secrets.token_bytes(32).translate(_BASE32).decode("ascii")
 
 
 def now_rfc3339() -> str:

@@ -1,3 +1,4 @@
+import asyncio
 from typing import Any
 
 from gateway.acks import Ack, AckGroup, AckStatus, BatchAck
@@ -132,3 +133,20 @@ def test_delivery_details_are_asked_for_once_and_only_when_a_receiver_keeps_them
     quiet = AckGroup(1)  # answers without hashes
     BatchAck([quiet.ack(0)]).resolve_many(None, AckStatus.DELIVERED, results)
     assert asked == [1] and quiet.done
+
+
+async def test_settled_answers_none_when_the_time_runs_out_and_the_status_once_resolved() -> None:
+    group = AckGroup(2)
+    a, b = group.ack(0), group.ack(1)
+    a.resolve(AckStatus.DELIVERED)
+    assert await group.settled(0) is None  # one still open: the wait timed out, nothing resolved
+    assert not group.done and not b.resolved
+    waiting = asyncio.ensure_future(group.settled(60))
+    cancelled = asyncio.ensure_future(group.settled(60))
+    await asyncio.sleep(0)
+    cancelled.cancel()  # a caller gone away: the others still get their answer
+    b.resolve(AckStatus.REJECTED, [{"code": "X"}])
+    assert await waiting == AckStatus.REJECTED
+    assert cancelled.cancelled()
+    assert await group.settled(0) == AckStatus.REJECTED  # settled already: no wait at all
+    assert await group.wait() == AckStatus.REJECTED
