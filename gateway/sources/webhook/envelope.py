@@ -11,7 +11,6 @@ from aiohttp import web
 
 from gateway.errors import IntakeError
 
-
 _BASE32 = bytes.maketrans(bytes(range(256)), b"abcdefghijklmnopqrstuvwxyz234567" * 8)
 """Each byte value to a base32 character: 256 values, each character 8 times, so uniform."""
 
