@@ -204,6 +204,7 @@ async def post_load(
     make_body: Callable[[int, int], bytes] = request_body,
     unique: bool = False,
     headers: dict[str, str] | None = None,
+    rate: float | None = None,
 ) -> tuple[int, int, list[float]]:
     """``concurrency`` workers POST ``per_request``-event bodies to ``url`` for ``seconds``.
 
@@ -211,6 +212,10 @@ async def post_load(
     request when ``unique`` (a sender that deduplicates must not see a body twice).  Returns
     (events answered 200, requests refused, each request's latency in seconds); a refused request
     is followed by a short pause so a pushing-back gateway is not hammered.
+
+    ``rate``: offer about that many events/s in all (each worker sends on a fixed schedule, and
+    at once when it fell behind) instead of as many as the receiver answers: CPU per event then
+    compares contenders at the same load, below what saturates the machine.
     """
     latencies: list[float] = []
     answered = 0
@@ -220,10 +225,18 @@ async def post_load(
     seq = int(time.time() * 1000) % 10**8 * 10  # new ids per call, so rounds do not repeat a body
     send_headers = {"Content-Type": "application/json", **(headers or {})}
 
+    interval = concurrency * per_request / rate if rate else 0.0  # one worker's seconds between sends
+
     async def worker(w: int) -> None:
         nonlocal answered, errors, seq
         i = w
+        next_at = time.monotonic() + interval * w / concurrency  # staggered over one interval
         while time.monotonic() < stop_at:
+            if interval:
+                now = time.monotonic()
+                if next_at > now:
+                    await asyncio.sleep(next_at - now)
+                next_at = max(next_at + interval, now)  # behind: no burst to catch up
             if unique:
                 seq += 1
                 body = make_body(per_request, seq)
@@ -255,6 +268,7 @@ async def _load(
     unique: bool = False,
     headers: dict[str, str] | None = None,
     other_pid: int | None = None,
+    rate: float | None = None,
 ) -> dict[str, Any]:
     """One measured run against ``url``; the process ``pid`` is the one whose CPU and RSS count.
 
@@ -274,7 +288,7 @@ async def _load(
         other0 = cpu_secs(other_pid) if other_pid else 0.0
         t0 = time.monotonic()
         (sent, errors, latencies), _ = await asyncio.gather(
-            post_load(s, url, seconds, concurrency, per_request, make_body, unique, headers), sampler()
+            post_load(s, url, seconds, concurrency, per_request, make_body, unique, headers, rate), sampler()
         )
         elapsed = time.monotonic() - t0
         cpu = tree_cpu_secs(pid) - cpu0
@@ -496,6 +510,7 @@ async def _compare(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                         make,
                         True,
                         other_pid=upstream_pid,
+                        rate=args.rate,
                     )
                     rounds[kind][name].append(run)
         peaks = {name: peak_rss_mib(proc.pid) for name, (_b, proc) in contenders.items()}
@@ -534,7 +549,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"{result['events_per_request']}-event bodies, {result['concurrency']} connections, "
         f"upstream {result['upstream']}, {result['buffer']} buffer, gateway on {result['event_loop']} "
         f"x {result['workers']} worker(s), "
-        f"{result['cpus']} CPUs (medians)",
+        + (f"{result['rate']:,.0f} events/s offered, " if result.get("rate") else "")
+        + f"{result['cpus']} CPUs (medians)",
         "",
         f"{'body':<7} {'contender':<9} {'ratio':>6} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'CPU us/ev':>10} {'peak RSS MiB':>13}  rounds (events/s)",
@@ -570,6 +586,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "upstream": args.upstream,
         "buffer": args.buffer,
         "workers": args.workers,
+        "rate": args.rate,
         "cpus": os.cpu_count(),
     }
     if args.buffer == "disk":
@@ -634,6 +651,13 @@ def register(sub: Any) -> None:
         "--workers",
         default="1",
         help="the gateway's `run --workers` (CPU and RSS then count the supervisor and every worker)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        metavar="EVENTS_PER_SEC",
+        help="offer this many events/s to each contender instead of all it takes (CPU per event at equal load)",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
     p.set_defaults(func=_cmd)

@@ -28,6 +28,11 @@ class MemoryBuffer:
         self._room = asyncio.Event()
         self._room.set()
         self._retry_after = retry_after_secs
+        self._take_lock = asyncio.Lock()
+        self._filled: asyncio.Future[None] | None = None
+        """Set while a taker waits for its batch to fill: done once it is full (see :meth:`_fill`)."""
+        self._fill_events = 0
+        self._fill_bytes = 0
         self._m_events = metrics.buffer_events.labels(destination)
         self._m_bytes = metrics.buffer_bytes.labels(destination)
         metrics.buffer_max_events.labels(destination).set(max_events)
@@ -66,30 +71,37 @@ class MemoryBuffer:
         self._bytes += size
         self._publish()
         self._readable.set()
+        filled = self._filled
+        if filled is not None and (len(self._q) >= self._fill_events or self._bytes >= self._fill_bytes):
+            _wake(filled)
 
     async def take(self, max_events: int, max_bytes: int, timeout_secs: float) -> list[Event]:
-        loop = asyncio.get_running_loop()
-        while True:
-            # Wait for a first event, then up to ``timeout_secs`` for the batch to fill.
+        # One taker forms a batch at a time; the other delivery workers wait their turn on the
+        # lock, not on the buffer: a put wakes one taker, and only once its batch is full (or
+        # its deadline came), where every put used to wake every worker, each then waiting
+        # again through a new wait_for (issue 18: most of a request's CPU below saturation).
+        async with self._take_lock:
             while not self._q:
                 if self._closed:
                     return []
                 self._readable.clear()
                 await self._readable.wait()
-            deadline = loop.time() + timeout_secs
-            while len(self._q) < max_events and self._bytes < max_bytes and not self._closed:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                self._readable.clear()
-                try:
-                    await asyncio.wait_for(self._readable.wait(), remaining)
-                except TimeoutError:
-                    break
-            out = self._pop(max_events, max_bytes)
-            if out:
-                return out
-            # Another worker emptied the queue while this one waited: start over.
+            if len(self._q) < max_events and self._bytes < max_bytes and not self._closed and timeout_secs > 0:
+                await self._fill(max_events, max_bytes, timeout_secs)
+            return self._pop(max_events, max_bytes)
+
+    async def _fill(self, max_events: int, max_bytes: int, timeout_secs: float) -> None:
+        """Wait until ``max_events`` or ``max_bytes`` are buffered (or closed), ``timeout_secs`` at most."""
+        loop = asyncio.get_running_loop()
+        filled: asyncio.Future[None] = loop.create_future()
+        self._filled = filled
+        self._fill_events, self._fill_bytes = max_events, max_bytes
+        timer = loop.call_later(timeout_secs, _wake, filled)
+        try:
+            await filled
+        finally:
+            timer.cancel()
+            self._filled = None
 
     def _pop(self, max_events: int, max_bytes: int) -> list[Event]:
         q = self._q
@@ -119,6 +131,8 @@ class MemoryBuffer:
         self._closed = True
         self._readable.set()
         self._room.set()
+        if self._filled is not None:
+            _wake(self._filled)
 
     def drain_nowait(self) -> list[Event]:
         out = list(self._q)
@@ -131,3 +145,8 @@ class MemoryBuffer:
     def _publish(self) -> None:
         self._m_events.set(len(self._q))
         self._m_bytes.set(self._bytes)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -50,7 +50,17 @@ def _field_type(f: SchemaFieldConfig) -> Any:
 class FastPath:
     """Decode-and-validate of one event's JSON straight to its request item bytes."""
 
-    __slots__ = ("_bare", "_datetimes", "_dt_memo", "_encode", "_event_type", "_log_call", "_wrapped", "_wrapper")
+    __slots__ = (
+        "_bare",
+        "_datetimes",
+        "_dt_memo",
+        "_encode",
+        "_encode_into",
+        "_event_type",
+        "_log_call",
+        "_wrapped",
+        "_wrapper",
+    )
 
     def __init__(self, fields: tuple[SchemaFieldConfig, ...], datetime_text: Callable[[Any], str | None]) -> None:
         """``datetime_text`` is the schema's own date-time canonicalizer (None: not a date-time)."""
@@ -90,7 +100,9 @@ class FastPath:
         self._bare = None if ids & {"event", "events"} else msgspec.json.Decoder(event_type).decode
         self._datetimes = tuple((f"f{i}", attrgetter(f"f{i}")) for i, f in enumerate(fields) if f.type == "datetime")
         self._dt_memo = _DatetimeMemo(datetime_text)
-        self._encode = msgspec.json.Encoder().encode
+        encoder = msgspec.json.Encoder()
+        self._encode = encoder.encode
+        self._encode_into = encoder.encode_into
 
     def item(self, value: bytes) -> bytes | None:
         """The request item ``{"event":{...}}`` for ``value``, or ``None``: take the full path.
@@ -162,7 +174,24 @@ class FastPath:
         else:
             raise msgspec.DecodeError("a schema with an `event` or `events` field takes no bare events here")
         self._canonicalize(events)
-        out: list[bytes | None] = list(map(self._encode, items))
+        out: list[bytes | None] = self._encode_exact(items)
+        return out
+
+    def _encode_exact(self, items: list[Any]) -> list[Any]:
+        """Each item's JSON as an exact-size ``bytes``.
+
+        ``encode`` hands back its growing buffer shrunk in place, which keeps a buffered item's
+        allocation ~35 bytes over its length (RSS per buffered event 476 vs 433 bytes with
+        orjson's items, issue 18); encoding into one reused buffer and copying it out costs no
+        more than ``encode`` alone.
+        """
+        buf = bytearray()  # per call: never shared between callers
+        into = self._encode_into
+        out: list[bytes] = []
+        append = out.append
+        for item in items:
+            into(item, buf)
+            append(bytes(buf))
         return out
 
     def _canonicalize(self, events: list[Any]) -> None:
@@ -192,7 +221,7 @@ class FastPath:
             if not wrapped or len(wrapped) > max_events:
                 return None
             self._canonicalize(list(map(_event_of, wrapped)))
-            items: list[bytes] = list(map(self._encode, wrapped))
+            items: list[bytes] = self._encode_exact(wrapped)
         except _DECLINED:
             return None
         return LogCall(items, bool(call.verbose), call.config_id, call.prev_root)

@@ -48,3 +48,18 @@ def test_bench_reports_gateway_and_bare_pipe_side_by_side_for_both_body_kinds() 
         ("v2log", "bare"),
     ]
     assert rows[0][2] == f"{result['auth0']['ratio']:.2f}x"
+
+
+def test_bench_rate_offers_a_fixed_load_to_each_contender_instead_of_all_it_takes() -> None:
+    cmd = [sys.executable, "-m", "gateway", "bench", "--body", "v2log", "--seconds", "1", "--rounds", "1"]
+    cmd += ["--concurrency", "4", "--rate", "4000", "--json"]
+    out = subprocess.run(cmd, capture_output=True, cwd=REPO, timeout=110, check=True)
+    result = orjson.loads(out.stdout)
+    assert result["rate"] == 4000 and "auth0" not in result
+    for name in ("gateway", "bare"):
+        c = result["v2log"][name]
+        assert c["errors"] == 0 and c["cpu_us_per_event"] > 0
+        # Paced: both get about the offered load, never the flood a closed loop sends (far
+        # above 10,000 events/s on any machine that runs this suite).
+        assert 0 < c["events_per_sec"] <= 6000, c
+    assert "4,000 events/s offered" in format_table(result).splitlines()[0]

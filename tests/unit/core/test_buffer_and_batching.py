@@ -53,6 +53,40 @@ async def test_take_caps_by_events_and_bytes() -> None:
     assert second == evs[4:6]
 
 
+async def test_a_taker_filling_its_batch_wakes_once_it_is_full_and_other_takers_wait_their_turn() -> None:
+    buf = MemoryBuffer("d", max_events=1000, max_bytes=100_000, metrics=Metrics())
+    wakes = 0
+    real_pop, real_wait = buf._pop, buf._readable.wait
+
+    def counting_pop(max_events: int, max_bytes: int) -> list[Event]:
+        nonlocal wakes
+        wakes += 1
+        return real_pop(max_events, max_bytes)
+
+    async def counting_wait() -> bool:
+        waits.append(1)
+        return await real_wait()
+
+    waits: list[int] = []
+    buf._pop = counting_pop  # type: ignore[method-assign]  # counts how often a taker forms a batch
+    buf._readable.wait = counting_wait  # type: ignore[method-assign]  # ... and waits on the buffer
+    # Eight delivery workers, as `max_in_flight: 8` starts, each asking for batches of 5.
+    takers = [asyncio.ensure_future(buf.take(5, 100_000, 60)) for _ in range(8)]
+    await asyncio.sleep(0)  # all eight waiting on an empty buffer
+    for _ in range(4):  # four puts of one event: below the batch, so no taker may return
+        await buf.put(events(1))
+        await asyncio.sleep(0)
+    assert not any(t.done() for t in takers) and wakes == 0
+    assert len(waits) == 1  # one taker waited for the first event; no put woke the others
+    await buf.put(events(6))  # now 10 buffered: two full batches, without waiting for the 60 s
+    first = await asyncio.wait_for(asyncio.shield(takers[0]), 5)
+    second = await asyncio.wait_for(asyncio.shield(takers[1]), 5)
+    assert len(first) == 5 and len(second) == 5 and wakes == 2
+    assert not any(t.done() for t in takers[2:])
+    buf.close()  # closing wakes the taker filling its batch; the rest find it closed and empty
+    assert [await t for t in takers[2:]] == [[]] * 6
+
+
 async def test_put_with_wait_blocks_until_room_is_made() -> None:
     buf = MemoryBuffer("d", max_events=2, max_bytes=100_000, metrics=Metrics())
     await buf.put(events(2))
