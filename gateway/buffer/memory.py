@@ -114,6 +114,14 @@ class MemoryBuffer:
                 self._publish()
                 self._room.set()
             return out
+        if self._bytes <= max_bytes:
+            # Every prefix fits max_bytes: the batch is the first max_events, sized in one pass.
+            out = list(starmap(q.popleft, repeat((), max_events)))
+            self._bytes -= sum(map(len, map(item_of, out)))
+            self._publish()
+            self._room.set()
+            self._readable.set()  # more than max_events were buffered
+            return out
         # Running sizes of the head, in C: the batch is the longest prefix within max_bytes
         # (at least one event, however large).
         sizes = list(accumulate(map(len, map(item_of, islice(q, max_events)))))

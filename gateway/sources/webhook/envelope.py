@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 import orjson
@@ -22,8 +22,18 @@ def new_request_id() -> str:
     return "prq_" + secrets.token_bytes(32).translate(_BASE32).decode("ascii")
 
 
+_second: list[Any] = [None, ""]
+"""The last whole second :func:`now_rfc3339` formatted, and its text."""
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """Now as RFC 3339 in UTC with microseconds (``2026-12-02T20:16:40.123456Z``)."""
+    # Twice per request: the date and time are formatted once a second, only the
+    # microseconds each time (a third of datetime.now().isoformat()'s cost, issue 18).
+    sec, us = divmod(time.time_ns() // 1000, 1_000_000)
+    if sec != _second[0]:
+        _second[0], _second[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{_second[1]}.{us:06d}Z"
 
 
 def envelope(

@@ -67,6 +67,8 @@ def test_a_request_split_over_two_batches_mixes_text_and_dict_results_and_answer
     [
         log_answer([{"hash": HASH}]),  # one result for two events
         log_answer([{"hash": HASH}, "not an object"]),
+        log_answer([["{"], {"hash": HASH}]),  # an array whose text holds a "{" of its own
+        log_answer([{"hash": HASH}, 7], spaced=True),
         b'{"status":"Success","result":{}}',
         b"<html>proxy error</html>",
     ],
