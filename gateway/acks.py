@@ -203,7 +203,7 @@ class AckGroup:
     a Pangea-compatible endpoint can answer with hashes or per-event errors.
     """
 
-    __slots__ = ("_future", "_on_done", "_waiters", "pending", "reasons", "results", "size", "status")
+    __slots__ = ("_future", "_keep", "_on_done", "_waiters", "pending", "reasons", "results", "size", "status")
 
     def __init__(
         self,
@@ -215,7 +215,10 @@ class AckGroup:
         self.size = size
         self.pending = size
         self.status = AckStatus.DELIVERED
-        self.results: list[Any] | None = [None] * size if keep_results else None
+        self._keep = keep_results
+        # Made at the first delivered result: a request still buffered (an upstream away)
+        # holds no list of its own, 8 bytes per buffered event (issue 18).
+        self.results: list[Any] | None = None
         self.reasons: dict[int, Any] = {}
         self._on_done = on_done
         self._future: asyncio.Future[AckStatus] | None = None
@@ -235,8 +238,10 @@ class AckGroup:
             self.status = status
         if details is not None:
             if status == AckStatus.DELIVERED:
-                if self.results is not None:
+                if self._keep:
                     results = self.results
+                    if results is None:
+                        results = self.results = [None] * self.size
                     n = len(keys)
                     if len(details) != n:
                         raise ValueError("keys and details differ in length")
@@ -269,7 +274,7 @@ class AckGroup:
     @property
     def wants_delivery_details(self) -> bool:
         """Only a unit answering with hashes (``keep_results``) keeps them."""
-        return self.results is not None
+        return self._keep
 
     @property
     def done(self) -> bool:

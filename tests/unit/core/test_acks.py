@@ -150,3 +150,13 @@ async def test_settled_answers_none_when_the_time_runs_out_and_the_status_once_r
     assert cancelled.cancelled()
     assert await group.settled(0) == AckStatus.REJECTED  # settled already: no wait at all
     assert await group.wait() == AckStatus.REJECTED
+
+
+def test_a_group_keeping_results_holds_no_list_until_a_result_arrives() -> None:
+    group = AckGroup(3, keep_results=True)
+    assert group.results is None and group.wants_delivery_details  # buffered: nothing held per event yet
+    group.ack(1).resolve(AckStatus.ERRORED, "upstream away")
+    assert group.results is None
+    group.ack(0).resolve(AckStatus.DELIVERED, {"hash": "a"})
+    assert group.results == [{"hash": "a"}, None, None]
+    assert not AckGroup(2).wants_delivery_details
