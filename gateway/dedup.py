@@ -409,6 +409,7 @@ class Tracker:
     """
 
     __slots__ = (
+        "_all_keys",
         "_keys",
         "_registered",
         "_request_id",
@@ -430,6 +431,8 @@ class Tracker:
         self._request_key: str | None = None
         self._retried: list[str] = []
         self._keys: dict[int, str] = {}  # event index in the group → key, for the events admitted
+        self._all_keys: list[str] | None = None
+        """Instead of ``_keys``, when every event has a new, unique key: event ``i``'s is ``[i]``."""
         self._registered: list[str] = []
         self.group: AckGroup | None = None
         self.screened = False
@@ -477,23 +480,28 @@ class Tracker:
         # Per-event ids: register the new ones first (no await), then wait on those in flight elsewhere.
         waits: list[tuple[int, str, Tracker, int]] = []
         ids = list(map(_dedup_key_of, events))  # read once: the check below and the fast path
-        keyed = events if ids.count(None) != len(events) else ()  # else none has an id
+        unkeyed = ids.count(None)
+        keyed = events if unkeyed != len(events) else ()  # else none has an id
         prefix = ns_key(self.source, "")
         recorded = window._seen  # `key in recorded` first: most ids are new, and seen() is a call
         registry = window._pending
         registered = self._registered
         own_keys = self._keys
-        if keyed and None not in ids:
+        if keyed and not unkeyed:
             keys = list(map(prefix.__add__, ids))
             # isdisjoint runs the lookups in C, without a method call per id (issue 18).
-            if len(set(keys)) == len(keys) and recorded.keys().isdisjoint(keys) and registry.keys().isdisjoint(keys):
-                # The usual request: every id new and unique.  Registered as the loop below
-                # would (each pending on this tracker), with C-level maps (issue 18).
+            if recorded.keys().isdisjoint(keys) and registry.keys().isdisjoint(keys):
+                # The usual request: every id new.  Registered as the loop below would (each
+                # pending on this tracker), with C-level maps (issue 18).
                 n = len(keys)
+                before = len(registry)
                 registry.update(zip(keys, zip(repeat(self, n), range(n), strict=True), strict=True))
-                registered.extend(keys)
-                own_keys.update(enumerate(keys))
-                keyed = ()
+                if len(registry) - before == n:  # and unique: no set of them needed to tell
+                    registered.extend(keys)
+                    self._all_keys = keys  # event i's key is keys[i]: no dict of them
+                    keyed = ()
+                else:  # an id twice: none was registered before, so all go; the loop words it
+                    exhaust(map(registry.pop, keys, repeat(None)))
         for i, ev in enumerate(keyed):
             if ev.dedup_key is None:
                 continue
@@ -539,6 +547,7 @@ class Tracker:
         """The submit failed (buffer full): nothing of this request is in flight any more."""
         self._unregister()
         self._keys.clear()
+        self._all_keys = None
 
     def _unregister(self) -> None:
         pending = self.window._pending
@@ -556,7 +565,12 @@ class Tracker:
     def done(self, group: AckGroup) -> None:
         """``AckGroup`` ``on_done``: record the ids of what was delivered; forget the rest."""
         window = self.window
-        if not group.reasons:  # all delivered: recorded at once
+        every = self._all_keys
+        if every is not None:  # the window keeps the list: this tracker is done with it
+            window.record_many(
+                every if not group.reasons else [k for i, k in enumerate(every) if i not in group.reasons]
+            )
+        elif not group.reasons:  # all delivered: recorded at once
             window.record_many(list(self._keys.values()))
         else:
             window.record_many([key for i, key in self._keys.items() if i not in group.reasons])
@@ -564,3 +578,4 @@ class Tracker:
             window.record(self._request_key)
         self._unregister()
         self._keys.clear()
+        self._all_keys = None

@@ -128,6 +128,16 @@ async def test_the_same_id_twice_in_one_request_is_sent_once(rig: Rig) -> None:
     assert adm.group.status == AckStatus.DELIVERED
 
 
+async def test_a_request_whose_events_partly_failed_records_only_the_delivered_ids(rig: Rig) -> None:
+    await rig.send(["a", "b", "c"])  # all new: the tracker's list of ids, no dict of them
+    for e in rig.buffer.drain_nowait():
+        delivered = e.dedup_key != "b"
+        e.ack.resolve(AckStatus.DELIVERED if delivered else AckStatus.ERRORED, {"hash": "h"} if delivered else "failed")
+    await rig.send(["a", "b", "c"])
+    assert [e.dedup_key for e in await rig.upstream()] == ["b"]
+    assert rig.duplicates() == 2
+
+
 async def test_ids_are_kept_per_source(rig: Rig) -> None:
     await rig.send(["42"], source="okta")
     await rig.upstream()
