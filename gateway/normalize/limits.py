@@ -41,6 +41,8 @@ def check_depth(obj: Any, max_depth: int) -> bool:
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'{}[]"\\')
 """Every byte but brackets, quotes and backslashes (deleted by :func:`json_depth_at_most`)."""
 _AS_PARENS = bytes.maketrans(b"{}[]", b"()()")
+_QUOTE_PAIR = b'""'
+_QUOTE = b'"'
 
 
 def json_depth_at_most(raw: bytes, max_depth: int) -> bool | None:
@@ -51,19 +53,21 @@ def json_depth_at_most(raw: bytes, max_depth: int) -> bool | None:
     :func:`check_depth` walks every member of a decoded body in Python (11% of an Auth0
     request's CPU, issue 18).  Here the bytes are reduced by C calls to their structure: all
     but brackets, quotes and backslashes deleted (a backslash left: ``None``, as a quote may be
-    escaped); strings then holding nothing are ``""`` pairs, removed; a quote left means a
-    string held a bracket (the quotes before it are odd in number, so they cannot all pair
-    up), and the answer is ``None``.  What is left is the
-    brackets of the containers, whose innermost pairs each pass of ``replace`` removes: the
-    passes needed are the depth.
+    escaped).  Strings then holding nothing are ``""`` pairs, so every run of quotes is of even
+    length; a string holding a bracket makes the run of its opening quote odd (the strings
+    before it in the run being pairs).  All runs are even exactly when the non-overlapping
+    ``""`` are half the quotes (each run of ``n`` quotes holds ``n // 2``): else ``None``.  What
+    is left without the quotes is the brackets of the containers, whose innermost pairs each
+    pass of ``replace`` removes: the passes needed are the depth.
     """
     t = raw.translate(None, _NOT_STRUCTURE)
     if b"\\" in t:
         return None  # an escape: the quote after it may be one a string holds
-    t = t.replace(b'""', b"")
-    if b'"' in t:
+    # Two counts instead of deleting the pairs with replace (a copy per pair): 16 -> 5 us on a
+    # 100-record Auth0 body (issue 18).
+    if 2 * t.count(_QUOTE_PAIR) != t.count(_QUOTE):
         return None
-    t = t.translate(_AS_PARENS)
+    t = t.translate(_AS_PARENS, _QUOTE)
     depth = 0
     while t:
         if depth >= max_depth:

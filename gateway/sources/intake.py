@@ -155,6 +155,29 @@ class Admitter:
         normalized events, and the tap off (its points show each record as received)."""
         return self._check_restrictions is None and not TAP.active
 
+    async def admit_mapped(
+        self,
+        fields: list[dict[str, Any]],
+        dedup_keys: list[str | None],
+        candidates: Callable[[], Sequence[Candidate]],
+    ) -> Admission:
+        """:meth:`admit` of a request's records a source mapped, every one of them (none failed
+        mapping): ``fields[i]`` and ``dedup_keys[i]`` are record ``i``'s.
+
+        When :attr:`takes_items` and the destination's compiled schema takes every event as it
+        is (:meth:`FastPath.fields_items`), they are admitted as their items with their dedup
+        keys, with no :class:`Candidate` built per record (issue 18); else ``candidates()``
+        (the same records as candidates) take :meth:`admit`, which words every error.  Either
+        way the outcome is the same.
+        """
+        if self.takes_items:
+            fast = self.destination.fast_path()
+            if fast is not None:
+                items = fast.fields_items(fields)  # type: ignore[arg-type]  # list is invariant
+                if all(items):  # no None: an item is never empty
+                    return await self.admit((), items=items, dedup_keys=dedup_keys)  # type: ignore[arg-type]
+        return await self.admit(candidates())
+
     def prepare(self, candidates: Sequence[Candidate]) -> tuple[list[tuple[int, bytes, Candidate]], list[Candidate]]:
         """Normalize; returns (index, item bytes, candidate) of the valid and the invalid candidates."""
         dest = self.destination
@@ -209,6 +232,7 @@ class Admitter:
         credential: str | None = None,
         v1_members: bytes | None = None,
         items: list[bytes] | None = None,
+        dedup_keys: Sequence[str | None] | None = None,
     ) -> Admission:
         """Buffer the valid candidates (raises BufferFull, admitting none) and report the rest.
 
@@ -218,8 +242,9 @@ class Admitter:
         ``v1_members``: deliver each alone to ``/v1/log`` with these members (see ``Event``).
         ``items``: instead of candidates (pass none), a request's events already normalized by
         the destination's compiled path (:meth:`Schema.fast_path`), all valid and without source
-        ids: admitted as they are, with no per-event work here.  Only when this admitter checks
-        no restrictions and the tap is off (its points show the records as received).
+        ids (unless ``dedup_keys`` gives each one's): admitted as they are, with no per-event work
+        here.  Only when this admitter checks no restrictions and the tap is off (its points show
+        the records as received).
         """
         accounts = self.accounts
         if items is not None:
@@ -240,7 +265,8 @@ class Admitter:
         group = AckGroup(n_valid, keep_results=keep_results, on_done=tracker.done if tracker else None)
         if items is not None:  # C-level maps: no Python loop per event
             acks = map(Ack, repeat(group), range(n_valid))
-            extra = (repeat(None), repeat(want_envelope), repeat(v1_members), repeat(credential))
+            keys = repeat(None) if dedup_keys is None else dedup_keys
+            extra = (keys, repeat(want_envelope), repeat(v1_members), repeat(credential))
             events = list(map(Event, items, acks, repeat(self.source), *extra))
         else:
             events = [

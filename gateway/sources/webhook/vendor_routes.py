@@ -13,6 +13,7 @@ already stored are not stored again, their dedup key being request id + record i
 from __future__ import annotations
 
 import time
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -31,6 +32,9 @@ from gateway.sources.webhook.body import read_body
 from gateway.sources.webhook.config import WebhookSourceConfig
 from gateway.sources.webhook.envelope import envelope, error_response, new_request_id, now_rfc3339
 from gateway.telemetry.reasons import request_refusal_reason
+
+_first = itemgetter(0)
+_second = itemgetter(1)
 
 _JSON_DOCUMENT_FORMATS = frozenset({"auth0", "okta", "gitlab", "json"})
 """Formats whose records are the body's JSON documents or parts of them (their decoders take
@@ -130,11 +134,16 @@ class VendorRoute:
             ]
         return records
 
-    def _candidate(self, record: Any, pointer: str) -> Candidate:
+    def _candidate(
+        self, record: Any, pointer: str, mapped: tuple[dict[str, Any], str | None] | None = None
+    ) -> Candidate:
+        """Record ``record``'s candidate; ``mapped``: its ``to_event`` if already called."""
         subject = self.vendor.subject(record) if self.vendor.subject else record
         original = subject
         try:
-            if self.mapping is not None and self.map_only:
+            if mapped is not None:
+                fields, dedup = mapped
+            elif self.mapping is not None and self.map_only:
                 fields = self.mapping.apply(subject)
                 dedup = record.key if isinstance(record, firehose.FirehoseRecord) else None
             else:
@@ -147,14 +156,35 @@ class VendorRoute:
             )
         return Candidate(fields, pointer, original, dedup_key=dedup)
 
+    def _candidates(
+        self, records: list[Any], mapped: list[tuple[dict[str, Any], str | None]] | None = None
+    ) -> list[Candidate]:
+        """Each record's :class:`Candidate` (the full path, which words every error)."""
+        return [
+            self._candidate(
+                r,
+                r.pointer if isinstance(r, firehose.FirehoseRecord) else f"/{i}",
+                None if mapped is None else mapped[i],
+            )
+            for i, r in enumerate(records)
+        ]
+
     async def _admit(self, request: web.Request, raw: bytes) -> Admission:
         """Decode, map, normalize and buffer; kept apart so the records are freed before the wait."""
         records = self._records(request, raw)
-        cands = [
-            self._candidate(r, r.pointer if isinstance(r, firehose.FirehoseRecord) else f"/{i}")
-            for i, r in enumerate(records)
-        ]
-        return await self.admitter.admit(cands)
+        if self.mapping is None:
+            # Every record mapped by one C-level map, and admitted as lists of fields and ids
+            # (Admitter.admit_mapped): no Candidate nor pointer per record unless one is needed
+            # (issue 18).  A record that cannot be mapped: the full path words its error.
+            try:
+                mapped = list(map(self.vendor.to_event, records))
+            except EventInvalid:
+                pass
+            else:
+                fields = list(map(_first, mapped))
+                keys = list(map(_second, mapped))
+                return await self.admitter.admit_mapped(fields, keys, lambda: self._candidates(records, mapped))
+        return await self.admitter.admit(self._candidates(records))
 
     async def handle(self, request: web.Request) -> web.Response:
         """A POST: the vendor's delivery, answered in its shape."""

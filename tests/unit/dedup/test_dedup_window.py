@@ -128,6 +128,16 @@ async def test_the_same_id_twice_in_one_request_is_sent_once(rig: Rig) -> None:
     assert adm.group.status == AckStatus.DELIVERED
 
 
+async def test_a_request_whose_events_partly_failed_records_only_the_delivered_ids(rig: Rig) -> None:
+    await rig.send(["a", "b", "c"])  # all new: the tracker's list of ids, no dict of them
+    for e in rig.buffer.drain_nowait():
+        delivered = e.dedup_key != "b"
+        e.ack.resolve(AckStatus.DELIVERED if delivered else AckStatus.ERRORED, {"hash": "h"} if delivered else "failed")
+    await rig.send(["a", "b", "c"])
+    assert [e.dedup_key for e in await rig.upstream()] == ["b"]
+    assert rig.duplicates() == 2
+
+
 async def test_ids_are_kept_per_source(rig: Rig) -> None:
     await rig.send(["42"], source="okta")
     await rig.upstream()
@@ -328,28 +338,42 @@ def test_record_many_leaves_the_window_as_recording_each_key_in_turn() -> None:
         for key in batch:
             one.record(key)
         many.record_many(batch)
-    assert list(many._seen.items()) == list(one._seen.items())
-    assert many._to_write == one._to_write
+    assert [(k, a.at) for k, a in many._seen.items()] == [(k, a.at) for k, a in one._seen.items()]
+    assert [(k, at) for at, keys in many._to_write for k in keys] == [
+        (k, at) for at, keys in one._to_write for k in keys
+    ]
     assert len(many) == 5 and not many.seen("c") and many.seen("a")
 
 
-def test_events_digest_is_the_length_prefixed_hash_of_the_items_in_order() -> None:
-    """The joined-buffer digest equals hashing each prefix and item in turn (ids persist across restarts)."""
-    from hashlib import blake2b
+def test_events_digest_is_128_bits_of_the_sha256_of_the_count_the_lengths_and_the_items_in_order() -> None:
+    """The digest built by C calls (issue 18) against hashing the count, each item's length and
+    then each item, one update at a time; no two different lists of items share a digest."""
+    from hashlib import sha256
 
     from gateway.acks import Ack
     from gateway.dedup import events_digest
 
-    for items in ([b'{"event":{}}'], [b"ab", b"c"], [b"a", b"bc"], [b""] * 3, [bytes(range(256)) * 3, b"x"]):
-        h = blake2b(digest_size=16)
+    cases = (
+        [b'{"event":{}}'],
+        [b"ab", b"c"],
+        [b"a", b"bc"],
+        [b"abc"],
+        [b""] * 3,
+        [b""] * 2,
+        [bytes(range(256)) * 3, b"x"],
+    )
+    digests = set()
+    for items in cases:
+        h = sha256(len(items).to_bytes(8, "little"))
         for item in items:
-            h.update(len(item).to_bytes(8, "big"))
+            h.update(len(item).to_bytes(8, "little"))
+        for item in items:
             h.update(item)
         events = [Event(i, Ack(None, 0), "s") for i in items]  # type: ignore[arg-type]
-        assert events_digest(events) == h.hexdigest()
-    assert events_digest([Event(b"ab", Ack(None, 0), "s"), Event(b"c", Ack(None, 0), "s")]) != events_digest(  # type: ignore[arg-type]
-        [Event(b"a", Ack(None, 0), "s"), Event(b"bc", Ack(None, 0), "s")]  # type: ignore[arg-type]
-    )
+        digest = events_digest(events)
+        assert digest == h.hexdigest()[:32]
+        digests.add(digest)
+    assert len(digests) == len(cases)
 
 
 async def test_the_file_keeps_each_ids_last_time_legacy_rows_included_and_forgets_past_max_entries(
@@ -390,3 +414,89 @@ async def test_the_file_keeps_each_ids_last_time_legacy_rows_included_and_forget
     await w.start()
     assert list(w._seen) == ["c", "d", "a", "e"]  # oldest first, "a" where it was last recorded
     await w.close()
+
+
+def test_the_window_forgets_as_an_ordered_window_of_each_ids_last_time_would() -> None:
+    """The dict and queue of arrivals (issue 18) against the plain model of the module docstring:
+    ids in order of their last recording (an id twice in one call where it first is), the oldest
+    forgotten beyond ``max_entries``, none older than ``max_age_secs``.  Random calls mix new ids,
+    ids recorded again (whose older arrival must not forget them), ids twice in one call, lookups
+    that expire an id, and time passing."""
+    import random
+    from collections import OrderedDict
+
+    now = [0.0]
+    for seed in range(40):
+        rnd = random.Random(seed)
+        config = DedupConfig(max_entries=rnd.choice([1, 3, 8, 20]), max_age_secs=50)
+        now[0] = 1000.0
+        w = DedupWindow(None, config, Metrics(), clock=lambda: now[0])
+        model: OrderedDict[str, float] = OrderedDict()
+        for _ in range(200):
+            now[0] += rnd.choice([0, 0, 1, 5, 20])
+            if rnd.random() < 0.2:
+                key = f"k{rnd.randrange(30)}"
+                at = model.get(key)
+                expected = at is not None and now[0] - at <= config.max_age_secs
+                if at is not None and not expected:
+                    del model[key]
+                assert w.seen(key) == expected
+                continue
+            keys = [f"k{rnd.randrange(30)}" for _ in range(rnd.randrange(0, 6))]
+            w.record_many(keys)
+            if not keys:
+                continue
+            for key in dict.fromkeys(keys):
+                model.pop(key, None)
+                model[key] = now[0]
+            while len(model) > config.max_entries:
+                model.popitem(last=False)
+            while model and next(iter(model.values())) < now[0] - config.max_age_secs:
+                model.popitem(last=False)
+            assert [(k, a.at) for k, a in w._seen.items()] == list(model.items()), seed
+            assert len(w) <= config.max_entries
+
+
+def test_an_id_recorded_again_outlives_the_eviction_of_its_older_arrival() -> None:
+    config = DedupConfig(max_entries=3)
+    w = DedupWindow(None, config, Metrics())
+    w.record_many(["a", "b", "c"])
+    w.record_many(["a"])  # "a" again: its first arrival is now the oldest without it
+    w.record_many(["d"])  # one too many: "b" goes, not "a"
+    assert list(w._seen) == ["c", "a", "d"]
+    w.record_many(["e", "e", "f"])  # "e" twice in one call: one id
+    assert list(w._seen) == ["d", "e", "f"] and len(w) == 3
+    w.record_many(["g"])
+    assert list(w._seen) == ["e", "f", "g"]
+
+
+async def test_files_of_the_former_batch_format_load_beside_this_ones_flushes(tmp_path: Path) -> None:
+    """A ``seen_batches`` row (``[[id, at], ...]``, the format before this one) and ``seen`` rows
+    still load; an id's last time wins across the formats, and the oldest arrivals go first."""
+    import sqlite3
+
+    path = tmp_path / "dedup.db"
+    now = [1_800_000_000.0]
+    config = DedupConfig(max_age_secs=100, max_entries=10)
+    w = DedupWindow(path, config, Metrics(), clock=lambda: now[0])
+    await w.start()
+    await w.close()
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO seen(key, at) VALUES (?, ?)", ("row", now[0] - 50))
+    former = [["b1", now[0] - 40], ["b2", now[0] - 40], ["b1", now[0] - 30], ["b-old", now[0] - 200]]
+    db.execute("INSERT INTO seen_batches(at, n, ids) VALUES (?, ?, ?)", (now[0] - 30, 4, orjson.dumps(former)))
+    db.commit()
+    db.close()
+    w = DedupWindow(path, config, Metrics(), clock=lambda: now[0])
+    await w.start()
+    assert list(w._seen) == ["row", "b2", "b1"]
+    now[0] += 1
+    w.record_many(["new-1", "b2"])
+    await w.close()
+    for most, expected in ((10, ["row", "b1", "new-1", "b2"]), (3, ["b1", "new-1", "b2"]), (2, ["new-1", "b2"])):
+        w = DedupWindow(path, DedupConfig(max_age_secs=100, max_entries=most), Metrics(), clock=lambda: now[0])
+        await w.start()
+        assert list(w._seen) == expected, most
+        assert w._seen["b2"].at == now[0]
+        assert "b1" not in expected or w._seen["b1"].at == now[0] - 31
+        await w.close()

@@ -314,3 +314,21 @@ def test_mapped_auth0_records_take_the_compiled_path_and_odd_values_leave_it() -
     items = _compiled_items(STANDARD.fast_path(), cands)
     assert items[0] is not None and orjson.loads(items[0]) == orjson.loads(encode_item(STANDARD.normalize(fields)))
     assert items[1:] == [None] * (len(cands) - 1)
+
+
+def test_a_batch_of_mapped_events_gets_each_events_full_path_item_in_order() -> None:
+    """fields_items converts a batch in one call (issue 18): each item is its own event's, as
+    normalize + encode_item give it, and one declined event leaves the others theirs."""
+    from gateway.bench import auth0_body
+    from gateway.normalize.vendors import auth0
+
+    events = [auth0.to_event(r)[0] for r in orjson.loads(auth0_body(20, 5))]
+    events[7]["message"] = "another"
+    fast = STANDARD.fast_path()
+    assert fast is not None
+    expected = [orjson.loads(encode_item(STANDARD.normalize(e))) for e in events]
+    assert [orjson.loads(i) for i in fast.fields_items(events) if i is not None] == expected
+    declined = [*events[:3], {"message": "m", "actor": 1.5}, *events[3:6]]
+    items = fast.fields_items(declined)
+    assert items[3] is None
+    assert [orjson.loads(i) for i in items if i is not None] == expected[:6]

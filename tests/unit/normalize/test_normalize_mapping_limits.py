@@ -158,6 +158,11 @@ def test_depth_of_raw_json_answers_for_plain_bodies_and_steps_aside_for_brackets
     assert json_depth_at_most(orjson.dumps(nest(65)), 64) is False
     assert json_depth_at_most(b'{"a":"[["}', 1) is None
     assert json_depth_at_most(b'{"a":"x\\"y"}', 1) is None
+    # Brackets in strings that, counted as containers, would make a body 6 deep look 4 deep;
+    # strings with nothing in them next to one holding a bracket (a run of 3 quotes).
+    assert json_depth_at_most(orjson.dumps([[["]]", [[["x"]]], "[["]]]), 5) is None
+    assert json_depth_at_most(b'{"":"","":"]","a":[]}', 1) is None
+    assert json_depth_at_most(b'{"":"","a":[""]}', 2) is True
 
 
 def test_depth_check_is_iterative_on_very_deep_input() -> None:

@@ -312,3 +312,42 @@ def test_envelopes_give_their_records_and_a_non_array_envelope_is_refused(
     else:
         with pytest.raises(DecodeError, match=re.escape(error)):
             vendor.decode(body)
+
+
+_ENVELOPE_BODIES = [
+    b'[{"log_id": "1", "data": {}}, {"log_id": "2", "data": {}}]',
+    b'{"logs": [{"log_id": "1"}, {"log_id": "2"}]}',
+    b'{"logs": [{"log_id": "1"}], "data": {}}',
+    b'[["logs", "x"], "logs", "a logs b", 7, null, true, {"logs": "not a list", "data": 1}]',
+    b'{"log_id": "1", "data": {}}\n{"logs": [{"log_id": "2"}]}\n[{"log_id": "3"}, 4]',
+    b'[{"logs": [{"log_id": "1"}]}, {"log_id": "2"}]',
+    b'[1.5, "x", []]',
+    b'[{"logs": 3}]',
+]
+
+
+@pytest.mark.parametrize("body", _ENVELOPE_BODIES)
+def test_enveloped_splits_bodies_as_the_loop_over_every_document_does(body: bytes) -> None:
+    """enveloped's check of all documents at once (issue 18) against the loop over each one."""
+    from gateway.normalize.vendors.json import documents, enveloped
+
+    def by_loop() -> list[Any]:
+        out: list[Any] = []
+        for doc in documents(body):
+            if isinstance(doc, dict) and "logs" in doc and "data" not in doc:
+                if not isinstance(doc["logs"], list):
+                    raise DecodeError('"logs" must be an array of log records')
+                out.extend(doc["logs"])
+            else:
+                out.append(doc)
+        return out
+
+    try:
+        expected: Any = by_loop()
+    except DecodeError as exc:
+        expected = str(exc)
+    try:
+        got: Any = enveloped(body, "logs", unless="data", what="log records")
+    except DecodeError as exc:
+        got = str(exc)
+    assert got == expected
