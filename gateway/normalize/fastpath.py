@@ -54,7 +54,6 @@ class FastPath:
         "_bare",
         "_datetimes",
         "_dt_memo",
-        "_encode",
         "_encode_into",
         "_event_type",
         "_log_call",
@@ -100,9 +99,7 @@ class FastPath:
         self._bare = None if ids & {"event", "events"} else msgspec.json.Decoder(event_type).decode
         self._datetimes = tuple((f"f{i}", attrgetter(f"f{i}")) for i, f in enumerate(fields) if f.type == "datetime")
         self._dt_memo = _DatetimeMemo(datetime_text)
-        encoder = msgspec.json.Encoder()
-        self._encode = encoder.encode
-        self._encode_into = encoder.encode_into
+        self._encode_into = msgspec.json.Encoder().encode_into
 
     def item(self, value: bytes) -> bytes | None:
         """The request item ``{"event":{...}}`` for ``value``, or ``None``: take the full path.
@@ -161,7 +158,7 @@ class FastPath:
         events: list[Any] = msgspec.convert(dicts, list[self._event_type])  # type: ignore[name-defined]
         items = list(map(self._wrapper, events))
         self._canonicalize(events)
-        out: list[bytes | None] = list(map(self._encode, items))
+        out: list[bytes | None] = self._encode_exact(items)
         return out
 
     def _all(self, values: list[bytes]) -> list[bytes | None]:
