@@ -27,6 +27,8 @@ from typing import Any, Protocol
 
 import msgspec
 
+from gateway.deadlines import deadlines
+
 log = logging.getLogger(__name__)
 
 exhaust: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
@@ -284,22 +286,22 @@ class AckGroup:
         """Wait up to ``timeout_secs`` for every event of the unit: the worst status, or None
         when the time ran out first (the events stay where they are).
 
-        A webhook request waits here: one future and one timer of its own, where
-        ``wait_for(wait())`` made a task, a shield and a timeout per request (issue 18).
+        A webhook request waits here: one future of its own and a deadline on a queue shared
+        by every wait of this duration (:mod:`gateway.deadlines`), where ``wait_for(wait())``
+        made a task, a shield and a timer per request (issue 18).
         """
         if self.pending == 0:
             return self.status
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[AckStatus | None] = loop.create_future()
+        waiter: asyncio.Future[AckStatus | None] = asyncio.get_running_loop().create_future()
         if self._waiters is None:
             self._waiters = [waiter]
         else:
             self._waiters.append(waiter)
-        timer = loop.call_later(timeout_secs, _time_out, waiter)
+        deadline = deadlines(timeout_secs).add(_time_out, waiter)
         try:
             return await waiter
         finally:
-            timer.cancel()
+            deadline.cancel()
 
     async def wait(self) -> AckStatus:
         """Wait until every event of the unit is resolved; returns the worst status."""

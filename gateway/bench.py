@@ -410,18 +410,20 @@ class _Pair:
         self.procs.append(la)
         await wait_answering(self.la_url + "/v1/root", la)
 
-    async def start(self) -> subprocess.Popen[bytes]:
-        """Start the upstream and the gateway; returns the gateway's process."""
+    async def start(self, workers: str | None = None, *, upstream: bool = True) -> subprocess.Popen[bytes]:
+        """Start the upstream (unless ``upstream`` is false: another pair's, at ``la_url``) and the
+        gateway with ``workers`` (default ``args.workers``); returns the gateway's process."""
         tmp, args = self.tmp, self.args
         tmp.mkdir(parents=True, exist_ok=True)
-        await self._start_upstream()
+        if upstream:
+            await self._start_upstream()
         cfg = tmp / "gateway.yaml"
         cfg.write_text(_config(self.la_url, args.buffer, args.fsync_interval_ms, tmp / "spool", args.buffer_events))
         gw = spawn(
             [
                 "run", "--config", str(cfg), "--listen", self.base.removeprefix("http://"),
                 "--admin-listen", self.admin.removeprefix("http://"), "--data-dir", str(tmp / "data"),
-                "--event-loop", args.event_loop, "--workers", str(args.workers),
+                "--event-loop", args.event_loop, "--workers", workers or worker_counts(args)[0],
             ],
             tmp / "gw.log",
             self.env,
@@ -480,13 +482,29 @@ def _median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else 0.0
 
 
+def worker_counts(args: argparse.Namespace) -> list[str]:
+    """``--workers``: one count (``2``, ``auto``) or several to compare side by side (``1,2``)."""
+    return [w.strip() for w in str(args.workers).split(",") if w.strip()] or ["1"]
+
+
 async def _compare(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """Gateway and bare pipe, same upstream, interleaved rounds per body kind; medians and ratios."""
+    """Gateway and bare pipe, same upstream, interleaved rounds per body kind; medians and ratios.
+
+    With several ``--workers`` counts, a gateway per count (``gateway`` the first, then
+    ``gateway_w<N>``), all in the same interleaved rounds against the same upstream."""
     pair = _Pair(tmp / "compare", args, upstream=args.upstream)
+    others: list[_Pair] = []
+    counts = worker_counts(args)
     try:
         gw = await pair.start()
+        contenders = {"gateway": (pair.base, gw)}
+        for count in counts[1:]:
+            other = _Pair(tmp / f"compare-w{count}", args, upstream=args.upstream)
+            other.la_url = pair.la_url
+            others.append(other)
+            contenders[f"gateway_w{count}"] = (other.base, await other.start(count, upstream=False))
         bare = await pair.start_bare()
-        contenders = {"gateway": (pair.base, gw), "bare": (pair.bare_base, bare)}
+        contenders["bare"] = (pair.bare_base, bare)
         upstream_pid = pair.procs[0].pid  # the stub or the local audit log, shared by both
         kinds = list(BODIES) if args.body == "both" else [args.body]
         for kind in kinds:  # warm-up: code paths, connection pools, caches
@@ -515,6 +533,8 @@ async def _compare(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     rounds[kind][name].append(run)
         peaks = {name: peak_rss_mib(proc.pid) for name, (_b, proc) in contenders.items()}
     finally:
+        for other in others:
+            other.stop()
         pair.stop()
     out: dict[str, Any] = {"event_loop": pair.event_loop}
     for kind, by_name in rounds.items():
@@ -538,6 +558,19 @@ async def _compare(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             round(x / y, 2) if y else None
             for x, y in zip(g["rounds_events_per_sec"], b["rounds_events_per_sec"], strict=True)
         ]
+        for name in [n for n in by_name if n.startswith("gateway_w")]:
+            # CPU per event of this worker count over the first gateway's, round by round (the
+            # rounds run back to back, so a slow spell of the machine falls on both alike).
+            per_round = [
+                round(x["cpu_us_per_event"] / y["cpu_us_per_event"], 2)
+                for x, y in zip(by_name[name], by_name["gateway"], strict=True)
+                if x["cpu_us_per_event"] and y["cpu_us_per_event"]
+            ]
+            summary[name]["ratio"] = (
+                round(summary[name]["events_per_sec"] / b["events_per_sec"], 2) if b["events_per_sec"] else None
+            )
+            summary[name]["cpu_vs_gateway"] = round(_median(per_round), 2) if per_round else None
+            summary[name]["rounds_cpu_vs_gateway"] = per_round
         out[kind] = summary
     return out
 
@@ -559,15 +592,25 @@ def format_table(result: dict[str, Any]) -> str:
         s = result.get(kind)
         if s is None:
             continue
-        for name in ("gateway", "bare"):
+        names = ["gateway"] + [n for n in s if n.startswith("gateway_w")] + ["bare"]
+        for name in names:
             c = s[name]
-            ratio = f"{s['ratio']:.2f}x" if name == "gateway" and s["ratio"] is not None else ""
+            r = s["ratio"] if name == "gateway" else c.get("ratio")
+            ratio = f"{r:.2f}x" if name != "bare" and r is not None else ""
             cpu = f"{c['cpu_us_per_event']:.1f}" if c["cpu_us_per_event"] is not None else "-"
+            label = "gw x" + name.removeprefix("gateway_w") if name.startswith("gateway_w") else name
             lines.append(
-                f"{kind:<7} {name:<9} {ratio:>6} {c['events_per_sec']:>10,} {c['p50_ms']:>8} {c['p99_ms']:>8} "
+                f"{kind:<7} {label:<9} {ratio:>6} {c['events_per_sec']:>10,} {c['p50_ms']:>8} {c['p99_ms']:>8} "
                 f"{cpu:>10} {c['peak_rss_mib']:>13}  {', '.join(f'{x:,}' for x in c['rounds_events_per_sec'])}"
             )
         lines.append(f"{'':<7} {'ratio':<9} {'':>6} per round: {', '.join(str(x) for x in s['rounds_ratio'])}")
+        for name in names[1:-1]:
+            c = s[name]
+            lines.append(
+                f"{'':<7} {'workers':<9} {'':>6} CPU us/event, {name.removeprefix('gateway_w')} workers over "
+                f"the first gateway's: {c['cpu_vs_gateway']} (per round: "
+                f"{', '.join(str(x) for x in c['rounds_cpu_vs_gateway'])})"
+            )
         up = [s[n]["upstream_cpu_us_per_event"] for n in ("gateway", "bare")]
         if all(x is not None for x in up):
             lines.append(
@@ -650,7 +693,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--workers",
         default="1",
-        help="the gateway's `run --workers` (CPU and RSS then count the supervisor and every worker)",
+        help="the gateway's `run --workers` (CPU and RSS then count the supervisor and every worker); "
+        "several counts, as `1,2`, start a gateway per count, compared in the same rounds",
     )
     p.add_argument(
         "--rate",

@@ -50,16 +50,24 @@ def test_bench_reports_gateway_and_bare_pipe_side_by_side_for_both_body_kinds() 
     assert rows[0][2] == f"{result['auth0']['ratio']:.2f}x"
 
 
-def test_bench_rate_offers_a_fixed_load_to_each_contender_instead_of_all_it_takes() -> None:
-    cmd = [sys.executable, "-m", "gateway", "bench", "--body", "v2log", "--seconds", "1", "--rounds", "1"]
-    cmd += ["--concurrency", "4", "--rate", "4000", "--json"]
+def test_bench_compares_worker_counts_in_the_same_rounds_at_an_offered_rate() -> None:
+    cmd = [sys.executable, "-m", "gateway", "bench", "--body", "v2log", "--seconds", "1", "--rounds", "2"]
+    cmd += ["--concurrency", "4", "--rate", "4000", "--workers", "1,2", "--json"]
     out = subprocess.run(cmd, capture_output=True, cwd=REPO, timeout=110, check=True)
     result = orjson.loads(out.stdout)
-    assert result["rate"] == 4000 and "auth0" not in result
-    for name in ("gateway", "bare"):
-        c = result["v2log"][name]
-        assert c["errors"] == 0 and c["cpu_us_per_event"] > 0
-        # Paced: both get about the offered load, never the flood a closed loop sends (far
+    assert result["rate"] == 4000 and result["workers"] == "1,2" and "auth0" not in result
+    s = result["v2log"]
+    for name in ("gateway", "gateway_w2", "bare"):
+        c = s[name]
+        assert c["errors"] == 0 and c["cpu_us_per_event"] > 0 and len(c["rounds_events_per_sec"]) == 2
+        # Paced: each gets about the offered load, never the flood a closed loop sends (far
         # above 10,000 events/s on any machine that runs this suite).
         assert 0 < c["events_per_sec"] <= 6000, c
-    assert "4,000 events/s offered" in format_table(result).splitlines()[0]
+    w2 = s["gateway_w2"]
+    assert len(w2["rounds_cpu_vs_gateway"]) == 2 and w2["cpu_vs_gateway"] > 0 and w2["ratio"] > 0
+    # The two workers' peak RSS is the supervisor's and both workers': above one gateway's.
+    assert w2["peak_rss_mib"] > s["gateway"]["peak_rss_mib"]
+    lines = format_table(result).splitlines()
+    assert "4,000 events/s offered" in lines[0] and "x 1,2 worker(s)" in lines[0]
+    assert [ln.split()[1] for ln in lines if ln.startswith("v2log")] == ["gateway", "gw", "bare"]
+    assert any("2 workers over the first gateway's" in ln for ln in lines)
