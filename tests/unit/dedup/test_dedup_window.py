@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import orjson
@@ -380,15 +381,7 @@ async def test_the_file_keeps_each_ids_last_time_legacy_rows_included_and_forget
     tmp_path: Path,
 ) -> None:
     """Ids are written one row per flush (issue 18); a file of the former one row per id still loads."""
-    import sqlite3
-
-    path = tmp_path / "dedup.db"
-    now = [1_800_000_000.0]
-    config = DedupConfig(max_age_secs=100, max_entries=4)
-    w = DedupWindow(path, config, Metrics(), clock=lambda: now[0])
-    await w.start()
-    await w.close()
-    db = sqlite3.connect(path)
+    path, now, config, db = await created_file(tmp_path, max_entries=4)
     db.executemany("INSERT INTO seen(key, at) VALUES (?, ?)", [("old-kept", now[0] - 50), ("old-gone", now[0] - 150)])
     db.commit()
     db.close()
@@ -473,15 +466,7 @@ def test_an_id_recorded_again_outlives_the_eviction_of_its_older_arrival() -> No
 async def test_files_of_the_former_batch_format_load_beside_this_ones_flushes(tmp_path: Path) -> None:
     """A ``seen_batches`` row (``[[id, at], ...]``, the format before this one) and ``seen`` rows
     still load; an id's last time wins across the formats, and the oldest arrivals go first."""
-    import sqlite3
-
-    path = tmp_path / "dedup.db"
-    now = [1_800_000_000.0]
-    config = DedupConfig(max_age_secs=100, max_entries=10)
-    w = DedupWindow(path, config, Metrics(), clock=lambda: now[0])
-    await w.start()
-    await w.close()
-    db = sqlite3.connect(path)
+    path, now, config, db = await created_file(tmp_path, max_entries=10)
     db.execute("INSERT INTO seen(key, at) VALUES (?, ?)", ("row", now[0] - 50))
     former = [["b1", now[0] - 40], ["b2", now[0] - 40], ["b1", now[0] - 30], ["b-old", now[0] - 200]]
     db.execute("INSERT INTO seen_batches(at, n, ids) VALUES (?, ?, ?)", (now[0] - 30, 4, orjson.dumps(former)))
@@ -500,3 +485,17 @@ async def test_files_of_the_former_batch_format_load_beside_this_ones_flushes(tm
         assert w._seen["b2"].at == now[0]
         assert "b1" not in expected or w._seen["b1"].at == now[0] - 31
         await w.close()
+
+
+async def created_file(
+    tmp_path: Path, *, max_entries: int
+) -> tuple[Path, list[float], DedupConfig, sqlite3.Connection]:
+    """A window file as a start and a close leave it (its tables, no ids), opened to write rows
+    of the earlier formats into; with the test's clock reading (a list, to move it) and config."""
+    path = tmp_path / "dedup.db"
+    now = [1_800_000_000.0]
+    config = DedupConfig(max_age_secs=100, max_entries=max_entries)
+    w = DedupWindow(path, config, Metrics(), clock=lambda: now[0])
+    await w.start()
+    await w.close()
+    return path, now, config, sqlite3.connect(path)
