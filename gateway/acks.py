@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from gateway.deadlines import deadlines
+from gateway.deadlines import deadlines, wake
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +297,7 @@ class AckGroup:
             self._waiters = [waiter]
         else:
             self._waiters.append(waiter)
-        deadline = deadlines(timeout_secs).add(_time_out, waiter)
+        deadline = deadlines(timeout_secs).add(wake, waiter)
         try:
             return await waiter
         finally:
@@ -310,8 +310,3 @@ class AckGroup:
         if self._future is None:
             self._future = asyncio.get_running_loop().create_future()
         return await asyncio.shield(self._future)
-
-
-def _time_out(waiter: asyncio.Future[AckStatus | None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Deadline", "Deadlines", "deadlines"]
+__all__ = ["Deadline", "Deadlines", "deadlines", "wake"]
 
 _COMPACT_AT = 1024
 """Cancelled deadlines behind a live one are dropped once there are this many and they are
@@ -106,3 +106,9 @@ def deadlines(secs: float) -> Deadlines:
     if found is None:
         found = by_secs[secs] = Deadlines(loop, secs)
     return found
+
+
+def wake(waiter: asyncio.Future[Any]) -> None:
+    """Resolve ``waiter`` with None unless it is done (a deadline's usual callback)."""
+    if not waiter.done():
+        waiter.set_result(None)

@@ -7,6 +7,7 @@ from bisect import bisect_right
 from collections import deque
 from itertools import accumulate, islice, repeat, starmap
 
+from gateway.deadlines import deadlines, wake
 from gateway.errors import BufferFull, Draining
 from gateway.event import Event, item_of
 from gateway.telemetry.metrics import Metrics
@@ -73,7 +74,7 @@ class MemoryBuffer:
         self._readable.set()
         filled = self._filled
         if filled is not None and (len(self._q) >= self._fill_events or self._bytes >= self._fill_bytes):
-            _wake(filled)
+            wake(filled)
 
     async def take(self, max_events: int, max_bytes: int, timeout_secs: float) -> list[Event]:
         # One taker forms a batch at a time; the other delivery workers wait their turn on the
@@ -92,15 +93,14 @@ class MemoryBuffer:
 
     async def _fill(self, max_events: int, max_bytes: int, timeout_secs: float) -> None:
         """Wait until ``max_events`` or ``max_bytes`` are buffered (or closed), ``timeout_secs`` at most."""
-        loop = asyncio.get_running_loop()
-        filled: asyncio.Future[None] = loop.create_future()
+        filled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._filled = filled
         self._fill_events, self._fill_bytes = max_events, max_bytes
-        timer = loop.call_later(timeout_secs, _wake, filled)
+        deadline = deadlines(timeout_secs).add(wake, filled)
         try:
             await filled
         finally:
-            timer.cancel()
+            deadline.cancel()
             self._filled = None
 
     def _pop(self, max_events: int, max_bytes: int) -> list[Event]:
@@ -109,26 +109,20 @@ class MemoryBuffer:
             # The usual take: everything buffered fits one batch; no sizes to add up (issue 18).
             out = list(q)
             q.clear()
-            if out:
-                self._bytes = 0
-                self._publish()
-                self._room.set()
-            return out
-        if self._bytes <= max_bytes:
+            size = self._bytes
+        elif self._bytes <= max_bytes:
             # Every prefix fits max_bytes: the batch is the first max_events, sized in one pass.
             out = list(starmap(q.popleft, repeat((), max_events)))
-            self._bytes -= sum(map(len, map(item_of, out)))
-            self._publish()
-            self._room.set()
-            self._readable.set()  # more than max_events were buffered
-            return out
-        # Running sizes of the head, in C: the batch is the longest prefix within max_bytes
-        # (at least one event, however large).
-        sizes = list(accumulate(map(len, map(item_of, islice(q, max_events)))))
-        n = max(1, bisect_right(sizes, max_bytes)) if sizes else 0
-        out = list(starmap(q.popleft, repeat((), n)))  # n popleft() calls, without a Python loop
+            size = sum(map(len, map(item_of, out)))
+        else:
+            # Running sizes of the head, in C: the batch is the longest prefix within max_bytes
+            # (at least one event, however large).
+            sizes = list(accumulate(map(len, map(item_of, islice(q, max_events)))))
+            n = max(1, bisect_right(sizes, max_bytes)) if sizes else 0
+            out = list(starmap(q.popleft, repeat((), n)))  # n popleft() calls, without a Python loop
+            size = sizes[n - 1] if out else 0
         if out:
-            self._bytes -= sizes[n - 1]
+            self._bytes -= size
             self._publish()
             self._room.set()
         if q:
@@ -140,7 +134,7 @@ class MemoryBuffer:
         self._readable.set()
         self._room.set()
         if self._filled is not None:
-            _wake(self._filled)
+            wake(self._filled)
 
     def drain_nowait(self) -> list[Event]:
         out = list(self._q)
@@ -153,8 +147,3 @@ class MemoryBuffer:
     def _publish(self) -> None:
         self._m_events.set(len(self._q))
         self._m_bytes.set(self._bytes)
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
