@@ -332,24 +332,17 @@ async def test_other_configurations_ids_and_partition_overrides_get_the_spec_err
     status, body = await post(http, srv.base_url, srv.token, "/v1beta/config/list", {})
     assert [c["id"] for c in body["result"]["items"]] == [CONFIG_A]
 
-    v2 = await create_config(http, srv, {"name": "v2", "version": 2, "schema": CUSTOM_SCHEMA})
     overrides = {"acme": {"warm_storage": "30d", "cold_storage": "365d"}}
-    status, body = await post(
-        http,
-        srv.base_url,
-        srv.token,
-        "/v1beta/config/partition_overrides",
-        {"id": v2["id"], "overrides": overrides},
-    )
+
+    async def set_overrides(config: dict[str, Any]) -> tuple[int, Any]:
+        path = "/v1beta/config/partition_overrides"
+        return await post(http, srv.base_url, srv.token, path, {"id": config["id"], "overrides": overrides})
+
+    v2 = await create_config(http, srv, {"name": "v2", "version": 2, "schema": CUSTOM_SCHEMA})
+    status, body = await set_overrides(v2)
     assert status == 400 and body["status"] == "InvalidSchema"
     v3 = await create_config(http, srv, {"name": "v3", "version": 3, "schema": CUSTOM_SCHEMA})
-    status, body = await post(
-        http,
-        srv.base_url,
-        srv.token,
-        "/v1beta/config/partition_overrides",
-        {"id": v3["id"], "overrides": overrides},
-    )
+    status, body = await set_overrides(v3)
     assert status == 200 and body["result"] == {}
     status, body = await post(http, srv.base_url, srv.token, "/v1beta/config", {"id": v3["id"]})
     assert body["result"]["partition_overrides"] == overrides
